@@ -1,0 +1,421 @@
+"""The `ttgen` command line: one sub-command group per stage, kept thin (parse, call, print)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Coroutine
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ttgen import __version__
+from ttgen.errors import TtgenError
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="ttgen",
+    help="ttgen: Terminal-Task-Gen. Make, validate and run terminal tasks to produce agent training data.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+tasks_app = typer.Typer(help="Check and convert Harbor task directories.", no_args_is_help=True)
+images_app = typer.Typer(help="Build and manage environment images.", no_args_is_help=True)
+env_app = typer.Typer(help="Run task environments: exec, shell, smoke test, clean up.", no_args_is_help=True)
+app.add_typer(tasks_app, name="tasks")
+app.add_typer(images_app, name="images")
+app.add_typer(env_app, name="env")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coro)
+    except TtgenError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"ttgen {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """ttgen: Terminal-Task-Gen."""
+
+
+# -- tasks ------------------------------------------------------------------------------------
+
+
+@tasks_app.command("check")
+def tasks_check(
+    paths: Annotated[list[Path], typer.Argument(help="Task directories, or folders holding tasks.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per task (JSON lines).")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List valid tasks and warnings too.")] = False,
+    workers: Annotated[int, typer.Option("--workers", help="Processes for large batches (0 = auto).")] = 0,
+) -> None:
+    """Check task directories without building anything.
+
+    Prints one line per invalid task naming the file and the problem, then a summary.
+    Exits 1 when any task is invalid.
+    """
+    from ttgen.check import check_many
+    from ttgen.task import find_tasks
+
+    try:
+        found = find_tasks(paths)
+    except TtgenError as exc:
+        raise _fail(str(exc)) from None
+    t0 = time.perf_counter()
+    results = list(check_many(found, workers=workers or None))
+    elapsed = time.perf_counter() - t0
+    invalid = [r for r in results if not r.valid]
+    if as_json:
+        for r in results:
+            sys.stdout.write(json.dumps(r.to_dict()) + "\n")
+        raise typer.Exit(1 if invalid else 0)
+
+    shown = results if verbose else invalid
+    if shown:
+        table = Table(title="Task check", show_lines=False, expand=False)
+        table.add_column("task", overflow="fold")
+        table.add_column("status")
+        table.add_column("reason", overflow="fold")
+        for r in shown:
+            status = "[green]valid[/]" if r.valid else "[red]invalid[/]"
+            reasons = r.problems or (r.warnings if verbose else [])
+            table.add_row(r.path, status, reasons[0] if reasons else "")
+            for extra in reasons[1:]:
+                table.add_row("", "", extra)
+            if verbose and r.problems:
+                for w in r.warnings:
+                    table.add_row("", "[yellow]warning[/]", w)
+        console.print(table)
+    n_warn = sum(1 for r in results if r.warnings)
+    summary = Table.grid(padding=(0, 2))
+    summary.add_row("tasks", str(len(results)))
+    summary.add_row("valid", f"[green]{len(results) - len(invalid)}[/]")
+    summary.add_row("invalid", f"[red]{len(invalid)}[/]" if invalid else "0")
+    summary.add_row("with warnings", str(n_warn))
+    summary.add_row("time", f"{elapsed:.2f} s")
+    console.print(summary)
+    raise typer.Exit(1 if invalid else 0)
+
+
+@tasks_app.command("import-tb1")
+def tasks_import_tb1(
+    src: Annotated[Path, typer.Argument(help="A Terminal-Bench 1 task, or a folder of them.")],
+    dest: Annotated[Path, typer.Argument(help="Folder to write Harbor tasks into.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace tasks that already exist in DEST.")] = False,
+) -> None:
+    """Convert Terminal-Bench 1.x tasks (task.yaml, run-tests.sh, ...) to Harbor task directories."""
+    from ttgen.sources.tb1 import import_tb1_tasks
+
+    try:
+        report = import_tb1_tasks(src, dest, overwrite=overwrite)
+    except TtgenError as exc:
+        raise _fail(str(exc)) from None
+    table = Table(title=f"Terminal-Bench 1 → Harbor ({dest})")
+    table.add_column("task", overflow="fold")
+    table.add_column("result")
+    table.add_column("detail", overflow="fold")
+    for item in report:
+        colour = {"converted": "green", "skipped": "yellow"}.get(item.status, "red")
+        table.add_row(item.name, f"[{colour}]{item.status}[/]", item.detail)
+    console.print(table)
+    failed = [i for i in report if i.status == "failed"]
+    console.print(
+        f"{sum(i.status == 'converted' for i in report)} converted, "
+        f"{sum(i.status == 'skipped' for i in report)} skipped, {len(failed)} failed"
+    )
+    raise typer.Exit(1 if failed else 0)
+
+
+# -- images -----------------------------------------------------------------------------------
+
+
+@images_app.command("bootstrap")
+def images_bootstrap(
+    tag: Annotated[str, typer.Option(help="Tag of the image to create.")] = "ttgen/base:bookworm",
+    suite: Annotated[str, typer.Option(help="Debian suite.")] = "bookworm",
+    mirror: Annotated[str, typer.Option(help="Debian mirror.")] = "http://deb.debian.org/debian",
+    package: Annotated[list[str], typer.Option("--package", "-p", help="Extra Debian package (repeatable).")] = [],  # noqa: B006
+    force: Annotated[bool, typer.Option(help="Rebuild even if the tag exists.")] = False,
+) -> None:
+    """Build a base image from Debian's archive with debootstrap (no registry needed)."""
+    from ttgen.sandbox.bootstrap import bootstrap_base_image
+    from ttgen.sandbox.docker import DockerBackend
+
+    async def go() -> None:
+        async with DockerBackend() as backend:
+            await backend.ping()
+            if not force and await backend.image_exists(tag):
+                console.print(f"{tag} already exists (use --force to rebuild)")
+                return
+            with console.status(f"debootstrap {suite} → {tag} ...") as status:
+                result = await bootstrap_base_image(
+                    backend.docker,
+                    tag=tag,
+                    suite=suite,
+                    mirror=mirror,
+                    extra_packages=tuple(package),
+                    on_line=lambda line: status.update(f"debootstrap: {line[:100]}"),
+                )
+            console.print(f"[green]built[/] {result.tag} ({result.image_id[:19]}) in {result.seconds:.0f} s")
+
+    _run(go())
+
+
+@images_app.command("build")
+def images_build(
+    paths: Annotated[list[Path], typer.Argument(help="Tasks or folders of tasks.")],
+    force_build: Annotated[bool, typer.Option("--force-build", help="Rebuild without the layer cache.")] = False,
+    concurrency: Annotated[int, typer.Option("-n", "--concurrency", help="Builds at once.")] = 2,
+) -> None:
+    """Build the environment images of tasks (each distinct environment once)."""
+    from ttgen.sandbox.docker import DockerBackend
+    from ttgen.task import Task, find_tasks
+
+    async def go() -> int:
+        sem = asyncio.Semaphore(max(1, concurrency))
+        table = Table(title="Images")
+        for col in ("task", "image", "source", "seconds", "error"):
+            table.add_column(col, overflow="fold")
+        failures = 0
+        async with DockerBackend() as backend:
+            await backend.ping()
+
+            async def one(path: Path) -> tuple[str, str, str, str, str]:
+                async with sem:
+                    try:
+                        task = Task.load(path)
+                        ref = await backend.ensure_image(task, force_build=force_build)
+                        return task.name, ref.tag, ref.source, f"{ref.seconds:.1f}", ""
+                    except TtgenError as exc:
+                        return path.name, "", "[red]failed[/]", "", str(exc)
+
+            with console.status("building images ..."):
+                rows = await asyncio.gather(*(one(p) for p in find_tasks(paths)))
+        for row in rows:
+            failures += row[2] == "[red]failed[/]"
+            table.add_row(*row)
+        console.print(table)
+        return failures
+
+    raise typer.Exit(1 if _run(go()) else 0)
+
+
+@images_app.command("aliases")
+def images_aliases() -> None:
+    """Show the image aliases and CA bundle in effect, and where they come from."""
+    from ttgen.config import load_settings
+
+    try:
+        settings = load_settings()
+    except TtgenError as exc:
+        raise _fail(str(exc)) from None
+    table = Table(title="Image aliases (first match wins)")
+    table.add_column("pattern")
+    table.add_column("image")
+    table.add_column("from", overflow="fold")
+    for a in settings.aliases:
+        table.add_row(a.pattern, a.image, a.source)
+    console.print(table)
+    console.print(f"extra CA bundle: {settings.extra_ca_cert or 'none'}")
+    console.print(f"config sources: {', '.join(settings.sources) or 'defaults only'}")
+
+
+# -- env --------------------------------------------------------------------------------------
+
+
+def _load_task(path: Path):  # -> Task
+    from ttgen.task import Task
+
+    try:
+        return Task.load(path)
+    except TtgenError as exc:
+        raise _fail(str(exc)) from None
+
+
+@env_app.command(
+    "exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def env_exec(
+    task_path: Annotated[Path, typer.Argument(metavar="TASK", help="A task directory.")],
+    command: Annotated[list[str], typer.Argument(metavar="-- CMD...", help="The command to run.")],
+    timeout: Annotated[float | None, typer.Option(help="Kill the command after this many seconds (exit 124).")] = None,
+    force_build: Annotated[bool, typer.Option("--force-build", help="Rebuild the image first.")] = False,
+    user: Annotated[str | None, typer.Option(help="User to run as.")] = None,
+) -> None:
+    """Start the task's environment, run CMD in its working directory, print the output, exit with its code.
+
+    The container is removed afterwards. Example: ttgen env exec examples/tasks/hello-world -- ls -la
+    """
+    from ttgen.sandbox.docker import DockerBackend
+
+    task = _load_task(task_path)
+
+    async def go() -> int:
+        async with DockerBackend() as backend:
+            await backend.ping()
+            sandbox = await backend.start(task, job="env-exec", force_build=force_build)
+            try:
+                res = await sandbox.exec(command, timeout=timeout, user=user)
+            finally:
+                await sandbox.stop()
+        sys.stdout.write(res.stdout)
+        sys.stdout.flush()
+        sys.stderr.write(res.stderr)
+        if res.timed_out:
+            err_console.print(f"[red]timed out after {timeout:g} s; the command's processes were killed[/]")
+            return 124
+        return res.exit_code if res.exit_code is not None else 1
+
+    raise typer.Exit(_run(go()))
+
+
+@env_app.command("shell")
+def env_shell(
+    task_path: Annotated[Path, typer.Argument(metavar="TASK", help="A task directory.")],
+    force_build: Annotated[bool, typer.Option("--force-build", help="Rebuild the image first.")] = False,
+    with_tests: Annotated[bool, typer.Option("--with-tests", help="Also copy tests/ to /tests.")] = False,
+    with_solution: Annotated[bool, typer.Option("--with-solution", help="Also copy solution/ to /solution.")] = False,
+) -> None:
+    """Open an interactive shell in a fresh environment of the task; it is removed on exit."""
+    from ttgen.sandbox.docker import DockerBackend
+
+    task = _load_task(task_path)
+    docker_cli = shutil.which("docker")
+    if docker_cli is None:
+        raise _fail("`ttgen env shell` needs the docker command-line client for the interactive terminal")
+
+    async def start() -> tuple[str, str]:
+        async with DockerBackend() as backend:
+            await backend.ping()
+            sandbox = await backend.start(task, job="env-shell", force_build=force_build)
+            assert task.path is not None
+            if with_tests:
+                await sandbox.upload_dir(task.path / "tests", "/tests")
+            if with_solution and (task.path / "solution").is_dir():
+                await sandbox.upload_dir(task.path / "solution", "/solution")
+            return sandbox.id, sandbox.name
+
+    async def remove(cid: str) -> None:
+        import aiodocker
+
+        async with aiodocker.Docker() as docker:
+            try:
+                await docker.containers.container(cid).delete(force=True)
+            except aiodocker.DockerError:
+                pass
+
+    cid, name = _run(start())
+    console.print(f"[dim]container {name}; exit the shell to remove it[/]")
+    try:
+        shell = "if command -v bash >/dev/null; then exec bash; else exec sh; fi"
+        rc = subprocess.call([docker_cli, "exec", "-it", cid, "sh", "-c", shell])
+    finally:
+        _run(remove(cid))
+    raise typer.Exit(rc)
+
+
+@env_app.command("gc")
+def env_gc(
+    job: Annotated[str | None, typer.Option(help="Remove the containers of this job, whoever started them.")] = None,
+    everything: Annotated[bool, typer.Option("--all", help="Remove every ttgen container.")] = False,
+) -> None:
+    """Remove containers and networks left by crashed runs (found by their ttgen labels).
+
+    By default only containers whose starting process has exited are removed, so running jobs are safe.
+    """
+    from ttgen.sandbox.docker import DockerBackend
+
+    async def go() -> dict[str, list[str]]:
+        async with DockerBackend() as backend:
+            await backend.ping()
+            return await backend.gc(job=job, everything=everything)
+
+    removed = _run(go())
+    for name in removed["containers"]:
+        console.print(f"removed container {name}")
+    for name in removed["networks"]:
+        console.print(f"removed network {name}")
+    console.print(f"{len(removed['containers'])} containers, {len(removed['networks'])} networks removed")
+
+
+@env_app.command("smoke")
+def env_smoke(
+    paths: Annotated[list[Path], typer.Argument(help="Tasks or folders of tasks.")],
+    command: Annotated[
+        str, typer.Option(help="Shell command to run in each environment.")
+    ] = 'echo "$(uname -m) $(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME")"; pwd',
+    concurrency: Annotated[int, typer.Option("-n", "--concurrency", help="Tasks at once.")] = 2,
+    force_build: Annotated[bool, typer.Option("--force-build", help="Rebuild images first.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines instead of a table.")] = False,
+) -> None:
+    """Check, build, start and run a command in every task's environment; print a summary.
+
+    Exits 1 when any task fails a step.
+    """
+    from ttgen.smoke import smoke_tasks
+    from ttgen.task import find_tasks
+
+    try:
+        found = find_tasks(paths)
+    except TtgenError as exc:
+        raise _fail(str(exc)) from None
+    with console.status(f"smoke-testing {len(found)} tasks ...") if not as_json else nullcontext():
+        rows = _run(smoke_tasks(found, command=command, concurrency=concurrency, force_build=force_build))
+    if as_json:
+        for r in rows:
+            sys.stdout.write(json.dumps(r.to_dict()) + "\n")
+    else:
+        table = Table(title="Environment smoke test")
+        for col in ("task", "check", "image", "build s", "start→exec ms", "exit", "output / error"):
+            table.add_column(col, overflow="fold")
+        for r in rows:
+            table.add_row(
+                r.task,
+                "[green]ok[/]" if r.check_ok else "[red]invalid[/]",
+                f"{r.image_source or '-'}",
+                f"{r.build_sec:.1f}" if r.build_sec is not None else "-",
+                f"{r.start_to_exec_ms:.0f}" if r.start_to_exec_ms is not None else "-",
+                "-" if r.exit_code is None else str(r.exit_code),
+                r.error or r.output_head,
+            )
+        console.print(table)
+        ok = sum(r.ok for r in rows)
+        console.print(f"{ok}/{len(rows)} tasks passed the smoke test")
+    raise typer.Exit(0 if all(r.ok for r in rows) else 1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""ttgen's own settings: image aliases, an extra CA bundle and sandbox defaults.
+
+Sources, later ones win:
+
+1. built-in defaults;
+2. the user file ``~/.config/ttgen/config.toml`` (or ``$XDG_CONFIG_HOME/ttgen/config.toml``);
+3. ``ttgen.toml`` in the current directory (a project's settings, e.g. this repository's);
+4. the file named by ``TTGEN_CONFIG``;
+5. environment variables: ``TTGEN_IMAGE_ALIASES`` (``PATTERN=IMAGE,PATTERN=IMAGE``),
+   ``TTGEN_EXTRA_CA_CERT`` (a PEM file), ``TTGEN_PIDS_LIMIT``.
+
+Alias lists are merged: entries from a later source are tried before earlier ones.
+A config file looks like::
+
+    [images]
+    aliases = { "ubuntu:*" = "ttgen/base:bookworm", "python:3.*" = "ttgen/base:bookworm" }
+    extra_ca_cert = "host"   # a PEM file, or "host": the host's own trust store
+    pull = true            # try `docker pull` for images missing locally
+
+    [sandbox]
+    pids_limit = 4096
+    default_cpus = 1       # for tasks that set no cpus
+    default_memory_mb = 2048
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import ssl
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ttgen.errors import ConfigError
+
+ENV_ALIASES = "TTGEN_IMAGE_ALIASES"
+ENV_CA = "TTGEN_EXTRA_CA_CERT"
+ENV_CONFIG = "TTGEN_CONFIG"
+ENV_PIDS = "TTGEN_PIDS_LIMIT"
+
+
+@dataclass(frozen=True)
+class ImageAlias:
+    pattern: str
+    image: str
+    source: str = ""
+
+
+@dataclass
+class Settings:
+    aliases: list[ImageAlias] = field(default_factory=list)
+    extra_ca_cert: Path | None = None
+    pull: bool = True
+    pids_limit: int = 4096
+    default_cpus: float = 1.0
+    default_memory_mb: int = 2048
+    sources: list[str] = field(default_factory=list)
+
+    def resolve_image(self, ref: str) -> str:
+        """Map an image reference through the aliases (first match wins); unchanged if none."""
+        for candidate in _ref_forms(ref):
+            for alias in self.aliases:
+                if fnmatch.fnmatchcase(candidate, alias.pattern):
+                    return alias.image
+        return ref
+
+
+def _ref_forms(ref: str) -> list[str]:
+    """`ref` as written and in short form (no docker.io/library/ prefix, explicit tag)."""
+    short = ref
+    for prefix in ("docker.io/", "index.docker.io/"):
+        short = short.removeprefix(prefix)
+    short = short.removeprefix("library/")
+    if ":" not in short.rsplit("/", 1)[-1] and "@" not in short:
+        short += ":latest"
+    return [ref] if short == ref else [ref, short]
+
+
+def parse_alias_list(text: str, source: str) -> list[ImageAlias]:
+    """Parse ``PATTERN=IMAGE,PATTERN=IMAGE`` (commas or newlines between entries)."""
+    out = []
+    for raw in text.replace("\n", ",").split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        if "=" not in item:
+            raise ConfigError(f"{source}: image alias {item!r} is not of the form PATTERN=IMAGE")
+        pattern, image = (s.strip() for s in item.split("=", 1))
+        if not pattern or not image:
+            raise ConfigError(f"{source}: image alias {item!r} has an empty side")
+        out.append(ImageAlias(pattern, image, source))
+    return out
+
+
+def _apply_file(settings: Settings, path: Path) -> None:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    images: dict[str, Any] = data.get("images", {})
+    sandbox: dict[str, Any] = data.get("sandbox", {})
+    src = str(path)
+    aliases = images.get("aliases")
+    if aliases is not None:
+        if isinstance(aliases, dict):
+            new = [ImageAlias(str(k), str(v), src) for k, v in aliases.items()]
+        elif isinstance(aliases, list):
+            new = parse_alias_list(",".join(map(str, aliases)), src)
+        else:
+            raise ConfigError(f"{path}: [images] aliases must be a table or a list of 'PATTERN=IMAGE'")
+        settings.aliases = new + settings.aliases
+    if "extra_ca_cert" in images:
+        settings.extra_ca_cert = _ca_path(str(images["extra_ca_cert"]), path.parent, src)
+    if "pull" in images:
+        settings.pull = bool(images["pull"])
+    for key, conv in (("pids_limit", int), ("default_cpus", float), ("default_memory_mb", int)):
+        if key in sandbox:
+            try:
+                setattr(settings, key, conv(sandbox[key]))
+            except (TypeError, ValueError):
+                raise ConfigError(f"{path}: [sandbox] {key} must be a number") from None
+    settings.sources.append(src)
+
+
+def host_ca_bundle() -> Path | None:
+    """The host's default trust store (which holds a corporate CA where the admin installed one)."""
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.openssl_cafile, "/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"):
+        if candidate and os.path.isfile(candidate):
+            return Path(candidate)
+    return None
+
+
+def _ca_path(value: str, base: Path, source: str) -> Path | None:
+    """A CA setting: a PEM path, "host" (the host's trust store) or "" / "none" (off)."""
+    if value.strip().lower() in ("", "none", "off"):
+        return None
+    if value.strip().lower() == "host":
+        found = host_ca_bundle()
+        if found is None:
+            raise ConfigError(f"{source}: extra_ca_cert = 'host' but this host has no CA bundle")
+        return found
+    p = Path(os.path.expanduser(value))
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def load_settings(cwd: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    settings = Settings()
+    cwd = cwd or Path.cwd()
+    xdg = env.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    candidates = [Path(xdg) / "ttgen" / "config.toml", cwd / "ttgen.toml"]
+    if env.get(ENV_CONFIG):
+        explicit = Path(env[ENV_CONFIG])
+        if not explicit.is_file():
+            raise ConfigError(f"{ENV_CONFIG}={explicit}: no such file")
+        candidates.append(explicit)
+    seen: set[Path] = set()
+    for c in candidates:
+        if c.is_file() and c.resolve() not in seen:
+            seen.add(c.resolve())
+            _apply_file(settings, c)
+    if env.get(ENV_ALIASES):
+        settings.aliases = parse_alias_list(env[ENV_ALIASES], ENV_ALIASES) + settings.aliases
+        settings.sources.append(ENV_ALIASES)
+    if env.get(ENV_CA):
+        settings.extra_ca_cert = _ca_path(env[ENV_CA], cwd, ENV_CA)
+        settings.sources.append(ENV_CA)
+    if env.get(ENV_PIDS):
+        try:
+            settings.pids_limit = int(env[ENV_PIDS])
+        except ValueError:
+            raise ConfigError(f"{ENV_PIDS}={env[ENV_PIDS]!r} is not an integer") from None
+    if settings.extra_ca_cert is not None and not settings.extra_ca_cert.is_file():
+        raise ConfigError(f"extra CA certificate {settings.extra_ca_cert} does not exist")
+    return settings

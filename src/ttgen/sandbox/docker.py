@@ -1,0 +1,730 @@
+"""The Docker sandbox, driven through the Docker Engine API (aiodocker; no CLI on the hot path).
+
+`DockerBackend` owns one API client per process and does the once-per-process work: building
+images (one build per distinct content, concurrent requests share it), the isolated network,
+garbage collection. `DockerSandbox` is one running container: exec, files, stop.
+
+Containers run untrusted agent commands, so every one gets: the task's cpus and memory (or the
+configured defaults), a pids limit, no privileges and no-new-privileges, no network at all when
+the task says ``allow_internet = false`` (otherwise a bridge where containers cannot reach each
+other), an init process so that stopping is immediate, and labels naming the job and the process
+that started it, so leftovers of a crashed run can be found and removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import shlex
+import socket
+import tarfile
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import aiodocker
+import aiohttp
+
+from ttgen.config import Settings, load_settings
+from ttgen.errors import (
+    DockerUnavailableError,
+    ImageBuildError,
+    ImageNotFoundError,
+    SandboxError,
+    TaskError,
+)
+from ttgen.sandbox.base import DEFAULT_MAX_OUTPUT_BYTES, ExecResult
+from ttgen.sandbox.context import (
+    CA_CONTAINER_PATH,
+    BuildContext,
+    ca_bundle_bytes,
+    ca_env,
+    make_build_context,
+)
+from ttgen.task import Task
+
+log = logging.getLogger(__name__)
+
+LABEL_MANAGED = "ttgen.managed"
+LABEL_JOB = "ttgen.job"
+LABEL_OWNER = "ttgen.owner"  # "<hostname>:<pid>" of the process that started the container
+LABEL_TASK = "ttgen.task"
+LABEL_CA = "ttgen.ca"
+NETWORK_NAME = "ttgen-isolated"
+EXEC_MARKER = "TTGEN_EXEC_ID"
+BUILD_LOG_TAIL_LINES = 40
+KEEPALIVE_CMD = ["sh", "-c", "sleep infinity"]
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_NAME_BAD = re.compile(r"[^a-zA-Z0-9_.-]+")
+
+
+def owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def resolve_env(env: Mapping[str, str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Resolve ``${VAR}`` and ``${VAR:-default}`` in task env values from the host, as Harbor does."""
+    host = os.environ if environ is None else environ
+    return {k: _ENV_REF.sub(lambda m: host.get(m.group(1)) or (m.group(2) or ""), str(v)) for k, v in env.items()}
+
+
+def container_name(job: str, task: str) -> str:
+    base = _NAME_BAD.sub("-", f"ttgen-{job}-{task}")[:80].strip("-.")
+    return f"{base}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class ImageRef:
+    """The image a task runs in, and how it was obtained."""
+
+    tag: str
+    source: str  # "built" | "cached" | "prebuilt"
+    seconds: float = 0.0
+    has_ca: bool = False
+
+
+class _OutputBuffer:
+    """Keeps the first and last `limit/2` bytes of a stream and counts what was dropped."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(limit, 0)
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.omitted = 0
+
+    def feed(self, data: bytes) -> None:
+        half = self.limit // 2
+        room = half - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if not data:
+            return
+        self.tail += data
+        keep = self.limit - half
+        if len(self.tail) > keep:
+            cut = len(self.tail) - keep
+            del self.tail[:cut]
+            self.omitted += cut
+
+    def text(self) -> str:
+        if not self.omitted:
+            return (self.head + self.tail).decode("utf-8", errors="replace")
+        marker = f"\n[... {self.omitted} bytes omitted by ttgen ...]\n"
+        return self.head.decode("utf-8", errors="replace") + marker + self.tail.decode("utf-8", errors="replace")
+
+
+# A POSIX sh script that kills every process carrying one exec's marker in its environment,
+# repeated until none is left (a fork bomb keeps forking while we kill).
+_KILL_TREE = r"""
+id="$1"; n=0
+while [ $n -lt 20 ]; do
+  found=0
+  for p in /proc/[0-9]*; do
+    pid=${p#/proc/}
+    [ "$pid" = "$$" ] && continue
+    if tr '\000' '\n' < "$p/environ" 2>/dev/null | grep -qx "TTGEN_EXEC_ID=$id"; then
+      kill -9 "$pid" 2>/dev/null && found=1
+    fi
+  done
+  [ $found -eq 0 ] && exit 0
+  n=$((n+1))
+done
+"""
+
+
+class DockerBackend:
+    """One Docker Engine API client and the state shared by all sandboxes of a process."""
+
+    def __init__(self, settings: Settings | None = None, *, docker_url: str | None = None) -> None:
+        self.settings = settings if settings is not None else load_settings()
+        self._url = docker_url
+        self._docker: aiodocker.Docker | None = None
+        self._build_locks: dict[str, asyncio.Lock] = {}
+        self._network_lock = asyncio.Lock()
+        self._network_ready: str | None = None
+        self._ca_bytes: bytes | None = None
+        self.builds = 0  # images actually built by this backend (for tests and reports)
+
+    # -- client ---------------------------------------------------------------------------
+
+    @property
+    def docker(self) -> aiodocker.Docker:
+        if self._docker is None:
+            try:
+                self._docker = aiodocker.Docker(url=self._url)
+            except Exception as exc:
+                raise DockerUnavailableError(f"cannot create a Docker client: {exc}") from exc
+        return self._docker
+
+    async def ping(self) -> dict[str, Any]:
+        try:
+            return await self.docker.version()
+        except (aiohttp.ClientError, OSError, aiodocker.DockerError) as exc:
+            raise DockerUnavailableError(
+                f"no Docker engine answers ({exc}). Start one (e.g. `dockerd &`), or set DOCKER_HOST."
+            ) from exc
+
+    async def close(self) -> None:
+        if self._docker is not None:
+            await self._docker.close()
+            self._docker = None
+
+    async def __aenter__(self) -> DockerBackend:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- images ---------------------------------------------------------------------------
+
+    async def image_exists(self, ref: str) -> dict[str, Any] | None:
+        try:
+            return await self.docker.images.inspect(ref)
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return None
+            raise SandboxError(f"cannot inspect image {ref}: {exc.message}") from exc
+
+    async def _pull(self, ref: str) -> bool:
+        if not self.settings.pull:
+            return False
+        try:
+            await self.docker.images.pull(ref)
+            return True
+        except aiodocker.DockerError as exc:
+            log.debug("pull of %s failed: %s", ref, exc)
+            return False
+
+    async def ensure_image(self, task: Task, *, force_build: bool = False) -> ImageRef:
+        """Make sure the task's image exists locally; build it at most once per content.
+
+        A task with ``docker_image`` uses that image (after aliases) when it is present or
+        pullable, and falls back to building environment/Dockerfile when it is not.
+        `force_build` rebuilds from the Dockerfile without the engine's layer cache.
+        """
+        env = task.config.environment
+        dockerfile = task.dockerfile
+        if env.docker_image and not force_build:
+            ref = self.settings.resolve_image(env.docker_image)
+            if await self.image_exists(ref) or await self._pull(ref):
+                return ImageRef(ref, "prebuilt")
+            if dockerfile is None:
+                hint = "" if ref != env.docker_image else " (map it to a local image with TTGEN_IMAGE_ALIASES)"
+                raise ImageNotFoundError(
+                    f"{task.name}: image {ref!r} is not present locally and cannot be pulled, "
+                    f"and the task has no environment/Dockerfile to build{hint}"
+                )
+        if dockerfile is None:
+            raise TaskError(task.path or task.name, "environment/Dockerfile missing and no docker_image set")
+        return await self.build(task, force=force_build)
+
+    async def _context_for(self, task: Task) -> tuple[BuildContext, str]:
+        assert task.environment_dir is not None
+        try:
+            ctx = await asyncio.to_thread(make_build_context, task.environment_dir, self.settings)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TaskError(task.environment_dir, f"cannot read the build context: {exc}") from exc
+        # The base images are part of the content: a re-bootstrapped base means a new image.
+        ids = []
+        for base in ctx.base_images:
+            info = await self.image_exists(base)
+            ids.append(info["Id"] if info else f"missing:{base}")
+        digest = hashlib.sha256((ctx.digest + "\0" + "\0".join(ids)).encode()).hexdigest()
+        return ctx, f"{ctx.tag.split(':')[0]}:{digest[:20]}"
+
+    async def build(self, task: Task, *, force: bool = False) -> ImageRef:
+        ctx, tag = await self._context_for(task)
+        lock = self._build_locks.setdefault(tag, asyncio.Lock())
+        async with lock:
+            if not force and await self.image_exists(tag):
+                return ImageRef(tag, "cached", has_ca=self.settings.extra_ca_cert is not None)
+            missing = [b for b in ctx.base_images if not await self.image_exists(b)]
+            for base in missing:
+                if not await self._pull(base):
+                    raise ImageBuildError(
+                        f"{task.name}: base image {base!r} (FROM in environment/Dockerfile) is not "
+                        "present locally and cannot be pulled. Build it, or map it to a local image "
+                        "with an alias, e.g. TTGEN_IMAGE_ALIASES='ubuntu:*=ttgen/base:bookworm' "
+                        "(see `ttgen images bootstrap`)."
+                    )
+            t0 = time.monotonic()
+            timeout = task.config.environment.build_timeout_sec
+            await self._run_build(task, ctx, tag, timeout, nocache=force)
+            self.builds += 1
+            return ImageRef(tag, "built", time.monotonic() - t0, self.settings.extra_ca_cert is not None)
+
+    async def _run_build(self, task: Task, ctx: BuildContext, tag: str, timeout: float, *, nocache: bool) -> None:
+        lines: list[str] = []
+        labels = {LABEL_MANAGED: "true", LABEL_TASK: task.name}
+        if self.settings.extra_ca_cert is not None:
+            labels[LABEL_CA] = "true"
+
+        async def consume() -> None:
+            stream = self.docker.images.build(
+                fileobj=io.BytesIO(ctx.tar),
+                encoding="identity",
+                tag=tag,
+                rm=True,
+                forcerm=True,
+                nocache=nocache,
+                labels=labels,
+                stream=True,
+            )
+            async for chunk in stream:
+                if "stream" in chunk:
+                    lines.extend(chunk["stream"].splitlines())
+                elif "status" in chunk:
+                    lines.append(str(chunk["status"]))
+                if "error" in chunk or "errorDetail" in chunk:
+                    detail = chunk.get("errorDetail", {}).get("message") or chunk.get("error")
+                    lines.append(str(detail))
+                    raise ImageBuildError(
+                        f"{task.name}: image build failed: {detail}",
+                        "\n".join(lines[-BUILD_LOG_TAIL_LINES:]),
+                    )
+                del lines[:-200]
+
+        try:
+            await asyncio.wait_for(consume(), timeout)
+        except TimeoutError:
+            raise ImageBuildError(
+                f"{task.name}: image build exceeded build_timeout_sec={timeout:g}",
+                "\n".join(lines[-BUILD_LOG_TAIL_LINES:]),
+                timed_out=True,
+            ) from None
+        except aiodocker.DockerError as exc:
+            raise ImageBuildError(
+                f"{task.name}: image build failed: {exc.message}", "\n".join(lines[-BUILD_LOG_TAIL_LINES:])
+            ) from exc
+        if not await self.image_exists(tag):
+            raise ImageBuildError(
+                f"{task.name}: the engine reported no error but image {tag} does not exist",
+                "\n".join(lines[-BUILD_LOG_TAIL_LINES:]),
+            )
+
+    # -- containers -----------------------------------------------------------------------
+
+    async def _isolated_network(self) -> str:
+        """A bridge network on which containers cannot talk to each other (ICC off)."""
+        if self._network_ready:
+            return self._network_ready
+        async with self._network_lock:
+            if self._network_ready:
+                return self._network_ready
+            try:
+                await self.docker.networks.get(NETWORK_NAME)
+            except aiodocker.DockerError as exc:
+                if exc.status != 404:
+                    raise SandboxError(f"cannot inspect network {NETWORK_NAME}: {exc.message}") from exc
+                try:
+                    await self.docker.networks.create(
+                        {
+                            "Name": NETWORK_NAME,
+                            "Driver": "bridge",
+                            "CheckDuplicate": True,
+                            "Labels": {LABEL_MANAGED: "true"},
+                            "Options": {"com.docker.network.bridge.enable_icc": "false"},
+                        }
+                    )
+                except aiodocker.DockerError as exc2:
+                    if exc2.status != 409:  # created meanwhile by another process
+                        raise SandboxError(f"cannot create network {NETWORK_NAME}: {exc2.message}") from exc2
+            self._network_ready = NETWORK_NAME
+            return NETWORK_NAME
+
+    def _ca(self) -> bytes | None:
+        if self.settings.extra_ca_cert is None:
+            return None
+        if self._ca_bytes is None:
+            self._ca_bytes = ca_bundle_bytes(self.settings.extra_ca_cert)
+        return self._ca_bytes
+
+    async def start(
+        self,
+        task: Task,
+        *,
+        job: str = "adhoc",
+        image: ImageRef | None = None,
+        force_build: bool = False,
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        cpus: float | None = None,
+        memory_mb: int | None = None,
+    ) -> DockerSandbox:
+        """Start a fresh container for `task` (building its image first if needed)."""
+        if image is None:
+            image = await self.ensure_image(task, force_build=force_build)
+        envcfg = task.config.environment
+        cpus = cpus or envcfg.cpus or self.settings.default_cpus
+        memory_mb = memory_mb or envcfg.memory_mb or self.settings.default_memory_mb
+        env = resolve_env(envcfg.env)
+        ca = self._ca()
+        inject_ca = ca is not None and not image.has_ca
+        if ca is not None:
+            env = {**ca_env(), **env}
+        network = await self._isolated_network() if envcfg.allow_internet else "none"
+        all_labels = {
+            LABEL_MANAGED: "true",
+            LABEL_JOB: job,
+            LABEL_OWNER: owner_id(),
+            LABEL_TASK: task.name,
+            **(labels or {}),
+        }
+        name = name or container_name(job, task.name)
+        host_config: dict[str, Any] = {
+            "Init": True,
+            "NanoCpus": int(float(cpus) * 1e9),
+            "Memory": int(memory_mb) * 1024 * 1024,
+            "MemorySwap": int(memory_mb) * 1024 * 1024,  # no swap beyond the limit
+            "PidsLimit": self.settings.pids_limit,
+            "Privileged": False,
+            "SecurityOpt": ["no-new-privileges:true"],
+            "NetworkMode": network,
+            "LogConfig": {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "1"}},
+        }
+        config: dict[str, Any] = {
+            "Image": image.tag,
+            "Cmd": KEEPALIVE_CMD,
+            "Env": [f"{k}={v}" for k, v in env.items()],
+            "Labels": all_labels,
+            "HostConfig": host_config,
+            "Tty": False,
+            "OpenStdin": False,
+        }
+        if envcfg.workdir:
+            config["WorkingDir"] = envcfg.workdir
+        try:
+            container = await self.docker.containers.create(config, name=name)
+        except aiodocker.DockerError as exc:
+            raise SandboxError(f"{task.name}: cannot create container from {image.tag}: {exc.message}") from exc
+        sandbox = DockerSandbox(self, container, name, image.tag, task.name)
+        try:
+            if inject_ca:
+                assert ca is not None
+                await sandbox._put_files("/", {CA_CONTAINER_PATH.lstrip("/"): (ca, 0o644)})
+            await container.start()
+            info = await container.show()
+            sandbox.workdir = info["Config"].get("WorkingDir") or "/"
+        except BaseException as exc:
+            await sandbox.stop()
+            if isinstance(exc, aiodocker.DockerError):
+                raise SandboxError(f"{task.name}: cannot start container {name}: {exc.message}") from exc
+            raise
+        return sandbox
+
+    # -- garbage collection -----------------------------------------------------------------
+
+    async def gc(self, *, job: str | None = None, everything: bool = False) -> dict[str, list[str]]:
+        """Remove ttgen containers left behind, and the isolated network when unused.
+
+        By default only containers whose owning process is gone (same host) are removed; `job`
+        restricts to one job (whatever its owner); `everything` removes all ttgen containers.
+        """
+        filters: dict[str, list[str]] = {"label": [f"{LABEL_MANAGED}=true"]}
+        if job is not None:
+            filters["label"].append(f"{LABEL_JOB}={job}")
+        containers = await self.docker.containers.list(all=True, filters=json.dumps(filters))
+        removed: list[str] = []
+        host = socket.gethostname()
+        for c in containers:
+            labels = c._container.get("Labels") or {}
+            if not everything and job is None:
+                owner = labels.get(LABEL_OWNER, "")
+                owner_host, _, pid = owner.rpartition(":")
+                if owner_host == host and pid.isdigit() and _pid_alive(int(pid)):
+                    continue
+                if owner_host and owner_host != host:
+                    continue  # another machine's container on a shared engine: not ours to judge
+            try:
+                await c.delete(force=True, v=True)
+                names = c._container.get("Names") or [c.id]
+                removed.append(names[0].lstrip("/"))
+            except aiodocker.DockerError as exc:
+                if exc.status != 404:
+                    raise SandboxError(f"cannot remove container {c.id[:12]}: {exc.message}") from exc
+        networks: list[str] = []
+        try:
+            net = await self.docker.networks.get(NETWORK_NAME)
+            info = await net.show()
+            if not info.get("Containers"):
+                await net.delete()
+                networks.append(NETWORK_NAME)
+                self._network_ready = None
+        except aiodocker.DockerError:
+            pass
+        return {"containers": removed, "networks": networks}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class DockerSandbox:
+    """One running container (implements `ttgen.sandbox.base.Sandbox`)."""
+
+    def __init__(
+        self, backend: DockerBackend, container: aiodocker.docker.DockerContainer, name: str, image: str, task: str
+    ) -> None:
+        self.backend = backend
+        self.container = container
+        self.id: str = container.id
+        self.name = name
+        self.image = image
+        self.task = task
+        self.workdir: str | None = None
+        self._stopped = False
+
+    async def __aenter__(self) -> DockerSandbox:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- exec -----------------------------------------------------------------------------
+
+    async def exec(
+        self,
+        command: str | Sequence[str],
+        *,
+        timeout: float | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        user: str | None = None,
+        stdin: bytes | None = None,
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+    ) -> ExecResult:
+        cmd = ["sh", "-c", command] if isinstance(command, str) else list(command)
+        marker = uuid.uuid4().hex
+        exec_env = {EXEC_MARKER: marker, **(env or {})}
+        t0 = time.monotonic()
+        try:
+            execution = await self.container.exec(
+                cmd,
+                stdout=True,
+                stderr=True,
+                stdin=stdin is not None,
+                user=user or "",
+                environment=exec_env,
+                workdir=cwd,
+            )
+        except aiodocker.DockerError as exc:
+            raise SandboxError(f"{self.name}: exec failed to start: {exc.message}") from exc
+        out = _OutputBuffer(max_output_bytes)
+        err = _OutputBuffer(max_output_bytes)
+        timed_out = False
+        stream = execution.start(detach=False)
+
+        async def pump() -> None:
+            async with stream:
+                if stdin is not None:
+                    await stream.write_in(stdin)
+                    await _close_stdin(stream)
+                while True:
+                    msg = await stream.read_out()
+                    if msg is None:
+                        return
+                    (out if msg.stream == 1 else err).feed(msg.data)
+
+        pump_task = asyncio.ensure_future(pump())
+        try:
+            await asyncio.wait_for(asyncio.shield(pump_task), timeout)
+        except TimeoutError:
+            timed_out = True
+            await self._kill_tree(marker)
+            try:
+                await asyncio.wait_for(asyncio.shield(pump_task), 5)
+            except TimeoutError:
+                pump_task.cancel()
+        except asyncio.CancelledError:
+            pump_task.cancel()
+            await asyncio.shield(self._kill_tree(marker))
+            raise
+        except aiodocker.DockerError as exc:
+            raise SandboxError(f"{self.name}: exec failed: {exc.message}") from exc
+        if pump_task.done() and not pump_task.cancelled() and pump_task.exception() is not None:
+            exc = pump_task.exception()
+            raise SandboxError(f"{self.name}: exec stream failed: {exc}") from exc
+        exit_code: int | None = None
+        if not timed_out:
+            try:
+                info = await execution.inspect()
+                exit_code = info.get("ExitCode")
+            except aiodocker.DockerError as exc:
+                raise SandboxError(f"{self.name}: cannot read exec result: {exc.message}") from exc
+        return ExecResult(
+            exit_code=exit_code,
+            stdout=out.text(),
+            stderr=err.text(),
+            timed_out=timed_out,
+            duration_sec=time.monotonic() - t0,
+            stdout_omitted_bytes=out.omitted,
+            stderr_omitted_bytes=err.omitted,
+        )
+
+    async def _kill_tree(self, marker: str) -> None:
+        """Kill every process started by one exec (found by its marker in /proc/*/environ)."""
+        try:
+            ex = await self.container.exec(["sh", "-c", _KILL_TREE, "ttgen-kill", marker], user="root")
+            await ex.start(detach=True)
+            for _ in range(100):
+                info = await ex.inspect()
+                if not info.get("Running"):
+                    break
+                await asyncio.sleep(0.05)
+        except aiodocker.DockerError as exc:
+            log.warning("%s: could not kill exec %s: %s", self.name, marker, exc)
+
+    # -- files ----------------------------------------------------------------------------
+
+    async def _put_files(self, dest_dir: str, files: Mapping[str, tuple[bytes, int]]) -> None:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for rel, (data, mode) in files.items():
+                info = tarfile.TarInfo(rel)
+                info.size = len(data)
+                info.mode = mode
+                info.mtime = int(time.time())
+                tar.addfile(info, io.BytesIO(data))
+        await self._put_archive(dest_dir, buf.getvalue())
+
+    async def _put_archive(self, dest_dir: str, data: bytes) -> None:
+        try:
+            await self.container.put_archive(dest_dir, data)
+            return
+        except aiodocker.DockerError as exc:
+            if exc.status != 404:
+                raise SandboxError(f"{self.name}: upload to {dest_dir} failed: {exc.message}") from exc
+        # The destination folder does not exist yet: create it, then retry once.
+        res = await self.exec(["mkdir", "-p", dest_dir], user="root")
+        if not res.ok:
+            raise SandboxError(f"{self.name}: cannot create {dest_dir}: {res.stderr.strip()}")
+        try:
+            await self.container.put_archive(dest_dir, data)
+        except aiodocker.DockerError as exc:
+            raise SandboxError(f"{self.name}: upload to {dest_dir} failed: {exc.message}") from exc
+
+    async def write_file(self, remote: str, content: bytes | str, mode: int = 0o644) -> None:
+        data = content.encode("utf-8") if isinstance(content, str) else content
+        p = PurePosixPath(self._abs(remote))
+        await self._put_files(str(p.parent), {p.name: (data, mode)})
+
+    async def upload_file(self, local: str | os.PathLike[str], remote: str) -> None:
+        src = Path(local)
+        st = src.stat()
+        await self.write_file(remote, src.read_bytes(), st.st_mode & 0o7777)
+
+    async def upload_dir(self, local: str | os.PathLike[str], remote: str) -> None:
+        """Copy the contents of folder `local` into folder `remote` (created if needed)."""
+        src = Path(local)
+        if not src.is_dir():
+            raise SandboxError(f"upload_dir: {src} is not a directory")
+        dest = PurePosixPath(self._abs(remote))
+
+        def pack() -> bytes:
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w") as tar:
+
+                def owner(info: tarfile.TarInfo) -> tarfile.TarInfo:
+                    info.uid = info.gid = 0
+                    info.uname = info.gname = "root"
+                    return info
+
+                tar.add(src, arcname=dest.name or ".", filter=owner)
+            return buf.getvalue()
+
+        await self._put_archive(str(dest.parent), await asyncio.to_thread(pack))
+
+    async def _get_archive(self, remote: str) -> tarfile.TarFile:
+        try:
+            return await self.container.get_archive(self._abs(remote))
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                raise FileNotFoundError(f"{self.name}:{remote}: no such file or directory") from None
+            raise SandboxError(f"{self.name}: download of {remote} failed: {exc.message}") from exc
+
+    async def read_file(self, remote: str) -> bytes:
+        tar = await self._get_archive(remote)
+        with tar:
+            for member in tar.getmembers():
+                if member.isfile():
+                    f = tar.extractfile(member)
+                    assert f is not None
+                    return f.read()
+        raise IsADirectoryError(f"{self.name}:{remote} is not a regular file")
+
+    async def download_file(self, remote: str, local: str | os.PathLike[str]) -> Path:
+        data = await self.read_file(remote)
+        dest = Path(local)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+        return dest
+
+    async def download_dir(self, remote: str, local: str | os.PathLike[str]) -> Path:
+        """Copy the contents of folder `remote` into folder `local`.
+
+        Entries that would land outside `local` (absolute or escaping links) are skipped.
+        """
+        tar = await self._get_archive(remote)
+        dest = Path(local)
+        dest.mkdir(parents=True, exist_ok=True)
+
+        def extract() -> None:
+            with tar:
+                for member in tar.getmembers():
+                    parts = member.name.split("/", 1)
+                    if len(parts) < 2 or not parts[1]:
+                        continue  # the folder itself
+                    member.name = parts[1]
+                    try:
+                        tar.extract(member, dest, filter="data")
+                    except (tarfile.FilterError, OSError) as exc:
+                        log.warning("%s: skipped %s while downloading %s: %s", self.name, member.name, remote, exc)
+
+        await asyncio.to_thread(extract)
+        return dest
+
+    def _abs(self, path: str) -> str:
+        if path.startswith("/"):
+            return path
+        return str(PurePosixPath(self.workdir or "/") / path)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            await asyncio.shield(self.container.delete(force=True, v=True))
+        except aiodocker.DockerError as exc:
+            if exc.status not in (404, 409):
+                raise SandboxError(f"cannot remove container {self.name}: {exc.message}") from exc
+
+
+async def _close_stdin(stream: Any) -> None:
+    """Half-close the exec's stdin so the command sees EOF."""
+    resp = getattr(stream, "_resp", None)
+    conn = getattr(resp, "connection", None) if resp is not None else None
+    transport = getattr(conn, "transport", None) if conn is not None else None
+    if transport is not None and transport.can_write_eof():
+        transport.write_eof()
+
+
+def shell_join(argv: Sequence[str]) -> str:
+    return " ".join(shlex.quote(a) for a in argv)

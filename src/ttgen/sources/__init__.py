@@ -1,0 +1,1 @@
+"""Where tasks come from: converters of existing task sets, dataset adapters, synthesis."""
