@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import shlex
+import signal
 import socket
 import tarfile
 import time
@@ -465,6 +466,30 @@ class DockerBackend:
         return {"containers": removed, "networks": networks}
 
 
+def _environ_has(pid: str | int, needle: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return needle in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def _kill_marked_on_host(marker: str) -> None:
+    """Kill, from the host, every process carrying `marker`, until none is left."""
+    needle = f"{EXEC_MARKER}={marker}".encode()
+    for _ in range(50):
+        found = False
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit() and _environ_has(entry.name, needle):
+                try:
+                    os.kill(int(entry.name), signal.SIGKILL)
+                    found = True
+                except (ProcessLookupError, PermissionError):
+                    pass
+        if not found:
+            return
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -489,6 +514,7 @@ class DockerSandbox:
         self.task = task
         self.workdir: str | None = None
         self._stopped = False
+        self._local: bool | None = None
 
     async def __aenter__(self) -> DockerSandbox:
         return self
@@ -578,7 +604,15 @@ class DockerSandbox:
         )
 
     async def _kill_tree(self, marker: str) -> None:
-        """Kill every process started by one exec (found by its marker in /proc/*/environ)."""
+        """Kill every process started by one exec: those carrying its marker in their environment.
+
+        Where the engine runs on this host and we may signal its processes, this is done from
+        outside (no process needs to start inside the container, which a fork bomb may have
+        filled up to its pids limit); otherwise a small sh script does it from inside.
+        """
+        if await self._engine_is_local():
+            await asyncio.to_thread(_kill_marked_on_host, marker)
+            return
         try:
             ex = await self.container.exec(["sh", "-c", _KILL_TREE, "ttgen-kill", marker], user="root")
             await ex.start(detach=True)
@@ -589,6 +623,18 @@ class DockerSandbox:
                 await asyncio.sleep(0.05)
         except aiodocker.DockerError as exc:
             log.warning("%s: could not kill exec %s: %s", self.name, marker, exc)
+
+    async def _engine_is_local(self) -> bool:
+        """Whether this container's processes are visible (and ours to signal) in our /proc."""
+        if self._local is None:
+            self._local = False
+            try:
+                pid = (await self.container.show())["State"].get("Pid") or 0
+                with open(f"/proc/{pid}/cgroup") as f:
+                    self._local = bool(pid) and self.id in f.read() and os.access(f"/proc/{pid}/environ", os.R_OK)
+            except (OSError, KeyError, aiodocker.DockerError):
+                self._local = False
+        return self._local
 
     # -- files ----------------------------------------------------------------------------
 

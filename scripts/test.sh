@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The README's test command: set up (if needed), then run the whole test suite against the real
+# Docker engine. Extra arguments go to pytest.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/scripts/setup.sh"
+cd "$ROOT"
+exec python -m pytest "$@"

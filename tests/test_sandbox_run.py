@@ -1,0 +1,196 @@
+"""Containers against the real engine: limits, network, exec, timeouts, files, cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import aiodocker
+import pytest
+
+from conftest import BASE_IMAGE, job_containers
+from ttgen.sandbox.docker import LABEL_JOB, LABEL_MANAGED, LABEL_OWNER, NETWORK_NAME, DockerBackend
+from ttgen.task import Task
+
+PREBUILT = f'[environment]\ndocker_image = "{BASE_IMAGE}"\n'
+
+
+def prebuilt(extra: str = "") -> str:
+    return PREBUILT + extra
+
+
+async def test_container_has_limits_labels_and_no_privileges(backend, make_task, job_name):
+    task = Task.load(make_task(dockerfile=None, toml=prebuilt("cpus = 1.5\nmemory_mb = 300\n")))
+    async with await backend.start(task, job=job_name) as sb:
+        info = await sb.container.show()
+        hc = info["HostConfig"]
+        assert hc["NanoCpus"] == 1_500_000_000
+        assert hc["Memory"] == 300 * 1024 * 1024
+        assert hc["MemorySwap"] == hc["Memory"]
+        assert hc["PidsLimit"] == 256
+        assert hc["Privileged"] is False
+        assert "no-new-privileges:true" in hc["SecurityOpt"]
+        assert hc["Init"] is True
+        labels = info["Config"]["Labels"]
+        assert labels[LABEL_JOB] == job_name and labels[LABEL_MANAGED] == "true"
+        assert labels[LABEL_OWNER].endswith(f":{os.getpid()}")
+        assert not any("docker.sock" in m.get("Source", "") for m in info["Mounts"])
+        assert sb.workdir == "/app"
+    assert await job_containers(job_name) == []
+
+
+async def test_defaults_apply_when_task_sets_no_resources(backend, make_task, job_name):
+    task = Task.load(make_task(dockerfile=None, toml=PREBUILT))
+    async with await backend.start(task, job=job_name) as sb:
+        hc = (await sb.container.show())["HostConfig"]
+    assert hc["NanoCpus"] == 1_000_000_000 and hc["Memory"] == 2048 * 1024 * 1024
+
+
+async def test_memory_limit_kills_the_hog_not_the_host(backend, make_task, job_name):
+    task = Task.load(make_task(dockerfile=None, toml=prebuilt("memory_mb = 128\n")))
+    async with await backend.start(task, job=job_name) as sb:
+        res = await sb.exec(["python3", "-c", "x = bytearray(512 * 1024 * 1024); print('survived')"], timeout=60)
+        assert res.exit_code == 137 and "survived" not in res.stdout
+        assert (await sb.exec("echo still-alive")).stdout.strip() == "still-alive"
+
+
+async def test_pids_limit_stops_a_fork_bomb(backend, make_task, job_name):
+    task = Task.load(make_task(dockerfile=None, toml=PREBUILT))
+    async with await backend.start(task, job=job_name) as sb:
+        bomb = "for i in $(seq 1000); do sleep 30 & done 2>/tmp/err; wait"
+        res = await sb.exec(["bash", "-c", bomb], timeout=8)
+        count = await sb.exec("ps -e --no-headers | wc -l")
+        assert int(count.stdout) <= 256
+        assert "Resource temporarily unavailable" in (await sb.exec("cat /tmp/err")).stdout
+        assert res.timed_out  # the surviving sleeps kept it busy until the timeout killed them
+        left = await sb.exec("ps -eo args= | grep -c '^sleep 30$' || true")
+        assert int(left.stdout.strip() or 0) == 0
+
+
+async def test_no_network_when_internet_is_off(backend, make_task, job_name):
+    task = Task.load(make_task(dockerfile=None, toml=prebuilt("allow_internet = false\n")))
+    async with await backend.start(task, job=job_name) as sb:
+        info = await sb.container.show()
+        assert info["HostConfig"]["NetworkMode"] == "none"
+        ifaces = await sb.exec("cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '")
+        assert ifaces.stdout.split() == ["lo"]
+
+
+async def test_internet_tasks_get_the_isolated_bridge(backend, make_task, job_name):
+    task = Task.load(make_task(dockerfile=None, toml=PREBUILT))
+    async with await backend.start(task, job=job_name) as sb:
+        info = await sb.container.show()
+        assert info["HostConfig"]["NetworkMode"] == NETWORK_NAME
+        ifaces = await sb.exec("cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '")
+        assert "eth0" in ifaces.stdout.split()
+    async with aiodocker.Docker() as d:
+        net = await (await d.networks.get(NETWORK_NAME)).show()
+    # Containers of different trials on this bridge cannot talk to each other.
+    assert net["Options"]["com.docker.network.bridge.enable_icc"] == "false"
+
+
+async def test_exec_results_cwd_env_user_stdin(backend, make_task, job_name):
+    toml = prebuilt('[environment.env]\nGREETING = "hi"\nFROM_HOST = "${TTGEN_TEST_HOST_VAR:-fallback}"\n')
+    task = Task.load(make_task(dockerfile=None, toml=toml))
+    async with await backend.start(task, job=job_name) as sb:
+        res = await sb.exec("echo out; echo err >&2; exit 7")
+        assert (res.exit_code, res.stdout, res.stderr, res.ok) == (7, "out\n", "err\n", False)
+        assert (await sb.exec("pwd")).stdout == "/app\n"
+        assert (await sb.exec("pwd", cwd="/tmp")).stdout == "/tmp\n"
+        assert (await sb.exec(["printenv", "GREETING"])).stdout == "hi\n"
+        assert (await sb.exec(["printenv", "FROM_HOST"])).stdout == "fallback\n"
+        assert (await sb.exec(["printenv", "X"], env={"X": "y z"})).stdout == "y z\n"
+        assert (await sb.exec(["id", "-u"], user="nobody")).stdout == "65534\n"
+        assert (await sb.exec(["wc", "-c"], stdin=b"x" * 100_000)).stdout.strip() == "100000"
+        missing = await sb.exec(["no-such-binary"])
+        assert missing.exit_code not in (0, None)
+
+
+async def test_exec_timeout_kills_the_whole_tree(backend, make_task, job_name):
+    task = Task.load(make_task(dockerfile=None, toml=PREBUILT))
+    async with await backend.start(task, job=job_name) as sb:
+        t0 = time.monotonic()
+        cmd = "sleep 300 & (setsid sleep 301 &) ; nohup sleep 302 >/dev/null 2>&1 & sleep 303"
+        res = await sb.exec(cmd, timeout=1.5)
+        elapsed = time.monotonic() - t0
+        assert res.timed_out and res.exit_code is None and not res.ok
+        assert elapsed < 8
+        ps = await sb.exec("ps -eo args= | grep '^sleep 30' || true")
+        assert ps.stdout.strip() == ""
+
+
+async def test_exec_output_is_capped_but_the_command_finishes(backend, make_task, job_name):
+    task = Task.load(make_task(dockerfile=None, toml=PREBUILT))
+    async with await backend.start(task, job=job_name) as sb:
+        res = await sb.exec("head -c 60000000 /dev/zero | tr '\\0' 'a'; echo; echo THE-END", max_output_bytes=1_000_000, timeout=120)
+        assert res.exit_code == 0
+        assert res.stdout_omitted_bytes > 58_000_000
+        assert len(res.stdout) < 1_100_000
+        assert res.stdout.startswith("aaaa") and res.stdout.rstrip().endswith("THE-END")
+        assert "bytes omitted by ttgen" in res.stdout
+
+
+async def test_upload_and_download_files_and_folders(backend, make_task, job_name, tmp_path):
+    task = Task.load(make_task(dockerfile=None, toml=PREBUILT))
+    src = tmp_path / "src"
+    (src / "sub" / "deeper").mkdir(parents=True)
+    (src / "a.txt").write_text("alpha\n")
+    (src / "sub" / "run.sh").write_text("#!/bin/sh\necho ran\n")
+    (src / "sub" / "run.sh").chmod(0o755)
+    (src / "sub" / "deeper" / "blob.bin").write_bytes(bytes(range(256)) * 1000)
+    async with await backend.start(task, job=job_name) as sb:
+        await sb.upload_dir(src, "/opt/new/place")
+        assert (await sb.exec("/opt/new/place/sub/run.sh")).stdout == "ran\n"
+        assert (await sb.exec("stat -c %U /opt/new/place/a.txt")).stdout == "root\n"
+        await sb.upload_file(src / "a.txt", "/not/yet/there/copy.txt")
+        assert await sb.read_file("/not/yet/there/copy.txt") == b"alpha\n"
+        await sb.write_file("relative.txt", "in workdir")
+        assert (await sb.exec("cat /app/relative.txt")).stdout == "in workdir"
+        await sb.exec("mkdir -p /out/x && echo made > /out/x/f.txt && ln -s /etc/passwd /out/escape")
+        dest = await sb.download_dir("/out", tmp_path / "back")
+        assert (dest / "x" / "f.txt").read_text() == "made\n"
+        assert not (dest / "escape").exists()  # a link leaving the folder is not followed
+        back = await sb.download_dir("/opt/new/place", tmp_path / "roundtrip")
+        assert (back / "sub" / "deeper" / "blob.bin").read_bytes() == (src / "sub" / "deeper" / "blob.bin").read_bytes()
+        assert os.access(back / "sub" / "run.sh", os.X_OK)
+        assert (await sb.download_file("/opt/new/place/a.txt", tmp_path / "one" / "a.txt")).read_text() == "alpha\n"
+        with pytest.raises(FileNotFoundError):
+            await sb.read_file("/does/not/exist")
+
+
+async def test_stop_removes_the_container_and_is_idempotent(backend, make_task, job_name):
+    task = Task.load(make_task(dockerfile=None, toml=PREBUILT))
+    sb = await backend.start(task, job=job_name)
+    assert len(await job_containers(job_name)) == 1
+    t0 = time.monotonic()
+    await sb.stop()
+    assert time.monotonic() - t0 < 3  # init process: no 10 s SIGTERM grace
+    await sb.stop()
+    assert await job_containers(job_name) == []
+
+
+async def test_cancelled_exec_leaves_nothing_running(backend, make_task, job_name):
+    task = Task.load(make_task(dockerfile=None, toml=PREBUILT))
+    async with await backend.start(task, job=job_name) as sb:
+        pending = asyncio.ensure_future(sb.exec("sleep 200"))
+        await asyncio.sleep(1)
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        ps = await sb.exec("ps -eo args= | grep '^sleep 200' || true")
+        assert ps.stdout.strip() == ""
+
+
+async def test_gc_removes_orphans_but_not_live_containers(docker_ready, settings, make_task, job_name):
+    task = Task.load(make_task(dockerfile=None, toml=PREBUILT))
+    async with DockerBackend(settings) as b:
+        live = await b.start(task, job=job_name)
+        orphan = await b.start(task, job=job_name, labels={LABEL_OWNER: f"{os.uname().nodename}:999999999"})
+        removed = await b.gc()
+        assert orphan.name in removed["containers"]
+        assert live.name not in removed["containers"]
+        assert await job_containers(job_name) == [live.id]
+        removed = await b.gc(job=job_name)
+        assert removed["containers"] == [live.name]
+        assert await job_containers(job_name) == []
