@@ -53,7 +53,9 @@ def generate(root: Path, n: int) -> None:
         if kind != 8:
             (t / "instruction.md").write_text(f"Task {i}: do something useful in /app.\n" * 5)
         if kind != 9:
-            (t / "tests" / "test.sh").write_text("#!/bin/bash\npytest /tests && echo 1 > /logs/verifier/reward.txt\n")
+            (t / "tests" / "test.sh").write_text(
+                "#!/bin/bash\npytest /tests && echo 1 > /logs/verifier/reward.txt\n"
+            )
         (t / "tests" / "test_outputs.py").write_text("def test_ok():\n    assert True\n")
         (t / "environment" / "Dockerfile").write_text("FROM ubuntu:24.04\nWORKDIR /app\n")
         (t / "solution" / "solve.sh").write_text("#!/bin/bash\ntrue\n")
@@ -72,7 +74,9 @@ def floor(root: Path) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--tasks", type=int, default=5000)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ttgen-check-bench-"))
@@ -82,17 +86,30 @@ def main() -> None:
         base = floor(tmp)
         ttgen = [sys.executable, "-m", "ttgen.cli"] if shutil.which("ttgen") is None else ["ttgen"]
         t0 = time.perf_counter()
-        out = subprocess.run([*ttgen, "tasks", "check", str(tmp), "--json"], capture_output=True, text=True)
+        out = subprocess.run(
+            [*ttgen, "tasks", "check", str(tmp), "--json"], capture_output=True, text=True
+        )
         elapsed = time.perf_counter() - t0
         rows = [json.loads(line) for line in out.stdout.splitlines()]
         invalid = sum(not r["valid"] for r in rows)
         expected_invalid = sum(1 for i in range(args.tasks) if i % 10 in (7, 8, 9))
-        print(f"tasks: {len(rows)}   invalid: {invalid} (expected {expected_invalid})   exit code: {out.returncode}")
-        print(f"ttgen tasks check --json     {elapsed:6.2f} s   ({elapsed / args.tasks * 1e6:.0f} us/task)")
-        print(f"floor: read the same files   {base:6.2f} s   ({base / args.tasks * 1e6:.0f} us/task)")
+        print(
+            f"tasks: {len(rows)}   invalid: {invalid} (expected {expected_invalid})   exit code: {out.returncode}"
+        )
+        print(
+            f"ttgen tasks check --json     {elapsed:6.2f} s   ({elapsed / args.tasks * 1e6:.0f} us/task)"
+        )
+        print(
+            f"floor: read the same files   {base:6.2f} s   ({base / args.tasks * 1e6:.0f} us/task)"
+        )
         print(f"ratio ttgen / floor          {elapsed / base:6.1f}")
         target = 10.0 * args.tasks / 5000
-        ok = elapsed < target and len(rows) == args.tasks and invalid == expected_invalid and out.returncode == 1
+        ok = (
+            elapsed < target
+            and len(rows) == args.tasks
+            and invalid == expected_invalid
+            and out.returncode == 1
+        )
         print(f"target < {target:.1f} s for {args.tasks} tasks: {'OK' if ok else 'MISSED'}")
         sys.exit(0 if ok else 1)
     finally:

@@ -30,7 +30,7 @@ from ttgen.task import Task
 
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
 def fmt(values: list[float]) -> str:
@@ -38,7 +38,9 @@ def fmt(values: list[float]) -> str:
 
 
 def cli(*args: str) -> None:
-    subprocess.run(["docker", *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        ["docker", *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
 
 
 def make_task(root: Path, image: str) -> Task:
@@ -50,7 +52,9 @@ def make_task(root: Path, image: str) -> Task:
     )
     (task / "environment" / "data.txt").write_text("payload\n" * 1000)
     (task / "instruction.md").write_text("benchmark task\n")
-    (task / "task.toml").write_text('schema_version = "1.2"\n[environment]\ncpus = 1\nmemory_mb = 512\n')
+    (task / "task.toml").write_text(
+        'schema_version = "1.2"\n[environment]\ncpus = 1\nmemory_mb = 512\n'
+    )
     (task / "tests" / "test.sh").write_text("echo 1 > /logs/verifier/reward.txt\n")
     return Task.load(task)
 
@@ -123,10 +127,15 @@ async def bench(image: str, runs: int) -> int:
         for _ in range(5):
             t0 = time.perf_counter()
             out = subprocess.run(
-                ["docker", "build", "-t", "ttgen-bench/cli:latest", str(ctx)], capture_output=True, text=True, check=True
+                ["docker", "build", "-t", "ttgen-bench/cli:latest", str(ctx)],
+                capture_output=True,
+                text=True,
+                check=True,
             )
             cli_build.append(time.perf_counter() - t0)
-        cli_rebuilt = sum(1 for line in out.stdout.splitlines() if line.strip().startswith("---> Running in"))
+        cli_rebuilt = sum(
+            1 for line in out.stdout.splitlines() if line.strip().startswith("---> Running in")
+        )
         subprocess.run(["docker", "rmi", "ttgen-bench/cli:latest"], capture_output=True)
 
         def ratio(a: list[float], b: list[float]) -> float:
@@ -139,14 +148,18 @@ async def bench(image: str, runs: int) -> int:
         print(f"  docker run --rm IMAGE true    {fmt(floor)}")
         r1 = ratio(ours, floor)
         ok1 = r1 <= 1.0
-        print(f"  ratio ttgen / floor           {r1:5.2f}   target <= 1.00   {'OK' if ok1 else 'MISSED'}")
+        print(
+            f"  ratio ttgen / floor           {r1:5.2f}   target <= 1.00   {'OK' if ok1 else 'MISSED'}"
+        )
         print()
         print("exec round trip")
         print(f"  ttgen exec                    {fmt(ex_ours)}")
         print(f"  docker exec CID true          {fmt(ex_floor)}")
         p50 = statistics.median(ex_ours) * 1000
         ok2 = p50 < 30
-        print(f"  ratio ttgen / docker exec     {ratio(ex_ours, ex_floor):5.2f}   ttgen p50 {p50:.1f} ms, target < 30 ms   {'OK' if ok2 else 'MISSED'}")
+        print(
+            f"  ratio ttgen / docker exec     {ratio(ex_ours, ex_floor):5.2f}   ttgen p50 {p50:.1f} ms, target < 30 ms   {'OK' if ok2 else 'MISSED'}"
+        )
         print()
         print("second build of an unchanged task")
         print(f"  ttgen ensure_image (cached)   {fmt(rebuild)}")
@@ -154,7 +167,9 @@ async def bench(image: str, runs: int) -> int:
         print(f"  docker build (layer cache)    {fmt(cli_build)}   steps re-run: {cli_rebuilt}")
         print(f"  ratio ttgen / docker build    {ratio(rebuild, cli_build):5.2f}")
         ok3 = rebuilt == 0 and same_image
-        print(f"  images rebuilt: {rebuilt}, image id unchanged: {same_image}   {'OK' if ok3 else 'MISSED'}")
+        print(
+            f"  images rebuilt: {rebuilt}, image id unchanged: {same_image}   {'OK' if ok3 else 'MISSED'}"
+        )
         failures = [ok1, ok2, ok3].count(False)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -162,7 +177,9 @@ async def bench(image: str, runs: int) -> int:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--image", default="ttgen/base:bookworm")
     ap.add_argument("--runs", type=int, default=20)
     args = ap.parse_args()

@@ -69,6 +69,11 @@ if ! engine_up; then
   engine_up || { tail -20 /var/log/ttgen-dockerd.log >&2; die "dockerd did not come up"; }
 fi
 
+# The tests drive `ttgen env shell` in a real terminal.
+if ! command -v tmux >/dev/null; then
+  if is_root && command -v apt-get >/dev/null; then apt_install tmux; else say "warning: no tmux; tests/test_env_shell.py will fail"; fi
+fi
+
 # 3. Base image -------------------------------------------------------------------------------
 if [ "${TTGEN_SKIP_BASE_IMAGE:-0}" != 1 ]; then
   if ! "$VENV/bin/python" - "$BASE_IMAGE" <<'PY'

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+
 import pytest
 
 from conftest import BASE_IMAGE, unique_dockerfile
@@ -41,7 +42,9 @@ async def test_second_build_is_a_cache_hit_even_in_a_new_process(backend, make_t
 
 async def test_content_changes_change_the_tag_but_ignored_files_do_not(backend, make_task):
     df = unique_dockerfile("COPY . /ctx/\n")
-    root = make_task(dockerfile=df, env_files={"a.txt": "1", ".dockerignore": "scratch/\n*.log\n!keep.log\n"})
+    root = make_task(
+        dockerfile=df, env_files={"a.txt": "1", ".dockerignore": "scratch/\n*.log\n!keep.log\n"}
+    )
     task = Task.load(root)
     t1 = (await backend.ensure_image(task)).tag
     (root / "environment" / "scratch").mkdir()
@@ -60,7 +63,9 @@ async def test_content_changes_change_the_tag_but_ignored_files_do_not(backend, 
 
 
 async def test_executable_bit_in_context_changes_tag(backend, make_task):
-    root = make_task(dockerfile=unique_dockerfile("COPY run.sh /run.sh\n"), env_files={"run.sh": "echo hi\n"})
+    root = make_task(
+        dockerfile=unique_dockerfile("COPY run.sh /run.sh\n"), env_files={"run.sh": "echo hi\n"}
+    )
     task = Task.load(root)
     t1 = (await backend.ensure_image(task)).tag
     (root / "environment" / "run.sh").chmod(0o755)
@@ -68,7 +73,9 @@ async def test_executable_bit_in_context_changes_tag(backend, make_task):
 
 
 async def test_build_failure_reports_the_log_tail(backend, make_task):
-    task = Task.load(make_task("broken", dockerfile=unique_dockerfile("RUN echo boom-marker-4711 && exit 3\n")))
+    task = Task.load(
+        make_task("broken", dockerfile=unique_dockerfile("RUN echo boom-marker-4711 && exit 3\n"))
+    )
     with pytest.raises(ImageBuildError) as info:
         await backend.ensure_image(task)
     text = str(info.value)
@@ -110,7 +117,9 @@ async def test_missing_base_image_says_how_to_alias_it(docker_ready, make_task):
 
 
 async def test_aliases_from_the_environment_variable(docker_ready, make_task, tmp_path):
-    settings = load_settings(cwd=tmp_path, environ={"TTGEN_IMAGE_ALIASES": f"corp.example/img/*={BASE_IMAGE}"})
+    settings = load_settings(
+        cwd=tmp_path, environ={"TTGEN_IMAGE_ALIASES": f"corp.example/img/*={BASE_IMAGE}"}
+    )
     settings.pull = False
     df = f"ARG BASE=corp.example/img/py:3.12\nFROM $BASE AS build\nRUN echo {time.time_ns()} > /n\nFROM build\n"
     task = Task.load(make_task(dockerfile=df))
@@ -122,7 +131,9 @@ async def test_aliases_from_the_environment_variable(docker_ready, make_task, tm
 
 
 async def test_docker_image_is_used_when_present_and_dockerfile_is_the_fallback(backend, make_task):
-    prebuilt = Task.load(make_task("pre", dockerfile=None, toml=f'[environment]\ndocker_image = "{BASE_IMAGE}"\n'))
+    prebuilt = Task.load(
+        make_task("pre", dockerfile=None, toml=f'[environment]\ndocker_image = "{BASE_IMAGE}"\n')
+    )
     ref = await backend.ensure_image(prebuilt)
     assert ref.source == "prebuilt" and ref.tag == BASE_IMAGE and backend.builds == 0
 
@@ -131,13 +142,18 @@ async def test_docker_image_is_used_when_present_and_dockerfile_is_the_fallback(
     assert (await backend.ensure_image(fallback)).source == "built"
 
     nothing = Task.load(make_task("nothing", toml=toml, dockerfile=None))
-    with pytest.raises(ImageNotFoundError, match="registry.invalid/task-image:20251031"):
+    with pytest.raises(ImageNotFoundError, match=r"registry\.invalid/task-image:20251031"):
         await backend.ensure_image(nothing)
 
 
 async def test_aliased_docker_image(docker_ready, make_task):
     settings = Settings(aliases=[ImageAlias("alexgshaw/*", BASE_IMAGE)], pull=False)
-    task = Task.load(make_task(dockerfile=None, toml='[environment]\ndocker_image = "alexgshaw/gpt2-codegolf:20251031"\n'))
+    task = Task.load(
+        make_task(
+            dockerfile=None,
+            toml='[environment]\ndocker_image = "alexgshaw/gpt2-codegolf:20251031"\n',
+        )
+    )
     async with DockerBackend(settings) as b:
         ref = await b.ensure_image(task)
     assert ref.tag == BASE_IMAGE and ref.source == "prebuilt"

@@ -58,14 +58,18 @@ def pki(tmp_path_factory) -> dict[str, Path]:
         .not_valid_before(now - dt.timedelta(days=1))
         .not_valid_after(now + dt.timedelta(days=30))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     (d / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     (d / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (d / "server.key").write_bytes(
         key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
         )
     )
     # A tiny PyPI-style index with one real wheel, for pip.
@@ -76,7 +80,10 @@ def pki(tmp_path_factory) -> dict[str, Path]:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
         z.writestr("ttgen_probe/__init__.py", "VALUE = 42\n")
-        z.writestr("ttgen_probe-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: ttgen-probe\nVersion: 1.0\n")
+        z.writestr(
+            "ttgen_probe-1.0.dist-info/METADATA",
+            "Metadata-Version: 2.1\nName: ttgen-probe\nVersion: 1.0\n",
+        )
         z.writestr(
             "ttgen_probe-1.0.dist-info/WHEEL",
             "Wheel-Version: 1.0\nGenerator: ttgen-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
@@ -121,7 +128,11 @@ async def _assert_trusts(sb, pki) -> None:
     curl = await sb.exec("curl -sS https://localhost:8443/hello.txt", timeout=30)
     assert curl.ok and curl.stdout == "hello over tls\n", curl.stderr
     py = await sb.exec(
-        ["python3", "-c", "import urllib.request; print(urllib.request.urlopen('https://localhost:8443/hello.txt').read().decode(), end='')"],
+        [
+            "python3",
+            "-c",
+            "import urllib.request; print(urllib.request.urlopen('https://localhost:8443/hello.txt').read().decode(), end='')",
+        ],
         timeout=30,
     )
     assert py.ok and py.stdout == "hello over tls\n", py.stderr
@@ -159,15 +170,21 @@ async def test_the_ca_is_trusted_during_the_build(docker_ready, make_task, pki, 
 
 
 async def test_prebuilt_images_get_the_ca_at_start(docker_ready, make_task, pki, job_name):
-    task = Task.load(make_task(dockerfile=None, toml=f'[environment]\ndocker_image = "{BASE_IMAGE}"\n'))
+    task = Task.load(
+        make_task(dockerfile=None, toml=f'[environment]\ndocker_image = "{BASE_IMAGE}"\n')
+    )
     async with DockerBackend(_settings(pki["ca"])) as b:
         async with await b.start(task, job=job_name) as sb:
             await _assert_trusts(sb, pki)
         await b.gc(job=job_name)
 
 
-async def test_without_the_ca_tls_to_the_intercepted_server_fails(docker_ready, make_task, pki, job_name):
-    task = Task.load(make_task(dockerfile=None, toml=f'[environment]\ndocker_image = "{BASE_IMAGE}"\n'))
+async def test_without_the_ca_tls_to_the_intercepted_server_fails(
+    docker_ready, make_task, pki, job_name
+):
+    task = Task.load(
+        make_task(dockerfile=None, toml=f'[environment]\ndocker_image = "{BASE_IMAGE}"\n')
+    )
     async with DockerBackend(_settings(None)) as b:
         async with await b.start(task, job=job_name) as sb:
             await _serve_tls(sb, pki)

@@ -50,7 +50,9 @@ async def test_defaults_apply_when_task_sets_no_resources(backend, make_task, jo
 async def test_memory_limit_kills_the_hog_not_the_host(backend, make_task, job_name):
     task = Task.load(make_task(dockerfile=None, toml=prebuilt("memory_mb = 128\n")))
     async with await backend.start(task, job=job_name) as sb:
-        res = await sb.exec(["python3", "-c", "x = bytearray(512 * 1024 * 1024); print('survived')"], timeout=60)
+        res = await sb.exec(
+            ["python3", "-c", "x = bytearray(512 * 1024 * 1024); print('survived')"], timeout=60
+        )
         assert res.exit_code == 137 and "survived" not in res.stdout
         assert (await sb.exec("echo still-alive")).stdout.strip() == "still-alive"
 
@@ -91,7 +93,9 @@ async def test_internet_tasks_get_the_isolated_bridge(backend, make_task, job_na
 
 
 async def test_exec_results_cwd_env_user_stdin(backend, make_task, job_name):
-    toml = prebuilt('[environment.env]\nGREETING = "hi"\nFROM_HOST = "${TTGEN_TEST_HOST_VAR:-fallback}"\n')
+    toml = prebuilt(
+        '[environment.env]\nGREETING = "hi"\nFROM_HOST = "${TTGEN_TEST_HOST_VAR:-fallback}"\n'
+    )
     task = Task.load(make_task(dockerfile=None, toml=toml))
     async with await backend.start(task, job=job_name) as sb:
         res = await sb.exec("echo out; echo err >&2; exit 7")
@@ -123,7 +127,11 @@ async def test_exec_timeout_kills_the_whole_tree(backend, make_task, job_name):
 async def test_exec_output_is_capped_but_the_command_finishes(backend, make_task, job_name):
     task = Task.load(make_task(dockerfile=None, toml=PREBUILT))
     async with await backend.start(task, job=job_name) as sb:
-        res = await sb.exec("head -c 60000000 /dev/zero | tr '\\0' 'a'; echo; echo THE-END", max_output_bytes=1_000_000, timeout=120)
+        res = await sb.exec(
+            "head -c 60000000 /dev/zero | tr '\\0' 'a'; echo; echo THE-END",
+            max_output_bytes=1_000_000,
+            timeout=120,
+        )
         assert res.exit_code == 0
         assert res.stdout_omitted_bytes > 58_000_000
         assert len(res.stdout) < 1_100_000
@@ -147,14 +155,20 @@ async def test_upload_and_download_files_and_folders(backend, make_task, job_nam
         assert await sb.read_file("/not/yet/there/copy.txt") == b"alpha\n"
         await sb.write_file("relative.txt", "in workdir")
         assert (await sb.exec("cat /app/relative.txt")).stdout == "in workdir"
-        await sb.exec("mkdir -p /out/x && echo made > /out/x/f.txt && ln -s /etc/passwd /out/escape")
+        await sb.exec(
+            "mkdir -p /out/x && echo made > /out/x/f.txt && ln -s /etc/passwd /out/escape"
+        )
         dest = await sb.download_dir("/out", tmp_path / "back")
         assert (dest / "x" / "f.txt").read_text() == "made\n"
         assert not (dest / "escape").exists()  # a link leaving the folder is not followed
         back = await sb.download_dir("/opt/new/place", tmp_path / "roundtrip")
-        assert (back / "sub" / "deeper" / "blob.bin").read_bytes() == (src / "sub" / "deeper" / "blob.bin").read_bytes()
+        assert (back / "sub" / "deeper" / "blob.bin").read_bytes() == (
+            src / "sub" / "deeper" / "blob.bin"
+        ).read_bytes()
         assert os.access(back / "sub" / "run.sh", os.X_OK)
-        assert (await sb.download_file("/opt/new/place/a.txt", tmp_path / "one" / "a.txt")).read_text() == "alpha\n"
+        assert (
+            await sb.download_file("/opt/new/place/a.txt", tmp_path / "one" / "a.txt")
+        ).read_text() == "alpha\n"
         with pytest.raises(FileNotFoundError):
             await sb.read_file("/does/not/exist")
 
@@ -182,11 +196,15 @@ async def test_cancelled_exec_leaves_nothing_running(backend, make_task, job_nam
         assert ps.stdout.strip() == ""
 
 
-async def test_gc_removes_orphans_but_not_live_containers(docker_ready, settings, make_task, job_name):
+async def test_gc_removes_orphans_but_not_live_containers(
+    docker_ready, settings, make_task, job_name
+):
     task = Task.load(make_task(dockerfile=None, toml=PREBUILT))
     async with DockerBackend(settings) as b:
         live = await b.start(task, job=job_name)
-        orphan = await b.start(task, job=job_name, labels={LABEL_OWNER: f"{os.uname().nodename}:999999999"})
+        orphan = await b.start(
+            task, job=job_name, labels={LABEL_OWNER: f"{os.uname().nodename}:999999999"}
+        )
         removed = await b.gc()
         assert orphan.name in removed["containers"]
         assert live.name not in removed["containers"]

@@ -53,7 +53,7 @@ def check_task(path: str | os.PathLike[str]) -> CheckResult:
 def _check(root: Path) -> CheckResult:
     problems: list[str] = []
     warnings: list[str] = []
-    name = root.name
+    name = root.absolute().name
     task: Task | None = None
 
     try:
@@ -73,12 +73,13 @@ def _check(root: Path) -> CheckResult:
     if not test_sh.is_file():
         problems.append(f"{TESTS_DIR}/test.sh: missing (the verifier's entry point)")
     else:
+        text: str | None
         try:
             text = test_sh.read_text(encoding="utf-8", errors="replace")
         except OSError as exc:
             problems.append(f"{TESTS_DIR}/test.sh: cannot read: {exc.strerror}")
-            text = ""
-        if text and not text.strip():
+            text = None
+        if text is not None and not text.strip():
             problems.append(f"{TESTS_DIR}/test.sh: empty")
         elif text and not _REWARD_RE.search(text) and not _any_file_mentions_reward(tests):
             warnings.append(
@@ -120,7 +121,9 @@ def _check(root: Path) -> CheckResult:
 
     if task is not None:
         if task.config.environment.os != "linux":
-            problems.append(f"task.toml: [environment] os = {task.config.environment.os!r} is not supported")
+            problems.append(
+                f"task.toml: [environment] os = {task.config.environment.os!r} is not supported"
+            )
         if task.config.environment.gpus:
             warnings.append("task.toml: [environment] gpus > 0; GPU tasks need a GPU host")
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Coroutine
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -31,7 +32,9 @@ app = typer.Typer(
 )
 tasks_app = typer.Typer(help="Check and convert Harbor task directories.", no_args_is_help=True)
 images_app = typer.Typer(help="Build and manage environment images.", no_args_is_help=True)
-env_app = typer.Typer(help="Run task environments: exec, shell, smoke test, clean up.", no_args_is_help=True)
+env_app = typer.Typer(
+    help="Run task environments: exec, shell, smoke test, clean up.", no_args_is_help=True
+)
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(images_app, name="images")
 app.add_typer(env_app, name="env")
@@ -44,7 +47,9 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coro)
     except TtgenError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        err_console.print(
+            f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True
+        )
         raise typer.Exit(2) from None
 
 
@@ -62,7 +67,10 @@ def _version(value: bool) -> None:
 @app.callback()
 def _main(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
     ] = False,
 ) -> None:
     """ttgen: Terminal-Task-Gen."""
@@ -73,10 +81,18 @@ def _main(
 
 @tasks_app.command("check")
 def tasks_check(
-    paths: Annotated[list[Path], typer.Argument(help="Task directories, or folders holding tasks.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per task (JSON lines).")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List valid tasks and warnings too.")] = False,
-    workers: Annotated[int, typer.Option("--workers", help="Processes for large batches (0 = auto).")] = 0,
+    paths: Annotated[
+        list[Path], typer.Argument(help="Task directories, or folders holding tasks.")
+    ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per task (JSON lines).")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="List valid tasks and warnings too.")
+    ] = False,
+    workers: Annotated[
+        int, typer.Option("--workers", help="Processes for large batches (0 = auto).")
+    ] = 0,
 ) -> None:
     """Check task directories without building anything.
 
@@ -130,7 +146,9 @@ def tasks_check(
 def tasks_import_tb1(
     src: Annotated[Path, typer.Argument(help="A Terminal-Bench 1 task, or a folder of them.")],
     dest: Annotated[Path, typer.Argument(help="Folder to write Harbor tasks into.")],
-    overwrite: Annotated[bool, typer.Option(help="Replace tasks that already exist in DEST.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace tasks that already exist in DEST.")
+    ] = False,
 ) -> None:
     """Convert Terminal-Bench 1.x tasks (task.yaml, run-tests.sh, ...) to Harbor task directories."""
     from ttgen.sources.tb1 import import_tb1_tasks
@@ -163,7 +181,9 @@ def images_bootstrap(
     tag: Annotated[str, typer.Option(help="Tag of the image to create.")] = "ttgen/base:bookworm",
     suite: Annotated[str, typer.Option(help="Debian suite.")] = "bookworm",
     mirror: Annotated[str, typer.Option(help="Debian mirror.")] = "http://deb.debian.org/debian",
-    package: Annotated[list[str], typer.Option("--package", "-p", help="Extra Debian package (repeatable).")] = [],  # noqa: B006
+    package: Annotated[
+        list[str], typer.Option("--package", "-p", help="Extra Debian package (repeatable).")
+    ] = [],  # noqa: B006
     force: Annotated[bool, typer.Option(help="Rebuild even if the tag exists.")] = False,
 ) -> None:
     """Build a base image from Debian's archive with debootstrap (no registry needed)."""
@@ -185,7 +205,9 @@ def images_bootstrap(
                     extra_packages=tuple(package),
                     on_line=lambda line: status.update(f"debootstrap: {line[:100]}"),
                 )
-            console.print(f"[green]built[/] {result.tag} ({result.image_id[:19]}) in {result.seconds:.0f} s")
+            console.print(
+                f"[green]built[/] {result.tag} ({result.image_id[:19]}) in {result.seconds:.0f} s"
+            )
 
     _run(go())
 
@@ -193,7 +215,9 @@ def images_bootstrap(
 @images_app.command("build")
 def images_build(
     paths: Annotated[list[Path], typer.Argument(help="Tasks or folders of tasks.")],
-    force_build: Annotated[bool, typer.Option("--force-build", help="Rebuild without the layer cache.")] = False,
+    force_build: Annotated[
+        bool, typer.Option("--force-build", help="Rebuild without the layer cache.")
+    ] = False,
     concurrency: Annotated[int, typer.Option("-n", "--concurrency", help="Builds at once.")] = 2,
 ) -> None:
     """Build the environment images of tasks (each distinct environment once)."""
@@ -267,8 +291,12 @@ def _load_task(path: Path):  # -> Task
 def env_exec(
     task_path: Annotated[Path, typer.Argument(metavar="TASK", help="A task directory.")],
     command: Annotated[list[str], typer.Argument(metavar="-- CMD...", help="The command to run.")],
-    timeout: Annotated[float | None, typer.Option(help="Kill the command after this many seconds (exit 124).")] = None,
-    force_build: Annotated[bool, typer.Option("--force-build", help="Rebuild the image first.")] = False,
+    timeout: Annotated[
+        float | None, typer.Option(help="Kill the command after this many seconds (exit 124).")
+    ] = None,
+    force_build: Annotated[
+        bool, typer.Option("--force-build", help="Rebuild the image first.")
+    ] = False,
     user: Annotated[str | None, typer.Option(help="User to run as.")] = None,
 ) -> None:
     """Start the task's environment, run CMD in its working directory, print the output, exit with its code.
@@ -291,7 +319,9 @@ def env_exec(
         sys.stdout.flush()
         sys.stderr.write(res.stderr)
         if res.timed_out:
-            err_console.print(f"[red]timed out after {timeout:g} s; the command's processes were killed[/]")
+            err_console.print(
+                f"[red]timed out after {timeout:g} s; the command's processes were killed[/]"
+            )
             return 124
         return res.exit_code if res.exit_code is not None else 1
 
@@ -301,9 +331,15 @@ def env_exec(
 @env_app.command("shell")
 def env_shell(
     task_path: Annotated[Path, typer.Argument(metavar="TASK", help="A task directory.")],
-    force_build: Annotated[bool, typer.Option("--force-build", help="Rebuild the image first.")] = False,
-    with_tests: Annotated[bool, typer.Option("--with-tests", help="Also copy tests/ to /tests.")] = False,
-    with_solution: Annotated[bool, typer.Option("--with-solution", help="Also copy solution/ to /solution.")] = False,
+    force_build: Annotated[
+        bool, typer.Option("--force-build", help="Rebuild the image first.")
+    ] = False,
+    with_tests: Annotated[
+        bool, typer.Option("--with-tests", help="Also copy tests/ to /tests.")
+    ] = False,
+    with_solution: Annotated[
+        bool, typer.Option("--with-solution", help="Also copy solution/ to /solution.")
+    ] = False,
 ) -> None:
     """Open an interactive shell in a fresh environment of the task; it is removed on exit."""
     from ttgen.sandbox.docker import DockerBackend
@@ -311,7 +347,9 @@ def env_shell(
     task = _load_task(task_path)
     docker_cli = shutil.which("docker")
     if docker_cli is None:
-        raise _fail("`ttgen env shell` needs the docker command-line client for the interactive terminal")
+        raise _fail(
+            "`ttgen env shell` needs the docker command-line client for the interactive terminal"
+        )
 
     async def start() -> tuple[str, str]:
         async with DockerBackend() as backend:
@@ -328,12 +366,13 @@ def env_shell(
         import aiodocker
 
         async with aiodocker.Docker() as docker:
-            try:
+            with suppress(aiodocker.DockerError):
                 await docker.containers.container(cid).delete(force=True)
-            except aiodocker.DockerError:
-                pass
 
     cid, name = _run(start())
+    # A closed terminal (SIGHUP) or a kill (SIGTERM) still removes the container.
+    for sig in (signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, _exit_on_signal)
     console.print(f"[dim]container {name}; exit the shell to remove it[/]")
     try:
         shell = "if command -v bash >/dev/null; then exec bash; else exec sh; fi"
@@ -345,8 +384,12 @@ def env_shell(
 
 @env_app.command("gc")
 def env_gc(
-    job: Annotated[str | None, typer.Option(help="Remove the containers of this job, whoever started them.")] = None,
-    everything: Annotated[bool, typer.Option("--all", help="Remove every ttgen container.")] = False,
+    job: Annotated[
+        str | None, typer.Option(help="Remove the containers of this job, whoever started them.")
+    ] = None,
+    everything: Annotated[
+        bool, typer.Option("--all", help="Remove every ttgen container.")
+    ] = False,
 ) -> None:
     """Remove containers and networks left by crashed runs (found by their ttgen labels).
 
@@ -364,7 +407,9 @@ def env_gc(
         console.print(f"removed container {name}")
     for name in removed["networks"]:
         console.print(f"removed network {name}")
-    console.print(f"{len(removed['containers'])} containers, {len(removed['networks'])} networks removed")
+    console.print(
+        f"{len(removed['containers'])} containers, {len(removed['networks'])} networks removed"
+    )
 
 
 @env_app.command("smoke")
@@ -374,8 +419,12 @@ def env_smoke(
         str, typer.Option(help="Shell command to run in each environment.")
     ] = 'echo "$(uname -m) $(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME")"; pwd',
     concurrency: Annotated[int, typer.Option("-n", "--concurrency", help="Tasks at once.")] = 2,
-    force_build: Annotated[bool, typer.Option("--force-build", help="Rebuild images first.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines instead of a table.")] = False,
+    force_build: Annotated[
+        bool, typer.Option("--force-build", help="Rebuild images first.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON lines instead of a table.")
+    ] = False,
 ) -> None:
     """Check, build, start and run a command in every task's environment; print a summary.
 
@@ -389,7 +438,9 @@ def env_smoke(
     except TtgenError as exc:
         raise _fail(str(exc)) from None
     with console.status(f"smoke-testing {len(found)} tasks ...") if not as_json else nullcontext():
-        rows = _run(smoke_tasks(found, command=command, concurrency=concurrency, force_build=force_build))
+        rows = _run(
+            smoke_tasks(found, command=command, concurrency=concurrency, force_build=force_build)
+        )
     if as_json:
         for r in rows:
             sys.stdout.write(json.dumps(r.to_dict()) + "\n")
@@ -411,6 +462,10 @@ def env_smoke(
         ok = sum(r.ok for r in rows)
         console.print(f"{ok}/{len(rows)} tasks passed the smoke test")
     raise typer.Exit(0 if all(r.ok for r in rows) else 1)
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def main() -> None:

@@ -111,7 +111,9 @@ def _apply_file(settings: Settings, path: Path) -> None:
         elif isinstance(aliases, list):
             new = parse_alias_list(",".join(map(str, aliases)), src)
         else:
-            raise ConfigError(f"{path}: [images] aliases must be a table or a list of 'PATTERN=IMAGE'")
+            raise ConfigError(
+                f"{path}: [images] aliases must be a table or a list of 'PATTERN=IMAGE'"
+            )
         settings.aliases = new + settings.aliases
     if "extra_ca_cert" in images:
         settings.extra_ca_cert = _ca_path(str(images["extra_ca_cert"]), path.parent, src)
@@ -129,7 +131,12 @@ def _apply_file(settings: Settings, path: Path) -> None:
 def host_ca_bundle() -> Path | None:
     """The host's default trust store (which holds a corporate CA where the admin installed one)."""
     paths = ssl.get_default_verify_paths()
-    for candidate in (paths.cafile, paths.openssl_cafile, "/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"):
+    for candidate in (
+        paths.cafile,
+        paths.openssl_cafile,
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+    ):
         if candidate and os.path.isfile(candidate):
             return Path(candidate)
     return None

@@ -49,4 +49,3 @@ class ImageBuildError(SandboxError):
 
 class ImageNotFoundError(SandboxError):
     """An image is neither present locally nor pullable."""
-

@@ -38,7 +38,9 @@ class SmokeResult:
         return {**asdict(self), "ok": self.ok}
 
 
-async def smoke_one(backend: DockerBackend, path: Path, command: str, force_build: bool) -> SmokeResult:
+async def smoke_one(
+    backend: DockerBackend, path: Path, command: str, force_build: bool
+) -> SmokeResult:
     check = check_task(path)
     result = SmokeResult(task=check.name, path=str(path), check_ok=check.valid)
     if not check.valid:

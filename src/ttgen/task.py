@@ -61,7 +61,9 @@ def parse_size_mb(value: str | int | float) -> int:
         return int(value)
     m = _SIZE_RE.match(value)
     if not m:
-        raise ValueError(f"invalid size {value!r}: expected a number with a unit like '4G' or '512M'")
+        raise ValueError(
+            f"invalid size {value!r}: expected a number with a unit like '4G' or '512M'"
+        )
     number, unit = float(m.group(1)), m.group(2).upper()
     return max(1, round(number * _SIZE_FACTOR_MB[unit]))
 
@@ -70,6 +72,12 @@ class _Table(BaseModel):
     """A task.toml table: typed known keys, unknown keys kept as they are."""
 
     model_config = ConfigDict(extra="allow", validate_assignment=True, populate_by_name=True)
+
+
+def _positive(v: float | None) -> float | None:
+    if v is not None and v <= 0:
+        raise ValueError(f"must be positive, got {v:g}")
+    return v
 
 
 class Author(_Table):
@@ -91,10 +99,14 @@ class VerifierConfig(_Table):
     env: dict[str, str] = Field(default_factory=dict)
     user: str | None = None
 
+    _timeout = field_validator("timeout_sec")(_positive)
+
 
 class AgentConfig(_Table):
     timeout_sec: float | None = None
     user: str | None = None
+
+    _timeout = field_validator("timeout_sec")(_positive)
 
 
 class SolutionConfig(_Table):
@@ -125,6 +137,8 @@ class EnvironmentConfig(_Table):
     skills_dir: str | None = None
     workdir: str | None = None
     healthcheck: HealthcheckConfig | None = None
+
+    _timeout = field_validator("build_timeout_sec")(_positive)
 
     @model_validator(mode="before")
     @classmethod
@@ -171,15 +185,6 @@ class TaskConfig(_Table):
             data.setdefault("schema_version", str(version))
         return data
 
-    @field_validator("verifier", "agent", "environment", mode="after")
-    @classmethod
-    def _positive_timeouts(cls, v: _Table) -> _Table:
-        for key in ("timeout_sec", "build_timeout_sec"):
-            value = getattr(v, key, None)
-            if value is not None and value <= 0:
-                raise ValueError(f"{key} must be positive, got {value}")
-        return v
-
     # -- TOML -----------------------------------------------------------------------------
 
     @classmethod
@@ -213,7 +218,9 @@ def _dump_explicit(model: BaseModel) -> dict[str, Any]:
         value = getattr(model, name)
         if value is None:
             continue
-        if name not in model.model_fields_set and value == info.get_default(call_default_factory=True):
+        if name not in model.model_fields_set and value == info.get_default(
+            call_default_factory=True
+        ):
             continue
         out[info.alias or name] = _plain(value)
     for key, value in (model.model_extra or {}).items():
@@ -232,13 +239,20 @@ def _plain(value: Any) -> Any:
     return value
 
 
+_TABLES = frozenset(
+    {"task", "metadata", "verifier", "agent", "solution", "environment", "healthcheck"}
+)
+
+
 def format_validation_error(exc: ValidationError) -> str:
     """One line per problem, naming the key path as it is written in task.toml."""
     parts = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
         where = ""
-        if loc:
+        if loc and loc[-1] in _TABLES:
+            where = f"[{'.'.join(p for p in loc if not p.isdigit())}] "  # a table-level check
+        elif loc:
             tables = [p for p in loc[:-1] if not p.isdigit()]
             key = loc[-1]
             where = (f"[{'.'.join(tables)}] " if tables else "") + f"{key}: "
@@ -283,7 +297,9 @@ class Task:
             raise TaskError(config_path, "missing")
         config = _read_config(config_path)
         instruction = read_instruction(root / INSTRUCTION_FILE)
-        name = (config.task.name if config.task and config.task.name else None) or root.name
+        name = (
+            config.task.name if config.task and config.task.name else None
+        ) or root.absolute().name
         return cls(name=name, instruction=instruction, config=config, path=root)
 
     # -- files ----------------------------------------------------------------------------

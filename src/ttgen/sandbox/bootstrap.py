@@ -70,9 +70,13 @@ async def bootstrap_base_image(
     on_line: Callable[[str], None] | None = None,
 ) -> BootstrapResult:
     if shutil.which("debootstrap") is None:
-        raise TtgenError("debootstrap is not installed (on Debian/Ubuntu: apt-get install debootstrap)")
+        raise TtgenError(
+            "debootstrap is not installed (on Debian/Ubuntu: apt-get install debootstrap)"
+        )
     if os.geteuid() != 0:
-        raise TtgenError("debootstrap needs root: run `ttgen images bootstrap` as root (e.g. with sudo)")
+        raise TtgenError(
+            "debootstrap needs root: run `ttgen images bootstrap` as root (e.g. with sudo)"
+        )
     packages = tuple(dict.fromkeys(BASE_PACKAGES + tuple(extra_packages)))
     t0 = time.monotonic()
     root_parent = Path(tempfile.mkdtemp(prefix="ttgen-rootfs-", dir=workdir))
@@ -144,7 +148,10 @@ async def _import_rootfs(docker: aiodocker.Docker, rootfs: Path, tag: str) -> st
             yield chunk
 
     # `changes` repeats, which aiodocker's dict params cannot express: build the query here.
-    query = urlencode([("fromSrc", "-"), ("repo", repo), ("tag", version)] + [("changes", c) for c in IMAGE_CHANGES])
+    query = urlencode(
+        [("fromSrc", "-"), ("repo", repo), ("tag", version)]
+        + [("changes", c) for c in IMAGE_CHANGES]
+    )
     try:
         async with docker._query(
             f"images/create?{query}",

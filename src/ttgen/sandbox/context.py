@@ -40,7 +40,9 @@ _FROM_RE = re.compile(
     r"^(?P<lead>\s*FROM\s+)(?P<flags>(?:--\S+\s+)*)(?P<image>\S+)(?P<rest>(?:\s+AS\s+(?P<stage>\S+))?\s*)$",
     re.IGNORECASE,
 )
-_ARG_RE = re.compile(r"^\s*ARG\s+(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:=(?P<value>\S*))?\s*$", re.IGNORECASE)
+_ARG_RE = re.compile(
+    r"^\s*ARG\s+(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:=(?P<value>\S*))?\s*$", re.IGNORECASE
+)
 _VAR_RE = re.compile(r"\$(?:\{(?P<a>[A-Za-z_][A-Za-z0-9_]*)\}|(?P<b>[A-Za-z_][A-Za-z0-9_]*))")
 
 
@@ -79,7 +81,9 @@ def rewrite_dockerfile(text: str, settings: Settings, ca: bool) -> tuple[str, li
             out.append(line)
             continue
         seen_from = True
-        image = _VAR_RE.sub(lambda v: global_args.get(v.group("a") or v.group("b"), ""), m.group("image"))
+        image = _VAR_RE.sub(
+            lambda v: global_args.get(v.group("a") or v.group("b"), ""), m.group("image")
+        )
         if image.lower() in stages or image == "scratch":
             new_image = image
         else:
@@ -214,7 +218,9 @@ def make_build_context(environment_dir: Path, settings: Settings) -> BuildContex
     for dirpath, dirnames, filenames in os.walk(environment_dir):
         dirnames.sort()
         rel_dir = os.path.relpath(dirpath, environment_dir)
-        for fname in sorted(filenames) + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+        for fname in sorted(filenames) + [
+            d for d in dirnames if os.path.islink(os.path.join(dirpath, d))
+        ]:
             rel = fname if rel_dir == "." else f"{rel_dir}/{fname}"
             if rel == "Dockerfile" or (rules and is_ignored(rel, rules)):
                 continue
@@ -244,4 +250,6 @@ def make_build_context(environment_dir: Path, settings: Settings) -> BuildContex
                 continue
             st = path.stat()
             add(rel, path.read_bytes(), st.st_mode & 0o7777)
-    return BuildContext(tar=buf.getvalue(), digest=h.hexdigest(), dockerfile=dockerfile, base_images=bases)
+    return BuildContext(
+        tar=buf.getvalue(), digest=h.hexdigest(), dockerfile=dockerfile, base_images=bases
+    )

@@ -75,7 +75,10 @@ def owner_id() -> str:
 def resolve_env(env: Mapping[str, str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """Resolve ``${VAR}`` and ``${VAR:-default}`` in task env values from the host, as Harbor does."""
     host = os.environ if environ is None else environ
-    return {k: _ENV_REF.sub(lambda m: host.get(m.group(1)) or (m.group(2) or ""), str(v)) for k, v in env.items()}
+    return {
+        k: _ENV_REF.sub(lambda m: host.get(m.group(1)) or (m.group(2) or ""), str(v))
+        for k, v in env.items()
+    }
 
 
 def container_name(job: str, task: str) -> str:
@@ -121,7 +124,11 @@ class _OutputBuffer:
         if not self.omitted:
             return (self.head + self.tail).decode("utf-8", errors="replace")
         marker = f"\n[... {self.omitted} bytes omitted by ttgen ...]\n"
-        return self.head.decode("utf-8", errors="replace") + marker + self.tail.decode("utf-8", errors="replace")
+        return (
+            self.head.decode("utf-8", errors="replace")
+            + marker
+            + self.tail.decode("utf-8", errors="replace")
+        )
 
 
 # A POSIX sh script that kills every process carrying one exec's marker in its environment,
@@ -220,13 +227,19 @@ class DockerBackend:
             if await self.image_exists(ref) or await self._pull(ref):
                 return ImageRef(ref, "prebuilt")
             if dockerfile is None:
-                hint = "" if ref != env.docker_image else " (map it to a local image with TTGEN_IMAGE_ALIASES)"
+                hint = (
+                    ""
+                    if ref != env.docker_image
+                    else " (map it to a local image with TTGEN_IMAGE_ALIASES)"
+                )
                 raise ImageNotFoundError(
                     f"{task.name}: image {ref!r} is not present locally and cannot be pulled, "
                     f"and the task has no environment/Dockerfile to build{hint}"
                 )
         if dockerfile is None:
-            raise TaskError(task.path or task.name, "environment/Dockerfile missing and no docker_image set")
+            raise TaskError(
+                task.path or task.name, "environment/Dockerfile missing and no docker_image set"
+            )
         return await self.build(task, force=force_build)
 
     async def _context_for(self, task: Task) -> tuple[BuildContext, str]:
@@ -262,9 +275,13 @@ class DockerBackend:
             timeout = task.config.environment.build_timeout_sec
             await self._run_build(task, ctx, tag, timeout, nocache=force)
             self.builds += 1
-            return ImageRef(tag, "built", time.monotonic() - t0, self.settings.extra_ca_cert is not None)
+            return ImageRef(
+                tag, "built", time.monotonic() - t0, self.settings.extra_ca_cert is not None
+            )
 
-    async def _run_build(self, task: Task, ctx: BuildContext, tag: str, timeout: float, *, nocache: bool) -> None:
+    async def _run_build(
+        self, task: Task, ctx: BuildContext, tag: str, timeout: float, *, nocache: bool
+    ) -> None:
         lines: list[str] = []
         labels = {LABEL_MANAGED: "true", LABEL_TASK: task.name}
         if self.settings.extra_ca_cert is not None:
@@ -305,7 +322,8 @@ class DockerBackend:
             ) from None
         except aiodocker.DockerError as exc:
             raise ImageBuildError(
-                f"{task.name}: image build failed: {exc.message}", "\n".join(lines[-BUILD_LOG_TAIL_LINES:])
+                f"{task.name}: image build failed: {exc.message}",
+                "\n".join(lines[-BUILD_LOG_TAIL_LINES:]),
             ) from exc
         if not await self.image_exists(tag):
             raise ImageBuildError(
@@ -326,7 +344,9 @@ class DockerBackend:
                 await self.docker.networks.get(NETWORK_NAME)
             except aiodocker.DockerError as exc:
                 if exc.status != 404:
-                    raise SandboxError(f"cannot inspect network {NETWORK_NAME}: {exc.message}") from exc
+                    raise SandboxError(
+                        f"cannot inspect network {NETWORK_NAME}: {exc.message}"
+                    ) from exc
                 try:
                     await self.docker.networks.create(
                         {
@@ -339,7 +359,9 @@ class DockerBackend:
                     )
                 except aiodocker.DockerError as exc2:
                     if exc2.status != 409:  # created meanwhile by another process
-                        raise SandboxError(f"cannot create network {NETWORK_NAME}: {exc2.message}") from exc2
+                        raise SandboxError(
+                            f"cannot create network {NETWORK_NAME}: {exc2.message}"
+                        ) from exc2
             self._network_ready = NETWORK_NAME
             return NETWORK_NAME
 
@@ -407,7 +429,9 @@ class DockerBackend:
         try:
             container = await self.docker.containers.create(config, name=name)
         except aiodocker.DockerError as exc:
-            raise SandboxError(f"{task.name}: cannot create container from {image.tag}: {exc.message}") from exc
+            raise SandboxError(
+                f"{task.name}: cannot create container from {image.tag}: {exc.message}"
+            ) from exc
         sandbox = DockerSandbox(self, container, name, image.tag, task.name)
         try:
             if inject_ca:
@@ -419,7 +443,9 @@ class DockerBackend:
         except BaseException as exc:
             await sandbox.stop()
             if isinstance(exc, aiodocker.DockerError):
-                raise SandboxError(f"{task.name}: cannot start container {name}: {exc.message}") from exc
+                raise SandboxError(
+                    f"{task.name}: cannot start container {name}: {exc.message}"
+                ) from exc
             raise
         return sandbox
 
@@ -452,7 +478,9 @@ class DockerBackend:
                 removed.append(names[0].lstrip("/"))
             except aiodocker.DockerError as exc:
                 if exc.status != 404:
-                    raise SandboxError(f"cannot remove container {c.id[:12]}: {exc.message}") from exc
+                    raise SandboxError(
+                        f"cannot remove container {c.id[:12]}: {exc.message}"
+                    ) from exc
         networks: list[str] = []
         try:
             net = await self.docker.networks.get(NETWORK_NAME)
@@ -504,7 +532,12 @@ class DockerSandbox:
     """One running container (implements `ttgen.sandbox.base.Sandbox`)."""
 
     def __init__(
-        self, backend: DockerBackend, container: aiodocker.docker.DockerContainer, name: str, image: str, task: str
+        self,
+        backend: DockerBackend,
+        container: aiodocker.docker.DockerContainer,
+        name: str,
+        image: str,
+        task: str,
     ) -> None:
         self.backend = backend
         self.container = container
@@ -614,7 +647,9 @@ class DockerSandbox:
             await asyncio.to_thread(_kill_marked_on_host, marker)
             return
         try:
-            ex = await self.container.exec(["sh", "-c", _KILL_TREE, "ttgen-kill", marker], user="root")
+            ex = await self.container.exec(
+                ["sh", "-c", _KILL_TREE, "ttgen-kill", marker], user="root"
+            )
             await ex.start(detach=True)
             for _ in range(100):
                 info = await ex.inspect()
@@ -631,7 +666,11 @@ class DockerSandbox:
             try:
                 pid = (await self.container.show())["State"].get("Pid") or 0
                 with open(f"/proc/{pid}/cgroup") as f:
-                    self._local = bool(pid) and self.id in f.read() and os.access(f"/proc/{pid}/environ", os.R_OK)
+                    self._local = (
+                        bool(pid)
+                        and self.id in f.read()
+                        and os.access(f"/proc/{pid}/environ", os.R_OK)
+                    )
             except (OSError, KeyError, aiodocker.DockerError):
                 self._local = False
         return self._local
@@ -655,7 +694,9 @@ class DockerSandbox:
             return
         except aiodocker.DockerError as exc:
             if exc.status != 404:
-                raise SandboxError(f"{self.name}: upload to {dest_dir} failed: {exc.message}") from exc
+                raise SandboxError(
+                    f"{self.name}: upload to {dest_dir} failed: {exc.message}"
+                ) from exc
         # The destination folder does not exist yet: create it, then retry once.
         res = await self.exec(["mkdir", "-p", dest_dir], user="root")
         if not res.ok:
@@ -701,7 +742,9 @@ class DockerSandbox:
             return await self.container.get_archive(self._abs(remote))
         except aiodocker.DockerError as exc:
             if exc.status == 404:
-                raise FileNotFoundError(f"{self.name}:{remote}: no such file or directory") from None
+                raise FileNotFoundError(
+                    f"{self.name}:{remote}: no such file or directory"
+                ) from None
             raise SandboxError(f"{self.name}: download of {remote} failed: {exc.message}") from exc
 
     async def read_file(self, remote: str) -> bytes:
@@ -740,7 +783,13 @@ class DockerSandbox:
                     try:
                         tar.extract(member, dest, filter="data")
                     except (tarfile.FilterError, OSError) as exc:
-                        log.warning("%s: skipped %s while downloading %s: %s", self.name, member.name, remote, exc)
+                        log.warning(
+                            "%s: skipped %s while downloading %s: %s",
+                            self.name,
+                            member.name,
+                            remote,
+                            exc,
+                        )
 
         await asyncio.to_thread(extract)
         return dest

@@ -1,0 +1,267 @@
+"""The `ttgen` command line: version, help for every command, and the `env` commands on Docker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import aiodocker
+import pytest
+import typer.main
+from typer.testing import CliRunner
+
+import ttgen
+from conftest import BASE_IMAGE, job_containers
+from ttgen.cli import app
+from ttgen.sandbox.docker import LABEL_JOB, LABEL_OWNER, owner_id
+from ttgen.task import Task
+
+PREBUILT_TOML = f'[environment]\ndocker_image = "{BASE_IMAGE}"\n'
+WIDE = {"COLUMNS": "400"}
+
+
+@pytest.fixture
+def runner(tmp_path, monkeypatch) -> CliRunner:
+    # The CLI reads ./ttgen.toml; keep the repository's out of these tests.
+    monkeypatch.chdir(tmp_path)
+    return CliRunner()
+
+
+def write_task(
+    root: Path,
+    *,
+    toml: str = PREBUILT_TOML,
+    dockerfile: str | None = None,
+    instruction: str | None = "Do the thing.\n",
+) -> Path:
+    root.mkdir(parents=True)
+    (root / "task.toml").write_text(toml)
+    if instruction is not None:
+        (root / "instruction.md").write_text(instruction)
+    (root / "environment").mkdir()
+    if dockerfile is not None:
+        (root / "environment" / "Dockerfile").write_text(dockerfile)
+    (root / "tests").mkdir()
+    (root / "tests" / "test.sh").write_text("#!/bin/sh\necho 1 > /logs/verifier/reward.txt\n")
+    return root
+
+
+def my_containers(job: str) -> list[str]:
+    """Containers of `job` started by this process (other sessions may share the engine)."""
+
+    async def go() -> list[str]:
+        async with aiodocker.Docker() as d:
+            found = await d.containers.list(
+                all=True, filters={"label": [f"{LABEL_JOB}={job}", f"{LABEL_OWNER}={owner_id()}"]}
+            )
+            return [c.id for c in found]
+
+    return asyncio.run(go())
+
+
+# -- version and help -----------------------------------------------------------------------------
+
+
+def test_version(runner):
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.strip() == f"ttgen {ttgen.__version__}"
+
+
+def test_version_matches_the_installed_package():
+    from importlib.metadata import version
+
+    assert version("terminal-task-gen") == ttgen.__version__
+
+
+def command_paths() -> list[tuple[str, ...]]:
+    paths: list[tuple[str, ...]] = []
+
+    # Typer >= 0.2x vendors its own click, so groups are recognised by their `commands`.
+    def walk(cmd, prefix: tuple[str, ...]) -> None:
+        paths.append(prefix)
+        subcommands = getattr(cmd, "commands", None) or {}
+        for name, sub in sorted(subcommands.items()):
+            if not getattr(sub, "hidden", False):
+                walk(sub, (*prefix, name))
+
+    walk(typer.main.get_command(app), ())
+    return paths
+
+
+def test_command_tree_is_walked():
+    paths = set(command_paths())
+    expected = {
+        (),
+        ("tasks",),
+        ("tasks", "check"),
+        ("tasks", "import-tb1"),
+        ("images",),
+        ("images", "build"),
+        ("images", "bootstrap"),
+        ("env",),
+        ("env", "exec"),
+        ("env", "shell"),
+        ("env", "smoke"),
+        ("env", "gc"),
+    }
+    assert expected <= paths
+
+
+@pytest.mark.parametrize("path", command_paths(), ids=lambda p: " ".join(p) or "ttgen")
+def test_help(runner, path):
+    res = runner.invoke(app, [*path, "--help"], env=WIDE)
+    assert res.exit_code == 0, res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+    assert "Usage:" in res.stdout
+    usage = next(line for line in res.stdout.splitlines() if "Usage:" in line)
+    for word in path:
+        assert word in usage, (word, usage)
+    # Something beyond the usage line: a description or options.
+    assert len(res.stdout.strip().splitlines()) > 2
+
+
+def test_no_arguments_shows_help(runner):
+    res = runner.invoke(app, [])
+    assert "Usage:" in res.output
+    assert "tasks" in res.output and "env" in res.output
+
+
+# -- env exec ---------------------------------------------------------------------------------------
+
+
+def test_env_exec_prints_output_and_exits_with_the_command_code(docker_ready, runner, tmp_path):
+    task = write_task(tmp_path / "exec-task")
+    res = runner.invoke(
+        app, ["env", "exec", str(task), "--", "sh", "-c", "echo hi; echo oops >&2; exit 3"]
+    )
+    assert res.exit_code == 3, res.output
+    assert res.stdout.strip() == "hi"
+    assert "oops" in res.stderr
+    assert my_containers("env-exec") == []
+
+
+def test_env_exec_runs_in_the_image_workdir(docker_ready, runner, tmp_path):
+    task = write_task(tmp_path / "wd", dockerfile=f"FROM {BASE_IMAGE}\nWORKDIR /srv/app\n", toml="")
+    res = runner.invoke(app, ["env", "exec", str(task), "--", "pwd"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.strip() == "/srv/app"
+    assert my_containers("env-exec") == []
+
+
+def test_env_exec_timeout_exits_124(docker_ready, runner, tmp_path):
+    task = write_task(tmp_path / "slow")
+    t0 = time.monotonic()
+    res = runner.invoke(app, ["env", "exec", "--timeout", "1", str(task), "--", "sleep", "30"])
+    elapsed = time.monotonic() - t0
+    assert res.exit_code == 124, res.output
+    assert elapsed < 10, elapsed
+    assert "timed out" in res.stderr
+    assert my_containers("env-exec") == []
+
+
+def test_env_exec_missing_task_exits_2_naming_the_path(runner, tmp_path):
+    missing = tmp_path / "no-such-task"
+    res = runner.invoke(app, ["env", "exec", str(missing), "--", "true"])
+    assert res.exit_code == 2
+    assert "error" in res.stderr
+    assert str(missing) in res.stderr
+
+
+def test_env_exec_invalid_task_exits_2_naming_the_file(runner, tmp_path):
+    task = write_task(tmp_path / "broken", instruction=None)
+    res = runner.invoke(app, ["env", "exec", str(task), "--", "true"])
+    assert res.exit_code == 2
+    assert str(task / "instruction.md") in res.stderr
+
+
+def test_env_exec_build_failure_exits_2_with_the_build_error(docker_ready, runner, tmp_path):
+    task = write_task(
+        tmp_path / "nobuild",
+        toml="",
+        dockerfile=f"FROM {BASE_IMAGE}\nRUN echo boom-marker && exit 1\n",
+    )
+    res = runner.invoke(app, ["env", "exec", str(task), "--", "true"])
+    assert res.exit_code == 2, res.output
+    assert "build failed" in res.stderr
+    assert "boom-marker" in res.stderr  # the tail of the build log
+    assert my_containers("env-exec") == []
+
+
+# -- env smoke --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def smoke_suite(tmp_path: Path) -> Path:
+    suite = tmp_path / "suite"
+    write_task(suite / "good", toml="", dockerfile=f"FROM {BASE_IMAGE}\nWORKDIR /app\n")
+    write_task(suite / "nobuild", toml="", dockerfile=f"FROM {BASE_IMAGE}\nRUN exit 1\n")
+    write_task(suite / "invalid", instruction=None)
+    return suite
+
+
+def test_env_smoke_table(docker_ready, runner, smoke_suite):
+    res = runner.invoke(app, ["env", "smoke", str(smoke_suite)], env=WIDE)
+    assert res.exit_code == 1, res.output
+    rows = {}
+    for line in res.stdout.splitlines():
+        cells = [c.strip() for c in line.strip("│┃ ").split("│")]
+        if cells and cells[0] in ("good", "nobuild", "invalid"):
+            rows[cells[0]] = cells
+    assert set(rows) == {"good", "nobuild", "invalid"}, res.stdout
+    assert rows["good"][1] == "ok" and rows["good"][5] == "0"
+    assert rows["good"][6].endswith("| /app")  # the default command's output: uname, OS, pwd
+    assert rows["nobuild"][1] == "ok" and "build" in rows["nobuild"][6]
+    assert rows["invalid"][1] == "invalid" and "instruction.md" in rows["invalid"][6]
+    assert "1/3 tasks passed" in res.stdout
+    assert my_containers("smoke") == []
+
+
+def test_env_smoke_json(docker_ready, runner, smoke_suite):
+    res = runner.invoke(app, ["env", "smoke", "--json", str(smoke_suite)])
+    assert res.exit_code == 1, res.output
+    objs = {o["task"]: o for o in map(json.loads, res.stdout.splitlines())}
+    assert set(objs) == {"good", "nobuild", "invalid"}
+    assert objs["good"]["ok"] is True
+    assert objs["good"]["exit_code"] == 0 and objs["good"]["error"] == ""
+    assert objs["good"]["image_source"] in ("built", "cached")
+    assert objs["nobuild"]["ok"] is False
+    assert objs["nobuild"]["check_ok"] is True
+    assert "build failed" in objs["nobuild"]["error"]
+    assert objs["invalid"]["ok"] is False and objs["invalid"]["check_ok"] is False
+    assert "instruction.md" in objs["invalid"]["error"]
+    assert my_containers("smoke") == []
+
+
+def test_env_smoke_all_good_exits_0(docker_ready, runner, tmp_path):
+    write_task(tmp_path / "s" / "a")
+    res = runner.invoke(app, ["env", "smoke", "--json", str(tmp_path / "s")])
+    assert res.exit_code == 0, res.output
+    (obj,) = map(json.loads, res.stdout.splitlines())
+    assert obj["ok"] is True and obj["image_source"] == "prebuilt"
+
+
+# -- env gc ---------------------------------------------------------------------------------------
+
+
+async def test_env_gc_removes_the_jobs_containers(backend, job_name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    task = Task.load(write_task(tmp_path / "gc-task"))
+    sandbox = await backend.start(task, job=job_name)
+    other = await backend.start(task, job=f"{job_name}-other")
+    try:
+        assert await job_containers(job_name) == [sandbox.id]
+        # The CLI runs its own event loop, so it goes to a thread.
+        res = await asyncio.to_thread(
+            CliRunner().invoke, app, ["env", "gc", "--job", job_name], env=WIDE
+        )
+        assert res.exit_code == 0, res.output
+        assert f"removed container {sandbox.name}" in res.stdout
+        assert await job_containers(job_name) == []
+        # Other jobs are left alone.
+        assert await job_containers(f"{job_name}-other") == [other.id]
+    finally:
+        await other.stop()
+        await sandbox.stop()
