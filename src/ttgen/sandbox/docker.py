@@ -161,6 +161,8 @@ class DockerBackend:
         self._network_lock = asyncio.Lock()
         self._network_ready: str | None = None
         self._ca_bytes: bytes | None = None
+        self._workdirs: dict[str, str] = {}
+        self._contexts: dict[Path, tuple[tuple, BuildContext]] = {}
         self.builds = 0  # images actually built by this backend (for tests and reports)
 
     # -- client ---------------------------------------------------------------------------
@@ -222,7 +224,7 @@ class DockerBackend:
         """
         env = task.config.environment
         dockerfile = task.dockerfile
-        if env.docker_image and not force_build:
+        if env.docker_image and (not force_build or dockerfile is None):
             ref = self.settings.resolve_image(env.docker_image)
             if await self.image_exists(ref) or await self._pull(ref):
                 return ImageRef(ref, "prebuilt")
@@ -243,11 +245,19 @@ class DockerBackend:
         return await self.build(task, force=force_build)
 
     async def _context_for(self, task: Task) -> tuple[BuildContext, str]:
-        assert task.environment_dir is not None
+        env_dir = task.environment_dir
+        assert env_dir is not None
         try:
-            ctx = await asyncio.to_thread(make_build_context, task.environment_dir, self.settings)
+            # Re-reading and hashing the context is skipped while no file in it changed.
+            signature = await asyncio.to_thread(_tree_signature, env_dir)
+            cached = self._contexts.get(env_dir)
+            if cached is not None and cached[0] == signature:
+                ctx = cached[1]
+            else:
+                ctx = await asyncio.to_thread(make_build_context, env_dir, self.settings)
+                self._contexts[env_dir] = (signature, ctx)
         except (OSError, UnicodeDecodeError) as exc:
-            raise TaskError(task.environment_dir, f"cannot read the build context: {exc}") from exc
+            raise TaskError(env_dir, f"cannot read the build context: {exc}") from exc
         # The base images are part of the content: a re-bootstrapped base means a new image.
         ids = []
         for base in ctx.base_images:
@@ -274,6 +284,7 @@ class DockerBackend:
             t0 = time.monotonic()
             timeout = task.config.environment.build_timeout_sec
             await self._run_build(task, ctx, tag, timeout, nocache=force)
+            self._workdirs.pop(tag, None)
             self.builds += 1
             return ImageRef(
                 tag, "built", time.monotonic() - t0, self.settings.extra_ca_cert is not None
@@ -365,6 +376,12 @@ class DockerBackend:
             self._network_ready = NETWORK_NAME
             return NETWORK_NAME
 
+    async def _image_workdir(self, tag: str) -> str:
+        if tag not in self._workdirs:
+            info = await self.image_exists(tag)
+            self._workdirs[tag] = ((info or {}).get("Config") or {}).get("WorkingDir") or "/"
+        return self._workdirs[tag]
+
     def _ca(self) -> bytes | None:
         if self.settings.extra_ca_cert is None:
             return None
@@ -433,13 +450,12 @@ class DockerBackend:
                 f"{task.name}: cannot create container from {image.tag}: {exc.message}"
             ) from exc
         sandbox = DockerSandbox(self, container, name, image.tag, task.name)
+        sandbox.workdir = envcfg.workdir or await self._image_workdir(image.tag)
         try:
             if inject_ca:
                 assert ca is not None
                 await sandbox._put_files("/", {CA_CONTAINER_PATH.lstrip("/"): (ca, 0o644)})
             await container.start()
-            info = await container.show()
-            sandbox.workdir = info["Config"].get("WorkingDir") or "/"
         except BaseException as exc:
             await sandbox.stop()
             if isinstance(exc, aiodocker.DockerError):
@@ -492,6 +508,17 @@ class DockerBackend:
         except aiodocker.DockerError:
             pass
         return {"containers": removed, "networks": networks}
+
+
+def _tree_signature(root: Path) -> tuple:
+    """Names, sizes, modes and mtimes of every file under `root`: changes when any file does."""
+    sig = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            st = os.lstat(os.path.join(dirpath, name))
+            sig.append((dirpath, name, st.st_size, st.st_mtime_ns, st.st_mode))
+    return tuple(sig)
 
 
 def _environ_has(pid: str | int, needle: bytes) -> bool:
