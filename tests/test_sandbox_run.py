@@ -9,9 +9,22 @@ import time
 import aiodocker
 import pytest
 
-from conftest import BASE_IMAGE, job_containers
+from conftest import BASE_IMAGE, job_containers, unique_dockerfile
+from ttgen.errors import SandboxError
 from ttgen.sandbox.docker import LABEL_JOB, LABEL_MANAGED, LABEL_OWNER, NETWORK_NAME, DockerBackend
 from ttgen.task import Task
+
+
+@pytest.fixture(params=["eager", False], ids=["exec-helper", "docker-exec"])
+async def backend(request, docker_ready, settings, job_name):
+    """Every test here runs twice: through the in-container exec helper and through `docker exec`."""
+    b = DockerBackend(settings, exec_channel=request.param)
+    yield b
+    try:
+        await b.gc(job=job_name)
+    finally:
+        await b.close()
+
 
 PREBUILT = f'[environment]\ndocker_image = "{BASE_IMAGE}"\n'
 
@@ -212,3 +225,64 @@ async def test_gc_removes_orphans_but_not_live_containers(
         removed = await b.gc(job=job_name)
         assert removed["containers"] == [live.name]
         assert await job_containers(job_name) == []
+
+
+async def test_commands_run_as_the_image_user(backend, make_task, job_name):
+    df = unique_dockerfile("RUN useradd -m -u 1234 agent\nUSER agent\n")
+    task = Task.load(make_task(dockerfile=df))
+    async with await backend.start(task, job=job_name) as sb:
+        assert (await sb.exec("id -un; echo $HOME")).stdout == "agent\n/home/agent\n"
+        assert (await sb.exec("id -u", user="root")).stdout == "0\n"
+        assert (await sb.exec(["id", "-u"], user="1234")).stdout == "1234\n"
+
+
+async def test_the_exec_helper_is_used_and_survives_being_killed(
+    docker_ready, settings, make_task, job_name
+):
+    task = Task.load(make_task(dockerfile=None, toml=PREBUILT))
+    async with DockerBackend(settings, exec_channel="eager") as b:
+        async with await b.start(task, job=job_name) as sb:
+            assert sb._channel is not None and sb._channel.alive
+            times = []
+            for _ in range(10):
+                res = await sb.exec(["true"])
+                times.append(res.duration_sec)
+            assert min(times) < 0.02  # no runc exec per command
+            # A command that kills the helper (say a careless pkill) fails as an
+            # infrastructure error; later commands still run, through docker exec.
+            with pytest.raises(SandboxError, match="helper"):
+                await sb.exec("pkill -9 -f 'import json, os, pwd'; sleep 5", timeout=30)
+            assert not sb._channel.alive
+            assert (await sb.exec("echo fine")).stdout == "fine\n"
+        await b.gc(job=job_name)
+
+
+async def test_lazy_helper_starts_from_the_second_exec(docker_ready, settings, make_task, job_name):
+    task = Task.load(make_task(dockerfile=None, toml=PREBUILT))
+    async with DockerBackend(settings) as b:
+        async with await b.start(task, job=job_name) as sb:
+            assert sb._channel is None
+            assert (await sb.exec("echo first")).stdout == "first\n"
+            await asyncio.sleep(0.5)
+            assert sb._channel is None  # one-command containers never start it
+            assert (await sb.exec("echo again")).stdout == "again\n"
+            for _ in range(100):
+                if sb._channel is not None:
+                    break
+                await asyncio.sleep(0.05)
+            assert sb._channel is not None and sb._channel.alive
+            assert (await sb.exec("echo second")).stdout == "second\n"
+        await b.gc(job=job_name)
+
+
+async def test_images_without_python_keep_using_docker_exec(
+    docker_ready, settings, make_task, job_name
+):
+    df = unique_dockerfile("RUN rm -f /usr/bin/python3*\n")
+    task = Task.load(make_task(dockerfile=df))
+    async with DockerBackend(settings, exec_channel="eager") as b:
+        async with await b.start(task, job=job_name) as sb:
+            assert sb._channel is None
+            res = await sb.exec("echo works; exit 4")
+            assert (res.stdout, res.exit_code) == ("works\n", 4)
+        await b.gc(job=job_name)

@@ -14,6 +14,7 @@ that started it, so leftovers of a crashed run can be found and removed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import json
@@ -29,7 +30,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 import aiodocker
 import aiohttp
@@ -50,6 +51,7 @@ from ttgen.sandbox.context import (
     ca_env,
     make_build_context,
 )
+from ttgen.sandbox.execd import HELPER, ExecChannel, UserSwitchError
 from ttgen.task import Task
 
 log = logging.getLogger(__name__)
@@ -153,15 +155,25 @@ done
 class DockerBackend:
     """One Docker Engine API client and the state shared by all sandboxes of a process."""
 
-    def __init__(self, settings: Settings | None = None, *, docker_url: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        docker_url: str | None = None,
+        exec_channel: bool | Literal["eager"] = True,
+    ) -> None:
         self.settings = settings if settings is not None else load_settings()
+        # Run commands through a persistent helper in the container where it can (see execd.py):
+        # True starts it in the background at the second exec (until then `docker exec`),
+        # "eager" starts it with the container, False never.
+        self.exec_channel = exec_channel
         self._url = docker_url
         self._docker: aiodocker.Docker | None = None
         self._build_locks: dict[str, asyncio.Lock] = {}
         self._network_lock = asyncio.Lock()
         self._network_ready: str | None = None
         self._ca_bytes: bytes | None = None
-        self._workdirs: dict[str, str] = {}
+        self._workdirs: dict[str, tuple[str, str | None]] = {}
         self._contexts: dict[Path, tuple[tuple, BuildContext]] = {}
         self.builds = 0  # images actually built by this backend (for tests and reports)
 
@@ -376,10 +388,11 @@ class DockerBackend:
             self._network_ready = NETWORK_NAME
             return NETWORK_NAME
 
-    async def _image_workdir(self, tag: str) -> str:
+    async def _image_defaults(self, tag: str) -> tuple[str, str | None]:
+        """The image's WORKDIR and USER (cached)."""
         if tag not in self._workdirs:
-            info = await self.image_exists(tag)
-            self._workdirs[tag] = ((info or {}).get("Config") or {}).get("WorkingDir") or "/"
+            config = ((await self.image_exists(tag)) or {}).get("Config") or {}
+            self._workdirs[tag] = (config.get("WorkingDir") or "/", config.get("User") or None)
         return self._workdirs[tag]
 
     def _ca(self) -> bytes | None:
@@ -450,12 +463,16 @@ class DockerBackend:
                 f"{task.name}: cannot create container from {image.tag}: {exc.message}"
             ) from exc
         sandbox = DockerSandbox(self, container, name, image.tag, task.name)
-        sandbox.workdir = envcfg.workdir or await self._image_workdir(image.tag)
+        image_workdir, image_user = await self._image_defaults(image.tag)
+        sandbox.workdir = envcfg.workdir or image_workdir
+        sandbox._default_user = image_user
         try:
             if inject_ca:
                 assert ca is not None
                 await sandbox._put_files("/", {CA_CONTAINER_PATH.lstrip("/"): (ca, 0o644)})
             await container.start()
+            if self.exec_channel == "eager":
+                await sandbox._start_channel()
         except BaseException as exc:
             await sandbox.stop()
             if isinstance(exc, aiodocker.DockerError):
@@ -575,6 +592,11 @@ class DockerSandbox:
         self.workdir: str | None = None
         self._stopped = False
         self._local: bool | None = None
+        self._channel: ExecChannel | None = None
+        self._channel_task: asyncio.Future[None] | None = None
+        self._default_user: str | None = None
+        self._channel_can_switch_user = True
+        self._docker_execs = 0
 
     async def __aenter__(self) -> DockerSandbox:
         return self
@@ -598,7 +620,48 @@ class DockerSandbox:
         cmd = ["sh", "-c", command] if isinstance(command, str) else list(command)
         marker = uuid.uuid4().hex
         exec_env = {EXEC_MARKER: marker, **(env or {})}
+        out = _OutputBuffer(max_output_bytes)
+        err = _OutputBuffer(max_output_bytes)
         t0 = time.monotonic()
+        channel = self._channel if self._channel is not None and self._channel.alive else None
+        if (
+            channel is not None
+            and (user or self._default_user)
+            and not self._channel_can_switch_user
+        ):
+            channel = None
+        if channel is None:
+            self._start_channel_soon()
+            exit_code, timed_out = await self._exec_docker(
+                cmd, marker, exec_env, timeout, cwd, user, stdin, out, err
+            )
+        else:
+            exit_code, timed_out = await self._exec_channel(
+                channel, cmd, marker, exec_env, timeout, cwd, user, stdin, out, err
+            )
+        return ExecResult(
+            exit_code=exit_code,
+            stdout=out.text(),
+            stderr=err.text(),
+            timed_out=timed_out,
+            duration_sec=time.monotonic() - t0,
+            stdout_omitted_bytes=out.omitted,
+            stderr_omitted_bytes=err.omitted,
+        )
+
+    async def _exec_docker(
+        self,
+        cmd: list[str],
+        marker: str,
+        exec_env: dict[str, str],
+        timeout: float | None,
+        cwd: str | None,
+        user: str | None,
+        stdin: bytes | None,
+        out: _OutputBuffer,
+        err: _OutputBuffer,
+    ) -> tuple[int | None, bool]:
+        """One `docker exec` per command: works in every image."""
         try:
             execution = await self.container.exec(
                 cmd,
@@ -611,8 +674,6 @@ class DockerSandbox:
             )
         except aiodocker.DockerError as exc:
             raise SandboxError(f"{self.name}: exec failed to start: {exc.message}") from exc
-        out = _OutputBuffer(max_output_bytes)
-        err = _OutputBuffer(max_output_bytes)
         timed_out = False
         stream = execution.start(detach=False)
 
@@ -646,22 +707,85 @@ class DockerSandbox:
         if pump_task.done() and not pump_task.cancelled() and pump_task.exception() is not None:
             exc = pump_task.exception()
             raise SandboxError(f"{self.name}: exec stream failed: {exc}") from exc
-        exit_code: int | None = None
-        if not timed_out:
-            try:
-                info = await execution.inspect()
-                exit_code = info.get("ExitCode")
-            except aiodocker.DockerError as exc:
-                raise SandboxError(f"{self.name}: cannot read exec result: {exc.message}") from exc
-        return ExecResult(
-            exit_code=exit_code,
-            stdout=out.text(),
-            stderr=err.text(),
-            timed_out=timed_out,
-            duration_sec=time.monotonic() - t0,
-            stdout_omitted_bytes=out.omitted,
-            stderr_omitted_bytes=err.omitted,
-        )
+        if timed_out:
+            return None, True
+        try:
+            info = await execution.inspect()
+        except aiodocker.DockerError as exc:
+            raise SandboxError(f"{self.name}: cannot read exec result: {exc.message}") from exc
+        return info.get("ExitCode"), False
+
+    async def _exec_channel(
+        self,
+        channel: ExecChannel,
+        cmd: list[str],
+        marker: str,
+        exec_env: dict[str, str],
+        timeout: float | None,
+        cwd: str | None,
+        user: str | None,
+        stdin: bytes | None,
+        out: _OutputBuffer,
+        err: _OutputBuffer,
+    ) -> tuple[int | None, bool]:
+        """Through the container's exec helper (see execd.py): no runc exec per command."""
+        try:
+            done = await channel.run(
+                cmd,
+                env=exec_env,
+                cwd=cwd,
+                user=user or self._default_user,
+                stdin=stdin,
+                out=out,
+                err=err,
+            )
+        except ConnectionError:  # the request never reached it: the classic path is safe
+            return await self._exec_docker(
+                cmd, marker, exec_env, timeout, cwd, user, stdin, out, err
+            )
+        try:
+            return await asyncio.wait_for(asyncio.shield(done), timeout), False
+        except UserSwitchError:  # nothing ran; docker exec can switch users
+            self._channel_can_switch_user = False
+            return await self._exec_docker(
+                cmd, marker, exec_env, timeout, cwd, user, stdin, out, err
+            )
+        except TimeoutError:
+            await self._kill_tree(marker)
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                await asyncio.wait_for(asyncio.shield(done), 5)
+            return None, True
+        except asyncio.CancelledError:
+            await asyncio.shield(self._kill_tree(marker))
+            raise
+        except ConnectionError as exc:
+            raise SandboxError(
+                f"{self.name}: the exec helper died while running {cmd[:3]}: {exc}"
+            ) from exc
+
+    def _start_channel_soon(self) -> None:
+        # From the second exec on: a container used for one command never pays for the helper.
+        self._docker_execs += 1
+        if (
+            self._docker_execs >= 2
+            and self._channel_task is None
+            and not self._stopped
+            and self.backend.exec_channel
+        ):
+            self._channel_task = asyncio.ensure_future(self._start_channel())
+
+    async def _start_channel(self) -> None:
+        try:
+            ex = await self.container.exec(["python3", "-c", HELPER], stdin=True, user="root")
+            stream = ex.start(detach=False)
+            await stream.__aenter__()
+            channel = ExecChannel(stream)
+            if await asyncio.wait_for(asyncio.shield(channel.ready), 15):
+                self._channel = channel
+            else:
+                await channel.close()
+        except Exception as exc:  # no python3, no room: the classic path keeps working
+            log.debug("%s: no exec helper: %r", self.name, exc)
 
     async def _kill_tree(self, marker: str) -> None:
         """Kill every process started by one exec: those carrying its marker in their environment.
@@ -673,6 +797,12 @@ class DockerSandbox:
         if await self._engine_is_local():
             await asyncio.to_thread(_kill_marked_on_host, marker)
             return
+        if self._channel is not None and self._channel.alive:
+            try:
+                await self._channel.kill(marker)
+                return
+            except Exception:
+                pass
         try:
             ex = await self.container.exec(
                 ["sh", "-c", _KILL_TREE, "ttgen-kill", marker], user="root"
@@ -832,11 +962,16 @@ class DockerSandbox:
         if self._stopped:
             return
         self._stopped = True
+        if self._channel_task is not None:
+            self._channel_task.cancel()
         try:
             await asyncio.shield(self.container.delete(force=True, v=True))
         except aiodocker.DockerError as exc:
             if exc.status not in (404, 409):
                 raise SandboxError(f"cannot remove container {self.name}: {exc.message}") from exc
+        finally:
+            if self._channel is not None:
+                await self._channel.close()
 
 
 async def _close_stdin(stream: Any) -> None:

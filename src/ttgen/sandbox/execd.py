@@ -1,0 +1,290 @@
+"""A persistent exec channel into a container: one long-lived helper instead of one `docker exec`
+per command.
+
+Every `docker exec` pays for runc setting up a process inside the container's namespaces
+(~25-35 ms here); a helper already inside only forks (~1-2 ms). The helper is a small Python
+program (`HELPER`, run with the container's python3, if it has one) attached to an exec's stdin
+and stdout. The host sends one JSON request per line; the helper answers with binary frames::
+
+    >IBI  request id, kind, payload length; payload
+    kinds: 1 stdout, 2 stderr, 3 exit status, 4 hello, 5 cannot switch to the requested user
+
+It runs each command in its own session, with the container's environment plus the request's,
+as the requested user, in the requested directory; it streams output as it comes and reports the
+exit status when the command has exited and its output streams are closed (what `docker exec`
+does). A kill request SIGKILLs every process carrying the request's marker variable by reading
+/proc, which needs no new process even when the container's pids limit is exhausted.
+
+Images without python3 keep using `docker exec`; so does a sandbox whose helper died (an agent may
+kill it; an exec in flight when that happens fails as an infrastructure error), and so do
+commands for another user where the helper may not switch users (Docker gives an exec as root in a
+container whose user is not root no capabilities).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+FRAME = struct.Struct(">IBI")
+STDOUT, STDERR, EXIT, HELLO, NO_USER = 1, 2, 3, 4, 5
+
+# Runs inside the container (Python >= 3.6, standard library only). Kept free of the words
+# "python" and "ttgen" so that `pkill -f python` in a task does not hit it by accident.
+HELPER = r"""
+import json, os, pwd, grp, select, signal, struct, subprocess, sys, threading, time
+FR = struct.Struct(">IBI")
+out = sys.stdout.buffer
+def send(rid, kind, data=b""):
+    out.write(FR.pack(rid, kind, len(data)) + data)
+    out.flush()
+def resolve(user):
+    name, _, group = user.partition(":")
+    try:
+        pw = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+        uid, gid, home, uname = pw.pw_uid, pw.pw_gid, pw.pw_dir, pw.pw_name
+    except KeyError:
+        if not name.isdigit():
+            raise
+        uid, gid, home, uname = int(name), int(name), "/", None
+    if group:
+        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+    groups = os.getgrouplist(uname, gid) if uname else [gid]
+    return uid, gid, groups, home
+def marked(marker):
+    needle = ("TTGEN_EXEC_ID=" + marker).encode()
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open("/proc/%s/environ" % pid, "rb") as f:
+                    if needle in f.read().split(b"\0"):
+                        found.append(int(pid))
+            except OSError:
+                pass
+    return found
+def kill(marker):
+    for _ in range(50):
+        pids = marked(marker)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+base_env = dict(os.environ)
+jobs = {}
+def start(req):
+    rid = req["id"]
+    env = dict(base_env)
+    kw = {}
+    if req.get("user"):
+        uid, gid, groups, home = resolve(req["user"])
+        env["HOME"] = home
+        kw = dict(user=uid, group=gid, extra_groups=groups) if sys.version_info >= (3, 9) else {}
+        if not kw:
+            def demote():
+                os.setgroups(groups); os.setgid(gid); os.setuid(uid)
+            kw = dict(preexec_fn=demote)
+    env.update(req.get("env") or {})
+    data = req.get("stdin")
+    p = subprocess.Popen(req["argv"], cwd=req.get("cwd") or None, env=env, start_new_session=True,
+                         stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    if data is not None:
+        def feed():
+            try:
+                p.stdin.write(data.encode("latin-1")); p.stdin.close()
+            except OSError:
+                pass
+        threading.Thread(target=feed, daemon=True).start()
+    jobs[rid] = [p, {p.stdout.fileno(): (p.stdout, 1), p.stderr.fileno(): (p.stderr, 2)}]
+def main():
+    inp = sys.stdin.buffer.raw if hasattr(sys.stdin.buffer, "raw") else sys.stdin.buffer
+    buf = b""
+    # A child's exit wakes the select below (its pipes may close just before it is reapable).
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *a: None)
+    send(0, 4, str(os.getpid()).encode())
+    while True:
+        fds = [inp.fileno(), wake_r] + [fd for j in jobs.values() for fd in j[1]]
+        try:
+            ready, _, _ = select.select(fds, [], [], 0.05 if any(not j[1] for j in jobs.values()) else None)
+        except InterruptedError:
+            ready = []
+        for fd in ready:
+            if fd == wake_r:
+                os.read(wake_r, 4096)
+                continue
+            if fd == inp.fileno():
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    return
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    req = json.loads(line)
+                    if "kill" in req:
+                        kill(req["kill"])
+                        continue
+                    try:
+                        start(req)
+                    except PermissionError as e:
+                        if e.errno == 1 and req.get("user"):
+                            send(req["id"], 5)  # cannot switch user here: nothing ran
+                        else:
+                            send(req["id"], 2, ("%s: %s\n" % (req["argv"][0], e.strerror or e)).encode())
+                            send(req["id"], 3, struct.pack(">i", 126))
+                    except OSError as e:
+                        send(req["id"], 2, ("%s: %s\n" % (req["argv"][0], e.strerror or e)).encode())
+                        send(req["id"], 3, struct.pack(">i", 127 if e.errno == 2 else 126))
+                    except Exception as e:
+                        send(req["id"], 2, ("exec failed: %r\n" % (e,)).encode())
+                        send(req["id"], 3, struct.pack(">i", 126))
+                continue
+            for rid, (p, pipes) in list(jobs.items()):
+                if fd in pipes:
+                    pipe, kind = pipes[fd]
+                    try:
+                        chunk = os.read(fd, 1 << 16)
+                    except OSError:
+                        chunk = b""
+                    if chunk:
+                        send(rid, kind, chunk)
+                    else:
+                        del pipes[fd]
+                        pipe.close()
+        for rid, (p, pipes) in list(jobs.items()):
+            if not pipes and p.poll() is not None:
+                code = p.returncode if p.returncode >= 0 else 128 - p.returncode
+                send(rid, 3, struct.pack(">i", code))
+                del jobs[rid]
+main()
+"""
+
+
+class UserSwitchError(Exception):
+    """The helper cannot run a command as the requested user (nothing was started)."""
+
+
+@dataclass
+class _Pending:
+    out: Any
+    err: Any
+    done: asyncio.Future[int] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class ExecChannel:
+    """The host side of one container's helper: sends requests, routes frames to callers."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._pending: dict[int, _Pending] = {}
+        self._next = 1
+        self._buf = bytearray()
+        self.alive = True
+        self.ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                msg = await self._stream.read_out()
+                if msg is None:
+                    break
+                if msg.stream != 1:
+                    log.debug("exec helper: %s", msg.data.decode(errors="replace").rstrip())
+                    continue
+                self._buf += msg.data
+                while len(self._buf) >= FRAME.size:
+                    rid, kind, size = FRAME.unpack_from(self._buf)
+                    if len(self._buf) < FRAME.size + size:
+                        break
+                    payload = bytes(self._buf[FRAME.size : FRAME.size + size])
+                    del self._buf[: FRAME.size + size]
+                    self._dispatch(rid, kind, payload)
+        except Exception as exc:  # the stream broke: every caller learns it below
+            log.debug("exec helper stream ended: %r", exc)
+        finally:
+            self.alive = False
+            if not self.ready.done():
+                self.ready.set_result(False)
+            for pending in self._pending.values():
+                if not pending.done.done():
+                    pending.done.set_exception(
+                        ConnectionError("the exec helper in the container exited")
+                    )
+            self._pending.clear()
+            await self._stream.close()
+
+    def _dispatch(self, rid: int, kind: int, payload: bytes) -> None:
+        if kind == HELLO:
+            if not self.ready.done():
+                self.ready.set_result(True)
+            return
+        pending = self._pending.get(rid)
+        if pending is None:
+            return
+        if kind == STDOUT:
+            pending.out.feed(payload)
+        elif kind == STDERR:
+            pending.err.feed(payload)
+        elif kind == NO_USER:
+            # Where the container's user is not root, Docker gives execs as root no
+            # capabilities, so the helper cannot change user; nothing was started.
+            self._pending.pop(rid, None)
+            if not pending.done.done():
+                pending.done.set_exception(UserSwitchError())
+        elif kind == EXIT:
+            self._pending.pop(rid, None)
+            if not pending.done.done():
+                pending.done.set_result(struct.unpack(">i", payload)[0])
+
+    async def _send(self, obj: dict[str, Any]) -> None:
+        await self._stream.write_in(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+
+    async def run(
+        self,
+        argv: list[str],
+        *,
+        env: dict[str, str],
+        cwd: str | None,
+        user: str | None,
+        stdin: bytes | None,
+        out: Any,
+        err: Any,
+    ) -> asyncio.Future[int]:
+        """Start a command; returns a future of its exit status (output goes to out/err)."""
+        rid = self._next
+        self._next += 1
+        pending = _Pending(out, err)
+        self._pending[rid] = pending
+        req: dict[str, Any] = {"id": rid, "argv": argv, "env": env, "cwd": cwd, "user": user}
+        if stdin is not None:
+            req["stdin"] = stdin.decode("latin-1")
+        try:
+            await self._send(req)
+        except Exception as exc:
+            self._pending.pop(rid, None)
+            raise ConnectionError(f"cannot reach the exec helper: {exc}") from exc
+        return pending.done
+
+    async def kill(self, marker: str) -> None:
+        await self._send({"kill": marker})
+
+    async def close(self) -> None:
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._reader
