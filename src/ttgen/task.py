@@ -399,17 +399,22 @@ def _replace_dir(new: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _read_utf8(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise TaskError(path, "missing") from None
+    except OSError as exc:
+        raise TaskError(path, f"cannot read: {exc.strerror}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TaskError(path, f"not valid UTF-8 (byte {exc.start})") from None
+
+
 def _read_config(config_path: Path) -> TaskConfig:
     try:
-        raw = config_path.read_bytes()
-    except OSError as exc:
-        raise TaskError(config_path, f"cannot read: {exc.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise TaskError(config_path, f"not valid UTF-8 (byte {exc.start})") from None
-    try:
-        data = tomllib.loads(text)
+        data = tomllib.loads(_read_utf8(config_path))
     except tomllib.TOMLDecodeError as exc:
         raise TaskError(config_path, f"TOML syntax error: {exc}") from None
     try:
@@ -419,16 +424,7 @@ def _read_config(config_path: Path) -> TaskConfig:
 
 
 def read_instruction(path: Path) -> str:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise TaskError(path, "missing") from None
-    except OSError as exc:
-        raise TaskError(path, f"cannot read: {exc.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise TaskError(path, f"not valid UTF-8 (byte {exc.start})") from None
+    text = _read_utf8(path)
     if not text.strip():
         raise TaskError(path, "empty")
     return text

@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import re
-import shlex
 import signal
 import socket
 import tarfile
@@ -96,6 +95,21 @@ class ImageRef:
     source: str  # "built" | "cached" | "prebuilt"
     seconds: float = 0.0
     has_ca: bool = False
+
+
+@dataclass
+class _ExecRequest:
+    """One command on its way through either exec transport."""
+
+    cmd: list[str]
+    marker: str  # TTGEN_EXEC_ID of everything the command starts
+    env: dict[str, str]
+    timeout: float | None
+    cwd: str | None
+    user: str | None
+    stdin: bytes | None
+    out: _OutputBuffer
+    err: _OutputBuffer
 
 
 class _OutputBuffer:
@@ -617,11 +631,19 @@ class DockerSandbox:
         stdin: bytes | None = None,
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
     ) -> ExecResult:
-        cmd = ["sh", "-c", command] if isinstance(command, str) else list(command)
         marker = uuid.uuid4().hex
-        exec_env = {EXEC_MARKER: marker, **(env or {})}
-        out = _OutputBuffer(max_output_bytes)
-        err = _OutputBuffer(max_output_bytes)
+        req = _ExecRequest(
+            cmd=["sh", "-c", command] if isinstance(command, str) else list(command),
+            marker=marker,
+            env={EXEC_MARKER: marker, **(env or {})},
+            timeout=timeout,
+            cwd=cwd,
+            user=user,
+            stdin=stdin,
+            out=_OutputBuffer(max_output_bytes),
+            err=_OutputBuffer(max_output_bytes),
+        )
+        out, err = req.out, req.err
         t0 = time.monotonic()
         channel = self._channel if self._channel is not None and self._channel.alive else None
         if (
@@ -632,13 +654,9 @@ class DockerSandbox:
             channel = None
         if channel is None:
             self._start_channel_soon()
-            exit_code, timed_out = await self._exec_docker(
-                cmd, marker, exec_env, timeout, cwd, user, stdin, out, err
-            )
+            exit_code, timed_out = await self._exec_docker(req)
         else:
-            exit_code, timed_out = await self._exec_channel(
-                channel, cmd, marker, exec_env, timeout, cwd, user, stdin, out, err
-            )
+            exit_code, timed_out = await self._exec_channel(channel, req)
         return ExecResult(
             exit_code=exit_code,
             stdout=out.text(),
@@ -649,28 +667,17 @@ class DockerSandbox:
             stderr_omitted_bytes=err.omitted,
         )
 
-    async def _exec_docker(
-        self,
-        cmd: list[str],
-        marker: str,
-        exec_env: dict[str, str],
-        timeout: float | None,
-        cwd: str | None,
-        user: str | None,
-        stdin: bytes | None,
-        out: _OutputBuffer,
-        err: _OutputBuffer,
-    ) -> tuple[int | None, bool]:
+    async def _exec_docker(self, req: _ExecRequest) -> tuple[int | None, bool]:
         """One `docker exec` per command: works in every image."""
         try:
             execution = await self.container.exec(
-                cmd,
+                req.cmd,
                 stdout=True,
                 stderr=True,
-                stdin=stdin is not None,
-                user=user or "",
-                environment=exec_env,
-                workdir=cwd,
+                stdin=req.stdin is not None,
+                user=req.user or "",
+                environment=req.env,
+                workdir=req.cwd,
             )
         except aiodocker.DockerError as exc:
             raise SandboxError(f"{self.name}: exec failed to start: {exc.message}") from exc
@@ -679,28 +686,28 @@ class DockerSandbox:
 
         async def pump() -> None:
             async with stream:
-                if stdin is not None:
-                    await stream.write_in(stdin)
+                if req.stdin is not None:
+                    await stream.write_in(req.stdin)
                     await _close_stdin(stream)
                 while True:
                     msg = await stream.read_out()
                     if msg is None:
                         return
-                    (out if msg.stream == 1 else err).feed(msg.data)
+                    (req.out if msg.stream == 1 else req.err).feed(msg.data)
 
         pump_task = asyncio.ensure_future(pump())
         try:
-            await asyncio.wait_for(asyncio.shield(pump_task), timeout)
+            await asyncio.wait_for(asyncio.shield(pump_task), req.timeout)
         except TimeoutError:
             timed_out = True
-            await self._kill_tree(marker)
+            await self._kill_tree(req.marker)
             try:
                 await asyncio.wait_for(asyncio.shield(pump_task), 5)
             except TimeoutError:
                 pump_task.cancel()
         except asyncio.CancelledError:
             pump_task.cancel()
-            await asyncio.shield(self._kill_tree(marker))
+            await asyncio.shield(self._kill_tree(req.marker))
             raise
         except aiodocker.DockerError as exc:
             raise SandboxError(f"{self.name}: exec failed: {exc.message}") from exc
@@ -716,51 +723,37 @@ class DockerSandbox:
         return info.get("ExitCode"), False
 
     async def _exec_channel(
-        self,
-        channel: ExecChannel,
-        cmd: list[str],
-        marker: str,
-        exec_env: dict[str, str],
-        timeout: float | None,
-        cwd: str | None,
-        user: str | None,
-        stdin: bytes | None,
-        out: _OutputBuffer,
-        err: _OutputBuffer,
+        self, channel: ExecChannel, req: _ExecRequest
     ) -> tuple[int | None, bool]:
         """Through the container's exec helper (see execd.py): no runc exec per command."""
         try:
             done = await channel.run(
-                cmd,
-                env=exec_env,
-                cwd=cwd,
-                user=user or self._default_user,
-                stdin=stdin,
-                out=out,
-                err=err,
+                req.cmd,
+                env=req.env,
+                cwd=req.cwd,
+                user=req.user or self._default_user,
+                stdin=req.stdin,
+                out=req.out,
+                err=req.err,
             )
         except ConnectionError:  # the request never reached it: the classic path is safe
-            return await self._exec_docker(
-                cmd, marker, exec_env, timeout, cwd, user, stdin, out, err
-            )
+            return await self._exec_docker(req)
         try:
-            return await asyncio.wait_for(asyncio.shield(done), timeout), False
+            return await asyncio.wait_for(asyncio.shield(done), req.timeout), False
         except UserSwitchError:  # nothing ran; docker exec can switch users
             self._channel_can_switch_user = False
-            return await self._exec_docker(
-                cmd, marker, exec_env, timeout, cwd, user, stdin, out, err
-            )
+            return await self._exec_docker(req)
         except TimeoutError:
-            await self._kill_tree(marker)
+            await self._kill_tree(req.marker)
             with contextlib.suppress(TimeoutError, ConnectionError):
                 await asyncio.wait_for(asyncio.shield(done), 5)
             return None, True
         except asyncio.CancelledError:
-            await asyncio.shield(self._kill_tree(marker))
+            await asyncio.shield(self._kill_tree(req.marker))
             raise
         except ConnectionError as exc:
             raise SandboxError(
-                f"{self.name}: the exec helper died while running {cmd[:3]}: {exc}"
+                f"{self.name}: the exec helper died while running {req.cmd[:3]}: {exc}"
             ) from exc
 
     def _start_channel_soon(self) -> None:
@@ -981,7 +974,3 @@ async def _close_stdin(stream: Any) -> None:
     transport = getattr(conn, "transport", None) if conn is not None else None
     if transport is not None and transport.can_write_eof():
         transport.write_eof()
-
-
-def shell_join(argv: Sequence[str]) -> str:
-    return " ".join(shlex.quote(a) for a in argv)
