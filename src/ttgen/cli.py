@@ -39,6 +39,14 @@ app.add_typer(tasks_app, name="tasks")
 app.add_typer(images_app, name="images")
 app.add_typer(env_app, name="env")
 
+# Options shared by several commands.
+ForceBuild = Annotated[
+    bool,
+    typer.Option(
+        "--force-build", help="Rebuild the environment image(s) without the layer cache first."
+    ),
+]
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -215,9 +223,7 @@ def images_bootstrap(
 @images_app.command("build")
 def images_build(
     paths: Annotated[list[Path], typer.Argument(help="Tasks or folders of tasks.")],
-    force_build: Annotated[
-        bool, typer.Option("--force-build", help="Rebuild without the layer cache.")
-    ] = False,
+    force_build: ForceBuild = False,
     concurrency: Annotated[int, typer.Option("-n", "--concurrency", help="Builds at once.")] = 2,
 ) -> None:
     """Build the environment images of tasks (each distinct environment once)."""
@@ -294,9 +300,7 @@ def env_exec(
     timeout: Annotated[
         float | None, typer.Option(help="Kill the command after this many seconds (exit 124).")
     ] = None,
-    force_build: Annotated[
-        bool, typer.Option("--force-build", help="Rebuild the image first.")
-    ] = False,
+    force_build: ForceBuild = False,
     user: Annotated[str | None, typer.Option(help="User to run as.")] = None,
 ) -> None:
     """Start the task's environment, run CMD in its working directory, print the output, exit with its code.
@@ -331,9 +335,7 @@ def env_exec(
 @env_app.command("shell")
 def env_shell(
     task_path: Annotated[Path, typer.Argument(metavar="TASK", help="A task directory.")],
-    force_build: Annotated[
-        bool, typer.Option("--force-build", help="Rebuild the image first.")
-    ] = False,
+    force_build: ForceBuild = False,
     with_tests: Annotated[
         bool, typer.Option("--with-tests", help="Also copy tests/ to /tests.")
     ] = False,
@@ -419,9 +421,7 @@ def env_smoke(
         str, typer.Option(help="Shell command to run in each environment.")
     ] = 'echo "$(uname -m) $(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME")"; pwd',
     concurrency: Annotated[int, typer.Option("-n", "--concurrency", help="Tasks at once.")] = 2,
-    force_build: Annotated[
-        bool, typer.Option("--force-build", help="Rebuild images first.")
-    ] = False,
+    force_build: ForceBuild = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print JSON lines instead of a table.")
     ] = False,
