@@ -239,19 +239,19 @@ def images_build(
         async with DockerBackend() as backend:
             await backend.ping()
 
-            async def one(path: Path) -> tuple[str, str, str, str, str]:
+            async def one(path: Path) -> tuple[bool, tuple[str, str, str, str, str]]:
                 async with sem:
                     try:
                         task = Task.load(path)
                         ref = await backend.ensure_image(task, force_build=force_build)
-                        return task.name, ref.tag, ref.source, f"{ref.seconds:.1f}", ""
+                        return True, (task.name, ref.tag, ref.source, f"{ref.seconds:.1f}", "")
                     except TtgenError as exc:
-                        return path.name, "", "[red]failed[/]", "", str(exc)
+                        return False, (path.name, "", "[red]failed[/]", "", str(exc))
 
             with console.status("building images ..."):
                 rows = await asyncio.gather(*(one(p) for p in find_tasks(paths)))
-        for row in rows:
-            failures += row[2] == "[red]failed[/]"
+        for ok, row in rows:
+            failures += not ok
             table.add_row(*row)
         console.print(table)
         return failures
