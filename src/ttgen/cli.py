@@ -464,6 +464,337 @@ def env_smoke(
     raise typer.Exit(0 if all(r.ok for r in rows) else 1)
 
 
+# -- trials and jobs ----------------------------------------------------------------------------
+
+Concurrency = Annotated[
+    int, typer.Option("-n", "--concurrency", min=1, help="Trials running at once.")
+]
+Retries = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        help="Extra runs (with backoff) of a trial that ends in an infrastructure error "
+        "(build/environment/agent/LLM).",
+    ),
+]
+KeepErrors = Annotated[
+    bool,
+    typer.Option(
+        "--keep-errors",
+        help="On resume, keep trials that ended in an infrastructure error instead of "
+        "running them again.",
+    ),
+]
+TimeoutMultiplier = Annotated[
+    float, typer.Option(min=0.01, help="Multiplies every timeout (build, setup, agent, verifier).")
+]
+PhaseMultiplier = Annotated[float | None, typer.Option(min=0.01, show_default=False)]
+JsonOut = Annotated[
+    bool, typer.Option("--json", help="Print the result as JSON (no progress bar).")
+]
+
+
+def _kv(pairs: list[str] | None, what: str, *, parse_json: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise _fail(f"{what} {pair!r}: expected KEY=VALUE")
+        if parse_json:
+            try:
+                out[key] = json.loads(value)
+            except ValueError:
+                out[key] = value
+        else:
+            out[key] = value
+    return out
+
+
+def _job_options(
+    concurrency: int,
+    retries: int,
+    keep_errors: bool,
+    timeout_multiplier: float,
+    build_timeout_multiplier: float | None,
+    agent_setup_timeout_multiplier: float | None,
+    agent_timeout_multiplier: float | None,
+    verifier_timeout_multiplier: float | None,
+    agent_timeout: float | None,
+    verifier_timeout: float | None,
+    force_build: bool,
+    verifier_env: list[str] | None,
+):  # -> JobOptions
+    from ttgen.rollout.job import JobOptions
+    from ttgen.rollout.trial import TimeoutPolicy
+
+    return JobOptions(
+        n_concurrent=concurrency,
+        retries=retries,
+        rerun_errors=not keep_errors,
+        timeouts=TimeoutPolicy(
+            multiplier=timeout_multiplier,
+            build_multiplier=build_timeout_multiplier,
+            agent_setup_multiplier=agent_setup_timeout_multiplier,
+            agent_multiplier=agent_timeout_multiplier,
+            verifier_multiplier=verifier_timeout_multiplier,
+            agent_override_sec=agent_timeout,
+            verifier_override_sec=verifier_timeout,
+        ),
+        force_build=force_build,
+        verifier_env=_kv(verifier_env, "--ve", parse_json=False),
+    )
+
+
+def _run_job(coro_factory, as_json: bool, label: str):  # -> (result, JobProgress)
+    from ttgen.rollout.progress import JobProgress
+
+    progress = JobProgress(err_console if as_json else console, label)
+    if as_json:
+        progress.live = False
+        progress.console = Console(stderr=True, quiet=True)
+    try:
+        with progress:
+            return _run(coro_factory(progress)), progress
+    except KeyboardInterrupt:
+        err_console.print(
+            "[yellow]interrupted[/]: finished trials are kept and containers removed; "
+            "run the same command again to resume."
+        )
+        raise typer.Exit(130) from None
+
+
+def _stats_table(stats: dict[str, Any], title: str) -> Table:
+    table = Table(title=title, show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    table.add_row("trials", f"{stats['n_finished_trials']}/{stats['n_total_trials']} finished")
+    for outcome, n in stats["outcomes"].items():
+        table.add_row(f"  {outcome}", str(n))
+    if stats["n_retries"]:
+        table.add_row("retries", str(stats["n_retries"]))
+    mr = stats["mean_reward"]
+    table.add_row(
+        "mean reward",
+        "-" if mr is None else f"{mr:.3f} over {stats['n_completed_trials']} scored trials",
+    )
+    if stats["pass_at_k"]:
+        table.add_row("pass@k", "  ".join(f"@{k} {v:.3f}" for k, v in stats["pass_at_k"].items()))
+    if stats["n_input_tokens"] or stats["n_output_tokens"]:
+        cost = "" if stats["cost_usd"] is None else f", ${stats['cost_usd']:.4f}"
+        table.add_row(
+            "tokens", f"{stats['n_input_tokens']} in, {stats['n_output_tokens']} out{cost}"
+        )
+    wall = stats["wall_sec"]
+    if wall:
+        table.add_row("wall time", f"{wall:.1f}s")
+    if stats["median_trial_sec"] is not None:
+        table.add_row("median trial", f"{stats['median_trial_sec']:.2f}s")
+    return table
+
+
+@app.command("rollout")
+def rollout(
+    paths: Annotated[list[Path], typer.Argument(help="Tasks or folders of tasks.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Job folder (re-run the command to resume).")
+    ],
+    agent: Annotated[
+        str, typer.Option("--agent", "-a", help="Agent name (oracle, nop, ...) or module:Class.")
+    ],
+    attempts: Annotated[
+        int, typer.Option("-k", "--attempts", min=1, help="Attempts per task.")
+    ] = 1,
+    concurrency: Concurrency = 4,
+    agent_kwargs: Annotated[
+        list[str] | None,
+        typer.Option("--ak", help="Agent option KEY=VALUE (VALUE parsed as JSON when it is)."),
+    ] = None,
+    retries: Retries = 2,
+    keep_errors: KeepErrors = False,
+    timeout_multiplier: TimeoutMultiplier = 1.0,
+    build_timeout_multiplier: PhaseMultiplier = None,
+    agent_setup_timeout_multiplier: PhaseMultiplier = None,
+    agent_timeout_multiplier: PhaseMultiplier = None,
+    verifier_timeout_multiplier: PhaseMultiplier = None,
+    agent_timeout: Annotated[
+        float | None, typer.Option(help="Agent timeout in seconds, instead of the task's.")
+    ] = None,
+    verifier_timeout: Annotated[
+        float | None, typer.Option(help="Verifier timeout in seconds, instead of the task's.")
+    ] = None,
+    verifier_env: Annotated[
+        list[str] | None, typer.Option("--ve", help="Verifier environment variable KEY=VALUE.")
+    ] = None,
+    force_build: ForceBuild = False,
+    as_json: JsonOut = False,
+) -> None:
+    """Run an agent on tasks: tasks x attempts trials, concurrently, into a resumable job folder.
+
+    Each trial gets a fresh container, the agent, then the verifier (tests are copied in only
+    after the agent finished). Re-running the same command resumes: finished trials are kept,
+    unfinished ones and infrastructure errors are redone, leftover containers removed.
+    Exits 1 when trials still end in an infrastructure error, 0 otherwise.
+    """
+    from ttgen.agents import agent_class
+    from ttgen.rollout.job import Job, load_tasks, rollout_specs
+    from ttgen.rollout.models import AgentSpec
+    from ttgen.task import find_tasks
+
+    try:
+        agent_class(agent)
+        found = find_tasks(paths)
+    except TtgenError as exc:
+        raise _fail(str(exc)) from None
+    spec = AgentSpec(name=agent, kwargs=_kv(agent_kwargs, "--ak", parse_json=True))
+    options = _job_options(
+        concurrency,
+        retries,
+        keep_errors,
+        timeout_multiplier,
+        build_timeout_multiplier,
+        agent_setup_timeout_multiplier,
+        agent_timeout_multiplier,
+        verifier_timeout_multiplier,
+        agent_timeout,
+        verifier_timeout,
+        force_build,
+        verifier_env,
+    )
+    tasks, bad = load_tasks(found)
+    for b in bad:
+        err_console.print(f"[yellow]skipped[/] {b['path']}: {b['problem']}", highlight=False)
+    if not tasks:
+        raise _fail("no valid tasks to run")
+
+    async def go(progress):
+        job = Job(
+            out,
+            rollout_specs(tasks, spec, attempts),
+            options,
+            kind="rollout",
+            events=progress,
+            skipped_tasks=bad,
+        )
+        return await job.run()
+
+    result, _ = _run_job(go, as_json, f"{agent} x{attempts}")
+    stats = result["stats"]
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    else:
+        console.print(_stats_table(stats, f"rollout: {out}"))
+        if result["removed_containers"]:
+            console.print(
+                f"removed {len(result['removed_containers'])} container(s) left by an earlier run"
+            )
+        console.print(f"job folder: {out}  (result.json, trials.jsonl, one folder per trial)")
+    raise typer.Exit(1 if stats["n_errored_trials"] or stats["n_cancelled_trials"] else 0)
+
+
+@app.command("validate")
+def validate(
+    paths: Annotated[list[Path], typer.Argument(help="Tasks or folders of tasks.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder (re-run the command to resume).")
+    ],
+    concurrency: Concurrency = 4,
+    keep: Annotated[
+        str | None,
+        typer.Option(
+            help="Copy the tasks with these verdicts (comma-separated, e.g. valid,no_solution) "
+            "to --keep-dir."
+        ),
+    ] = None,
+    keep_dir: Annotated[
+        Path | None, typer.Option(help="Where --keep copies tasks (default OUT/kept).")
+    ] = None,
+    retries: Retries = 2,
+    keep_errors: KeepErrors = False,
+    timeout_multiplier: TimeoutMultiplier = 1.0,
+    agent_timeout: Annotated[
+        float | None, typer.Option(help="Timeout for solve.sh in seconds, instead of the task's.")
+    ] = None,
+    force_build: ForceBuild = False,
+    strict: Annotated[
+        bool, typer.Option(help="Exit 1 unless every task is valid or no_solution.")
+    ] = False,
+    as_json: JsonOut = False,
+) -> None:
+    """Validate tasks: the oracle (solution/solve.sh) must score 1 and the nop agent 0.
+
+    Verdicts: valid, no_solution, trivial, oracle_failed, verifier_broken, build_failed,
+    invalid, infra_error. Writes OUT/validation.jsonl (one object per task) and a job folder.
+    """
+    from ttgen.rollout.validate import (
+        GOOD_VERDICTS,
+        VERDICTS,
+        keep_tasks,
+        summarize,
+        validate_tasks,
+    )
+    from ttgen.task import find_tasks
+
+    keep_set: set[str] = set()
+    if keep:
+        keep_set = {v.strip() for v in keep.split(",") if v.strip()}
+        unknown = keep_set - set(VERDICTS)
+        if unknown:
+            raise _fail(f"--keep: unknown verdict(s) {sorted(unknown)}; use {', '.join(VERDICTS)}")
+    try:
+        found = find_tasks(paths)
+    except TtgenError as exc:
+        raise _fail(str(exc)) from None
+    options = _job_options(
+        concurrency,
+        retries,
+        keep_errors,
+        timeout_multiplier,
+        None,
+        None,
+        None,
+        None,
+        agent_timeout,
+        None,
+        force_build,
+        None,
+    )
+
+    async def go(progress):
+        return await validate_tasks(found, out, options, events=progress)
+
+    verdicts, _ = _run_job(go, as_json, "validate")
+    kept = keep_tasks(verdicts, keep_set, keep_dir or out / "kept") if keep_set else []
+    if as_json:
+        for v in verdicts:
+            sys.stdout.write(json.dumps(v.to_dict()) + "\n")
+    else:
+        table = Table(title=f"validation: {out}")
+        for col in ("task", "verdict", "oracle", "nop", "reasons"):
+            table.add_column(col, overflow="fold")
+        colors = {"valid": "green", "no_solution": "cyan"}
+        for v in verdicts:
+            fmt = lambda r: "-" if r is None else f"{r:g}"  # noqa: E731
+            color = colors.get(v.verdict, "red")
+            table.add_row(
+                v.task,
+                f"[{color}]{v.verdict}[/]",
+                fmt(v.rewards.get("oracle")) if "oracle" in v.rewards else "n/a",
+                fmt(v.rewards.get("nop")),
+                "; ".join(v.reasons),
+            )
+        console.print(table)
+        counts = summarize(verdicts)
+        console.print(
+            ", ".join(f"{k} {n}" for k, n in counts.items()) + f"  ({len(verdicts)} tasks)"
+        )
+        console.print(f"verdicts: {out / 'validation.jsonl'}")
+        if keep_set:
+            console.print(f"kept {len(kept)} task(s) in {keep_dir or out / 'kept'}")
+    bad = [v for v in verdicts if v.verdict not in GOOD_VERDICTS]
+    infra = [v for v in verdicts if v.verdict == "infra_error"]
+    raise typer.Exit(1 if infra or (strict and bad) else 0)
+
+
 def _exit_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 

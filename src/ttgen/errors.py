@@ -49,3 +49,48 @@ class ImageBuildError(SandboxError):
 
 class ImageNotFoundError(SandboxError):
     """An image is neither present locally nor pullable."""
+
+
+class TooLargeError(TtgenError):
+    """A file or folder to copy out of a sandbox is larger than the allowed size."""
+
+
+# -- trials -----------------------------------------------------------------------------------
+# Exception types recorded in a trial's result.json (`exception_info.exception_type`); the names
+# are Harbor's where Harbor has one, so tools reading Harbor results read ours.
+
+
+class AgentTimeoutError(TtgenError):
+    """The agent ran past its timeout (recorded; the verifier still runs)."""
+
+
+class AgentSetupTimeoutError(TtgenError):
+    """The agent's setup ran past its timeout."""
+
+
+class AgentError(TtgenError):
+    """The agent itself failed (a harness problem, not the model's answer)."""
+
+
+class LLMError(TtgenError):
+    """The model endpoint failed (after retries): an infrastructure error."""
+
+
+class ContainerDiedError(SandboxError):
+    """The task container stopped while the trial still needed it."""
+
+
+class VerifierTimeoutError(TtgenError):
+    """tests/test.sh ran past the verifier timeout."""
+
+
+class RewardFileNotFoundError(TtgenError):
+    """The verifier wrote neither /logs/verifier/reward.json nor reward.txt."""
+
+
+class RewardFileEmptyError(TtgenError):
+    """The reward file exists but is empty."""
+
+
+class VerifierOutputParseError(TtgenError):
+    """The reward file is not a number (reward.txt) or an object of numbers (reward.json)."""

@@ -24,6 +24,7 @@ import re
 import signal
 import socket
 import tarfile
+import tempfile
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -41,6 +42,7 @@ from ttgen.errors import (
     ImageNotFoundError,
     SandboxError,
     TaskError,
+    TooLargeError,
 )
 from ttgen.sandbox.base import DEFAULT_MAX_OUTPUT_BYTES, ExecResult
 from ttgen.sandbox.context import (
@@ -175,6 +177,7 @@ class DockerBackend:
         *,
         docker_url: str | None = None,
         exec_channel: bool | Literal["eager"] = True,
+        build_concurrency: int | None = None,
     ) -> None:
         self.settings = settings if settings is not None else load_settings()
         # Run commands through a persistent helper in the container where it can (see execd.py):
@@ -190,6 +193,10 @@ class DockerBackend:
         self._workdirs: dict[str, tuple[str, str | None]] = {}
         self._contexts: dict[Path, tuple[tuple, BuildContext]] = {}
         self.builds = 0  # images actually built by this backend (for tests and reports)
+        # Builds are CPU- and disk-heavy: however many trials wait for images, only this many
+        # builds run at once (cache hits never wait).
+        n = build_concurrency or max(1, (os.cpu_count() or 2) // 2)
+        self._build_slots = asyncio.Semaphore(n)
 
     # -- client ---------------------------------------------------------------------------
 
@@ -241,7 +248,9 @@ class DockerBackend:
             log.debug("pull of %s failed: %s", ref, exc)
             return False
 
-    async def ensure_image(self, task: Task, *, force_build: bool = False) -> ImageRef:
+    async def ensure_image(
+        self, task: Task, *, force_build: bool = False, build_timeout: float | None = None
+    ) -> ImageRef:
         """Make sure the task's image exists locally; build it at most once per content.
 
         A task with ``docker_image`` uses that image (after aliases) when it is present or
@@ -268,7 +277,7 @@ class DockerBackend:
             raise TaskError(
                 task.path or task.name, "environment/Dockerfile missing and no docker_image set"
             )
-        return await self.build(task, force=force_build)
+        return await self.build(task, force=force_build, timeout=build_timeout)
 
     async def _context_for(self, task: Task) -> tuple[BuildContext, str]:
         env_dir = task.environment_dir
@@ -292,7 +301,10 @@ class DockerBackend:
         digest = hashlib.sha256((ctx.digest + "\0" + "\0".join(ids)).encode()).hexdigest()
         return ctx, f"{ctx.tag.split(':')[0]}:{digest[:20]}"
 
-    async def build(self, task: Task, *, force: bool = False) -> ImageRef:
+    async def build(
+        self, task: Task, *, force: bool = False, timeout: float | None = None
+    ) -> ImageRef:
+        """Build the task's environment/ (once per content); `timeout` overrides build_timeout_sec."""
         ctx, tag = await self._context_for(task)
         lock = self._build_locks.setdefault(tag, asyncio.Lock())
         async with lock:
@@ -307,9 +319,11 @@ class DockerBackend:
                         "with an alias, e.g. TTGEN_IMAGE_ALIASES='ubuntu:*=ttgen/base:bookworm' "
                         "(see `ttgen images bootstrap`)."
                     )
-            t0 = time.monotonic()
-            timeout = task.config.environment.build_timeout_sec
-            await self._run_build(task, ctx, tag, timeout, nocache=force)
+            if timeout is None:
+                timeout = task.config.environment.build_timeout_sec
+            async with self._build_slots:
+                t0 = time.monotonic()
+                await self._run_build(task, ctx, tag, timeout, nocache=force)
             self._workdirs.pop(tag, None)
             self.builds += 1
             return ImageRef(
@@ -427,10 +441,13 @@ class DockerBackend:
         labels: Mapping[str, str] | None = None,
         cpus: float | None = None,
         memory_mb: int | None = None,
+        build_timeout: float | None = None,
     ) -> DockerSandbox:
         """Start a fresh container for `task` (building its image first if needed)."""
         if image is None:
-            image = await self.ensure_image(task, force_build=force_build)
+            image = await self.ensure_image(
+                task, force_build=force_build, build_timeout=build_timeout
+            )
         envcfg = task.config.environment
         cpus = cpus or envcfg.cpus or self.settings.default_cpus
         memory_mb = memory_mb or envcfg.memory_mb or self.settings.default_memory_mb
@@ -498,11 +515,14 @@ class DockerBackend:
 
     # -- garbage collection -----------------------------------------------------------------
 
-    async def gc(self, *, job: str | None = None, everything: bool = False) -> dict[str, list[str]]:
+    async def gc(
+        self, *, job: str | None = None, everything: bool = False, keep_network: bool = False
+    ) -> dict[str, list[str]]:
         """Remove ttgen containers left behind, and the isolated network when unused.
 
         By default only containers whose owning process is gone (same host) are removed; `job`
         restricts to one job (whatever its owner); `everything` removes all ttgen containers.
+        `keep_network` leaves the shared network alone (other jobs may be about to use it).
         """
         filters: dict[str, list[str]] = {"label": [f"{LABEL_MANAGED}=true"]}
         if job is not None:
@@ -529,6 +549,8 @@ class DockerBackend:
                         f"cannot remove container {c.id[:12]}: {exc.message}"
                     ) from exc
         networks: list[str] = []
+        if keep_network:
+            return {"containers": removed, "networks": networks}
         try:
             net = await self.docker.networks.get(NETWORK_NAME)
             info = await net.show()
@@ -887,18 +909,43 @@ class DockerSandbox:
 
         await self._put_archive(str(dest.parent), await asyncio.to_thread(pack))
 
-    async def _get_archive(self, remote: str) -> tarfile.TarFile:
+    async def _get_archive(self, remote: str, max_bytes: int | None = None) -> tarfile.TarFile:
+        """Fetch `remote` as a tar archive, streamed to a spooled file (memory stays small).
+
+        Raises `TooLargeError` once the archive passes `max_bytes`.
+        """
+        buf = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115 - returned open, inside the tar
         try:
-            return await self.container.get_archive(self._abs(remote))
+            async with self.backend.docker._query(
+                f"containers/{self.id}/archive", method="GET", params={"path": self._abs(remote)}
+            ) as response:
+                total = 0
+                async for chunk in response.content.iter_chunked(256 * 1024):
+                    total += len(chunk)
+                    if max_bytes is not None and total > max_bytes:
+                        raise TooLargeError(
+                            f"{self.name}:{remote} is larger than {max_bytes} bytes; not copied"
+                        )
+                    buf.write(chunk)
         except aiodocker.DockerError as exc:
+            buf.close()
             if exc.status == 404:
                 raise FileNotFoundError(
                     f"{self.name}:{remote}: no such file or directory"
                 ) from None
             raise SandboxError(f"{self.name}: download of {remote} failed: {exc.message}") from exc
+        except BaseException:
+            buf.close()
+            raise
+        buf.seek(0)
+        try:
+            return tarfile.open(fileobj=buf, mode="r")
+        except tarfile.TarError as exc:
+            buf.close()
+            raise SandboxError(f"{self.name}: download of {remote} failed: {exc}") from exc
 
-    async def read_file(self, remote: str) -> bytes:
-        tar = await self._get_archive(remote)
+    async def read_file(self, remote: str, max_bytes: int | None = None) -> bytes:
+        tar = await self._get_archive(remote, max_bytes)
         with tar:
             for member in tar.getmembers():
                 if member.isfile():
@@ -914,12 +961,15 @@ class DockerSandbox:
         dest.write_bytes(data)
         return dest
 
-    async def download_dir(self, remote: str, local: str | os.PathLike[str]) -> Path:
+    async def download_dir(
+        self, remote: str, local: str | os.PathLike[str], max_bytes: int | None = None
+    ) -> Path:
         """Copy the contents of folder `remote` into folder `local`.
 
-        Entries that would land outside `local` (absolute or escaping links) are skipped.
+        Entries that would land outside `local` (absolute or escaping links) are skipped; more
+        than `max_bytes` in all raises `TooLargeError` and copies nothing.
         """
-        tar = await self._get_archive(remote)
+        tar = await self._get_archive(remote, max_bytes)
         dest = Path(local)
         dest.mkdir(parents=True, exist_ok=True)
 
@@ -943,6 +993,36 @@ class DockerSandbox:
 
         await asyncio.to_thread(extract)
         return dest
+
+    async def state(self) -> dict[str, Any]:
+        """The container's State from the engine (Running, ExitCode, OOMKilled, ...)."""
+        try:
+            info = await self.container.show()
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return {"Running": False, "Status": "removed"}
+            raise SandboxError(f"cannot inspect container {self.name}: {exc.message}") from exc
+        return info.get("State") or {}
+
+    def oom_kills(self) -> int | None:
+        """How many processes the kernel's OOM killer killed in this container (local engines
+        with a readable cgroup only; None when unknown)."""
+        candidates = [
+            (Path(f"/sys/fs/cgroup/memory/docker/{self.id}/memory.oom_control"), "oom_kill "),
+            (
+                Path(f"/sys/fs/cgroup/system.slice/docker-{self.id}.scope/memory.events"),
+                "oom_kill ",
+            ),
+            (Path(f"/sys/fs/cgroup/docker/{self.id}/memory.events"), "oom_kill "),
+        ]
+        for path, key in candidates:
+            try:
+                for line in path.read_text().splitlines():
+                    if line.startswith(key):
+                        return int(line[len(key) :].strip())
+            except (OSError, ValueError):
+                continue
+        return None
 
     def _abs(self, path: str) -> str:
         if path.startswith("/"):

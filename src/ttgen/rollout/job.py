@@ -1,0 +1,513 @@
+"""A job: many trials with bounded concurrency, retries, and resume from the job folder.
+
+    JOB/
+      config.json     job id, what it runs (agents), options, one entry per run of the job
+      result.json     JobResult: stats (outcomes, mean reward, pass@k, tokens), rewritten while
+                      the job runs (every few seconds) and at the end
+      trials.jsonl    one summary line per finished trial (written at the end of each run)
+      job.log         one line per event
+      .lock           held (flock) by the process running the job: two runs never overlap
+      <trial>/        one folder per trial (see trial.py)
+
+The trial folders are the ledger. A trial is done when its result.json is valid (it is written
+last, atomically); re-running the same command keeps those, removes the folders of trials that
+never finished, removes the containers a dead run left behind (found by the job's label), and
+runs the rest. Trials that ended in an infrastructure outcome (and cancelled ones) are run again
+unless `rerun_errors` is off. Nothing is duplicated: a trial's folder name is fixed by its task
+and attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ttgen import __version__
+from ttgen.errors import ConfigError
+from ttgen.rollout.models import (
+    INFRA_OUTCOMES,
+    RETRYABLE_OUTCOMES,
+    AgentSpec,
+    Outcome,
+    RetryRecord,
+    TrialResult,
+    now,
+    read_trial_result,
+    write_json_atomic,
+)
+from ttgen.rollout.stats import TrialSummary, compute_stats
+from ttgen.rollout.trial import TimeoutPolicy, Trial, TrialSpec
+from ttgen.sandbox.docker import DockerBackend
+from ttgen.task import Task
+
+RESULT_WRITE_INTERVAL_SEC = 5.0
+_SLUG_BAD = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+@dataclass
+class JobOptions:
+    n_concurrent: int = 4
+    retries: int = 2  # extra runs of a trial that ended in an infrastructure outcome
+    retry_min_wait_sec: float = 1.0
+    retry_max_wait_sec: float = 60.0
+    rerun_errors: bool = True  # on resume, run infrastructure-failed trials again
+    timeouts: TimeoutPolicy = field(default_factory=TimeoutPolicy)
+    force_build: bool = False
+    verifier_env: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["timeouts"] = dict(self.timeouts.__dict__)
+        return d
+
+
+class JobEvents(Protocol):
+    """What a job tells its caller (the CLI's progress bar)."""
+
+    def job_started(self, job: Job, n_total: int, finished: list[TrialSummary]) -> None: ...
+
+    def trial_started(self, spec: TrialSpec) -> None: ...
+
+    def trial_retrying(self, spec: TrialSpec, result: TrialResult, wait_sec: float) -> None: ...
+
+    def trial_finished(self, result: TrialResult, summary: TrialSummary) -> None: ...
+
+
+class _NoEvents:
+    def job_started(self, job: Job, n_total: int, finished: list[TrialSummary]) -> None:
+        pass
+
+    def trial_started(self, spec: TrialSpec) -> None:
+        pass
+
+    def trial_retrying(self, spec: TrialSpec, result: TrialResult, wait_sec: float) -> None:
+        pass
+
+    def trial_finished(self, result: TrialResult, summary: TrialSummary) -> None:
+        pass
+
+
+# -- building the trial list ----------------------------------------------------------------------
+
+
+def slug(text: str, limit: int = 40) -> str:
+    return _SLUG_BAD.sub("-", text).strip("-.")[:limit] or "task"
+
+
+def task_checksum(path: Path) -> str:
+    """sha256 over every file of a task (relative path, mode bit x, content)."""
+    h = hashlib.sha256()
+    for p in sorted(path.rglob("*")):
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts):
+            h.update(str(p.relative_to(path)).encode() + b"\0")
+            h.update(b"x" if os.access(p, os.X_OK) else b"-")
+            with p.open("rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            h.update(b"\0")
+    return h.hexdigest()
+
+
+def task_slugs(tasks: Sequence[Task]) -> dict[int, str]:
+    """A folder-safe, stable, unique short name per task (index → slug)."""
+    base = {i: slug(t.name.rsplit("/", 1)[-1]) for i, t in enumerate(tasks)}
+    counts: dict[str, int] = {}
+    for s in base.values():
+        counts[s] = counts.get(s, 0) + 1
+    out = {}
+    for i, s in base.items():
+        if counts[s] > 1:  # same short name: tell them apart by full name and path
+            key = f"{tasks[i].name}\0{tasks[i].path}"
+            s = f"{s}-{hashlib.sha1(key.encode()).hexdigest()[:6]}"
+        out[i] = s
+    return out
+
+
+def rollout_specs(tasks: Sequence[Task], agent: AgentSpec, attempts: int) -> list[TrialSpec]:
+    """tasks x attempts, attempt-major (every task's first attempt before any second one), so
+    a job stopped early still covers all tasks."""
+    slugs = task_slugs(tasks)
+    sums = {i: task_checksum(t.path) if t.path else None for i, t in enumerate(tasks)}
+    return [
+        TrialSpec(
+            task=t,
+            trial_name=f"{slugs[i]}__{a}",
+            agent=agent,
+            attempt=a,
+            task_checksum=sums[i],
+            source=_source(t),
+        )
+        for a in range(attempts)
+        for i, t in enumerate(tasks)
+    ]
+
+
+def _source(task: Task) -> str | None:
+    src = getattr(task.config, "source", None)
+    if isinstance(src, str) and src:
+        return src
+    meta = task.config.metadata or {}
+    value = meta.get("source") if isinstance(meta, dict) else None
+    return str(value) if value else None
+
+
+def load_tasks(paths: Iterable[Path]) -> tuple[list[Task], list[dict[str, str]]]:
+    """Load task folders; a bad one is reported (path + problem) and skipped."""
+    from ttgen.errors import TaskError
+
+    tasks, bad = [], []
+    for p in paths:
+        try:
+            tasks.append(Task.load(p))
+        except TaskError as exc:
+            bad.append({"path": str(exc.path), "problem": exc.problem})
+    return tasks, bad
+
+
+# -- the job ------------------------------------------------------------------------------------
+
+
+class JobLockedError(ConfigError):
+    pass
+
+
+class Job:
+    def __init__(
+        self,
+        out: Path,
+        specs: list[TrialSpec],
+        options: JobOptions | None = None,
+        *,
+        kind: str = "rollout",
+        backend: DockerBackend | None = None,
+        events: JobEvents | None = None,
+        skipped_tasks: list[dict[str, str]] | None = None,
+    ) -> None:
+        self.out = Path(out)
+        self.specs = specs
+        self.options = options or JobOptions()
+        self.kind = kind
+        self._backend = backend
+        self.events: JobEvents = events or _NoEvents()
+        self.skipped_tasks = skipped_tasks or []
+        names = [s.trial_name for s in specs]
+        if len(set(names)) != len(names):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            raise ConfigError(f"duplicate trial names in one job: {dup[:5]}")
+        self.job_id = ""
+        self.summaries: dict[str, TrialSummary] = {}
+        self.running = 0
+        self.removed_containers: list[str] = []
+        self._build_failures: dict[str, str] = {}
+        self._dirty = False
+        self._t0 = 0.0
+        self._started_at = now()
+        self._lock_fd: int | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def run(self) -> dict[str, Any]:
+        """Run every unfinished trial; return the job result (also written to result.json)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._acquire_lock()
+        own_backend = self._backend is None
+        backend = self._backend or DockerBackend()
+        self._t0 = time.monotonic()
+        status = "finished"
+        try:
+            self._load_config()
+            self._log(f"run started (pid {os.getpid()}, {len(self.specs)} trials planned)")
+            await backend.ping()
+            gone = await backend.gc(job=self.job_id, keep_network=True)
+            self.removed_containers = gone["containers"]
+            if self.removed_containers:
+                self._log(
+                    f"removed {len(self.removed_containers)} container(s) left by an earlier run"
+                )
+            pending = self._scan()
+            self.events.job_started(self, len(self.specs), list(self.summaries.values()))
+            writer = asyncio.create_task(self._write_periodically())
+            try:
+                await self._run_pending(backend, pending)
+            finally:
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writer
+        except asyncio.CancelledError:
+            status = "cancelled"
+            raise
+        except BaseException:
+            status = "failed"
+            raise
+        finally:
+            try:
+                result = self._write_result(status)
+                self._write_index()
+                self._log(f"run {status}: {json.dumps(result['stats']['outcomes'])}")
+            finally:
+                if own_backend:
+                    await backend.close()
+                self._release_lock()
+        return result
+
+    def _acquire_lock(self) -> None:
+        path = self.out / ".lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise JobLockedError(
+                f"{self.out} is being run by {holder}; wait for it or stop it first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{socket.gethostname()}:{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._lock_fd, 0)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _identity(self) -> dict[str, Any]:
+        agents = sorted({s.agent.key for s in self.specs})
+        return {"kind": self.kind, "agents": [json.loads(a) for a in agents]}
+
+    def _load_config(self) -> None:
+        path = self.out / "config.json"
+        identity = self._identity()
+        run_info = {
+            "started_at": now().isoformat(),
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "argv": sys.argv,
+            "ttgen_version": __version__,
+            "options": self.options.to_dict(),
+        }
+        if path.exists():
+            try:
+                config = json.loads(path.read_text(encoding="utf-8"))
+                self.job_id = config["job_id"]
+            except (OSError, ValueError, KeyError) as exc:
+                raise ConfigError(f"{path}: not a ttgen job config ({exc})") from None
+            old = config.get("identity", {})
+            if old.get("kind") != identity["kind"]:
+                raise ConfigError(
+                    f"{self.out} holds a {old.get('kind')} job; this is a {identity['kind']}. "
+                    "Use another --out folder."
+                )
+            old_agents = {json.dumps(a, sort_keys=True) for a in old.get("agents", [])}
+            new_agents = {json.dumps(a, sort_keys=True) for a in identity["agents"]}
+            if not new_agents <= old_agents:
+                raise ConfigError(
+                    f"{self.out} was run with agent(s) {sorted(old_agents)}; this command asks "
+                    f"for {sorted(new_agents - old_agents)}. Results of different agents do not "
+                    "mix in one job: use another --out folder."
+                )
+            config.setdefault("runs", []).append(run_info)
+        else:
+            self.job_id = uuid.uuid4().hex[:12]
+            config = {
+                "job_id": self.job_id,
+                "created_at": now().isoformat(),
+                "identity": identity,
+                "runs": [run_info],
+            }
+        write_json_atomic(path, config)
+
+    def _scan(self) -> list[tuple[TrialSpec, list[RetryRecord]]]:
+        """Split the planned trials into finished ones (kept) and the rest (to run)."""
+        pending = []
+        for spec in self.specs:
+            tdir = self.out / spec.trial_name
+            prev = read_trial_result(tdir) if tdir.exists() else None
+            if prev is not None and prev.config.agent.key != spec.agent.key:
+                prev = None  # a different agent's folder (cannot happen through the CLI)
+            if prev is not None:
+                infra = prev.outcome in INFRA_OUTCOMES
+                if not infra or (
+                    not self.options.rerun_errors and prev.outcome != Outcome.CANCELLED
+                ):
+                    self.summaries[spec.trial_name] = TrialSummary.of(prev)
+                    continue
+                history = [
+                    *prev.retries,
+                    RetryRecord(
+                        outcome=prev.outcome,
+                        exception_type=prev.exception_info.exception_type
+                        if prev.exception_info
+                        else None,
+                        exception_message=prev.exception_info.exception_message
+                        if prev.exception_info
+                        else None,
+                        started_at=prev.started_at,
+                        finished_at=prev.finished_at,
+                        previous_job_run=True,
+                    ),
+                ]
+                pending.append((spec, history))
+            else:
+                pending.append((spec, []))
+        return pending
+
+    async def _run_pending(
+        self, backend: DockerBackend, pending: list[tuple[TrialSpec, list[RetryRecord]]]
+    ) -> None:
+        if not pending:
+            return
+        loop = asyncio.get_running_loop()
+        main = asyncio.current_task()
+        sigterm_installed = False
+        if main is not None:
+            try:  # a cluster's SIGTERM stops the job like Ctrl-C does
+                loop.add_signal_handler(signal.SIGTERM, main.cancel)
+                sigterm_installed = True
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+        queue = iter(pending)
+
+        async def worker() -> None:
+            for spec, history in queue:
+                await self._run_trial(backend, spec, history)
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(max(1, min(self.options.n_concurrent, len(pending)))):
+                    tg.create_task(worker())
+        finally:
+            if sigterm_installed:
+                loop.remove_signal_handler(signal.SIGTERM)
+
+    async def _run_trial(
+        self, backend: DockerBackend, spec: TrialSpec, history: list[RetryRecord]
+    ) -> None:
+        tdir = self.out / spec.trial_name
+        opts = self.options
+        key = str(spec.task.path)
+        self.running += 1
+        try:
+            for n in range(opts.retries + 1):
+                if tdir.exists():
+                    shutil.rmtree(tdir)
+                self.events.trial_started(spec)
+                trial = Trial(
+                    spec,
+                    backend,
+                    tdir,
+                    job_id=self.job_id,
+                    timeouts=opts.timeouts,
+                    force_build=opts.force_build,
+                    verifier_env=opts.verifier_env,
+                    history=list(history),
+                    known_build_error=self._build_failures.get(key),
+                )
+                result = await trial.run()
+                if result.outcome in RETRYABLE_OUTCOMES and n < opts.retries:
+                    if result.outcome == Outcome.BUILD_ERROR and key in self._build_failures:
+                        break  # failed fast on a build already known to fail: nothing to retry
+                    history.append(
+                        RetryRecord(
+                            outcome=result.outcome,
+                            exception_type=result.exception_info.exception_type
+                            if result.exception_info
+                            else None,
+                            exception_message=result.exception_info.exception_message
+                            if result.exception_info
+                            else None,
+                            started_at=result.started_at,
+                            finished_at=result.finished_at,
+                        )
+                    )
+                    wait = min(opts.retry_max_wait_sec, opts.retry_min_wait_sec * 2**n)
+                    wait *= random.uniform(0.5, 1.0)
+                    self._log(
+                        f"{spec.trial_name}: {result.outcome.value}, retry {n + 1} of "
+                        f"{opts.retries} in {wait:.1f}s"
+                    )
+                    self.events.trial_retrying(spec, result, wait)
+                    await asyncio.sleep(wait)
+                    continue
+                break
+            if result.outcome == Outcome.BUILD_ERROR and result.exception_info:
+                self._build_failures.setdefault(key, result.exception_info.exception_message)
+        finally:
+            self.running -= 1
+        summary = TrialSummary.of(result)
+        self.summaries[spec.trial_name] = summary
+        self._dirty = True
+        self._log(
+            f"{spec.trial_name}: {result.outcome.value} reward={result.reward} "
+            f"({summary.duration_sec or 0:.1f}s)"
+        )
+        self.events.trial_finished(result, summary)
+
+    # -- outputs ------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        planned = {s.trial_name for s in self.specs}
+        items = [v for k, v in self.summaries.items() if k in planned]
+        return compute_stats(
+            items,
+            n_total=len(self.specs),
+            n_running=self.running,
+            wall_sec=time.monotonic() - self._t0 if self._t0 else 0.0,
+        )
+
+    def _write_result(self, status: str) -> dict[str, Any]:
+        result = {
+            "id": self.job_id,
+            "kind": self.kind,
+            "status": status,
+            "started_at": self._started_at.isoformat(),
+            "updated_at": now().isoformat(),
+            "finished_at": now().isoformat() if status != "running" else None,
+            "n_total_trials": len(self.specs),
+            "stats": self.stats(),
+            "removed_containers": self.removed_containers,
+            "skipped_tasks": self.skipped_tasks,
+        }
+        if self.job_id:
+            write_json_atomic(self.out / "result.json", result)
+        self._dirty = False
+        return result
+
+    def _write_index(self) -> None:
+        if not self.job_id:
+            return
+        planned = [s.trial_name for s in self.specs]
+        lines = [json.dumps(self.summaries[n].to_dict()) for n in planned if n in self.summaries]
+        write_json_atomic(self.out / "trials.jsonl", "\n".join(lines) + ("\n" if lines else ""))
+
+    async def _write_periodically(self) -> None:
+        interval = RESULT_WRITE_INTERVAL_SEC
+        while True:
+            await asyncio.sleep(interval)
+            if self._dirty:
+                t0 = time.monotonic()
+                self._write_result("running")
+                # Huge jobs: keep the rewrite under ~5% of the loop's time.
+                interval = max(RESULT_WRITE_INTERVAL_SEC, 20 * (time.monotonic() - t0))
+
+    def _log(self, message: str) -> None:
+        stamp = now().strftime("%Y-%m-%dT%H:%M:%S")
+        with (self.out / "job.log").open("a", encoding="utf-8") as f:
+            f.write(f"{stamp} {message}\n")
