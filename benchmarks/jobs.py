@@ -1,0 +1,276 @@
+"""Job runner throughput and per-trial latency against the plain-Docker floor, in the same run.
+
+    python benchmarks/jobs.py [--trials 200] [-n 16] [--rounds 2]
+
+One small Harbor task (solution/solve.sh writes /app/answer.txt, tests/test.sh checks it), its
+image built once up front, so neither side pays for the build. Each round runs N trials at
+concurrency n twice, floor first, then ttgen (rounds alternate to spread noise):
+  * floor: raw Engine API calls (aiodocker), the minimum a trial needs: create (Init, 1 CPU,
+    2 GiB, `sleep infinity`), start, put_archive solution/, exec solve.sh, put_archive tests/,
+    exec test.sh, read reward.txt, delete;
+  * ttgen: the same trials through `ttgen.rollout.job.Job` (oracle agent, retries 0).
+Prints trials/min (median over rounds) and their ratio, per-trial latency p50/p90 (floor: wall
+time of the trial; ttgen: result.json finished_at - started_at) and per-phase medians side by
+side, so the overhead can be placed. Also checks that every ttgen trial passed and that no
+container of a job is left behind.
+Targets: throughput ttgen / floor >= 0.90; median per-trial overhead < 150 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import shutil
+import statistics
+import sys
+import tarfile
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import aiodocker
+
+from ttgen.rollout.job import Job, JobOptions, rollout_specs
+from ttgen.rollout.models import AgentSpec, Outcome, read_trial_result
+from ttgen.sandbox.docker import LABEL_JOB, DockerBackend
+from ttgen.task import Task
+
+PHASES = ["environment_setup", "agent_setup", "agent_execution", "verifier", "remainder"]
+FLOOR_LABEL = "ttgen-bench.floor"
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+def fmt(values: list[float]) -> str:
+    return f"p50 {statistics.median(values) * 1000:7.1f} ms   p90 {pct(values, 0.9) * 1000:7.1f} ms"
+
+
+def make_task(root: Path) -> Task:
+    task = root / "bench-job-task"
+    for d in ("environment", "solution", "tests"):
+        (task / d).mkdir(parents=True)
+    (task / "environment" / "Dockerfile").write_text("FROM ttgen/base:bookworm\nWORKDIR /app\n")
+    (task / "instruction.md").write_text("Write 42 to /app/answer.txt.\n")
+    (task / "task.toml").write_text(
+        'schema_version = "1.2"\n[agent]\ntimeout_sec = 60\n[verifier]\ntimeout_sec = 60\n'
+    )
+    solve = task / "solution" / "solve.sh"
+    solve.write_text("#!/bin/bash\necho 42 > /app/answer.txt\n")
+    test = task / "tests" / "test.sh"
+    test.write_text(
+        "#!/bin/bash\n"
+        'if [ "$(cat /app/answer.txt 2>/dev/null)" = 42 ]; then r=1; else r=0; fi\n'
+        "echo $r > /logs/verifier/reward.txt\n"
+    )
+    solve.chmod(0o755)
+    test.chmod(0o755)
+    return Task.load(task)
+
+
+def tar_dir(src: Path, arcname: str) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(src, arcname=arcname)
+    return buf.getvalue()
+
+
+# -- floor: raw Engine API ------------------------------------------------------------------------
+
+
+async def run_exec(container: aiodocker.docker.DockerContainer, cmd: list[str]) -> int:
+    ex = await container.exec(cmd)
+    async with ex.start(detach=False) as stream:
+        while await stream.read_out() is not None:
+            pass
+    return (await ex.inspect())["ExitCode"]
+
+
+async def floor_trial(
+    docker: aiodocker.Docker, tag: str, tars: dict[str, bytes], run_id: str
+) -> tuple[float, dict[str, float], bool]:
+    t0 = time.perf_counter()
+    marks = [t0]
+    container = await docker.containers.create(
+        {
+            "Image": tag,
+            "Cmd": ["sh", "-c", "sleep infinity"],
+            "Labels": {FLOOR_LABEL: run_id},
+            "HostConfig": {"Init": True, "NanoCpus": 1_000_000_000, "Memory": 2 << 30},
+        }
+    )
+    try:
+        await container.start()
+        marks.append(time.perf_counter())
+        await container.put_archive("/", tars["solution"])
+        marks.append(time.perf_counter())
+        await run_exec(container, ["bash", "/solution/solve.sh"])
+        marks.append(time.perf_counter())
+        await container.put_archive("/", tars["tests"])
+        await run_exec(container, ["sh", "-c", "mkdir -p /logs/verifier && /tests/test.sh"])
+        tar = await container.get_archive("/logs/verifier/reward.txt")
+        f = tar.extractfile(tar.getmembers()[0])
+        passed = f is not None and f.read().strip() == b"1"
+        marks.append(time.perf_counter())
+    finally:
+        await asyncio.shield(container.delete(force=True))
+    total = time.perf_counter() - t0
+    phases = {p: b - a for p, a, b in zip(PHASES, marks, marks[1:], strict=False)}
+    phases["remainder"] = total - sum(phases.values())
+    return total, phases, passed
+
+
+async def floor_round(tag: str, tars: dict[str, bytes], trials: int, n: int, run_id: str):
+    sem = asyncio.Semaphore(n)
+    async with aiodocker.Docker() as docker:
+
+        async def one() -> tuple[float, dict[str, float], bool]:
+            async with sem:
+                return await floor_trial(docker, tag, tars, run_id)
+
+        t0 = time.perf_counter()
+        async with asyncio.TaskGroup() as tg:  # one failure cancels the rest
+            tasks = [tg.create_task(one()) for _ in range(trials)]
+        wall = time.perf_counter() - t0
+    return wall, [t.result() for t in tasks]
+
+
+# -- ttgen: the job runner ------------------------------------------------------------------------
+
+
+async def ttgen_round(task: Task, trials: int, n: int, out: Path, job_ids: list[str]):
+    specs = rollout_specs([task], AgentSpec(name="oracle"), attempts=trials)
+    async with DockerBackend() as backend:
+        job = Job(out, specs, JobOptions(n_concurrent=n, retries=0), backend=backend)
+        t0 = time.perf_counter()
+        try:
+            await job.run()
+        finally:
+            if job.job_id:
+                job_ids.append(job.job_id)
+        wall = time.perf_counter() - t0
+        left = await backend.docker.containers.list(
+            all=True, filters=json.dumps({"label": [f"{LABEL_JOB}={job.job_id}"]})
+        )
+    rows, failed = [], []
+    for spec in specs:
+        res = read_trial_result(out / spec.trial_name)
+        if res is None or res.outcome != Outcome.PASSED:
+            failed.append(f"{spec.trial_name}: {res.outcome.value if res else 'no result.json'}")
+            continue
+        total = res.duration_sec or 0.0
+        phases = {p: getattr(res, p).seconds or 0.0 for p in PHASES[:-1]}
+        phases["remainder"] = total - sum(phases.values())
+        rows.append((total, phases, True))
+    return wall, rows, failed, len(left)
+
+
+async def remove_labelled(labels: list[str]) -> None:
+    async with aiodocker.Docker() as docker:
+        for label in labels:
+            for c in await docker.containers.list(all=True, filters=json.dumps({"label": [label]})):
+                with contextlib.suppress(aiodocker.DockerError):
+                    await c.delete(force=True)
+
+
+# -- the benchmark --------------------------------------------------------------------------------
+
+
+async def bench(trials: int, n: int, rounds: int) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="ttgen-bench-jobs-"))
+    run_id = uuid.uuid4().hex[:12]
+    job_ids: list[str] = []
+    try:
+        task = make_task(tmp)
+        assert task.path is not None
+        async with DockerBackend() as backend:
+            await backend.ping()
+            image = await backend.ensure_image(task)
+        tars = {d: tar_dir(task.path / d, d) for d in ("solution", "tests")}
+
+        # Warm both paths once (first-use costs: network, imports), results discarded.
+        await floor_round(image.tag, tars, 1, 1, run_id)
+        await ttgen_round(task, 1, 1, tmp / "job-warmup", job_ids)
+
+        f_walls, t_walls, f_rows, t_rows, fails, leftovers = [], [], [], [], [], []
+        for r in range(rounds):
+            wall, rows = await floor_round(image.tag, tars, trials, n, run_id)
+            f_walls.append(wall)
+            f_rows += rows
+            print(f"round {r + 1}/{rounds}: floor {wall:6.1f} s", end="", flush=True)
+            wall, rows, failed, left = await ttgen_round(task, trials, n, tmp / f"job-{r}", job_ids)
+            t_walls.append(wall)
+            t_rows += rows
+            fails += failed
+            if left:
+                leftovers.append(f"job {job_ids[-1]}: {left} container(s) left")
+            print(f"   ttgen {wall:6.1f} s", flush=True)
+
+        f_lat = [row[0] for row in f_rows]
+        t_lat = [row[0] for row in t_rows]
+        f_tpm = statistics.median(trials / w * 60 for w in f_walls)
+        t_tpm = statistics.median(trials / w * 60 for w in t_walls)
+        f_failed = sum(1 for row in f_rows if not row[2])
+
+        print()
+        print(f"image: {image.tag}   trials: {trials} x {rounds} rounds   concurrency: {n}")
+        print()
+        print("throughput (median over rounds)")
+        print(f"  floor (raw Engine API)        {f_tpm:7.1f} trials/min")
+        print(f"  ttgen Job                     {t_tpm:7.1f} trials/min")
+        r1 = t_tpm / f_tpm
+        print(
+            f"  ratio ttgen / floor           {r1:5.2f}   target >= 0.90   "
+            f"{'OK' if r1 >= 0.9 else 'MISSED'}"
+        )
+        print()
+        print("per-trial latency")
+        print(f"  floor                         {fmt(f_lat)}")
+        print(f"  ttgen (result.json)           {fmt(t_lat)}")
+        over = (statistics.median(t_lat) - statistics.median(f_lat)) * 1000
+        print(
+            f"  overhead p50 ttgen - floor    {over:7.1f} ms   target < 150 ms   "
+            f"{'OK' if over < 150 else 'MISSED'}"
+        )
+        print()
+        print("per-phase p50                     floor      ttgen      ttgen - floor")
+        for p in PHASES:
+            fp = statistics.median(row[1][p] for row in f_rows) * 1000
+            tp = statistics.median(row[1][p] for row in t_rows) * 1000
+            print(f"  {p:<28}{fp:7.1f} ms {tp:7.1f} ms    {tp - fp:+8.1f} ms")
+        print()
+        if fails:
+            print(f"FAIL: {len(fails)} ttgen trial(s) did not pass, e.g. {fails[:3]}")
+        if f_failed:
+            print(f"FAIL: {f_failed} floor trial(s) did not read reward 1")
+        for line in leftovers:
+            print(f"FAIL: {line}")
+        if not (fails or f_failed or leftovers):
+            print(f"checks: all {len(t_rows)} ttgen trials passed; no job containers left   OK")
+    finally:
+        await remove_labelled([f"{FLOOR_LABEL}={run_id}", *(f"{LABEL_JOB}={j}" for j in job_ids)])
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--trials", type=int, default=200, help="trials per side per round")
+    ap.add_argument("-n", "--concurrency", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=2, help="floor/ttgen alternations")
+    args = ap.parse_args()
+    try:
+        asyncio.run(bench(args.trials, args.concurrency, args.rounds))
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
