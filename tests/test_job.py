@@ -220,7 +220,11 @@ def test_bad_task_folders_are_reported_and_skipped(make_task, tmp_path):
     broken = make_task("broken", toml="[agent\n")
     tasks, bad = load_tasks([good, broken])
     assert [t.name for t in tasks] == ["good"]
-    assert bad[0]["path"].endswith("task.toml") and "line" in bad[0]["problem"].lower()
+    assert (
+        bad[0]["file"].endswith("task.toml")
+        and bad[0]["path"] == str(broken)
+        and "line" in bad[0]["problem"].lower()
+    )
 
 
 # -- the CLI under kill -9 and Ctrl-C ------------------------------------------------------------

@@ -662,7 +662,7 @@ def rollout(
     )
     tasks, bad = load_tasks(found)
     for b in bad:
-        err_console.print(f"[yellow]skipped[/] {b['path']}: {b['problem']}", highlight=False)
+        err_console.print(f"[yellow]skipped[/] {b['file']}: {b['problem']}", highlight=False)
     if not tasks:
         raise _fail("no valid tasks to run")
 

@@ -176,7 +176,7 @@ def load_tasks(paths: Iterable[Path]) -> tuple[list[Task], list[dict[str, str]]]
         try:
             tasks.append(Task.load(p))
         except TaskError as exc:
-            bad.append({"path": str(exc.path), "problem": exc.problem})
+            bad.append({"path": str(p), "file": str(exc.path), "problem": exc.problem})
     return tasks, bad
 
 
