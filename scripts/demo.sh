@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # The README's main command: set up (if needed), then run ttgen on the bundled example tasks:
-# check every task, build each environment image, run a command in it, print a summary.
+# check every task; validate it (oracle must score 1, nop 0), keeping the valid ones; roll out
+# the oracle agent on the kept tasks (2 attempts each); print the summaries.
+# Outputs go to runs/demo/ (re-running resumes: finished trials are kept).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup.sh"
 cd "$ROOT"
+OUT="${TTGEN_DEMO_OUT:-runs/demo}"
 ttgen tasks check examples/tasks --verbose
-ttgen env smoke examples/tasks "$@"
+ttgen validate examples/tasks --out "$OUT/validation" -n 4 --keep valid --keep-dir "$OUT/tasks" "$@"
+ttgen rollout "$OUT/tasks" --agent oracle -k 2 -n 4 --out "$OUT/oracle" "$@"
