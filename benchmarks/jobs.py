@@ -94,7 +94,7 @@ async def run_exec(container: aiodocker.docker.DockerContainer, cmd: list[str]) 
 
 async def floor_trial(
     docker: aiodocker.Docker, tag: str, tars: dict[str, bytes], run_id: str
-) -> tuple[float, dict[str, float], bool]:
+) -> tuple[float, dict[str, float]]:
     t0 = time.perf_counter()
     marks = [t0]
     container = await docker.containers.create(
@@ -116,29 +116,34 @@ async def floor_trial(
         await run_exec(container, ["sh", "-c", "mkdir -p /logs/verifier && /tests/test.sh"])
         tar = await container.get_archive("/logs/verifier/reward.txt")
         f = tar.extractfile(tar.getmembers()[0])
-        passed = f is not None and f.read().strip() == b"1"
+        reward = f.read().strip() if f is not None else b""
         marks.append(time.perf_counter())
     finally:
-        await asyncio.shield(container.delete(force=True))
+        with contextlib.suppress(aiodocker.DockerError):  # the final sweep catches leftovers
+            await asyncio.shield(container.delete(force=True))
+    if reward != b"1":
+        raise ValueError(f"reward {reward!r}")
     total = time.perf_counter() - t0
     phases = {p: b - a for p, a, b in zip(PHASES, marks, marks[1:], strict=False)}
     phases["remainder"] = total - sum(phases.values())
-    return total, phases, passed
+    return total, phases
 
 
 async def floor_round(tag: str, tars: dict[str, bytes], trials: int, n: int, run_id: str):
     sem = asyncio.Semaphore(n)
     async with aiodocker.Docker() as docker:
 
-        async def one() -> tuple[float, dict[str, float], bool]:
+        async def one() -> tuple[float, dict[str, float]] | str:
             async with sem:
-                return await floor_trial(docker, tag, tars, run_id)
+                try:
+                    return await floor_trial(docker, tag, tars, run_id)
+                except (aiodocker.DockerError, ValueError) as exc:
+                    return f"{type(exc).__name__}: {exc}"
 
         t0 = time.perf_counter()
-        async with asyncio.TaskGroup() as tg:  # one failure cancels the rest
-            tasks = [tg.create_task(one()) for _ in range(trials)]
+        out = await asyncio.gather(*(one() for _ in range(trials)))
         wall = time.perf_counter() - t0
-    return wall, [t.result() for t in tasks]
+    return wall, [r for r in out if not isinstance(r, str)], [r for r in out if isinstance(r, str)]
 
 
 # -- ttgen: the job runner ------------------------------------------------------------------------
@@ -167,7 +172,7 @@ async def ttgen_round(task: Task, trials: int, n: int, out: Path, job_ids: list[
         total = res.duration_sec or 0.0
         phases = {p: getattr(res, p).seconds or 0.0 for p in PHASES[:-1]}
         phases["remainder"] = total - sum(phases.values())
-        rows.append((total, phases, True))
+        rows.append((total, phases))
     return wall, rows, failed, len(left)
 
 
@@ -198,11 +203,12 @@ async def bench(trials: int, n: int, rounds: int) -> None:
         await floor_round(image.tag, tars, 1, 1, run_id)
         await ttgen_round(task, 1, 1, tmp / "job-warmup", job_ids)
 
-        f_walls, t_walls, f_rows, t_rows, fails, leftovers = [], [], [], [], [], []
+        f_walls, t_walls, f_rows, t_rows, f_fails, fails, leftovers = [], [], [], [], [], [], []
         for r in range(rounds):
-            wall, rows = await floor_round(image.tag, tars, trials, n, run_id)
+            wall, rows, failed = await floor_round(image.tag, tars, trials, n, run_id)
             f_walls.append(wall)
             f_rows += rows
+            f_fails += failed
             print(f"round {r + 1}/{rounds}: floor {wall:6.1f} s", end="", flush=True)
             wall, rows, failed, left = await ttgen_round(task, trials, n, tmp / f"job-{r}", job_ids)
             t_walls.append(wall)
@@ -216,7 +222,6 @@ async def bench(trials: int, n: int, rounds: int) -> None:
         t_lat = [row[0] for row in t_rows]
         f_tpm = statistics.median(trials / w * 60 for w in f_walls)
         t_tpm = statistics.median(trials / w * 60 for w in t_walls)
-        f_failed = sum(1 for row in f_rows if not row[2])
 
         print()
         print(f"image: {image.tag}   trials: {trials} x {rounds} rounds   concurrency: {n}")
@@ -247,11 +252,11 @@ async def bench(trials: int, n: int, rounds: int) -> None:
         print()
         if fails:
             print(f"FAIL: {len(fails)} ttgen trial(s) did not pass, e.g. {fails[:3]}")
-        if f_failed:
-            print(f"FAIL: {f_failed} floor trial(s) did not read reward 1")
+        if f_fails:
+            print(f"FAIL: {len(f_fails)} floor trial(s) broke, e.g. {f_fails[:2]}")
         for line in leftovers:
             print(f"FAIL: {line}")
-        if not (fails or f_failed or leftovers):
+        if not (fails or f_fails or leftovers):
             print(f"checks: all {len(t_rows)} ttgen trials passed; no job containers left   OK")
     finally:
         await remove_labelled([f"{FLOOR_LABEL}={run_id}", *(f"{LABEL_JOB}={j}" for j in job_ids)])

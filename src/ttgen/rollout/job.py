@@ -251,6 +251,9 @@ class Job:
                     await writer
         except asyncio.CancelledError:
             status = "cancelled"
+            # Every trial removed its container; this catches one caught mid-creation.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(backend.gc(job=self.job_id, keep_network=True))
             raise
         except BaseException:
             status = "failed"

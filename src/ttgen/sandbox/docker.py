@@ -487,17 +487,25 @@ class DockerBackend:
         }
         if envcfg.workdir:
             config["WorkingDir"] = envcfg.workdir
+        # Cancelled while the engine creates the container, we would never learn its id: let
+        # the create finish, then remove what it made.
+        create = asyncio.ensure_future(self.docker.containers.create(config, name=name))
         try:
-            container = await self.docker.containers.create(config, name=name)
+            container = await asyncio.shield(create)
         except aiodocker.DockerError as exc:
             raise SandboxError(
                 f"{task.name}: cannot create container from {image.tag}: {exc.message}"
             ) from exc
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                made = await create
+                await asyncio.shield(made.delete(force=True, v=True))
+            raise
         sandbox = DockerSandbox(self, container, name, image.tag, task.name)
-        image_workdir, image_user = await self._image_defaults(image.tag)
-        sandbox.workdir = envcfg.workdir or image_workdir
-        sandbox._default_user = image_user
         try:
+            image_workdir, image_user = await self._image_defaults(image.tag)
+            sandbox.workdir = envcfg.workdir or image_workdir
+            sandbox._default_user = image_user
             if inject_ca:
                 assert ca is not None
                 await sandbox._put_files("/", {CA_CONTAINER_PATH.lstrip("/"): (ca, 0o644)})
@@ -544,7 +552,7 @@ class DockerBackend:
                 names = c._container.get("Names") or [c.id]
                 removed.append(names[0].lstrip("/"))
             except aiodocker.DockerError as exc:
-                if exc.status != 404:
+                if exc.status not in (404, 409):  # 409: someone else is removing it already
                     raise SandboxError(
                         f"cannot remove container {c.id[:12]}: {exc.message}"
                     ) from exc
