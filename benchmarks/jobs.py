@@ -120,7 +120,7 @@ async def floor_trial(
         marks.append(time.perf_counter())
     finally:
         with contextlib.suppress(aiodocker.DockerError):  # the final sweep catches leftovers
-            await asyncio.shield(container.delete(force=True))
+            await container.delete(force=True)
     if reward != b"1":
         raise ValueError(f"reward {reward!r}")
     total = time.perf_counter() - t0

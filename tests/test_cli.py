@@ -265,3 +265,65 @@ async def test_env_gc_removes_the_jobs_containers(backend, job_name, tmp_path, m
     finally:
         await other.stop()
         await sandbox.stop()
+
+
+# -- rollout and validate ---------------------------------------------------------------------
+
+
+def test_rollout_json_and_exit_code(docker_ready, runner, tmp_path):
+    task = write_task(tmp_path / "tasks" / "one")
+    (task / "solution").mkdir()
+    (task / "solution" / "solve.sh").write_text("#!/bin/sh\necho done\n")
+    out = tmp_path / "job"
+    res = runner.invoke(
+        app, ["rollout", str(tmp_path / "tasks"), "-a", "oracle", "-k", "2", "--out", str(out),
+              "--json"], env=WIDE,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["stats"]["outcomes"] == {"passed": 2}
+    assert data["stats"]["pass_at_k"] == {"1": 1.0, "2": 1.0}
+    assert (out / "one__1" / "agent" / "oracle.txt").read_text() == "done\n"
+
+
+def test_rollout_without_solution_is_an_agent_error_and_exits_1(docker_ready, runner, tmp_path):
+    task = write_task(tmp_path / "nosol")
+    out = tmp_path / "job"
+    res = runner.invoke(
+        app, ["rollout", str(task), "-a", "oracle", "--out", str(out), "--retries", "0"], env=WIDE
+    )
+    assert res.exit_code == 1, res.output
+    assert "agent_error" in res.stdout
+    exc = (out / "nosol__0" / "exception.txt").read_text()
+    assert "no solution/solve.sh" in exc
+
+
+def test_rollout_rejects_unknown_agent_and_bad_options(runner, tmp_path):
+    task = write_task(tmp_path / "t")
+    res = runner.invoke(app, ["rollout", str(task), "-a", "nosuch", "--out", str(tmp_path / "j")])
+    assert res.exit_code == 2
+    assert "unknown agent 'nosuch'" in res.stderr
+    res = runner.invoke(
+        app, ["rollout", str(task), "-a", "oracle", "--out", str(tmp_path / "j"), "--ak", "x"]
+    )
+    assert res.exit_code == 2
+    assert "expected KEY=VALUE" in res.stderr
+    res = runner.invoke(
+        app, ["validate", str(task), "--out", str(tmp_path / "v"), "--keep", "good"]
+    )
+    assert res.exit_code == 2
+    assert "unknown verdict" in res.stderr
+
+
+def test_rollout_skips_invalid_tasks_naming_the_file(docker_ready, runner, tmp_path):
+    write_task(tmp_path / "tasks" / "ok")
+    write_task(tmp_path / "tasks" / "broken", toml="[environment\n")
+    res = runner.invoke(
+        app, ["rollout", str(tmp_path / "tasks"), "-a", "nop", "--out", str(tmp_path / "j")],
+        env=WIDE,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "skipped" in res.stderr and "broken/task.toml" in res.stderr
+    assert json.loads((tmp_path / "j" / "result.json").read_text())["skipped_tasks"][0][
+        "path"
+    ].endswith("broken")
