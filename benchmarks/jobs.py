@@ -218,6 +218,14 @@ async def bench(trials: int, n: int, rounds: int) -> None:
                 leftovers.append(f"job {job_ids[-1]}: {left} container(s) left")
             print(f"   ttgen {wall:6.1f} s", flush=True)
 
+        checks = [f"FAIL: {line}" for line in leftovers]
+        if fails:
+            checks.append(f"FAIL: {len(fails)} ttgen trial(s) did not pass, e.g. {fails[:3]}")
+        if f_fails:
+            checks.append(f"FAIL: {len(f_fails)} floor trial(s) broke, e.g. {f_fails[:2]}")
+        if not (f_rows and t_rows):
+            print("\n".join(checks))
+            return
         f_lat = [row[0] for row in f_rows]
         t_lat = [row[0] for row in t_rows]
         f_tpm = statistics.median(trials / w * 60 for w in f_walls)
@@ -250,14 +258,10 @@ async def bench(trials: int, n: int, rounds: int) -> None:
             tp = statistics.median(row[1][p] for row in t_rows) * 1000
             print(f"  {p:<28}{fp:7.1f} ms {tp:7.1f} ms    {tp - fp:+8.1f} ms")
         print()
-        if fails:
-            print(f"FAIL: {len(fails)} ttgen trial(s) did not pass, e.g. {fails[:3]}")
-        if f_fails:
-            print(f"FAIL: {len(f_fails)} floor trial(s) broke, e.g. {f_fails[:2]}")
-        for line in leftovers:
-            print(f"FAIL: {line}")
-        if not (fails or f_fails or leftovers):
-            print(f"checks: all {len(t_rows)} ttgen trials passed; no job containers left   OK")
+        print(
+            "\n".join(checks)
+            or f"checks: all {len(t_rows)} ttgen trials passed; no job containers left   OK"
+        )
     finally:
         await remove_labelled([f"{FLOOR_LABEL}={run_id}", *(f"{LABEL_JOB}={j}" for j in job_ids)])
         shutil.rmtree(tmp, ignore_errors=True)
@@ -274,6 +278,7 @@ def main() -> None:
     try:
         asyncio.run(bench(args.trials, args.concurrency, args.rounds))
     except KeyboardInterrupt:
+        print("\ninterrupted; containers and temp files removed", file=sys.stderr)
         sys.exit(130)
 
 

@@ -358,6 +358,7 @@ class Trial:
             image=image,
             name=name,
             labels={"ttgen.trial": self.spec.trial_name},
+            exec_channel="eager",  # a trial runs many commands: start the exec helper now
         )
         result.environment.container = name
         setup = await self.sandbox.exec(
