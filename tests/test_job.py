@@ -291,7 +291,10 @@ def test_kill_9_then_resume_gives_exactly_one_result_per_trial(docker_ready, mak
     assert len(index) == 6
 
 
-def test_ctrl_c_stops_within_seconds_and_leaves_no_containers(docker_ready, make_task, tmp_path):
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_stops_within_seconds_and_leaves_no_containers(
+    docker_ready, make_task, tmp_path, sig, code
+):
     tasks, out = _slow_tasks(make_task, tmp_path), tmp_path / "job"
     proc = subprocess.Popen(_rollout_cmd(tasks, out), env=_cli_env(), cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
@@ -299,13 +302,13 @@ def test_ctrl_c_stops_within_seconds_and_leaves_no_containers(docker_ready, make
         _wait_for(lambda: (out / "config.json").exists())
         _wait_for(lambda: len(asyncio.run(job_containers(job_id(out)))) >= 2)
         t0 = time.monotonic()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         output, _ = proc.communicate(timeout=30)
         stopped_in = time.monotonic() - t0
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, output
+    assert proc.returncode == code, output
     assert stopped_in < 5, stopped_in
     assert "run the same command again to resume" in output
     assert asyncio.run(job_containers(job_id(out))) == []

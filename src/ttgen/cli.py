@@ -555,12 +555,13 @@ def _run_job(coro_factory, as_json: bool, label: str):  # -> (result, JobProgres
     try:
         with progress:
             return _run(coro_factory(progress)), progress
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError) as exc:
+        # Ctrl-C arrives as KeyboardInterrupt, SIGTERM (cluster schedulers) as a cancellation.
         err_console.print(
             "[yellow]interrupted[/]: finished trials are kept and containers removed; "
             "run the same command again to resume."
         )
-        raise typer.Exit(130) from None
+        raise typer.Exit(130 if isinstance(exc, KeyboardInterrupt) else 143) from None
 
 
 def _stats_table(stats: dict[str, Any], title: str) -> Table:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import entry_points
 from typing import Any
 
 from ttgen.agents.base import Agent, AgentContext, ModelInfo
@@ -15,9 +16,21 @@ AGENTS: dict[str, str] = {
 }
 
 
+ENTRY_POINT_GROUP = "ttgen.agents"
+
+
+def _plugin_target(name: str) -> str | None:
+    """Agents other packages register under the `ttgen.agents` entry-point group."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            return ep.value
+    return None
+
+
 def agent_class(name: str) -> type:
-    """The class for a registered agent name, or for an import path `package.module:Class`."""
-    target = AGENTS.get(name, name)
+    """The class for a registered agent name (built in, or a `ttgen.agents` entry point), or for
+    an import path `package.module:Class`."""
+    target = AGENTS.get(name) or _plugin_target(name) or name
     if ":" not in target:
         known = ", ".join(sorted(AGENTS))
         raise ConfigError(f"unknown agent {name!r}: use one of {known}, or module:Class")
