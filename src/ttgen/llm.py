@@ -1,0 +1,604 @@
+"""An async client for any OpenAI-compatible chat-completions endpoint (vLLM, SGLang, NIM,
+hosted APIs), with retries, a per-endpoint concurrency limit and token/cost accounting.
+
+    config = LLMConfig(model="Qwen/Qwen3-8B", base_url="http://localhost:8000/v1",
+                       temperature=0.6, extra_body={"chat_template_kwargs": {"enable_thinking": True}})
+    async with LLMClient(config) as llm:
+        response = await llm.chat([{"role": "user", "content": "hi"}])
+        response.content, response.reasoning, response.text_with_reasoning, response.cost_usd
+
+Requests are ``POST {base_url}/chat/completions`` with ``model``, ``messages``, the sampling
+parameters that are set (unset ones are not sent, so the server's defaults apply) and
+``extra_body`` merged on top. No streaming.
+
+Failures:
+
+* A prompt over the model's context length (a 4xx/5xx whose message says so, in the shapes vLLM,
+  SGLang, TGI and OpenAI use) raises `ContextLengthExceededError` at once, never retried: the
+  caller has to shorten the conversation.
+* Hitting the output limit is not an error: the response comes back with
+  ``finish_reason == "length"``.
+* Other client errors (400, 401, 403, 404, 422, ...) raise `LLMError` at once with the status
+  and the server's message.
+* 408, 409, 429, 5xx, timeouts, connection errors (refused, reset, disconnected mid-body),
+  malformed JSON and responses without choices are retried with exponential backoff and full
+  jitter (``Retry-After`` / ``retry-after-ms`` honoured, capped by ``retry_max_wait_sec``);
+  after ``max_retries`` retries an `LLMError` names the endpoint, the last error and the number
+  of attempts.
+
+All these errors are `ttgen.errors.LLMError`s, which a trial records as ``llm_error``.
+
+Concurrency: every client of the same ``base_url`` in the process (per event loop) shares one
+semaphore of ``max_concurrency`` slots; the first client of an endpoint sets its size. A slot is
+held for one HTTP attempt, not during backoff sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ttgen import __version__
+from ttgen.errors import LLMError
+
+log = logging.getLogger(__name__)
+
+ENV_API_KEYS = ("TTGEN_API_KEY", "OPENAI_API_KEY")
+
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+
+
+def _env_api_key() -> str | None:
+    for name in ENV_API_KEYS:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
+class LLMConfig(BaseModel):
+    """Where and how to call a model. Prices are USD per million tokens (None: unknown cost)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str
+    base_url: str  # e.g. http://localhost:8000/v1; requests go to {base_url}/chat/completions
+    # Default: $TTGEN_API_KEY, then $OPENAI_API_KEY; None sends no Authorization header.
+    # Never printed or dumped (repr, model_dump), so configs can be logged and saved.
+    api_key: str | None = Field(default_factory=_env_api_key, repr=False, exclude=True)
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    extra_body: dict[str, Any] = Field(default_factory=dict)  # merged into every request
+    timeout_sec: float = Field(default=600.0, gt=0)  # per HTTP attempt
+    max_retries: int = Field(default=6, ge=0)
+    retry_min_wait_sec: float = Field(default=1.0, ge=0)
+    retry_max_wait_sec: float = Field(default=60.0, ge=0)
+    max_concurrency: int = Field(default=64, ge=1)  # per endpoint, shared by its clients
+    context_window: int | None = None  # max input tokens, for callers that manage context
+    price_input_per_mtok: float | None = None
+    price_output_per_mtok: float | None = None
+    price_cached_input_per_mtok: float | None = None  # None: cached tokens cost the input price
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got {value!r}")
+        return value
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.base_url}/chat/completions"
+
+    def cost_usd(
+        self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0
+    ) -> float | None:
+        """USD for one call, or None when the input or output price is unknown.
+
+        ``prompt_tokens`` includes ``cached_tokens`` (as OpenAI-compatible usage reports it).
+        """
+        if self.price_input_per_mtok is None or self.price_output_per_mtok is None:
+            return None
+        cached = min(max(cached_tokens, 0), prompt_tokens)
+        cached_price = self.price_cached_input_per_mtok
+        if cached_price is None:
+            cached_price = self.price_input_per_mtok
+        return (
+            (prompt_tokens - cached) * self.price_input_per_mtok
+            + cached * cached_price
+            + completion_tokens * self.price_output_per_mtok
+        ) / 1_000_000
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+class ContextLengthExceededError(LLMError):
+    """The prompt does not fit the model's context window. Never retried: shorten the messages
+    (e.g. summarize) and call again."""
+
+    def __init__(self, message: str, *, endpoint: str = "", status: int | None = None) -> None:
+        self.endpoint = endpoint
+        self.status = status
+        self.server_message = message
+        where = f"{endpoint}: " if endpoint else ""
+        code = f"HTTP {status}: " if status is not None else ""
+        super().__init__(f"{where}context length exceeded ({code}{message})")
+
+
+class LLMRequestError(LLMError):
+    """The endpoint refused the request with a client error (not retried) or kept failing
+    (``attempts`` > 1). ``status`` is the last HTTP status (None for a network error)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str,
+        status: int | None = None,
+        server_message: str | None = None,
+        attempts: int = 1,
+    ) -> None:
+        self.endpoint = endpoint
+        self.status = status
+        self.server_message = server_message
+        self.attempts = attempts
+        super().__init__(message)
+
+
+# Substrings (lower case) of the messages servers send for a prompt over the context length.
+CONTEXT_LENGTH_MARKERS = (
+    "context_length_exceeded",  # OpenAI's error code
+    "maximum context length",  # vLLM, OpenAI: "This model's maximum context length is ..."
+    "longer than the model's context length",  # SGLang
+    "longer than the maximum model length",  # vLLM V1: "The decoder prompt (length N) is ..."
+    "exceeds the model's context",
+    "exceeds the context window",
+    "context window exceeded",
+    "context length exceeded",
+    "too many tokens",
+    "input is too long",
+    "prompt is too long",  # Anthropic
+    "`inputs` tokens + `max_new_tokens` must be",  # TGI
+)
+
+
+def is_context_length_message(text: str) -> bool:
+    low = text.lower()
+    return any(marker.lower() in low for marker in CONTEXT_LENGTH_MARKERS)
+
+
+# -- responses and usage ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    """Tokens of one call; ``prompt_tokens`` includes ``cached_tokens``."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class LLMResponse:
+    """One completion.
+
+    ``content`` is the answer without reasoning; ``reasoning`` the model's thinking (from
+    ``message.reasoning_content`` / ``message.reasoning``, or split off an inline
+    ``<think>...</think>`` block at the start of the content), None when there was none.
+    """
+
+    content: str
+    reasoning: str | None
+    finish_reason: str | None
+    usage: TokenUsage
+    cost_usd: float | None
+    latency_sec: float  # the whole chat() call: waiting for a slot, every attempt and backoff
+    n_retries: int
+    model: str
+    raw: dict[str, Any] = field(repr=False)
+
+    @property
+    def text_with_reasoning(self) -> str:
+        """The assistant turn as reasoning chat templates (Qwen3, DeepSeek-R1) render it:
+        ``<think>\\n{reasoning}\\n</think>\\n\\n{content}``; just ``content`` without reasoning.
+
+        Leading/trailing newlines of the reasoning and leading newlines of the content are
+        normalised, so the block appears exactly once in this canonical form however the
+        server returned it.
+        """
+        if not self.reasoning:
+            return self.content
+        return f"{THINK_OPEN}\n{self.reasoning}\n{THINK_CLOSE}\n\n{self.content}"
+
+
+def split_reasoning(content: str) -> tuple[str | None, str]:
+    """Split a leading inline ``<think>...</think>`` block off ``content``.
+
+    Also handles output whose ``<think>`` was part of the prompt (DeepSeek-R1 style templates:
+    the text has ``</think>`` but no opening tag) and an unterminated block (output cut off
+    while thinking: everything is reasoning). Returns ``(reasoning or None, answer)``.
+    """
+    stripped = content.lstrip()
+    if stripped.startswith(THINK_OPEN):
+        body = stripped[len(THINK_OPEN) :]
+        end = body.find(THINK_CLOSE)
+        if end < 0:
+            return (body.strip("\n") or None), ""
+        reasoning = body[:end].strip("\n")
+        return (reasoning or None), body[end + len(THINK_CLOSE) :].lstrip("\n")
+    if THINK_OPEN not in content:
+        end = content.find(THINK_CLOSE)
+        if end >= 0:
+            reasoning = content[:end].strip("\n")
+            return (reasoning or None), content[end + len(THINK_CLOSE) :].lstrip("\n")
+    return None, content
+
+
+@dataclass
+class LLMUsage:
+    """Totals over many calls (a client keeps one for its lifetime: ``client.usage``).
+
+    ``cost_usd`` sums the calls whose cost is known; it stays None while none was, and
+    ``unpriced_calls`` counts the calls whose cost is unknown.
+    """
+
+    calls: int = 0
+    failed_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float | None = None
+    unpriced_calls: int = 0
+    retries: int = 0
+    latency_sec: float = 0.0
+
+    def add(self, response: LLMResponse) -> None:
+        self.calls += 1
+        self.prompt_tokens += response.usage.prompt_tokens
+        self.completion_tokens += response.usage.completion_tokens
+        self.cached_tokens += response.usage.cached_tokens
+        if response.cost_usd is None:
+            self.unpriced_calls += 1
+        else:
+            self.cost_usd = (self.cost_usd or 0.0) + response.cost_usd
+        self.retries += response.n_retries
+        self.latency_sec += response.latency_sec
+
+    def merge(self, other: LLMUsage) -> None:
+        """Add another accumulator's totals to this one."""
+        self.calls += other.calls
+        self.failed_calls += other.failed_calls
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cached_tokens += other.cached_tokens
+        if other.cost_usd is not None:
+            self.cost_usd = (self.cost_usd or 0.0) + other.cost_usd
+        self.unpriced_calls += other.unpriced_calls
+        self.retries += other.retries
+        self.latency_sec += other.latency_sec
+
+
+# -- the per-endpoint concurrency limit --------------------------------------------------------
+
+# Semaphores belong to an event loop, so the registry is per loop. Entries of closed loops are
+# pruned when a new loop registers (a weak-key dict would not free them: a semaphore that has
+# been waited on holds a reference to its loop).
+_SEMAPHORES: dict[asyncio.AbstractEventLoop, dict[str, tuple[asyncio.Semaphore, int]]] = {}
+
+
+def endpoint_semaphore(base_url: str, limit: int) -> asyncio.Semaphore:
+    """The semaphore shared by every client of ``base_url`` in the running event loop.
+
+    The first caller for an endpoint sets the limit; a later, different limit is ignored
+    (with a warning).
+    """
+    loop = asyncio.get_running_loop()
+    per_loop = _SEMAPHORES.get(loop)
+    if per_loop is None:
+        for old in [old for old in _SEMAPHORES if old.is_closed()]:
+            del _SEMAPHORES[old]
+        per_loop = _SEMAPHORES[loop] = {}
+    key = base_url.rstrip("/")
+    entry = per_loop.get(key)
+    if entry is None:
+        entry = per_loop[key] = (asyncio.Semaphore(limit), limit)
+    elif entry[1] != limit:
+        log.warning(
+            "%s: max_concurrency=%d ignored; the endpoint's limit is already %d",
+            key,
+            limit,
+            entry[1],
+        )
+    return entry[0]
+
+
+# -- the client -------------------------------------------------------------------------------
+
+
+class _Retryable(Exception):
+    """An attempt failed in a way worth retrying."""
+
+    def __init__(
+        self, description: str, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(description)
+        self.description = description
+        self.status = status
+        self.retry_after = retry_after
+
+
+RETRY_STATUSES = frozenset({408, 409, 429})
+
+
+class LLMClient:
+    """Calls one model through an OpenAI-compatible endpoint. Use as an async context manager
+    (or call `close`); the HTTP session is opened on first use in the running loop."""
+
+    def __init__(self, config: LLMConfig) -> None:
+        self.config = config
+        self.usage = LLMUsage()
+        self._session: aiohttp.ClientSession | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+
+    async def __aenter__(self) -> LLMClient:
+        self._ensure_session()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            headers = {"Content-Type": "application/json", "User-Agent": f"ttgen/{__version__}"}
+            if self.config.api_key:
+                headers["Authorization"] = f"Bearer {self.config.api_key}"
+            # No pool limit of its own: the endpoint semaphore bounds the requests in flight.
+            connector = aiohttp.TCPConnector(limit=0)
+            self._session = aiohttp.ClientSession(
+                connector=connector, headers=headers, trust_env=True
+            )
+            self._semaphore = endpoint_semaphore(self.config.base_url, self.config.max_concurrency)
+        return self._session
+
+    def request_body(
+        self, messages: Sequence[Mapping[str, Any]], extra_body: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The JSON body `chat` sends."""
+        cfg = self.config
+        body: dict[str, Any] = {"model": cfg.model, "messages": [dict(m) for m in messages]}
+        for name in ("temperature", "top_p", "max_tokens"):
+            value = getattr(cfg, name)
+            if value is not None:
+                body[name] = value
+        body.update(cfg.extra_body)
+        if extra_body:
+            body.update(extra_body)
+        return body
+
+    async def chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> LLMResponse:
+        """One completion for ``messages``; ``extra_body`` is merged over the config's for this
+        call only (e.g. ``{"max_tokens": 512}``)."""
+        try:
+            response = await self._chat(self.request_body(messages, extra_body))
+        except LLMError:
+            self.usage.failed_calls += 1
+            raise
+        self.usage.add(response)
+        return response
+
+    async def _chat(self, body: dict[str, Any]) -> LLMResponse:
+        cfg = self.config
+        session = self._ensure_session()
+        assert self._semaphore is not None
+        payload = json.dumps(body).encode()
+        timeout = aiohttp.ClientTimeout(total=cfg.timeout_sec)
+        started = time.monotonic()
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                async with self._semaphore:
+                    data = await self._attempt(session, payload, timeout)
+                return self._response(data, started, attempts - 1)
+            except _Retryable as exc:
+                last = exc
+            if attempts > cfg.max_retries:
+                raise LLMRequestError(
+                    f"{cfg.endpoint}: gave up after {attempts} attempt"
+                    f"{'s' if attempts != 1 else ''}; last error: {last.description}",
+                    endpoint=cfg.endpoint,
+                    status=last.status,
+                    attempts=attempts,
+                )
+            delay = self._backoff(attempts, last.retry_after)
+            log.info(
+                "%s: %s; retry %d/%d in %.2fs",
+                cfg.endpoint,
+                last.description,
+                attempts,
+                cfg.max_retries,
+                delay,
+            )
+            await asyncio.sleep(delay)
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds before retry number ``attempt`` (1-based)."""
+        cfg = self.config
+        if retry_after is not None:
+            return max(0.0, min(retry_after, cfg.retry_max_wait_sec))
+        cap = min(cfg.retry_max_wait_sec, cfg.retry_min_wait_sec * 2**attempt)
+        return random.uniform(min(cfg.retry_min_wait_sec, cap), cap)
+
+    async def _attempt(
+        self, session: aiohttp.ClientSession, payload: bytes, timeout: aiohttp.ClientTimeout
+    ) -> dict[str, Any]:
+        endpoint = self.config.endpoint
+        try:
+            async with session.post(endpoint, data=payload, timeout=timeout) as resp:
+                status = resp.status
+                raw = await resp.read()
+                retry_after = _retry_after(resp.headers)
+        except TimeoutError:
+            raise _Retryable(f"timed out after {self.config.timeout_sec:g}s") from None
+        except aiohttp.ClientError as exc:
+            raise _Retryable(f"{type(exc).__name__}: {exc}") from None
+
+        text = raw.decode("utf-8", errors="replace")
+        if status >= 300:
+            message = _error_message(text)
+            if status != 429 and _is_context_error(text, message):
+                raise ContextLengthExceededError(message, endpoint=endpoint, status=status)
+            if status in RETRY_STATUSES or status >= 500:
+                raise _Retryable(f"HTTP {status}: {message}", status, retry_after)
+            raise LLMRequestError(
+                f"{endpoint}: HTTP {status}: {message}",
+                endpoint=endpoint,
+                status=status,
+                server_message=message,
+            )
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise _Retryable(f"malformed JSON in a {status} response: {text[:200]!r}") from None
+        if not isinstance(data, dict) or not data.get("choices"):
+            error = data.get("error") if isinstance(data, dict) else None
+            if error is not None:  # some gateways send errors with status 200
+                message = _error_message(text)
+                if _is_context_error(text, message):
+                    raise ContextLengthExceededError(message, endpoint=endpoint, status=status)
+                raise _Retryable(f"error in a {status} response: {message}", status)
+            raise _Retryable(f"response without choices: {text[:200]!r}", status)
+        choice = data["choices"][0]
+        if not isinstance(choice, dict) or not isinstance(choice.get("message", {}), dict):
+            raise _Retryable(f"malformed choice in response: {text[:200]!r}", status)
+        return data
+
+    def _response(self, data: dict[str, Any], started: float, n_retries: int) -> LLMResponse:
+        choice = data["choices"][0]
+        message = choice.get("message") or {}
+        content = _text(message.get("content"))
+        reasoning = message.get("reasoning_content")
+        if not isinstance(reasoning, str) or not reasoning:
+            reasoning = message.get("reasoning")
+        if isinstance(reasoning, str) and reasoning.strip("\n"):
+            reasoning = reasoning.strip("\n")
+            content = content.lstrip("\n")
+        else:
+            reasoning, content = split_reasoning(content)
+        usage = _usage(data.get("usage"))
+        cost = self.config.cost_usd(
+            usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens
+        )
+        return LLMResponse(
+            content=content,
+            reasoning=reasoning,
+            finish_reason=choice.get("finish_reason"),
+            usage=usage,
+            cost_usd=cost,
+            latency_sec=time.monotonic() - started,
+            n_retries=n_retries,
+            model=str(data.get("model") or self.config.model),
+            raw=data,
+        )
+
+
+def _text(content: Any) -> str:
+    """Message content as text (a string, null, or a list of content parts)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            str(part.get("text", "")) if isinstance(part, dict) else str(part) for part in content
+        )
+    return str(content)
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _usage(usage: Any) -> TokenUsage:
+    if not isinstance(usage, dict):
+        return TokenUsage()
+    details = usage.get("prompt_tokens_details")
+    cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    return TokenUsage(
+        prompt_tokens=_int(usage.get("prompt_tokens")),
+        completion_tokens=_int(usage.get("completion_tokens")),
+        cached_tokens=cached,
+    )
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds; HTTP dates are ignored)."""
+    for name, scale in (("retry-after-ms", 0.001), ("Retry-After", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) * scale
+        except ValueError:
+            continue
+        if seconds >= 0:
+            return seconds
+    return None
+
+
+def _error_message(text: str) -> str:
+    """The server's error message from an error body (OpenAI, vLLM, SGLang, FastAPI shapes)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        if isinstance(error, str) and error:
+            return error
+        for key in ("message", "detail"):
+            if data.get(key):
+                value = data[key]
+                return value if isinstance(value, str) else json.dumps(value)
+    text = text.strip()
+    if len(text) > 500:
+        text = text[:500] + "..."
+    return text or "(empty body)"
+
+
+def _is_context_error(text: str, message: str) -> bool:
+    return is_context_length_message(message) or is_context_length_message(text)
