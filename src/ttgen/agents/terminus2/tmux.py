@@ -1,0 +1,666 @@
+"""Terminus 2's terminal: a tmux session inside the container, driven through `sandbox.exec`.
+
+What the model sees is what Harbor's Terminus 2 shows it: the same tmux session
+(``tmux new-session -x 160 -y 40 -d -s terminus-2 'bash --login'``, TERM=xterm-256color,
+SHELL=/bin/bash, the raw pane piped to /logs/agent/terminus_2.pane), keystrokes sent verbatim,
+the same incremental-output rules and the same 10,000-byte middle-out truncation. Three things
+differ, each on purpose:
+
+* ``history-limit`` is set before the session's window exists, so the 10,000,000 lines really
+  apply (Harbor sets it after ``new-session``, which leaves its first window at tmux's 2,000).
+* Keystrokes arrive intact whatever they contain: text goes through ``send-keys -l`` (a leading
+  ``-``, or a trailing ``;``, which tmux would otherwise take as a command separator, cannot
+  be misread), and text over `paste_threshold` bytes goes through a paste buffer loaded from stdin
+  (no "command too long", no silent drop, no chunk boundaries inside a heredoc).
+* Early completion (on by default; ``early_completion=False`` is Harbor's timing exactly):
+  ``send_keys`` stops waiting as soon as the shell is back at its prompt after the keys, instead
+  of always sleeping the model's ``duration``.
+
+How early completion works
+--------------------------
+At start a small function is added to the shell's ``PROMPT_COMMAND`` (typed into the pane, then
+the screen and scrollback are cleared and the line is removed from bash's history, so neither the
+screen, the scrollback nor ``history`` shows any setup). Bash runs it before drawing each primary
+prompt; it prints nothing and leaves ``$?``, ``$_`` and ``PIPESTATUS`` as they were. It works
+with three tmux user options of this session (global options with a per-session name):
+
+* ``sent``: set by ``send_keys`` to a new sequence number in the *same* tmux command list that
+  delivers the keys, so the server records it at the moment the keys are queued to the pane.
+* ``seen``: the hook's first step copies ``sent`` into it, server side (``set-option -F``), and
+  waits for tmux to answer.
+* ``idle``: only then the hook asks the terminal whether a complete input line is waiting
+  (``read -t 0``, which reads nothing). If none is, it copies ``seen`` into ``idle`` and opens a
+  ``tmux wait-for`` gate (``-U``).
+
+``send_keys`` then waits (one blocking exec in the container, asleep in ``wait-for -L`` on that
+gate, so no polling) until ``idle`` reaches its sequence number, or the time is up. Why a return is never premature:
+``idle >= n`` means some prompt's hook read ``sent >= n`` from the server, i.e. after the server
+had queued our keys to the pane, and the hook only checked for pending input after that answer
+came back. So at that check our keys were in the terminal's input queue or already consumed;
+"no complete line pending" then means every line we typed has been read, and the shell has
+finished what it read and is at its prompt. For a foreground command that is the final state
+the fixed wait would have shown too (nothing writes to the pane after the prompt is drawn, except
+background jobs; see below). Keys that end no command (``vim`` keystrokes, text typed into a
+Python REPL, ``C-c`` to a program that keeps running) make no prompt appear, so those waits run
+their full time; a command still running when the time is up (``sleep 5`` with duration 2) is
+waited for the full duration, as in Harbor. The prompt of a command that was already running
+before the keys (a previous turn's timed-out command) counts only if no line of ours is still
+pending at that prompt, so typed-ahead commands are never cut short. Why a return is never
+missed: the prompt after our own command copies ``sent`` only after the shell read our keys,
+which the server queued after recording ``sent``. A short `settle_sec` after the signal lets bash
+draw the prompt (the hook runs just before it) before anything is captured. The hook costs the
+shell two tmux client calls per prompt (~2 ms each). With ``early_completion=False`` the hook
+removes itself (restoring ``PROMPT_COMMAND``) after the one prompt that tells setup the shell is
+ready.
+
+What early completion cannot know: output that background processes write after the prompt
+came back (``server &``) would have appeared during a longer fixed wait; a shell that replaced
+the hooked one (``exec bash``, ``su``, a nested ``bash``) has no hook, so its waits are the full
+durations (safe, only slower); an empty keystroke string sent to a shell that is already idle
+waits its full time (no new prompt comes); ``set -x`` in the shell shows the hook's commands in
+its trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import shlex
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ttgen.errors import AgentError
+from ttgen.sandbox.base import ExecResult, Sandbox
+
+log = logging.getLogger(__name__)
+
+MAX_OUTPUT_BYTES = 10_000  # Terminus 2's limit on every observation
+PASTE_THRESHOLD_BYTES = 8 * 1024  # tmux refuses a command message over ~16 KB
+MAX_CAPTURE_BYTES = 64 * 1024 * 1024
+# The exec marker a DockerSandbox puts in each command's environment (ttgen.sandbox.docker
+# EXEC_MARKER). The tmux server inherits it from the exec that starts it; it is kept out of the
+# shell's environment so that the model's `env` shows what it would in Harbor.
+_EXEC_MARKER_VARS = ("TTGEN_EXEC_ID",)
+
+# A whole keystroke string that may be a tmux key name ("C-c", "Escape", "Enter", "Up", "M-x",
+# "F5", "^C", "q"). Such strings go to `send-keys` without -l, exactly as Harbor sends every
+# string, so tmux decides: a key name becomes that key, anything else is typed as it is.
+# Everything else is sent with -l, where nothing is interpreted.
+_KEY_NAME = re.compile(r"(?:[CMS]-)*(?:[A-Za-z][A-Za-z0-9]*|[!-~])|\^[!-~]")
+
+_PREP_SCRIPT = r"""
+t=$(command -v tmux 2>/dev/null)
+[ -n "$t" ] || { echo TTGEN_NO_TMUX; exit 0; }
+command -v bash >/dev/null 2>&1 || { echo TTGEN_NO_BASH; exit 0; }
+echo "TTGEN_TMUX=$t"
+if [ -n "$1" ]; then
+    d=${1%/*}
+    [ -n "$d" ] && mkdir -p "$d" 2>/dev/null
+    if : >> "$1" 2>/dev/null; then echo TTGEN_LOG_OK; fi
+fi
+"""
+
+# Blocks until the session's `idle` option reaches $1 (exit 0), its `cancel` option equals $2
+# (exit 1), or tmux fails (exit 3: server or session gone). It sleeps on a tmux channel used as
+# a gate: `wait-for -L` takes it (at once if it is open, else when someone opens it) and the
+# hook's `wait-for -U` opens it (an error, and no change, when it is open already). So a wake-up
+# between the check and the wait is kept, and repeated wake-ups collapse into one. (`wait-for -S`
+# would not do: a second signal with nobody waiting cancels the first.)
+_WAIT_SCRIPT = r"""
+want=$1 token=$2 chan=$3 target=$4 idle_opt=$5 cancel_opt=$6 clear=$7
+shift 7
+while :; do
+    state=$("$@" display-message -p -t "$target" "#{$idle_opt} #{$cancel_opt}") || exit 3
+    idle=${state%% *}
+    cancel=${state#* }
+    case $idle in ''|*[!0-9]*) idle=0 ;; esac
+    if [ "$idle" -ge "$want" ]; then
+        [ "$clear" = 1 ] && { "$@" clear-history -t "$target" || exit 3; }
+        exit 0
+    fi
+    [ "$cancel" = "$token" ] && exit 1
+    "$@" wait-for -L "$chan" || exit 3
+done
+"""
+
+
+@dataclass(frozen=True)
+class SendKeysResult:
+    """How a `send_keys` call waited.
+
+    `waited_sec` runs from the call to its return (delivery included). `ended_early` is true when
+    the wait stopped before ``min(wait_sec, max_wait_sec)`` because the shell was back at its
+    prompt (or the tmux session had ended, so there was nothing left to wait for).
+    """
+
+    waited_sec: float
+    ended_early: bool
+
+
+def limit_output_length(text: str, max_bytes: int = MAX_OUTPUT_BYTES) -> str:
+    """Terminus 2's middle-out truncation, over UTF-8 bytes.
+
+    Text of at most `max_bytes` bytes comes back unchanged. Longer text keeps its first and last
+    ``max_bytes // 2`` bytes (a character cut in two at either edge is dropped), joined by
+    ``\\n[... output limited to {max_bytes} bytes; {N} interior bytes omitted ...]\\n``, where N
+    counts every byte not kept (including those of a dropped half character).
+    """
+    data = text.encode("utf-8", errors="surrogatepass")
+    if len(data) <= max_bytes:
+        return text
+    half = max_bytes // 2
+    head = data[:half].decode("utf-8", errors="ignore")
+    tail = data[len(data) - half :].decode("utf-8", errors="ignore") if half else ""
+    omitted = len(data) - len(head.encode("utf-8")) - len(tail.encode("utf-8"))
+    return (
+        f"{head}\n[... output limited to {max_bytes} bytes; {omitted} interior bytes omitted ...]"
+        f"\n{tail}"
+    )
+
+
+def find_new_content(previous: str, current: str) -> str | None:
+    """The part of `current` (a full-history capture) that follows `previous`, as Harbor finds it.
+
+    Harbor's rule, reproduced exactly: ``pb = previous.strip()`` (so the blank rows below the
+    prompt, and any leading blank lines, do not count); if `pb` does not occur in `current` the
+    answer is None. Otherwise the new part starts at offset ``pb.rfind("\\n")`` of `current` when
+    `pb` has several lines, else at the offset where `pb` occurs. Since the history normally
+    starts with `pb` itself, that offset is the newline before the previous capture's last line:
+    the new part begins with that newline and the old prompt line (now showing the command typed
+    at it), and ends with the current screen's blank rows. If the previous capture had leading
+    whitespace, the offset is shifted by its length, exactly as in Harbor.
+    """
+    pb = previous.strip()
+    if pb not in current:
+        return None
+    idx = current.index(pb)
+    if "\n" in pb:
+        idx = pb.rfind("\n")
+    return current[idx:]
+
+
+class TmuxSession:
+    """One tmux session in a sandbox, with Terminus 2's keystroke and observation semantics."""
+
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        *,
+        session_name: str = "terminus-2",
+        width: int = 160,
+        height: int = 40,
+        history_limit: int = 10_000_000,
+        user: str | None = None,
+        pane_log: str | None = "/logs/agent/terminus_2.pane",
+        early_completion: bool = True,
+        paste_threshold: int = PASTE_THRESHOLD_BYTES,
+        settle_sec: float = 0.02,
+        setup_timeout_sec: float = 30.0,
+        command_timeout_sec: float = 30.0,
+        max_capture_bytes: int = MAX_CAPTURE_BYTES,
+    ) -> None:
+        if width <= 0 or height <= 0:
+            raise ValueError("width and height must be positive")
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", session_name):
+            raise ValueError(f"session name {session_name!r}: use letters, digits, '-' and '_'")
+        self.sandbox = sandbox
+        self.session_name = session_name
+        self.width = int(width)
+        self.height = int(height)
+        self.history_limit = int(history_limit)
+        self.user = user
+        self.pane_log = pane_log or None
+        self.early_completion = early_completion
+        self.paste_threshold = paste_threshold
+        self.settle_sec = settle_sec
+        self.setup_timeout_sec = setup_timeout_sec
+        self.command_timeout_sec = command_timeout_sec
+        self.max_capture_bytes = max_capture_bytes
+        tag = uuid.uuid4().hex[:12]
+        self._tag = tag
+        self._opt_sent = f"@ttgen_{tag}_sent"
+        self._opt_seen = f"@ttgen_{tag}_seen"
+        self._opt_idle = f"@ttgen_{tag}_idle"
+        self._opt_cancel = f"@ttgen_{tag}_cancel"
+        self._channel = f"ttgen-{tag}"
+        self._tmux: list[str] = ["tmux"]
+        self._seq = 0
+        self._started = False
+        self._hooked = False  # the persistent prompt hook is installed
+        self._previous_buffer: str | None = None
+        self._waiter: tuple[asyncio.Future[ExecResult], str] | None = None
+        self._cleanup: asyncio.Future[None] | None = None
+        self.pane_logging = False  # whether the pane log is being written
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    async def start(self) -> None:
+        """Start the session (tmux must be in the image; this layer installs nothing)."""
+        if self._started:
+            raise AgentError(f"tmux session {self.session_name!r} is already started")
+        prep = await self._run(["sh", "-c", _PREP_SCRIPT, "ttgen-tmux-prep", self.pane_log or ""])
+        who = f" for user {self.user!r}" if self.user else ""
+        if "TTGEN_NO_TMUX" in prep.stdout:
+            raise AgentError(
+                f"tmux is not installed in the container (not found on PATH{who}). Terminus 2 "
+                "drives its terminal through tmux, and this layer does not install it: add tmux to "
+                "the task image, or install it in the agent's setup step."
+            )
+        if "TTGEN_NO_BASH" in prep.stdout:
+            raise AgentError(
+                f"bash is not installed in the container (not found on PATH{who}); Terminus 2 "
+                "runs `bash --login` in its tmux session."
+            )
+        found = re.search(r"^TTGEN_TMUX=(.+)$", prep.stdout, re.MULTILINE)
+        if found is None:
+            raise AgentError(
+                f"cannot probe the container for tmux (exit {prep.exit_code}): "
+                f"{prep.output.strip()[:500]}"
+            )
+        tmux = found.group(1).strip()
+        self.pane_logging = await self._prepare_pane_log("TTGEN_LOG_OK" in prep.stdout)
+
+        name = self.session_name
+        cmd = [tmux, "set-option", "-g", "history-limit", str(self.history_limit), ";"]
+        for var in _EXEC_MARKER_VARS:
+            cmd += ["set-environment", "-g", "-u", var, ";"]
+        cmd += ["new-session", "-x", str(self.width), "-y", str(self.height)]
+        cmd += ["-d", "-s", name, "bash --login", ";"]
+        if self.pane_logging:
+            assert self.pane_log is not None
+            cmd += ["pipe-pane", "-o", "-t", name, f"cat >> {shlex.quote(self.pane_log)}", ";"]
+        cmd += ["display-message", "-p", "-t", name, "#{socket_path}"]
+        res = await self._run(cmd, env={"TERM": "xterm-256color", "SHELL": "/bin/bash"})
+        lines = res.stdout.strip().splitlines()
+        if not res.ok or not lines:
+            raise AgentError(
+                f"tmux could not start session {name!r} (exit {res.exit_code}): "
+                f"{res.output.strip()[:500]}"
+            )
+        self._tmux = [tmux, "-S", lines[-1].strip()]
+        self._started = True
+        try:
+            await self._install_hook()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _prepare_pane_log(self, ok: bool) -> bool:
+        if self.pane_log is None:
+            return False
+        if not ok and self.user:
+            # The folder may exist only for root: create the file as root, then hand it over.
+            res = await self.sandbox.exec(
+                [
+                    "sh",
+                    "-c",
+                    'd=${1%/*}; [ -n "$d" ] && mkdir -p "$d"; : >> "$1" && chown "$2" "$1"',
+                    "ttgen-tmux-log",
+                    self.pane_log,
+                    self.user,
+                ],
+                user="root",
+                timeout=self.command_timeout_sec,
+            )
+            ok = res.ok
+        if not ok:
+            log.warning("cannot write the pane log %s; the session runs without it", self.pane_log)
+        return ok
+
+    async def _install_hook(self) -> None:
+        """Type the sourcing of the prompt hook into the new shell, wait for its first prompt,
+        then clear the scrollback, so that the session looks untouched."""
+        path = f"/tmp/.ttgen-terminus-{self._tag}.sh"
+        self._seq = 1
+        cmd = [
+            "sh",
+            "-c",
+            'f=$1; shift; cat > "$f" || exit 5; exec "$@"',
+            "ttgen-tmux-hook",
+            path,
+            *self._tmux,
+            "send-keys",
+            "-t",
+            self.session_name,
+            "-l",
+            "--",
+            f" . {path}\n",
+            ";",
+            "set-option",
+            "-g",
+            self._opt_sent,
+            "1",
+        ]
+        res = await self._run(cmd, stdin=self._hook_script(path).encode())
+        if not res.ok:
+            raise AgentError(f"cannot set up the tmux session's shell: {res.output.strip()[:500]}")
+        outcome = await self._wait_prompt(
+            1, time.monotonic() + self.setup_timeout_sec, clear_history=True
+        )
+        if outcome != "prompt":
+            screen = "" if outcome == "gone" else await self.capture(full_history=False)
+            what = "ended" if outcome == "gone" else "did not reach its prompt"
+            raise AgentError(
+                f"the shell in tmux session {self.session_name!r} {what} during setup "
+                f"(within {self.setup_timeout_sec:g} s). Screen:\n{screen.rstrip()[-2000:]}"
+            )
+        self._hooked = self.early_completion
+
+    def _hook_script(self, path: str) -> str:
+        """The bash file sourced once in the session's shell (see the module docstring)."""
+        tmux = " ".join(shlex.quote(a) for a in self._tmux)
+        fn = "__ttgen_prompt_hook"
+        once = not self.early_completion
+        lines = []
+        if once:
+            lines.append(
+                'if [ -n "${PROMPT_COMMAND+x}" ]; then __ttgen_saved_pc=$PROMPT_COMMAND; fi'
+            )
+        lines += [
+            f"{fn}() {{",
+            f"    {tmux} set-option -gF {self._opt_seen} '#{{{self._opt_sent}}}' >/dev/null 2>&1 || :",
+            "    if builtin read -t 0 2>/dev/null; then",
+            "        :",
+            "    else",
+            f"        {tmux} set-option -gF {self._opt_idle} '#{{{self._opt_seen}}}' \\; "
+            f"wait-for -U {self._channel} >/dev/null 2>&1 || :",
+            "    fi",
+        ]
+        if once:  # strict timing: only the readiness signal at setup, then the shell as it was
+            lines += [
+                '    if [ -n "${__ttgen_saved_pc+x}" ]; then PROMPT_COMMAND=$__ttgen_saved_pc;'
+                " else unset PROMPT_COMMAND; fi",
+                f"    unset __ttgen_saved_pc; unset -f {fn}",
+            ]
+        lines += [
+            "}",
+            f'PROMPT_COMMAND="${{PROMPT_COMMAND:+$PROMPT_COMMAND\n}}{fn}"',
+            # Forget the line that sourced this file (unless bash did not record it).
+            "__ttgen_h=$(HISTTIMEFORMAT= builtin history 1 2>/dev/null)",
+            "case $__ttgen_h in",
+            f'    *{path}*) __ttgen_h=${{__ttgen_h#"${{__ttgen_h%%[0-9]*}}"}}',
+            '        builtin history -d "${__ttgen_h%%[!0-9]*}" 2>/dev/null || : ;;',
+            "esac",
+            "unset __ttgen_h",
+            f"command rm -f -- {shlex.quote(path)} 2>/dev/null || :",
+            "builtin printf '\\033[H\\033[2J\\033[3J'",
+            "",
+        ]
+        return "\n".join(lines)
+
+    async def stop(self) -> None:
+        """End the session (its shell and everything running in it). Safe to call twice."""
+        if self._waiter is not None:
+            with contextlib.suppress(Exception):
+                await self._cancel_wait(*self._waiter)
+        if self._cleanup is not None:
+            with contextlib.suppress(BaseException):
+                await self._cleanup
+            self._cleanup = None
+        if not self._started:
+            return
+        self._started = False
+        self._hooked = False
+        with contextlib.suppress(Exception):
+            await self._run([*self._tmux, "kill-session", "-t", self.session_name], timeout=10)
+
+    async def is_alive(self) -> bool:
+        if not self._started:
+            return False
+        res = await self._run([*self._tmux, "has-session", "-t", self.session_name])
+        return res.exit_code == 0
+
+    # -- keys -----------------------------------------------------------------------------------
+
+    async def send_keys(
+        self, keys: str, *, wait_sec: float, max_wait_sec: float = 60.0
+    ) -> SendKeysResult:
+        """Send `keys` as Terminus 2 does, then wait ``min(wait_sec, max_wait_sec)`` seconds, or
+        (with early completion) until the shell is back at its prompt after them.
+
+        A string that is a tmux key name (``C-c``, ``C-d``, ``Escape``, ``Enter``, ``Up``) is
+        pressed as that key; any other text is typed exactly as given, with ``\\n`` arriving as a
+        newline (C-j), which a shell or REPL takes as Enter, as in Harbor.
+        """
+        self._require_started()
+        if self._cleanup is not None:  # a cancelled call's wait is still ending: one at a time
+            with contextlib.suppress(Exception):
+                await self._cleanup
+            self._cleanup = None
+        t0 = time.monotonic()
+        budget = max(0.0, min(float(wait_sec), float(max_wait_sec)))
+        deadline = t0 + budget
+        watch = self._hooked and budget > 0
+        seq = None
+        if watch:
+            self._seq += 1
+            seq = self._seq
+        cmd, stdin = self._send_command(keys, seq)
+        if cmd:
+            res = await self._run([*self._tmux, *cmd], stdin=stdin)
+            if not res.ok:
+                raise AgentError(
+                    f"tmux could not send keys to session {self.session_name!r} "
+                    f"(exit {res.exit_code}): {res.output.strip()[:500]}"
+                )
+        if seq is not None:
+            outcome = await self._wait_prompt(seq, deadline)
+            if outcome in ("prompt", "gone"):
+                if outcome == "prompt":
+                    await asyncio.sleep(max(0.0, min(self.settle_sec, deadline - time.monotonic())))
+                return SendKeysResult(time.monotonic() - t0, True)
+        remaining = deadline - time.monotonic()
+        if remaining > 0:
+            await asyncio.sleep(remaining)
+        return SendKeysResult(time.monotonic() - t0, False)
+
+    def _send_command(self, keys: str, seq: int | None) -> tuple[list[str], bytes | None]:
+        """The tmux command list that delivers `keys` (and records `seq`), and its stdin."""
+        # Lone surrogates cannot leave the process; they become U+FFFD.
+        keys = keys.encode("utf-8", errors="replace").decode("utf-8")
+        target = self.session_name
+        stdin = None
+        cmd: list[str] = []
+        if not keys:
+            pass
+        elif _KEY_NAME.fullmatch(keys) and not keys.endswith(";"):
+            cmd = ["send-keys", "-t", target, "--", keys]
+        elif len(keys.encode("utf-8")) <= self.paste_threshold and "\0" not in keys:
+            cmd = ["send-keys", "-t", target, "-l", "--", _protect_separator(keys)]
+        else:
+            # Over tmux's command size: a paste buffer read from stdin, pasted without bracketed
+            # paste markers and without turning LF into CR (-r), so the pane gets the very bytes
+            # send-keys would have typed.
+            buf = f"ttgen-{uuid.uuid4().hex[:12]}"
+            cmd = ["load-buffer", "-b", buf, "-", ";", "paste-buffer", "-d", "-r", "-b", buf]
+            cmd += ["-t", target]
+            stdin = keys.encode("utf-8")
+        if seq is not None:
+            if cmd:
+                cmd.append(";")
+            cmd += ["set-option", "-g", self._opt_sent, str(seq)]
+        return cmd, stdin
+
+    async def _wait_prompt(self, seq: int, deadline: float, *, clear_history: bool = False) -> str:
+        """Wait until a prompt has come back after the keys numbered `seq`, or `deadline`.
+
+        Returns "prompt", "timeout", "gone" (the session ended) or "error"."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return "timeout"
+        token = uuid.uuid4().hex[:12]
+        cmd = [
+            "sh",
+            "-c",
+            _WAIT_SCRIPT,
+            "ttgen-tmux-wait",
+            str(seq),
+            token,
+            self._channel,
+            self.session_name,
+            self._opt_idle,
+            self._opt_cancel,
+            "1" if clear_history else "0",
+            *self._tmux,
+        ]
+        waiter = asyncio.ensure_future(self._run(cmd, timeout=remaining + 30))
+        self._waiter = (waiter, token)
+        try:
+            res = await asyncio.wait_for(asyncio.shield(waiter), remaining)
+        except TimeoutError:
+            await self._cancel_wait(waiter, token)
+            return "timeout"
+        except asyncio.CancelledError:
+            # Let the wait end by itself (cancel token + wake-up) rather than killing its tmux
+            # client mid-wait; stop() awaits this.
+            self._cleanup = asyncio.ensure_future(self._cancel_wait(waiter, token))
+            raise
+        finally:
+            if self._waiter is not None and self._waiter[0] is waiter and waiter.done():
+                self._waiter = None
+        if res.timed_out:
+            await self._repair_gate()
+        if res.exit_code == 0:
+            return "prompt"
+        if res.exit_code == 3 and not await self.is_alive():
+            return "gone"
+        log.debug("prompt wait ended with %s: %s", res.exit_code, res.output.strip()[:300])
+        return "error"
+
+    async def _cancel_wait(self, waiter: asyncio.Future[ExecResult], token: str) -> None:
+        """End an in-container prompt wait: it exits when woken and shown its token."""
+        killed = False
+        if not waiter.done():
+            with contextlib.suppress(Exception):
+                await self._run(
+                    [
+                        *self._tmux,
+                        *("set-option", "-g", self._opt_cancel, token, ";"),
+                        *("wait-for", "-U", self._channel),
+                    ],
+                    timeout=10,
+                )
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), 5)
+            except TimeoutError:
+                waiter.cancel()  # the sandbox kills it
+                killed = True
+            except Exception:
+                pass
+        with contextlib.suppress(BaseException):
+            res = await waiter
+            killed = killed or res.timed_out
+        if self._waiter is not None and self._waiter[0] is waiter:
+            self._waiter = None
+        if killed:
+            await self._repair_gate()
+
+    async def _repair_gate(self) -> None:
+        """After a waiter was killed inside `wait-for -L`, tmux keeps its place in the queue and
+        would hand it the next release; two releases leave the gate open whatever its state."""
+        with contextlib.suppress(Exception):
+            for _ in range(2):
+                await self._run([*self._tmux, "wait-for", "-U", self._channel], timeout=10)
+
+    # -- output ---------------------------------------------------------------------------------
+
+    async def capture(self, full_history: bool = True) -> str:
+        """``tmux capture-pane -p`` of the visible pane, or with ``-S -`` the whole scrollback
+        plus the visible pane (every row, blank ones included; trailing spaces trimmed by tmux).
+        """
+        self._require_started()
+        cmd = [*self._tmux, "capture-pane", "-p"]
+        if full_history:
+            cmd += ["-S", "-"]
+        res = await self._run(
+            [*cmd, "-t", self.session_name], max_output_bytes=self.max_capture_bytes
+        )
+        self._warn_if_cut(res)
+        return res.stdout
+
+    async def get_incremental_output(self) -> str:
+        """Terminus 2's observation of the terminal since the previous call.
+
+        * First call: ``"Current Terminal Screen:\\n"`` + the visible pane.
+        * Later calls: the whole scrollback is captured and compared with the previous capture
+          by `find_new_content` (previous capture stripped of surrounding whitespace, searched
+          in the new one). If found and what follows is not only whitespace:
+          ``"New Terminal Output:\\n"`` + that part (it begins with a newline and the previous
+          last line, and ends with the screen's blank rows, exactly as in Harbor). Otherwise
+          (the previous capture is gone, e.g. after ``clear``, a full-screen program or
+          trimmed history; or the new capture is blank): ``"Current Terminal Screen:\\n"`` +
+          the visible pane.
+
+        Because the new part starts at the previous capture's last line, a call with nothing new
+        does not fall back to the screen: it gives ``"New Terminal Output:\\n\\n"`` + that last
+        line (usually the prompt) + the blank rows, as Harbor does.
+
+        Both captures are taken by one tmux command list (one exec).
+        """
+        self._require_started()
+        mark = f"ttgen-capture-{uuid.uuid4().hex}"
+        name = self.session_name
+        cmd = [*self._tmux, "capture-pane", "-p", "-S", "-", "-t", name, ";"]
+        cmd += ["display-message", "-p", "-t", name, mark, ";", "capture-pane", "-p", "-t", name]
+        res = await self._run(cmd, max_output_bytes=self.max_capture_bytes)
+        self._warn_if_cut(res)
+        current, sep, visible = res.stdout.partition(mark + "\n")
+        if not sep:  # tmux failed (the session ended?): what two separate captures would give
+            current = res.stdout if res.ok else ""
+            visible = await self.capture(full_history=False)
+        if self._previous_buffer is None:
+            self._previous_buffer = current
+            return f"Current Terminal Screen:\n{visible}"
+        new = find_new_content(self._previous_buffer, current)
+        self._previous_buffer = current
+        if new is not None and new.strip():
+            return f"New Terminal Output:\n{new}"
+        return f"Current Terminal Screen:\n{visible}"
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _require_started(self) -> None:
+        if not self._started:
+            raise AgentError(f"tmux session {self.session_name!r} is not started")
+
+    def _warn_if_cut(self, res: ExecResult) -> None:
+        if res.stdout_omitted_bytes:
+            log.warning(
+                "tmux capture of %s exceeded %d bytes; %d bytes were cut from its middle",
+                self.session_name,
+                self.max_capture_bytes,
+                res.stdout_omitted_bytes,
+            )
+
+    async def _run(
+        self,
+        cmd: Sequence[str],
+        *,
+        stdin: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        max_output_bytes: int | None = None,
+    ) -> ExecResult:
+        kwargs = {} if max_output_bytes is None else {"max_output_bytes": max_output_bytes}
+        return await self.sandbox.exec(
+            list(cmd),
+            timeout=self.command_timeout_sec if timeout is None else timeout,
+            env=env,
+            user=self.user,
+            stdin=stdin,
+            **kwargs,
+        )
+
+
+def _protect_separator(text: str) -> str:
+    """tmux reads an argument ending in ``;`` as the end of a command, and ``\\;`` at the end as
+    a literal ``;``: one backslash before a final ``;`` makes it arrive as typed."""
+    return text[:-1] + "\\;" if text.endswith(";") else text

@@ -1,0 +1,259 @@
+"""Terminus 2's terminal layer against real containers: keys, output capture, early completion."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import string
+import time
+
+import pytest
+
+from conftest import BASE_IMAGE
+from ttgen.agents.terminus2.tmux import (
+    TmuxSession,
+    find_new_content,
+    limit_output_length,
+)
+from ttgen.errors import AgentError
+from ttgen.task import Task
+
+PREBUILT = f'[environment]\ndocker_image = "{BASE_IMAGE}"\n'
+
+
+@pytest.fixture
+async def sandbox(backend, make_task, job_name):
+    sb = await backend.start(Task.load(make_task(dockerfile=None, toml=PREBUILT)), job=job_name)
+    try:
+        yield sb
+    finally:
+        await sb.stop()
+
+
+@pytest.fixture
+async def term(sandbox):
+    t = TmuxSession(sandbox)
+    await t.start()
+    try:
+        yield t
+    finally:
+        await t.stop()
+
+
+async def sh(sandbox, command: str) -> str:
+    res = await sandbox.exec(command)
+    assert res.ok, res.output
+    return res.stdout
+
+
+def screen_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+# -- pure functions ---------------------------------------------------------------------------
+
+
+def test_limit_output_length_ascii():
+    assert limit_output_length("abc") == "abc"
+    exact = "x" * 10_000
+    assert limit_output_length(exact) == exact
+    text = "a" * 6000 + "b" * 6000
+    out = limit_output_length(text)
+    head, marker, _ = out.partition("\n[... output limited to 10000 bytes; ")
+    assert marker and head == "a" * 5000
+    assert out.endswith(" interior bytes omitted ...]\n" + "b" * 5000)
+    assert "; 2000 interior bytes omitted" in out
+    assert limit_output_length("z" * 10_001).count("1 interior bytes omitted") == 1
+
+
+def test_limit_output_length_multibyte():
+    exact = "é" * 5000  # 10,000 bytes
+    assert limit_output_length(exact) == exact
+    text = "é" * 3000 + "€" * 3000  # 6,000 + 9,000 bytes
+    out = limit_output_length(text)
+    head, _, rest = out.partition("\n[... output limited to 10000 bytes; ")
+    count, _, tail = rest.partition(" interior bytes omitted ...]\n")
+    assert head == "é" * 2500  # 5,000 bytes: cut between characters
+    assert tail == "€" * 1666  # 4,998 bytes: the half character at the cut is dropped
+    assert int(count) == 15_000 - 5000 - 4998
+    assert limit_output_length("€" * 4000, max_bytes=100).count("€") == 16 + 16
+
+
+def test_find_new_content_follows_harbor():
+    prev = "root@x:/app# \n\n\n"
+    cur = "root@x:/app# ls\na b\nroot@x:/app# \n\n"
+    assert find_new_content(prev, cur) == cur  # one-line buffer: from where it occurs
+    prev2 = "root@x:/app# echo 1\n1\nroot@x:/app#\n\n"
+    cur2 = "root@x:/app# echo 1\n1\nroot@x:/app# echo 2\n2\nroot@x:/app#\n\n"
+    assert find_new_content(prev2, cur2) == "\nroot@x:/app# echo 2\n2\nroot@x:/app#\n\n"
+    assert find_new_content("gone\nlines", cur2) is None
+
+
+# -- the session ------------------------------------------------------------------------------
+
+
+async def test_start_shows_a_clean_prompt_and_first_then_new_output(term, sandbox):
+    first = await term.get_incremental_output()
+    assert first.startswith("Current Terminal Screen:\n")
+    lines = screen_lines(first.removeprefix("Current Terminal Screen:\n"))
+    assert len(lines) == 1 and lines[0].endswith("#"), first  # just the prompt: no setup visible
+    full = await term.capture(full_history=True)
+    assert screen_lines(full) == lines and "ttgen" not in full
+    # Nothing of the setup is left in the shell's history, environment or /tmp either.
+    await term.send_keys("history | grep -c 'hook[.]sh'; env | grep -c TTGEN_\n", wait_sec=5)
+    out = await term.get_incremental_output()
+    # The previous capture was one line (the prompt): Harbor's rule gives the whole buffer.
+    assert out.startswith("New Terminal Output:\nroot@"), out
+    assert screen_lines(out)[2:4] == ["0", "0"], out
+    assert "ttgen" not in await sh(sandbox, "ls -a /tmp")
+
+    await term.send_keys("echo one; echo two\n", wait_sec=5)
+    out = await term.get_incremental_output()
+    body = screen_lines(out.removeprefix("New Terminal Output:\n"))
+    # From the newline before the previous capture's last line (the prompt) on.
+    assert out.startswith("New Terminal Output:\n\nroot@"), out
+    assert body[0].endswith("# echo one; echo two") and body[1:3] == ["one", "two"]
+    assert len(body) == 4 and body[3].endswith("#")  # only the new lines and the new prompt
+    # Nothing happened since: as in Harbor, just the last line again (the prompt).
+    again = await term.get_incremental_output()
+    assert again.startswith("New Terminal Output:\n\nroot@"), again
+    assert screen_lines(again) == ["New Terminal Output:", body[3]]
+    # The previous capture cannot be found once the screen is cleared: the visible screen.
+    await term.send_keys("clear\n", wait_sec=5)
+    await term.send_keys("echo fresh\n", wait_sec=5)
+    cleared = await term.get_incremental_output()
+    assert cleared.startswith("Current Terminal Screen:\n"), cleared
+    assert screen_lines(cleared)[2:] == ["fresh", body[3]], cleared
+    assert await term.is_alive()
+
+
+async def test_keys_arrive_exactly(term, sandbox):
+    text = "-n a;b 'q' \"dq\" $HOME \\back\\slash \ttab ünïcødé → 😀 \\;"
+    await term.send_keys("cat > /tmp/keys.txt\n", wait_sec=0.3)
+    await term.send_keys(text, wait_sec=0)
+    await term.send_keys("\n", wait_sec=0)
+    await term.send_keys("tail;", wait_sec=0)
+    await term.send_keys("C-d", wait_sec=0)  # hands "tail;" to cat
+    await term.send_keys("C-d", wait_sec=5)  # end of input: cat exits, the prompt is back
+    got = (await sandbox.read_file("/tmp/keys.txt")).decode()
+    assert got == text + "\n" + "tail;"
+    # A keystroke string that starts with a dash is typed, not taken as a tmux option.
+    await term.send_keys("-x", wait_sec=0)
+    await term.send_keys("C-u", wait_sec=0)
+    await term.send_keys("echo done\n", wait_sec=5)
+    assert "done" in await term.get_incremental_output()
+
+
+async def test_ctrl_c_interrupts_and_ends_the_wait(term):
+    r = await term.send_keys("sleep 100\n", wait_sec=0.5)
+    assert not r.ended_early and r.waited_sec >= 0.5
+    r = await term.send_keys("C-c", wait_sec=10)
+    assert r.ended_early and r.waited_sec < 2
+    await term.send_keys("echo back\n", wait_sec=5)
+    out = await term.get_incremental_output()
+    assert "^C" in out and "back" in out
+
+
+async def test_a_cancelled_wait_leaves_early_completion_working(term):
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(term.send_keys("sleep 100\n", wait_sec=30), 0.3)
+    r = await term.send_keys("C-c", wait_sec=10)
+    assert r.ended_early and r.waited_sec < 2, r
+    r = await term.send_keys("echo ok\n", wait_sec=10)
+    assert r.ended_early and r.waited_sec < 1, r
+
+
+async def test_big_heredoc_arrives_intact(term, sandbox):
+    rng = random.Random(7)
+    alphabet = string.ascii_letters + string.digits + " -_;:'\"$`\\!#(){}[]<>|&*?~=+,.é→"
+    body = "".join(
+        "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 150))) + "\n"
+        for _ in range(1400)
+    )
+    assert len(body.encode()) > 100_000
+    keys = f"cat > /tmp/big.txt <<'EOF'\n{body}EOF\n"
+    r = await term.send_keys(keys, wait_sec=30)
+    assert r.ended_early  # the heredoc ended and the shell came back to its prompt
+    digest = (await sh(sandbox, "sha256sum /tmp/big.txt")).split()[0]
+    assert digest == hashlib.sha256(body.encode()).hexdigest()
+    await term.send_keys("echo after-heredoc\n", wait_sec=5)
+    assert "after-heredoc" in await term.get_incremental_output()
+
+
+async def test_early_completion_returns_when_the_prompt_is_back(term):
+    r = await term.send_keys("ls /\n", wait_sec=10)
+    assert r.ended_early and r.waited_sec < 1, r
+    r = await term.send_keys("sleep 2\n", wait_sec=10)
+    assert r.ended_early and 2 <= r.waited_sec < 3, r
+    r = await term.send_keys("sleep 5\n", wait_sec=1)
+    assert not r.ended_early and 1 <= r.waited_sec < 1.3, r
+    # Typed while `sleep 5` runs: the prompt after the sleep must not end this wait, only the
+    # one after `echo`.
+    r = await term.send_keys("echo typed-ahead\n", wait_sec=10)
+    assert r.ended_early and 3 < r.waited_sec < 5, r
+    last = screen_lines(await term.capture(full_history=False))[-3:]
+    assert last[0].endswith("# echo typed-ahead") and last[1] == "typed-ahead", last
+    assert last[2].endswith("#"), last  # the command ran and the prompt is back
+
+
+async def test_keys_that_bring_no_prompt_wait_the_full_time(term):
+    r = await term.send_keys("python3\n", wait_sec=1.5)
+    assert not r.ended_early and r.waited_sec >= 1.5, r
+    r = await term.send_keys("print(6 * 7)\n", wait_sec=1)
+    assert not r.ended_early and r.waited_sec >= 1, r
+    assert "42" in await term.get_incremental_output()
+    r = await term.send_keys("exit()\n", wait_sec=10)
+    assert r.ended_early and r.waited_sec < 1, r
+    r = await term.send_keys("echo no-enter", wait_sec=1)  # typed at the prompt, not run
+    assert not r.ended_early and r.waited_sec >= 1, r
+
+
+async def test_strict_mode_always_waits_and_leaves_no_hook(sandbox):
+    term = TmuxSession(sandbox, early_completion=False)
+    await term.start()
+    try:
+        screen = await term.get_incremental_output()
+        assert len(screen_lines(screen)) == 2, screen  # the header and the prompt
+        t0 = time.monotonic()
+        r = await term.send_keys("echo strict\n", wait_sec=1)
+        assert not r.ended_early and time.monotonic() - t0 >= 1
+        await term.send_keys('echo "pc=[${PROMPT_COMMAND-unset}]"\n', wait_sec=0.5)
+        assert "pc=[unset]" in await term.get_incremental_output()
+    finally:
+        await term.stop()
+    assert not (await sandbox.exec("tmux has-session -t terminus-2")).ok
+
+
+async def test_runs_as_the_given_user(sandbox):
+    term = TmuxSession(sandbox, user="nobody")
+    await term.start()
+    try:
+        r = await term.send_keys("id -un\n", wait_sec=5)
+        assert r.ended_early
+        assert screen_lines(await term.get_incremental_output())[2] == "nobody"
+        # The pane log's folder belongs to root: the file was made for the user.
+        assert "nobody" in await sh(sandbox, "stat -c %U /logs/agent/terminus_2.pane")
+    finally:
+        await term.stop()
+
+
+async def test_scrollback_keeps_more_than_2000_lines_and_pane_log_records(term, sandbox):
+    await term.get_incremental_output()
+    r = await term.send_keys("seq 1 3000 | sed 's/^/line-/'\n", wait_sec=10)
+    assert r.ended_early
+    full = await term.capture(full_history=True)
+    assert "\nline-1\n" in full and "\nline-3000\n" in full
+    out = await term.get_incremental_output()
+    assert out.startswith("New Terminal Output:\n") and "line-1\n" in out and "line-3000" in out
+    assert len(limit_output_length(out).encode()) < 10_200
+    log = (await sandbox.read_file("/logs/agent/terminus_2.pane")).decode(errors="replace")
+    assert "line-2999" in log
+
+
+async def test_missing_tmux_is_a_clear_error(sandbox):
+    term = TmuxSession(sandbox)
+    await sandbox.exec("mv /usr/bin/tmux /usr/bin/tmux.off", user="root")
+    with pytest.raises(AgentError, match="tmux is not installed"):
+        await term.start()
+    assert not term.started
