@@ -327,3 +327,19 @@ def test_rollout_skips_invalid_tasks_naming_the_file(docker_ready, runner, tmp_p
     assert json.loads((tmp_path / "j" / "result.json").read_text())["skipped_tasks"][0][
         "path"
     ].endswith("broken")
+
+
+def test_rollout_terminus_2_needs_a_model_and_endpoint(runner, tmp_path):
+    task = write_task(tmp_path / "t")
+    res = runner.invoke(
+        app, ["rollout", str(task), "-a", "terminus-2", "--out", str(tmp_path / "j")]
+    )
+    assert res.exit_code == 2
+    assert "model" in res.stderr
+    res = runner.invoke(
+        app, ["rollout", str(task), "-a", "terminus-2", "--model", "m", "--base-url", "localhost",
+              "--out", str(tmp_path / "j")],
+    )  # fmt: skip
+    assert res.exit_code == 2
+    assert "base_url" in res.stderr or "http" in res.stderr
+    assert not (tmp_path / "j").exists()  # nothing started

@@ -610,6 +610,19 @@ def rollout(
         list[str] | None,
         typer.Option("--ak", help="Agent option KEY=VALUE (VALUE parsed as JSON when it is)."),
     ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model name for LLM agents (terminus-2).")
+    ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1."),
+    ] = None,
+    strict_timing: Annotated[
+        bool,
+        typer.Option(
+            help="terminus-2: always wait each command's full duration (no early completion)."
+        ),
+    ] = False,
     retries: Retries = 2,
     keep_errors: KeepErrors = False,
     timeout_multiplier: TimeoutMultiplier = 1.0,
@@ -646,7 +659,20 @@ def rollout(
         found = find_tasks(paths)
     except TtgenError as exc:
         raise _fail(str(exc)) from None
-    spec = AgentSpec(name=agent, kwargs=_kv(agent_kwargs, "--ak", parse_json=True))
+    kwargs = _kv(agent_kwargs, "--ak", parse_json=True)
+    if model is not None:
+        kwargs["model"] = model
+    if base_url is not None:
+        kwargs["base_url"] = base_url
+    if strict_timing:
+        kwargs["strict_timing"] = True
+    try:  # bad agent options fail here, not once per trial
+        from ttgen.agents import create_agent
+
+        create_agent(agent, **kwargs)
+    except (TtgenError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    spec = AgentSpec(name=agent, kwargs=kwargs)
     options = _job_options(
         concurrency,
         retries,

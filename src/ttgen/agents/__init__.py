@@ -13,6 +13,7 @@ from ttgen.errors import ConfigError
 AGENTS: dict[str, str] = {
     "nop": "ttgen.agents.nop:NopAgent",
     "oracle": "ttgen.agents.oracle:OracleAgent",
+    "terminus-2": "ttgen.agents.terminus2.agent:Terminus2Agent",
 }
 
 

@@ -1,0 +1,279 @@
+"""The Terminus 2 agent loop: the teacher model drives a tmux session through JSON actions.
+
+Turn by turn, as in Harbor's Terminus 2:
+  1. the first user message is the whole prompt template with the instruction and the initial
+     screen (no system message);
+  2. the model answers; a parse error executes nothing and the next user message is the
+     "Previous response had parsing errors" feedback; warnings are prefixed to the next
+     observation;
+  3. each command's keystrokes go to tmux, then the loop waits min(duration, 60) s (ending early
+     when the shell is back at its prompt, unless strict timing);
+  4. the observation is the incremental terminal output, cut to 10,000 bytes middle-out;
+  5. `task_complete` needs two consecutive confirmations.
+
+Outputs in the trial's agent/ folder, rewritten after every turn (a timeout loses nothing):
+messages.json (the exact conversation: the SFT rows; assistant turns carry the reasoning as
+<think>), trajectory.json (ATIF, Terminus 2 mapping), and the pane log terminus_2.pane.
+Not yet here: context summarization and the XML action format.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ttgen.agents.base import AgentContext, ModelInfo
+from ttgen.agents.terminus2.parser import parse_json_response
+from ttgen.agents.terminus2.prompts import (
+    DEFAULT_TEMPLATE,
+    WARNINGS_PREFIX,
+    completion_message,
+    parse_error_message,
+    render_prompt,
+)
+from ttgen.agents.terminus2.tmux import TmuxSession, limit_output_length
+from ttgen.errors import AgentError, ConfigError
+from ttgen.llm import ContextLengthExceededError, LLMClient, LLMConfig, LLMResponse
+from ttgen.sandbox.base import Sandbox
+
+VERSION = "2.0.0"
+MAX_COMMAND_WAIT_SEC = 60.0
+PANE_LOG = "/logs/agent/terminus_2.pane"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class Terminus2Agent:
+    name: ClassVar[str] = "terminus-2"
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        base_url: str,
+        api_key: str | None = None,
+        temperature: float | None = 0.7,
+        top_p: float | None = None,
+        max_tokens: int | None = None,
+        extra_body: dict[str, Any] | None = None,
+        template: str = DEFAULT_TEMPLATE,
+        max_turns: int = 1_000_000,
+        strict_timing: bool = False,
+        pane_width: int = 160,
+        pane_height: int = 40,
+        max_concurrency: int = 64,
+        timeout_sec: float = 600.0,
+        max_retries: int = 6,
+        price_input_per_mtok: float | None = None,
+        price_output_per_mtok: float | None = None,
+        model_provider: str | None = None,
+    ) -> None:
+        if template not in ("json", "json-2025"):
+            raise ConfigError(f"terminus-2: template {template!r} is not supported yet (json only)")
+        config: dict[str, Any] = {
+            "model": model,
+            "base_url": base_url,
+            "temperature": temperature,
+            "top_p": top_p,
+            "max_tokens": max_tokens,
+            "extra_body": extra_body or {},
+            "max_concurrency": max_concurrency,
+            "timeout_sec": timeout_sec,
+            "max_retries": max_retries,
+            "price_input_per_mtok": price_input_per_mtok,
+            "price_output_per_mtok": price_output_per_mtok,
+        }
+        if api_key is not None:
+            config["api_key"] = api_key
+        self.llm_config = LLMConfig(**config)
+        self.template = template
+        self.max_turns = max_turns
+        self.strict_timing = strict_timing
+        self.pane = (pane_width, pane_height)
+        self.provider = model_provider
+        self.tmux: TmuxSession | None = None
+
+    def version(self) -> str:
+        return VERSION
+
+    def model_info(self) -> ModelInfo | None:
+        return ModelInfo(self.llm_config.model, self.provider)
+
+    async def setup(self, sandbox: Sandbox, ctx: AgentContext) -> None:
+        self.tmux = TmuxSession(
+            sandbox,
+            width=self.pane[0],
+            height=self.pane[1],
+            user=ctx.user,
+            pane_log=PANE_LOG,
+            early_completion=not self.strict_timing,
+        )
+        await self.tmux.start()
+
+    async def run(self, instruction: str, sandbox: Sandbox, ctx: AgentContext) -> None:
+        if self.tmux is None:
+            raise AgentError("terminus-2: run() before setup()")
+        run = _Run(self, instruction, ctx)
+        async with LLMClient(self.llm_config) as llm:
+            try:
+                await run.loop(llm, self.tmux)
+            finally:
+                run.flush()
+
+
+class _Run:
+    """One trajectory: the message list, ATIF steps and counters, flushed after every turn."""
+
+    def __init__(self, agent: Terminus2Agent, instruction: str, ctx: AgentContext) -> None:
+        self.agent = agent
+        self.instruction = instruction
+        self.ctx = ctx
+        self.messages: list[dict[str, str]] = []  # what the model saw and said (SFT row)
+        self.chat: list[dict[str, str]] = []  # what is sent (no reasoning in past turns)
+        self.steps: list[dict[str, Any]] = []
+        self.trajectory_id = str(uuid.uuid4())
+        self.request_ms: list[float] = []
+        self.n_turns = 0
+        self.ended = "running"
+
+    async def loop(self, llm: LLMClient, tmux: TmuxSession) -> None:
+        initial = limit_output_length(await tmux.get_incremental_output())
+        prompt = render_prompt(self.instruction, initial, self.agent.template)
+        self.steps.append({"step_id": 1, "timestamp": _now(), "source": "user", "message": prompt})
+        pending_completion = False
+        while self.n_turns < self.agent.max_turns:
+            if not await tmux.is_alive():
+                self.ended = "tmux_session_ended"
+                return
+            self.messages.append({"role": "user", "content": prompt})
+            self.chat.append({"role": "user", "content": prompt})
+            try:
+                response = await llm.chat(self.chat)
+            except ContextLengthExceededError as exc:
+                # Without summarization the trajectory ends here; the verifier scores the work.
+                self.messages.pop()
+                self.chat.pop()
+                self.ended = "context_length_exceeded"
+                self.ctx.metadata["context_length_error"] = str(exc)[:500]
+                return
+            self.n_turns += 1
+            self._account(response)
+            self.messages.append({"role": "assistant", "content": response.text_with_reasoning})
+            self.chat.append({"role": "assistant", "content": response.content})
+            parsed = parse_json_response(response.content)
+            step: dict[str, Any] = {
+                "step_id": len(self.steps) + 1,
+                "timestamp": _now(),
+                "source": "agent",
+                "model_name": self.agent.llm_config.model,
+                "message": response.content,
+                "metrics": {
+                    "prompt_tokens": response.usage.prompt_tokens,
+                    "completion_tokens": response.usage.completion_tokens,
+                    "cached_tokens": response.usage.cached_tokens,
+                    "cost_usd": response.cost_usd,
+                    "extra": {"latency_sec": round(response.latency_sec, 4)},
+                },
+            }
+            if response.reasoning:
+                step["reasoning_content"] = response.reasoning
+            self.steps.append(step)
+            if parsed.error:
+                prompt = parse_error_message(parsed.error, parsed.warning_text)
+                step["observation"] = {"results": [{"content": prompt}]}
+                self.flush()
+                continue
+            calls = [
+                {
+                    "tool_call_id": f"call_{self.n_turns}_{i}",
+                    "function_name": "bash_command",
+                    "arguments": {"keystrokes": c.keystrokes, "duration": c.duration},
+                }
+                for i, c in enumerate(parsed.commands, start=1)
+            ]
+            if parsed.task_complete:
+                calls.append({"tool_call_id": f"call_{self.n_turns}_task_complete",
+                              "function_name": "mark_task_complete", "arguments": {}})  # fmt: skip
+            step["tool_calls"] = calls
+            waited = 0.0
+            for command in parsed.commands:
+                res = await tmux.send_keys(
+                    command.keystrokes, wait_sec=command.duration, max_wait_sec=MAX_COMMAND_WAIT_SEC
+                )
+                waited += res.waited_sec
+            step["metrics"]["extra"]["command_wait_sec"] = round(waited, 3)
+            output = limit_output_length(await tmux.get_incremental_output())
+            if parsed.task_complete:
+                if pending_completion:
+                    step["observation"] = {"results": [{"content": output}]}
+                    self.ended = "task_complete"
+                    self.ctx.metadata["task_complete"] = True
+                    return
+                pending_completion = True
+                prompt = completion_message(output)
+            else:
+                pending_completion = False
+                prompt = output
+            if parsed.warnings:
+                prompt = WARNINGS_PREFIX.format(warnings=parsed.warning_text) + prompt
+            step["observation"] = {"results": [{"content": prompt}]}
+            self.flush()
+        self.ended = "max_turns"
+
+    def _account(self, r: LLMResponse) -> None:
+        self.ctx.add_usage(
+            input_tokens=r.usage.prompt_tokens,
+            output_tokens=r.usage.completion_tokens,
+            cache_tokens=r.usage.cached_tokens,
+            cost_usd=r.cost_usd,
+        )
+        self.request_ms.append(round(r.latency_sec * 1000, 1))
+
+    def flush(self) -> None:
+        ctx, agent = self.ctx, self.agent
+        ctx.metadata.update(
+            n_episodes=self.n_turns,
+            api_request_times_msec=self.request_ms,
+            summarization_count=0,
+            ended=self.ended,
+            template=agent.template,
+            early_completion=not agent.strict_timing,
+        )
+        logs: Path = ctx.logs_dir
+        _write(logs / "messages.json", self.messages)
+        costs = [s["metrics"]["cost_usd"] for s in self.steps if s.get("metrics")]
+        trajectory = {
+            "schema_version": "ATIF-v1.5",
+            "session_id": ctx.trial_name or self.trajectory_id,
+            "trajectory_id": self.trajectory_id,
+            "agent": {
+                "name": agent.name,
+                "version": VERSION,
+                "model_name": agent.llm_config.model,
+                "extra": {"template": agent.template, "strict_timing": agent.strict_timing},
+            },
+            "steps": self.steps,
+            "final_metrics": {
+                "total_prompt_tokens": ctx.n_input_tokens,
+                "total_completion_tokens": ctx.n_output_tokens,
+                "total_cached_tokens": ctx.n_cache_tokens,
+                "total_cost_usd": sum(c for c in costs if c is not None)
+                if any(c is not None for c in costs)
+                else None,
+                "total_steps": len(self.steps),
+                "extra": {"ended": self.ended},
+            },
+        }
+        _write(logs / "trajectory.json", trajectory)
+
+
+def _write(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{time.monotonic_ns()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(path)
