@@ -354,18 +354,7 @@ class Job:
                     continue
                 history = [
                     *prev.retries,
-                    RetryRecord(
-                        outcome=prev.outcome,
-                        exception_type=prev.exception_info.exception_type
-                        if prev.exception_info
-                        else None,
-                        exception_message=prev.exception_info.exception_message
-                        if prev.exception_info
-                        else None,
-                        started_at=prev.started_at,
-                        finished_at=prev.finished_at,
-                        previous_job_run=True,
-                    ),
+                    RetryRecord.of(prev, previous_job_run=True),
                 ]
                 pending.append((spec, history))
             else:
@@ -427,19 +416,7 @@ class Job:
                 if result.outcome in RETRYABLE_OUTCOMES and n < opts.retries:
                     if result.outcome == Outcome.BUILD_ERROR and key in self._build_failures:
                         break  # failed fast on a build already known to fail: nothing to retry
-                    history.append(
-                        RetryRecord(
-                            outcome=result.outcome,
-                            exception_type=result.exception_info.exception_type
-                            if result.exception_info
-                            else None,
-                            exception_message=result.exception_info.exception_message
-                            if result.exception_info
-                            else None,
-                            started_at=result.started_at,
-                            finished_at=result.finished_at,
-                        )
-                    )
+                    history.append(RetryRecord.of(result))
                     wait = min(opts.retry_max_wait_sec, opts.retry_min_wait_sec * 2**n)
                     wait *= random.uniform(0.5, 1.0)
                     self._log(

@@ -139,6 +139,18 @@ class RetryRecord(_Model):
     finished_at: datetime | None = None
     previous_job_run: bool = False  # True when it came from an earlier run of the job
 
+    @classmethod
+    def of(cls, result: TrialResult, *, previous_job_run: bool = False) -> RetryRecord:
+        info = result.exception_info
+        return cls(
+            outcome=result.outcome,
+            exception_type=info.exception_type if info else None,
+            exception_message=info.exception_message if info else None,
+            started_at=result.started_at,
+            finished_at=result.finished_at,
+            previous_job_run=previous_job_run,
+        )
+
 
 class EnvironmentInfo(_Model):
     image: str | None = None
