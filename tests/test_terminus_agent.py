@@ -114,3 +114,33 @@ async def test_llm_outage_is_an_llm_error_not_a_model_failure(
     assert result.outcome == Outcome.LLM_ERROR
     assert result.verifier_result is None
     assert await job_containers(job_name) == []
+
+
+async def test_xml_template_end_to_end(backend, job_name, make_task, tmp_path):
+    def xml(keys: str, complete: bool = False) -> str:
+        cmds = f'<keystrokes duration="0.5">{keys}</keystrokes>\n' if keys else ""
+        done = "<task_complete>true</task_complete>\n" if complete else ""
+        return (f"<response>\n<analysis>a</analysis>\n<plan>p</plan>\n<commands>\n{cmds}"
+                f"</commands>\n{done}</response>")  # fmt: skip
+
+    script = [xml("echo Hello > /app/hello.txt && echo '<ok>'\n"), "nonsense",
+              xml("", complete=True), xml("", complete=True)]  # fmt: skip
+    async with ScriptedLLMServer(script) as server:
+        spec = TrialSpec(
+            task=hello_task(make_task),
+            trial_name="xml__0",
+            agent=AgentSpec(name="terminus-2", kwargs={
+                "model": "teacher", "base_url": server.base_url, "api_key": "k",
+                "template": "xml", "temperature": None,
+            }),
+        )  # fmt: skip
+        result = await Trial(spec, backend, tmp_path / "t", job_id=job_name).run()
+    assert result.outcome == Outcome.PASSED, result.exception_info
+    messages = json.loads((tmp_path / "t" / "agent" / "messages.json").read_text())
+    assert messages[0]["content"].startswith(template_text("xml").split("{instruction}")[0])
+    assert "<ok>" in messages[2]["content"]  # keystrokes were sent raw
+    assert messages[4]["content"] == (
+        "Previous response had parsing errors:\nERROR: No <response> tag found\n\n"
+        "Please fix these issues and provide a proper response."
+    )
+    assert "temperature" not in server.requests[0].body  # None = the server's default

@@ -138,3 +138,74 @@ def test_braces_inside_strings_do_not_confuse_extraction():
     r = parse_json_response(text)
     assert not r.error
     assert r.commands[0].keystrokes == 'echo "}"\n'
+
+
+# -- XML ----------------------------------------------------------------------------------------
+
+from ttgen.agents.terminus2.parser import EMPTY_COMMANDS_WARNING, parse_xml_response  # noqa: E402
+
+XML_GOOD = """<response>
+<analysis>Nothing yet.</analysis>
+<plan>List and enter.</plan>
+<commands>
+<keystrokes duration="0.1">ls -la
+</keystrokes>
+<keystrokes duration="0.5">cat <<'EOF' > a && echo "$x" | grep '<b>'
+EOF
+</keystrokes>
+</commands>
+</response>"""
+
+
+def test_xml_well_formed_keeps_keystrokes_raw():
+    r = parse_xml_response(XML_GOOD)
+    assert not r.error and not r.warnings
+    assert [(c.keystrokes, c.duration) for c in r.commands] == [
+        ("ls -la\n", 0.1),
+        ("cat <<'EOF' > a && echo \"$x\" | grep '<b>'\nEOF\n", 0.5),
+    ]
+    assert (r.analysis, r.plan, r.task_complete) == ("Nothing yet.", "List and enter.", False)
+
+
+def test_xml_errors_and_warnings():
+    assert parse_xml_response("just text").error == "No <response> tag found"
+    r = parse_xml_response("<response><analysis>a</analysis><plan>p</plan></response>")
+    assert r.error == "Missing <commands> section" and "Missing <commands> section" in r.warnings
+    r = parse_xml_response(
+        "Here:\n<response><plan>p</plan><analysis>a</analysis><commands>"
+        "<keystrokes duration=2 wait='1'>ls</keystrokes><keystrokes>&amp;&amp;\n</keystrokes>"
+        "</commands><extra/></response>\nthanks"
+    )
+    assert not r.error
+    assert r.warnings[:2] == [
+        "Extra text detected before <response> tag", "Extra text detected after </response> tag"
+    ]  # fmt: skip
+    joined = "\n".join(r.warnings)
+    for part in (
+        "Unknown tag found: <extra>",
+        "Sections appear in wrong order. Found: plan → analysis → commands",
+        "Command 1: Attribute 'duration' value should be quoted: duration=\"2\"",
+        "Command 1: Use double quotes for attribute 'wait'",
+        "Command 1: Unknown attribute 'wait' - known attributes are: duration",
+        "Command 2: Missing duration attribute, using default 1.0",
+        "Command 1 should end with newline when followed by another command.",
+        "Warning: &amp; is read verbatim and not converted to &.",
+    ):
+        assert part in joined, part
+    assert r.commands[1].keystrokes == "&amp;&amp;\n"  # never unescaped
+
+
+def test_xml_task_complete_and_empty_commands():
+    base = "<response><analysis>a</analysis><plan>p</plan><commands></commands>{tc}</response>"
+    assert parse_xml_response(base.format(tc="<task_complete>true</task_complete>")).task_complete
+    for tc in ("<task_complete/>", "<task_complete></task_complete>",
+               "<task_complete>false</task_complete>", ""):  # fmt: skip
+        r = parse_xml_response(base.format(tc=tc))
+        assert not r.task_complete and r.warnings == [EMPTY_COMMANDS_WARNING], tc
+
+
+def test_parse_error_feedback_names_the_format():
+    assert parse_error_message("x", template="xml").endswith("provide a proper response.")
+    assert parse_error_message("x", "- w").endswith(
+        "ERROR: x\nWARNINGS: - w\n\nPlease fix these issues and provide a proper JSON response."
+    )

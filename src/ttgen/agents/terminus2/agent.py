@@ -14,7 +14,7 @@ Turn by turn, as in Harbor's Terminus 2:
 Outputs in the trial's agent/ folder, rewritten after every turn (a timeout loses nothing):
 messages.json (the exact conversation: the SFT rows; assistant turns carry the reasoning as
 <think>), trajectory.json (ATIF, Terminus 2 mapping), and the pane log terminus_2.pane.
-Not yet here: context summarization and the XML action format.
+Not yet here: context summarization.
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ttgen.agents.base import AgentContext, ModelInfo
-from ttgen.agents.terminus2.parser import parse_json_response
+from ttgen.agents.terminus2.parser import parse_json_response, parse_xml_response
 from ttgen.agents.terminus2.prompts import (
     DEFAULT_TEMPLATE,
+    TEMPLATES,
     WARNINGS_PREFIX,
     completion_message,
     parse_error_message,
@@ -74,8 +75,10 @@ class Terminus2Agent:
         price_output_per_mtok: float | None = None,
         model_provider: str | None = None,
     ) -> None:
-        if template not in ("json", "json-2025"):
-            raise ConfigError(f"terminus-2: template {template!r} is not supported yet (json only)")
+        if template not in TEMPLATES:
+            raise ConfigError(
+                f"terminus-2: unknown template {template!r}; use one of {sorted(TEMPLATES)}"
+            )
         config: dict[str, Any] = {
             "model": model,
             "base_url": base_url,
@@ -166,7 +169,8 @@ class _Run:
             self._account(response)
             self.messages.append({"role": "assistant", "content": response.text_with_reasoning})
             self.chat.append({"role": "assistant", "content": response.content})
-            parsed = parse_json_response(response.content)
+            parse = parse_xml_response if self.agent.template == "xml" else parse_json_response
+            parsed = parse(response.content)
             step: dict[str, Any] = {
                 "step_id": len(self.steps) + 1,
                 "timestamp": _now(),
@@ -185,7 +189,7 @@ class _Run:
                 step["reasoning_content"] = response.reasoning
             self.steps.append(step)
             if parsed.error:
-                prompt = parse_error_message(parsed.error, parsed.warning_text)
+                prompt = parse_error_message(parsed.error, parsed.warning_text, self.agent.template)
                 step["observation"] = {"results": [{"content": prompt}]}
                 self.flush()
                 continue

@@ -203,3 +203,159 @@ def parse_json_response(text: str) -> ParseResult:
             )
             return repaired
     return result
+
+
+# -- XML (terminus-xml-plain) ---------------------------------------------------------------------
+
+XML_SECTIONS = ("analysis", "plan", "commands")
+_XML_KNOWN = (*XML_SECTIONS, "task_complete")
+_KEYSTROKES = re.compile(r"<keystrokes([^>]*)>(.*?)</keystrokes>", re.DOTALL)
+_ENTITIES = {"&lt;": "<", "&gt;": ">", "&amp;": "&", "&quot;": '"', "&apos;": "'"}
+EMPTY_COMMANDS_WARNING = (
+    "Commands section is empty; not taking any action. If you want to wait a specific amount of "
+    "time please use `sleep`, but if you're waiting for a command to finish then continue to wait."
+)
+
+
+def _section(content: str, name: str) -> str | None:
+    m = re.search(rf"<{name}>(.*?)</{name}>", content, re.DOTALL)
+    if m:
+        return m.group(1).strip()
+    if re.search(rf"<{name}\s*/>", content) or f"<{name}></{name}>" in content:
+        return ""
+    return None
+
+
+def _top_level_tags(content: str) -> list[str]:
+    tags, depth, i = [], 0, 0
+    while True:
+        i = content.find("<", i)
+        if i == -1:
+            return tags
+        end = content.find(">", i)
+        if end == -1:
+            return tags
+        inner = content[i + 1 : end]
+        i = end + 1
+        if not inner or inner[0] in "!?":
+            continue
+        if inner.startswith("/"):
+            depth -= 1
+            continue
+        name = inner.split()[0].rstrip("/") if inner.split() else inner
+        if depth == 0:
+            tags.append(name)
+        if not inner.endswith("/"):
+            depth += 1
+
+
+def _attribute_warnings(attrs: str, n: int, warnings: list[str]) -> None:
+    for name, value in re.findall(r"(\w+)\s*=\s*([^\"'\s>]+)", attrs):
+        warnings.append(
+            f"Command {n}: Attribute '{name}' value should be quoted: {name}=\"{value}\""
+        )
+    for name, value in re.findall(r"(\w+)\s*=\s*'([^']*)'", attrs):
+        warnings.append(
+            f"Command {n}: Use double quotes for attribute '{name}': {name}=\"{value}\""
+        )
+    for name in re.findall(r"(\w+)\s*=", attrs):
+        if name != "duration":
+            warnings.append(
+                f"Command {n}: Unknown attribute '{name}' - known attributes are: duration"
+            )
+
+
+def _xml_commands(section: str, warnings: list[str]) -> list[Command]:
+    found = _KEYSTROKES.findall(section)
+    out = []
+    for n, (attrs, keys) in enumerate(found, start=1):
+        _attribute_warnings(attrs, n, warnings)
+        duration = 1.0
+        m = re.search(r"duration\s*=\s*[\"']([^\"']*)[\"']", attrs)
+        if m is None:
+            warnings.append(f"Command {n}: Missing duration attribute, using default 1.0")
+        else:
+            try:
+                duration = float(m.group(1))
+            except ValueError:
+                warnings.append(
+                    f"Command {n}: Invalid duration value '{m.group(1)}', using default 1.0"
+                )
+        if n < len(found) and not keys.endswith("\n"):
+            warnings.append(
+                f"Command {n} should end with newline when followed by another command. "
+                "Otherwise the two commands will be concatenated together on the same line."
+            )
+        out.append(Command(keys, duration))
+    for entity, char in _ENTITIES.items():
+        if entity in section:
+            warnings.append(
+                f"Warning: {entity} is read verbatim and not converted to {char}. NEVER USE "
+                f"{entity}, unless you want these exact characters to appear directly in the output."
+            )
+    if "\\r\\n" in section:
+        warnings.append(
+            "Warning: \\r\\n line endings are not necessary - use \\n instead for simpler output"
+        )
+    return out
+
+
+def parse_xml_response(text: str) -> ParseResult:
+    """Parse a terminus-xml-plain response (`<response>` with analysis, plan, commands)."""
+    warnings: list[str] = []
+    start = text.find("<response>")
+    if start == -1:
+        return ParseResult(error="No <response> tag found")
+    if text[:start].strip():
+        warnings.append("Extra text detected before <response> tag")
+    end = text.find("</response>", start)
+    if end != -1 and text[end + len("</response>") :].strip():
+        warnings.append("Extra text detected after </response> tag")
+        count = text.count("<response>")
+        if count > 1:
+            warnings.append(
+                f"IMPORTANT: Only issue one <response> block at a time. You issued {count} and "
+                "only the first was executed."
+            )
+    body = text[start + len("<response>") : end if end != -1 else len(text)].strip()
+    complete = bool(re.search(r"<task_complete>\s*true\s*</task_complete>", body, re.IGNORECASE))
+    sections = {name: _section(body, name) for name in _XML_KNOWN}
+    for name in XML_SECTIONS:
+        if sections[name] is None:
+            warnings.append(f"Missing <{name}> section")
+    for tag in dict.fromkeys(_top_level_tags(body)):
+        if tag not in _XML_KNOWN:
+            warnings.append(
+                f"Unknown tag found: <{tag}>, expected analysis/plan/commands/task_complete"
+            )
+    for name in _XML_KNOWN:
+        count = len(re.findall(rf"<{name}(?:\s|>|/>)", body))
+        if count > 1:
+            warnings.append(
+                f"IMPORTANT: Only issue one <commands> block at a time. You issued {count} and "
+                "only the first was executed."
+                if name == "commands"
+                else f"Multiple <{name}> sections found"
+            )
+    positions = []
+    for name in XML_SECTIONS:
+        m = re.search(rf"<{name}(?:\s|>|/>)", body)
+        if m:
+            positions.append((m.start(), name))
+    actual = [n for _, n in sorted(positions)]
+    expected = [n for n in XML_SECTIONS if n in actual]
+    if len(actual) >= 2 and actual != expected:
+        warnings.append(
+            f"Sections appear in wrong order. Found: {' → '.join(actual)}, "
+            f"expected: {' → '.join(expected)}"
+        )
+    analysis, plan = sections["analysis"] or "", sections["plan"] or ""
+    commands_text = sections["commands"]
+    if not commands_text:
+        if commands_text is None and not complete:
+            return ParseResult([], False, "Missing <commands> section", warnings, analysis, plan)
+        if commands_text is not None and not complete:
+            warnings.append(EMPTY_COMMANDS_WARNING)
+        return ParseResult([], complete, "", warnings, analysis, plan)
+    return ParseResult(_xml_commands(commands_text, warnings), complete, "", warnings,
+                       analysis, plan)  # fmt: skip

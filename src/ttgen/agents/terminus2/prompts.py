@@ -27,8 +27,10 @@ COMPLETION_CONFIRMATION = (
 )
 PARSE_ERROR_FEEDBACK = (
     "Previous response had parsing errors:\nERROR: {error}{warnings}\n\n"
-    "Please fix these issues and provide a proper JSON response."
+    "Please fix these issues and provide a proper {response_type}."
 )
+# What the parse-error feedback asks for, per action format (Harbor's wording).
+RESPONSE_TYPE = {"json": "JSON response", "json-2025": "JSON response", "xml": "response"}
 WARNINGS_PREFIX = "Previous response had warnings:\nWARNINGS: {warnings}\n\n"
 
 
@@ -46,9 +48,13 @@ def render_prompt(instruction: str, terminal_state: str, template: str = DEFAULT
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template_text(template))
 
 
-def parse_error_message(error: str, warning_text: str = "") -> str:
+def parse_error_message(
+    error: str, warning_text: str = "", template: str = DEFAULT_TEMPLATE
+) -> str:
     warnings = f"\nWARNINGS: {warning_text}" if warning_text else ""
-    return PARSE_ERROR_FEEDBACK.format(error=error, warnings=warnings)
+    return PARSE_ERROR_FEEDBACK.format(
+        error=error, warnings=warnings, response_type=RESPONSE_TYPE[template]
+    )
 
 
 def completion_message(terminal_output: str) -> str:
