@@ -144,3 +144,93 @@ async def test_xml_template_end_to_end(backend, job_name, make_task, tmp_path):
         "Please fix these issues and provide a proper response."
     )
     assert "temperature" not in server.requests[0].body  # None = the server's default
+
+
+# -- context summarization ------------------------------------------------------------------
+
+
+def terminus(server, **kwargs) -> AgentSpec:
+    return AgentSpec(name="terminus-2", kwargs={
+        "model": "teacher", "base_url": server.base_url, "api_key": "k", **kwargs,
+    })  # fmt: skip
+
+
+async def test_passive_summarization_on_context_overflow(backend, job_name, make_task, tmp_path):
+    script = [
+        action([("echo Hello > /app/hello.txt\n", 0.5)]),
+        Error.vllm_context_length(),  # the next prompt does not fit
+        "SUMMARY: wrote the file.",
+        "Q1: is the file there?",
+        "A1: yes.",
+        action([], complete=True),
+        action([], complete=True),
+    ]
+    async with ScriptedLLMServer(script) as server:
+        spec = TrialSpec(task=hello_task(make_task), trial_name="p", agent=terminus(server))
+        result = await Trial(spec, backend, tmp_path / "t", job_id=job_name).run()
+        bodies = [r.body["messages"] for r in server.requests]
+    assert result.outcome == Outcome.PASSED, result.exception_info
+    assert result.agent_result.metadata["summarization_count"] == 1
+    # the three handoff calls, as Harbor makes them
+    assert bodies[2][-1]["content"].startswith(
+        "You are about to hand off your work to another AI agent.\n"
+        "            Please provide a comprehensive summary"
+    )
+    assert len(bodies[3]) == 1 and bodies[3][0]["content"].startswith(
+        "You are picking up work from a previous AI agent on this task:\n\n**Original Task:** "
+        "Create /app/hello.txt"
+    )
+    assert "**Summary from Previous Agent:**\nSUMMARY: wrote the file." in bodies[3][0]["content"]
+    assert bodies[4][-1]["content"] == (
+        "The next agent has a few questions for you, please answer each of them one by one in "
+        "detail:\n\nQ1: is the file there?"
+    )
+    assert bodies[4][-2] == {"role": "assistant", "content": "SUMMARY: wrote the file."}
+    # the new main context: first prompt, questions, then the handoff
+    assert [m["role"] for m in bodies[5]] == ["user", "user", "assistant", "user"]
+    assert bodies[5][3]["content"] == (
+        "Here are the answers the other agent provided.\n\nA1: yes.\n\nContinue working on this "
+        "task from where the previous agent left off. You can no longer ask questions. Please "
+        "follow the spec to interact with the terminal."
+    )
+    agent_dir = tmp_path / "t" / "agent"
+    messages = json.loads((agent_dir / "messages.json").read_text())
+    assert messages[:4] == [dict(m) for m in bodies[5]]
+    assert len(json.loads((agent_dir / "messages.ctx-1.json").read_text())) >= 2
+    for name in ("summary", "questions", "answers"):
+        assert (agent_dir / f"summarization-1-{name}.json").is_file()
+    traj = json.loads((agent_dir / "trajectory.json").read_text())
+    assert any(s["source"] == "system" for s in traj["steps"])
+
+
+async def test_proactive_summarization_below_the_free_token_threshold(
+    backend, job_name, make_task, tmp_path
+):
+    usage = {"prompt_tokens": 2900, "completion_tokens": 50, "total_tokens": 2950}
+    script = [
+        Reply(action([("echo Hello > /app/hello.txt\n", 0.5)]), usage=usage),
+        "SUMMARY", "QUESTIONS", "ANSWERS",
+        action([], complete=True), action([], complete=True),
+    ]  # fmt: skip
+    async with ScriptedLLMServer(script) as server:
+        spec = TrialSpec(task=hello_task(make_task), trial_name="p", agent=terminus(
+            server, context_window=4000, proactive_summarization_threshold=2000))  # fmt: skip
+        result = await Trial(spec, backend, tmp_path / "t", job_id=job_name).run()
+        bodies = [r.body["messages"] for r in server.requests]
+    assert result.outcome == Outcome.PASSED, result.exception_info
+    assert result.agent_result.metadata["summarization_count"] == 1
+    assert bodies[1][-1]["content"].startswith("You are about to hand off your work")
+    assert bodies[4][-1]["content"].startswith("Here are the answers the other agent provided.")
+
+
+async def test_context_overflow_without_summarization_ends_the_run_and_still_scores(
+    backend, job_name, make_task, tmp_path
+):
+    script = [action([("echo Hello > /app/hello.txt\n", 0.5)]), Error.openai_context_length()]
+    async with ScriptedLLMServer(script) as server:
+        spec = TrialSpec(task=hello_task(make_task), trial_name="p",
+                         agent=terminus(server, enable_summarize=False))  # fmt: skip
+        result = await Trial(spec, backend, tmp_path / "t", job_id=job_name).run()
+    assert result.outcome == Outcome.PASSED  # the verifier scored the work done before
+    assert result.agent_result.metadata["ended"] == "context_length_exceeded"
+    assert len(server.requests) == 2  # a context-length error is never retried

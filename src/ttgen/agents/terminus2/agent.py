@@ -14,7 +14,8 @@ Turn by turn, as in Harbor's Terminus 2:
 Outputs in the trial's agent/ folder, rewritten after every turn (a timeout loses nothing):
 messages.json (the exact conversation: the SFT rows; assistant turns carry the reasoning as
 <think>), trajectory.json (ATIF, Terminus 2 mapping), and the pane log terminus_2.pane.
-Not yet here: context summarization.
+Context summarization (summarize.py) keeps long trajectories going: each earlier context is
+kept as messages.ctx-N.json and the three handoff calls as summarization-N-*.json.
 """
 
 from __future__ import annotations
@@ -36,9 +37,29 @@ from ttgen.agents.terminus2.prompts import (
     parse_error_message,
     render_prompt,
 )
+from ttgen.agents.terminus2.summarize import (
+    ANSWERS_PROMPT,
+    DEFAULT_CONTEXT_WINDOW,
+    HANDOFF_PROMPT,
+    LAST_RESORT_HANDOFF,
+    PROACTIVE_THRESHOLD,
+    QUESTIONS_PROMPT,
+    SHORT_SUMMARY_HANDOFF,
+    SHORT_SUMMARY_PROMPT,
+    SUMMARY_PROMPT,
+    TECHNICAL_DIFFICULTIES,
+    estimate_tokens,
+    unwind,
+)
 from ttgen.agents.terminus2.tmux import TmuxSession, limit_output_length
-from ttgen.errors import AgentError, ConfigError
-from ttgen.llm import ContextLengthExceededError, LLMClient, LLMConfig, LLMResponse
+from ttgen.errors import AgentError, ConfigError, LLMError
+from ttgen.llm import (
+    ContextLengthExceededError,
+    LLMClient,
+    LLMConfig,
+    LLMResponse,
+    TokenUsage,
+)
 from ttgen.sandbox.base import Sandbox
 
 VERSION = "2.0.0"
@@ -74,6 +95,9 @@ class Terminus2Agent:
         price_input_per_mtok: float | None = None,
         price_output_per_mtok: float | None = None,
         model_provider: str | None = None,
+        enable_summarize: bool = True,
+        proactive_summarization_threshold: int = PROACTIVE_THRESHOLD,
+        context_window: int | None = None,
     ) -> None:
         if template not in TEMPLATES:
             raise ConfigError(
@@ -100,6 +124,9 @@ class Terminus2Agent:
         self.strict_timing = strict_timing
         self.pane = (pane_width, pane_height)
         self.provider = model_provider
+        self.enable_summarize = enable_summarize
+        self.proactive_threshold = proactive_summarization_threshold
+        self.context_window = context_window or DEFAULT_CONTEXT_WINDOW
         self.tmux: TmuxSession | None = None
 
     def version(self) -> str:
@@ -144,29 +171,38 @@ class _Run:
         self.request_ms: list[float] = []
         self.n_turns = 0
         self.ended = "running"
+        self.used_tokens = 0  # context size after the last call (prompt + completion tokens)
+        self.n_summaries = 0
+        self.tmux: TmuxSession | None = None
 
     async def loop(self, llm: LLMClient, tmux: TmuxSession) -> None:
         initial = limit_output_length(await tmux.get_incremental_output())
         prompt = render_prompt(self.instruction, initial, self.agent.template)
         self.steps.append({"step_id": 1, "timestamp": _now(), "source": "user", "message": prompt})
+        self.tmux = tmux
         pending_completion = False
         while self.n_turns < self.agent.max_turns:
             if not await tmux.is_alive():
                 self.ended = "tmux_session_ended"
                 return
+            prompt = await self._maybe_summarize_proactively(llm, prompt)
             self.messages.append({"role": "user", "content": prompt})
             self.chat.append({"role": "user", "content": prompt})
             try:
                 response = await llm.chat(self.chat)
             except ContextLengthExceededError as exc:
-                # Without summarization the trajectory ends here; the verifier scores the work.
                 self.messages.pop()
                 self.chat.pop()
-                self.ended = "context_length_exceeded"
-                self.ctx.metadata["context_length_error"] = str(exc)[:500]
-                return
+                if not self.agent.enable_summarize:
+                    # The trajectory ends here; the verifier scores the work done so far.
+                    self.ended = "context_length_exceeded"
+                    self.ctx.metadata["context_length_error"] = str(exc)[:500]
+                    return
+                response = await self._summarize_passively(llm)
             self.n_turns += 1
             self._account(response)
+            if response.usage.prompt_tokens:
+                self.used_tokens = response.usage.prompt_tokens + response.usage.completion_tokens
             self.messages.append({"role": "assistant", "content": response.text_with_reasoning})
             self.chat.append({"role": "assistant", "content": response.content})
             parse = parse_xml_response if self.agent.template == "xml" else parse_json_response
@@ -239,12 +275,129 @@ class _Run:
         )
         self.request_ms.append(round(r.latency_sec * 1000, 1))
 
+    # -- summarization ------------------------------------------------------------------------
+
+    async def _maybe_summarize_proactively(self, llm: LLMClient, prompt: str) -> str:
+        agent = self.agent
+        if not agent.enable_summarize or agent.proactive_threshold <= 0 or self.used_tokens == 0:
+            return prompt
+        free = agent.context_window - self.used_tokens - estimate_tokens([{"content": prompt}])
+        if free >= agent.proactive_threshold:
+            return prompt
+        try:
+            return await self._handoff(llm, kind="proactive")
+        except LLMError as exc:  # as Harbor: a failed proactive summary is not fatal
+            self.ctx.metadata.setdefault("summarization_errors", []).append(str(exc)[:300])
+            return prompt
+
+    async def _summarize_passively(self, llm: LLMClient) -> LLMResponse:
+        """The prompt did not fit: unwind, hand off (with fallbacks), and send the handoff."""
+        self.used_tokens = unwind(self.chat, self.agent.context_window, self.used_tokens)
+        del self.messages[len(self.chat) :]
+        try:
+            prompt = await self._handoff(llm, kind="passive")
+        except LLMError:
+            prompt = await self._short_handoff(llm)
+        self.messages.append({"role": "user", "content": prompt})
+        self.chat.append({"role": "user", "content": prompt})
+        try:
+            return await llm.chat(self.chat)
+        except LLMError:
+            return LLMResponse(
+                content=TECHNICAL_DIFFICULTIES,
+                reasoning=None,
+                finish_reason=None,
+                usage=TokenUsage(0, 0, 0),
+                cost_usd=None,
+                latency_sec=0.0,
+                n_retries=0,
+                model=self.agent.llm_config.model,
+                raw={},
+            )
+
+    async def _call(self, llm: LLMClient, chat: list[dict[str, str]], name: str) -> LLMResponse:
+        response = await llm.chat(chat)
+        self._account(response)
+        n = self.n_summaries + 1
+        _write(
+            self.ctx.logs_dir / f"summarization-{n}-{name}.json",
+            [*chat, {"role": "assistant", "content": response.text_with_reasoning}],
+        )
+        return response
+
+    async def _handoff(self, llm: LLMClient, kind: str) -> str:
+        assert self.tmux is not None
+        instruction = self.instruction
+        summary_prompt = SUMMARY_PROMPT.format(instruction=instruction)
+        summary = await self._call(
+            llm, [*self.chat, {"role": "user", "content": summary_prompt}], "summary"
+        )
+        screen = await self.tmux.capture(full_history=False)
+        questions_prompt = QUESTIONS_PROMPT.format(
+            instruction=instruction, summary=summary.content, screen=screen
+        )
+        questions = await self._call(
+            llm, [{"role": "user", "content": questions_prompt}], "questions"
+        )
+        answers = await self._call(
+            llm,
+            [
+                *self.chat,
+                {"role": "user", "content": summary_prompt},
+                {"role": "assistant", "content": summary.content},
+                {"role": "user", "content": ANSWERS_PROMPT.format(questions=questions.content)},
+            ],
+            "answers",
+        )
+        self.n_summaries += 1
+        n = self.n_summaries
+        _write(self.ctx.logs_dir / f"messages.ctx-{n}.json", self.messages)
+        first = self.chat[0]
+        self.chat = [
+            first,
+            {"role": "user", "content": questions_prompt},
+            {"role": "assistant", "content": questions.content},
+        ]
+        self.messages = [
+            self.messages[0],
+            {"role": "user", "content": questions_prompt},
+            {"role": "assistant", "content": questions.text_with_reasoning},
+        ]
+        self.used_tokens = estimate_tokens(self.chat)
+        self.steps.append({
+            "step_id": len(self.steps) + 1,
+            "timestamp": _now(),
+            "source": "system",
+            "message": "Performed context summarization and handoff to continue task.",
+            "observation": {"results": [{
+                "content": f"{kind} summarization {n}",
+                "subagent_trajectory_ref": [
+                    {"trajectory_path": f"summarization-{n}-{name}.json"}
+                    for name in ("summary", "questions", "answers")
+                ],
+            }]},
+        })  # fmt: skip
+        return HANDOFF_PROMPT.format(answers=answers.content)
+
+    async def _short_handoff(self, llm: LLMClient) -> str:
+        assert self.tmux is not None
+        screen = (await self.tmux.capture(full_history=False))[-1000:]
+        try:
+            short = await llm.chat([{
+                "role": "user",
+                "content": SHORT_SUMMARY_PROMPT.format(instruction=self.instruction, screen=screen),
+            }])  # fmt: skip
+            self._account(short)
+            return SHORT_SUMMARY_HANDOFF.format(instruction=self.instruction, summary=short.content)
+        except LLMError:
+            return LAST_RESORT_HANDOFF.format(instruction=self.instruction, screen=screen)
+
     def flush(self) -> None:
         ctx, agent = self.ctx, self.agent
         ctx.metadata.update(
             n_episodes=self.n_turns,
             api_request_times_msec=self.request_ms,
-            summarization_count=0,
+            summarization_count=self.n_summaries,
             ended=self.ended,
             template=agent.template,
             early_completion=not agent.strict_timing,
