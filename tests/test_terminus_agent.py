@@ -234,3 +234,44 @@ async def test_context_overflow_without_summarization_ends_the_run_and_still_sco
     assert result.outcome == Outcome.PASSED  # the verifier scored the work done before
     assert result.agent_result.metadata["ended"] == "context_length_exceeded"
     assert len(server.requests) == 2  # a context-length error is never retried
+
+
+def test_scripted_teacher_solves_the_bundled_examples(docker_ready, monkeypatch, tmp_path):
+    """The bundled examples end to end: the teacher types each task's reference solution as a
+    heredoc into the terminal, confirms twice, and the verifiers score 1."""
+    import asyncio
+    from pathlib import Path
+
+    from ttgen.rollout.job import Job, JobOptions, load_tasks, rollout_specs
+    from ttgen.task import find_tasks
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)  # the repository's ttgen.toml maps the examples' base images
+    tasks, bad = load_tasks(find_tasks([repo / "examples" / "tasks"]))
+    assert len(tasks) == 3 and not bad
+
+    def teacher(body: dict) -> str:
+        msgs = body["messages"]
+        task = next(t for t in tasks if t.instruction.strip() in msgs[0]["content"])
+        if sum(m["role"] == "assistant" for m in msgs) == 0:
+            solve = task.solve_script.read_text()
+            return action([
+                (f"cat > /tmp/solve.sh <<'TTGEN_EOF'\n{solve}TTGEN_EOF\n", 0.5),
+                ("bash /tmp/solve.sh; echo exit=$?\n", 30),
+            ])  # fmt: skip
+        return action([], complete=True)
+
+    async def go():
+        async with ScriptedLLMServer([], default=teacher) as server:
+            spec = terminus(server)
+            job = Job(tmp_path / "job", rollout_specs(tasks, spec, 1), JobOptions(n_concurrent=3))
+            return await job.run()
+
+    result = asyncio.run(go())
+    assert result["stats"]["outcomes"] == {"passed": 3}, result["stats"]
+    for t in ("hello-world", "csv-report", "fix-offline-repo"):
+        messages = json.loads(
+            (tmp_path / "job" / f"{t}__0" / "agent" / "messages.json").read_text()
+        )
+        assert "exit=0" in messages[2]["content"]
+        assert [m["role"] for m in messages] == ["user", "assistant"] * 3
