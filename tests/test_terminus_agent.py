@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from conftest import BASE_IMAGE, job_containers
 from ttgen.agents.terminus2.prompts import template_text
@@ -275,3 +276,32 @@ def test_scripted_teacher_solves_the_bundled_examples(docker_ready, monkeypatch,
         )
         assert "exit=0" in messages[2]["content"]
         assert [m["role"] for m in messages] == ["user", "assistant"] * 3
+
+
+async def test_max_turns_and_agent_timeout_end_the_loop(backend, job_name, make_task, tmp_path):
+    never_done = action([("echo still working\n", 0.1)])
+    async with ScriptedLLMServer([], default=never_done) as server:
+        spec = TrialSpec(task=hello_task(make_task), trial_name="m",
+                         agent=terminus(server, max_turns=3))  # fmt: skip
+        result = await Trial(spec, backend, tmp_path / "m", job_id=job_name).run()
+    assert result.outcome == Outcome.FAILED
+    assert result.agent_result.metadata["ended"] == "max_turns"
+    assert result.agent_result.metadata["n_episodes"] == 3
+
+    slow = action([("sleep 100\n", 60)])
+    task = Task.load(make_task(
+        "slow", dockerfile=None,
+        toml=f'[environment]\ndocker_image = "{BASE_IMAGE}"\n[agent]\ntimeout_sec = 3.0\n',
+        test_sh=CHECK,
+    ))  # fmt: skip
+    async with ScriptedLLMServer([], default=slow) as server:
+        spec = TrialSpec(task=task, trial_name="s", agent=terminus(server))
+        t0 = time.monotonic()
+        result = await Trial(spec, backend, tmp_path / "s", job_id=job_name).run()
+        elapsed = time.monotonic() - t0
+    assert result.outcome == Outcome.AGENT_TIMEOUT
+    assert elapsed < 20
+    messages = json.loads((tmp_path / "s" / "agent" / "messages.json").read_text())
+    assert messages[-1]["role"] == "assistant" and "sleep 100" in messages[-1]["content"]
+    assert result.agent_result.n_input_tokens > 0  # usage kept even though the run was cut
+    assert await job_containers(job_name) == []
