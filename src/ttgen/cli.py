@@ -548,10 +548,7 @@ def _job_options(
 def _run_job(coro_factory, as_json: bool, label: str):  # -> (result, JobProgress)
     from ttgen.rollout.progress import JobProgress
 
-    progress = JobProgress(err_console if as_json else console, label)
-    if as_json:
-        progress.live = False
-        progress.console = Console(stderr=True, quiet=True)
+    progress = JobProgress(console, label, quiet=as_json)
     try:
         with progress:
             return _run(coro_factory(progress)), progress
@@ -649,13 +646,12 @@ def rollout(
     unfinished ones and infrastructure errors are redone, leftover containers removed.
     Exits 1 when trials still end in an infrastructure error, 0 otherwise.
     """
-    from ttgen.agents import agent_class
+    from ttgen.agents import create_agent
     from ttgen.rollout.job import Job, load_tasks, rollout_specs
     from ttgen.rollout.models import AgentSpec
     from ttgen.task import find_tasks
 
     try:
-        agent_class(agent)
         found = find_tasks(paths)
     except TtgenError as exc:
         raise _fail(str(exc)) from None
@@ -666,9 +662,7 @@ def rollout(
         kwargs["base_url"] = base_url
     if strict_timing:
         kwargs["strict_timing"] = True
-    try:  # bad agent options fail here, not once per trial
-        from ttgen.agents import create_agent
-
+    try:  # an unknown agent or bad options fail here, not once per trial
         create_agent(agent, **kwargs)
     except (TtgenError, ValueError) as exc:
         raise _fail(str(exc)) from None

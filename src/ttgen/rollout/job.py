@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ttgen import __version__
-from ttgen.errors import ConfigError
+from ttgen.errors import ConfigError, TaskError
 from ttgen.rollout.models import (
     INFRA_OUTCOMES,
     RETRYABLE_OUTCOMES,
@@ -169,8 +169,6 @@ def _source(task: Task) -> str | None:
 
 def load_tasks(paths: Iterable[Path]) -> tuple[list[Task], list[dict[str, str]]]:
     """Load task folders; a bad one is reported (path + problem) and skipped."""
-    from ttgen.errors import TaskError
-
     tasks, bad = [], []
     for p in paths:
         try:

@@ -195,10 +195,6 @@ class TrialResult(_Model):
         return self.outcome in INFRA_OUTCOMES
 
     @property
-    def success(self) -> bool:
-        return self.reward is not None and self.reward >= 1.0
-
-    @property
     def duration_sec(self) -> float | None:
         if self.started_at is None or self.finished_at is None:
             return None
@@ -226,17 +222,20 @@ def finite_number(value: Any) -> bool:
 # -- files --------------------------------------------------------------------------------------
 
 
-def write_json_atomic(path: Path, data: str | dict[str, Any] | list[Any]) -> None:
-    """Write JSON through a temporary file, fsync and rename: readers see all or nothing, even
-    after a power loss."""
+def write_json_atomic(
+    path: Path, data: str | dict[str, Any] | list[Any], *, fsync: bool = True
+) -> None:
+    """Write JSON through a temporary file and a rename: readers see all or nothing; with
+    `fsync` (for commit points such as result.json) even after a power loss."""
     text = data if isinstance(data, str) else json.dumps(data, indent=2, default=str)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

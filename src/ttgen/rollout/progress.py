@@ -33,10 +33,10 @@ SHORT = {
 
 
 class JobProgress:
-    def __init__(self, console: Console, label: str = "trials") -> None:
-        self.console = console
+    def __init__(self, console: Console, label: str = "trials", *, quiet: bool = False) -> None:
+        self.console = Console(stderr=True, quiet=True) if quiet else console
         self.label = label
-        self.live = console.is_terminal
+        self.live = not quiet and console.is_terminal
         self.counts: Counter[str] = Counter()
         self.passed = 0
         self.retries = 0

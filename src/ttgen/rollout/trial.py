@@ -593,8 +593,4 @@ class Trial:
                 timing.finished_at = t
 
 
-def timing_seconds(timing: TimingInfo | None) -> float | None:
-    return timing.seconds if timing is not None else None
-
-
-__all__ = ["TimeoutPolicy", "Trial", "TrialSpec", "parse_rewards", "timing_seconds"]
+__all__ = ["TimeoutPolicy", "Trial", "TrialSpec", "parse_rewards"]

@@ -69,7 +69,7 @@ def _first_line(r: TrialResult) -> str:
     return (r.exception_info.exception_message.strip().splitlines() or [""])[0][:300]
 
 
-def judge(task: Task, nop: TrialResult | None, oracle: TrialResult | None) -> tuple[str, list[str]]:
+def judge(nop: TrialResult | None, oracle: TrialResult | None) -> tuple[str, list[str]]:
     """The verdict for one task from its nop and oracle trials (oracle None: no solve.sh)."""
     runs = {"nop": nop, "oracle": oracle}
     present = {k: r for k, r in runs.items() if r is not None}
@@ -151,7 +151,7 @@ async def validate_tasks(
         if nop is None or ("oracle" in roles and oracle is None):
             verdict, reasons = "infra_error", ["a trial did not finish; re-run to complete"]
         else:
-            verdict, reasons = judge(t, nop, oracle)
+            verdict, reasons = judge(nop, oracle)
         verdicts.append(
             TaskVerdict(
                 task=t.name,

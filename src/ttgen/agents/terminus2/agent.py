@@ -21,7 +21,6 @@ kept as messages.ctx-N.json and the three handoff calls as summarization-N-*.jso
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,6 +59,7 @@ from ttgen.llm import (
     LLMResponse,
     TokenUsage,
 )
+from ttgen.rollout.models import write_json_atomic
 from ttgen.sandbox.base import Sandbox
 
 VERSION = "2.0.0"
@@ -431,6 +431,5 @@ class _Run:
 
 
 def _write(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{time.monotonic_ns()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(path)
+    # Rewritten every turn and not a commit point (result.json is): no fsync on this path.
+    write_json_atomic(path, json.dumps(data, indent=2, ensure_ascii=False), fsync=False)
