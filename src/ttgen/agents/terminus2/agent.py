@@ -182,7 +182,8 @@ class _Run:
         self.tmux = tmux
         pending_completion = False
         while self.n_turns < self.agent.max_turns:
-            if not await tmux.is_alive():
+            # The observation was captured from the session a moment ago: that counts.
+            if not await tmux.is_alive(max_age_sec=1.0):
                 self.ended = "tmux_session_ended"
                 return
             prompt = await self._maybe_summarize_proactively(llm, prompt)

@@ -105,25 +105,35 @@ fi
 """
 
 # Blocks until the session's `idle` option reaches $1 (exit 0), its `cancel` option equals $2
-# (exit 1), or tmux fails (exit 3: server or session gone). It sleeps on a tmux channel used as
+# (exit 1), or tmux fails (exit 3: server or session gone; exit 4: the keys could not be sent). It sleeps on a tmux channel used as
 # a gate: `wait-for -L` takes it (at once if it is open, else when someone opens it) and the
 # hook's `wait-for -U` opens it (an error, and no change, when it is open already). So a wake-up
 # between the check and the wait is kept, and repeated wake-ups collapse into one. (`wait-for -S`
 # would not do: a second signal with nobody waiting cancels the first.)
 _WAIT_SCRIPT = r"""
-want=$1 token=$2 chan=$3 target=$4 idle_opt=$5 cancel_opt=$6 clear=$7
-shift 7
+want=$1 token=$2 chan=$3 target=$4 idle_opt=$5 cancel_opt=$6 clear=$7 tmux=$8 sock=$9
+shift 9
+# Any further arguments are a tmux command list that delivers the keys: it runs in the same
+# client call as the first check (exit 4 if it fails). Later checks share a client call with
+# the wait before them (tmux runs a command list in order; `wait-for -L` holds up the rest).
+if [ $# -gt 0 ]; then
+    state=$("$tmux" -S "$sock" "$@" ";" display-message -p -t "$target" \
+        "#{$idle_opt} #{$cancel_opt}") || exit 4
+else
+    state=$("$tmux" -S "$sock" display-message -p -t "$target" "#{$idle_opt} #{$cancel_opt}") \
+        || exit 3
+fi
 while :; do
-    state=$("$@" display-message -p -t "$target" "#{$idle_opt} #{$cancel_opt}") || exit 3
     idle=${state%% *}
     cancel=${state#* }
     case $idle in ''|*[!0-9]*) idle=0 ;; esac
     if [ "$idle" -ge "$want" ]; then
-        [ "$clear" = 1 ] && { "$@" clear-history -t "$target" || exit 3; }
+        [ "$clear" = 1 ] && { "$tmux" -S "$sock" clear-history -t "$target" || exit 3; }
         exit 0
     fi
     [ "$cancel" = "$token" ] && exit 1
-    "$@" wait-for -L "$chan" || exit 3
+    state=$("$tmux" -S "$sock" wait-for -L "$chan" ";" display-message -p -t "$target" \
+        "#{$idle_opt} #{$cancel_opt}") || exit 3
 done
 """
 
@@ -232,6 +242,7 @@ class TmuxSession:
         self._started = False
         self._hooked = False  # the persistent prompt hook is installed
         self._previous_buffer: str | None = None
+        self._seen_alive_at = float("-inf")  # when a capture last found the session
         self._waiter: tuple[asyncio.Future[ExecResult], str] | None = None
         self._cleanup: asyncio.Future[None] | None = None
         self.pane_logging = False  # whether the pane log is being written
@@ -412,9 +423,13 @@ class TmuxSession:
         with contextlib.suppress(Exception):
             await self._run([*self._tmux, "kill-session", "-t", self.session_name], timeout=10)
 
-    async def is_alive(self) -> bool:
+    async def is_alive(self, *, max_age_sec: float = 0.0) -> bool:
+        """Whether the session exists. With `max_age_sec`, a successful capture of the session
+        that recent (``get_incremental_output``) answers without asking tmux again."""
         if not self._started:
             return False
+        if max_age_sec > 0 and time.monotonic() - self._seen_alive_at <= max_age_sec:
+            return True
         res = await self._run([*self._tmux, "has-session", "-t", self.session_name])
         return res.exit_code == 0
 
@@ -444,23 +459,27 @@ class TmuxSession:
             self._seq += 1
             seq = self._seq
         cmd, stdin = self._send_command(keys, seq)
-        if cmd:
-            res = await self._run([*self._tmux, *cmd], stdin=stdin)
-            if not res.ok:
-                raise AgentError(
-                    f"tmux could not send keys to session {self.session_name!r} "
-                    f"(exit {res.exit_code}): {res.output.strip()[:500]}"
-                )
         if seq is not None:
-            outcome = await self._wait_prompt(seq, deadline)
+            # One exec delivers the keys and then waits for the prompt.
+            outcome = await self._wait_prompt(seq, deadline, send=cmd, stdin=stdin)
             if outcome in ("prompt", "gone"):
                 if outcome == "prompt":
                     await asyncio.sleep(max(0.0, min(self.settle_sec, deadline - time.monotonic())))
                 return SendKeysResult(time.monotonic() - t0, True)
+        elif cmd:
+            res = await self._run([*self._tmux, *cmd], stdin=stdin)
+            if not res.ok:
+                self._send_failed(res)
         remaining = deadline - time.monotonic()
         if remaining > 0:
             await asyncio.sleep(remaining)
         return SendKeysResult(time.monotonic() - t0, False)
+
+    def _send_failed(self, res: ExecResult) -> None:
+        raise AgentError(
+            f"tmux could not send keys to session {self.session_name!r} "
+            f"(exit {res.exit_code}): {res.output.strip()[:500]}"
+        )
 
     def _send_command(self, keys: str, seq: int | None) -> tuple[list[str], bytes | None]:
         """The tmux command list that delivers `keys` (and records `seq`), and its stdin."""
@@ -489,13 +508,23 @@ class TmuxSession:
             cmd += ["set-option", "-g", self._opt_sent, str(seq)]
         return cmd, stdin
 
-    async def _wait_prompt(self, seq: int, deadline: float, *, clear_history: bool = False) -> str:
+    async def _wait_prompt(
+        self,
+        seq: int,
+        deadline: float,
+        *,
+        clear_history: bool = False,
+        send: Sequence[str] = (),
+        stdin: bytes | None = None,
+    ) -> str:
         """Wait until a prompt has come back after the keys numbered `seq`, or `deadline`.
+        `send` (a tmux command list, with its `stdin`) is run first, in the same exec.
 
         Returns "prompt", "timeout", "gone" (the session ended) or "error"."""
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if remaining <= 0 and not send:
             return "timeout"
+        remaining = max(remaining, 0.0)
         token = uuid.uuid4().hex[:12]
         cmd = [
             "sh",
@@ -509,9 +538,11 @@ class TmuxSession:
             self._opt_idle,
             self._opt_cancel,
             "1" if clear_history else "0",
-            *self._tmux,
+            self._tmux[0],  # tmux
+            self._tmux[2],  # its socket (self._tmux is [tmux, "-S", socket] once started)
+            *send,
         ]
-        waiter = asyncio.ensure_future(self._run(cmd, timeout=remaining + 30))
+        waiter = asyncio.ensure_future(self._run(cmd, stdin=stdin, timeout=remaining + 30))
         self._waiter = (waiter, token)
         try:
             res = await asyncio.wait_for(asyncio.shield(waiter), remaining)
@@ -530,8 +561,10 @@ class TmuxSession:
             await self._repair_gate()
         if res.exit_code == 0:
             return "prompt"
-        if res.exit_code == 3 and not await self.is_alive():
+        if res.exit_code in (3, 4) and not await self.is_alive():
             return "gone"
+        if res.exit_code == 4:
+            self._send_failed(res)
         log.debug("prompt wait ended with %s: %s", res.exit_code, res.output.strip()[:300])
         return "error"
 
@@ -613,6 +646,8 @@ class TmuxSession:
         res = await self._run(cmd, max_output_bytes=self.max_capture_bytes)
         self._warn_if_cut(res)
         current, sep, visible = res.stdout.partition(mark + "\n")
+        if sep and res.ok:
+            self._seen_alive_at = time.monotonic()
         if not sep:  # tmux failed (the session ended?): what two separate captures would give
             current = res.stdout if res.ok else ""
             visible = await self.capture(full_history=False)
