@@ -99,6 +99,20 @@ async def test_scripted_teacher_solves_a_task_through_terminus_2(
     assert len(bodies[-1]["messages"]) == 7
     assert await job_containers(job_name) == []
 
+    # The terminal recording: asciinema v2, the pane's output with the keystrokes merged in.
+    cast = (tmp_path / "t" / "agent" / "recording.cast").read_text().splitlines()
+    header = json.loads(cast[0])
+    assert header["version"] == 2 and (header["width"], header["height"]) == (160, 40)
+    events = [json.loads(line) for line in cast[1:]]
+    assert [e[0] for e in events] == sorted(e[0] for e in events)
+    inputs = [e[2] for e in events if e[1] == "i"]
+    assert inputs == ["mkdir -p /app && cd /app\n", "echo Hello > hello.txt\n", "cat hello.txt\n"]
+    output = "".join(e[2] for e in events if e[1] == "o")
+    assert "cat hello.txt\r\n" in output and "Hello\r\n" in output
+    assert next(e[2] for e in events if e[1] == "m") == "Episode 0: 2 commands"
+    assert "Hello" in (tmp_path / "t" / "agent" / "terminus_2.pane").read_text()
+    assert meta["recording"] is True
+
 
 async def test_llm_outage_is_an_llm_error_not_a_model_failure(
     backend, job_name, make_task, tmp_path
@@ -145,6 +159,96 @@ async def test_xml_template_end_to_end(backend, job_name, make_task, tmp_path):
         "Please fix these issues and provide a proper response."
     )
     assert "temperature" not in server.requests[0].body  # None = the server's default
+
+
+async def test_truncated_response_executes_nothing_and_is_asked_again(
+    backend, job_name, make_task, tmp_path
+):
+    check = (
+        "#!/bin/bash\n"
+        'if [ "$(cat /app/hello.txt)" = Hello ] && [ ! -e /app/cut ]; then echo 1; else echo 0; fi'
+        " > /logs/verifier/reward.txt\n"
+    )
+    task = Task.load(make_task(
+        "cut", dockerfile=None, toml=f'[environment]\ndocker_image = "{BASE_IMAGE}"\n',
+        instruction="Create /app/hello.txt containing the word Hello.\n", test_sh=check,
+    ))  # fmt: skip
+    script = [
+        # A whole, valid action, but cut at the output limit: Harbor executes none of it.
+        Reply(action([("mkdir -p /app; touch /app/cut\n", 0.1)]), finish_reason="length"),
+        Reply('{"analysis": "I will write the fi', finish_reason="length"),
+        action([("mkdir -p /app; echo Hello > /app/hello.txt\n", 1)], complete=True),
+        action([], complete=True),
+    ]
+    async with ScriptedLLMServer(script) as server:
+        spec = TrialSpec(task=task, trial_name="cut__0",
+                         agent=terminus(server, max_tokens=256))  # fmt: skip
+        result = await Trial(spec, backend, tmp_path / "t", job_id=job_name).run()
+    assert result.outcome == Outcome.PASSED, result.exception_info  # /app/cut never made
+    meta = result.agent_result.metadata
+    assert meta["n_episodes"] == 2 and meta["output_length_errors"] == 2
+    messages = json.loads((tmp_path / "t" / "agent" / "messages.json").read_text())
+    error = (
+        "ERROR!! NONE of the actions you just requested were performed because you exceeded "
+        "256 tokens. Your outputs must be less than 256 tokens. Re-issue this request, breaking "
+        "it into chunks each of which is less than 256 tokens."
+    )
+    assert messages[2]["content"] == error
+    assert messages[3]["content"] == '{"analysis": "I will write the fi'
+    # What the parser made of the cut JSON is passed on, as Harbor does.
+    assert messages[4]["content"] == (
+        error + "\n\nParser warnings from your truncated response:\n- No valid JSON object found"
+    )
+    assert [m["role"] for m in messages] == ["user", "assistant"] * 4
+    traj = json.loads((tmp_path / "t" / "agent" / "trajectory.json").read_text())
+    assert traj["steps"][1]["metrics"]["extra"]["finish_reason"] == "length"
+    assert "tool_calls" not in traj["steps"][1]
+
+
+async def test_xml_truncated_response_is_salvaged(backend, job_name, make_task, tmp_path):
+    whole = (
+        "<response>\n<analysis>a</analysis>\n<plan>p</plan>\n<commands>\n"
+        '<keystrokes duration="0.5">mkdir -p /app; echo Hello > /app/hello.txt\n</keystrokes>\n'
+        "</commands>\n<task_complete>true</task_complete>\n</response>"
+    )
+    script = [Reply(whole + "\n<response>\n<analysis>and then", finish_reason="length"), whole]
+    async with ScriptedLLMServer(script) as server:
+        spec = TrialSpec(task=hello_task(make_task), trial_name="xcut__0",
+                         agent=terminus(server, template="xml"))  # fmt: skip
+        result = await Trial(spec, backend, tmp_path / "t", job_id=job_name).run()
+    assert result.outcome == Outcome.PASSED, result.exception_info
+    messages = json.loads((tmp_path / "t" / "agent" / "messages.json").read_text())
+    assert messages[1]["content"] == whole  # the complete response before the cut
+    assert messages[2]["content"].startswith("Current terminal state:\n")
+    assert result.agent_result.metadata["output_length_errors"] == 0
+
+
+async def test_newer_json_template_and_rollout_details(backend, job_name, make_task, tmp_path):
+    script = [
+        action([("mkdir -p /app; echo Hello > /app/hello.txt\n", 1)], complete=True),
+        action([], complete=True),
+    ]
+    async with ScriptedLLMServer(script) as server:
+        spec = TrialSpec(task=hello_task(make_task), trial_name="new__0", agent=terminus(
+            server, template="json", collect_rollout_details=True))  # fmt: skip
+        result = await Trial(spec, backend, tmp_path / "t", job_id=job_name).run()
+    assert result.outcome == Outcome.PASSED, result.exception_info
+    messages = json.loads((tmp_path / "t" / "agent" / "messages.json").read_text())
+    first = messages[0]["content"]
+    assert first.startswith(template_text("json").split("{instruction}")[0])
+    assert "You must end every command with a newline (\\n) or it will not execute." in first
+    assert "Most bash commands should end with a newline" not in first
+    body = server.requests[0].body
+    assert body["logprobs"] is True and body["return_token_ids"] is True
+    (details,) = result.agent_result.rollout_details
+    assert len(details["completion_token_ids"]) == len(details["logprobs"]) == 2
+    assert len(details["prompt_token_ids"]) == 2
+    assert len(details["prompt_token_ids"][1]) > len(details["prompt_token_ids"][0])
+    assert [len(x) for x in details["completion_token_ids"]] == [
+        len(x) for x in details["logprobs"]
+    ]
+    traj = json.loads((tmp_path / "t" / "agent" / "trajectory.json").read_text())
+    assert traj["steps"][1]["metrics"]["logprobs"] == details["logprobs"][0]
 
 
 # -- context summarization ------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import hashlib
 import random
 import string
@@ -226,14 +227,20 @@ async def test_strict_mode_always_waits_and_leaves_no_hook(sandbox):
 
 
 async def test_runs_as_the_given_user(sandbox):
-    term = TmuxSession(sandbox, user="nobody")
+    term = TmuxSession(sandbox, user="nobody", recording="/logs/agent/recording.cast")
     await term.start()
     try:
         r = await term.send_keys("id -un\n", wait_sec=5)
         assert r.ended_early
         assert screen_lines(await term.get_incremental_output())[2] == "nobody"
-        # The pane log's folder belongs to root: the file was made for the user.
+        # The logs' folder belongs to root: the files were made for the user.
         assert "nobody" in await sh(sandbox, "stat -c %U /logs/agent/terminus_2.pane")
+        assert "nobody" in await sh(sandbox, "stat -c %U /logs/agent/recording.cast")
+        assert term.recording_active
+        cast = (await sandbox.read_file("/logs/agent/recording.cast")).decode().splitlines()
+        assert json.loads(cast[0])["version"] == 2
+        output = "".join(e[2] for e in map(json.loads, cast[1:]) if e[1] == "o")
+        assert "id -un\r\nnobody\r\n" in output
     finally:
         await term.stop()
 

@@ -216,6 +216,28 @@ class LLMResponse:
     model: str
     raw: dict[str, Any] = field(repr=False)
 
+    def token_details(self) -> dict[str, list[Any]] | None:
+        """Token ids and log-probabilities where the server returned them (request them with
+        ``logprobs: true``, and on vLLM ``return_token_ids: true``): prompt_token_ids,
+        completion_token_ids, logprobs (one float per completion token). None when none came."""
+        choices = self.raw.get("choices") or [{}]
+        choice = choices[0] if isinstance(choices[0], dict) else {}
+        out: dict[str, list[Any]] = {}
+        prompt_ids = self.raw.get("prompt_token_ids") or choice.get("prompt_token_ids")
+        if isinstance(prompt_ids, list):
+            out["prompt_token_ids"] = prompt_ids
+        completion_ids = choice.get("token_ids")
+        if isinstance(completion_ids, list):
+            out["completion_token_ids"] = completion_ids
+        logprobs = choice.get("logprobs")
+        if isinstance(logprobs, dict) and isinstance(logprobs.get("content"), list):
+            out["logprobs"] = [
+                float(t["logprob"])
+                for t in logprobs["content"]
+                if isinstance(t, dict) and isinstance(t.get("logprob"), int | float)
+            ]
+        return out or None
+
     @property
     def text_with_reasoning(self) -> str:
         """The assistant turn as reasoning chat templates (Qwen3, DeepSeek-R1) render it:

@@ -1,7 +1,8 @@
 """The agent interface: what the trial runner needs from anything that attempts a task.
 
 An agent is set up once per trial (`setup`, under the setup timeout), then `run` acts on the
-sandbox until it is done or the trial's agent timeout cancels it. It writes its logs under
+sandbox until it is done or the trial's agent timeout cancels it; an optional `finish` runs on the
+host once the container's /logs/agent has been copied out. It writes its logs under
 `ctx.logs_dir` (the trial's agent/ folder on the host) and reports token usage and anything else
 worth keeping through the context. Agents never see tests/: the verifier uploads them afterwards.
 """
@@ -74,3 +75,7 @@ class Agent(Protocol):
     async def setup(self, sandbox: Sandbox, ctx: AgentContext) -> None: ...
 
     async def run(self, instruction: str, sandbox: Sandbox, ctx: AgentContext) -> None: ...
+
+    # Optional: ``def finish(self, ctx: AgentContext) -> None``, called on the host after the
+    # container's /logs/agent was copied into ctx.logs_dir (also after a timeout or an error),
+    # for work on the copied logs (Terminus 2 merges its keystrokes into the recording there).

@@ -15,6 +15,7 @@ agent's logs), verifier/ (test-stdout.txt, reward file, whatever test.sh left in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import shutil
@@ -452,12 +453,29 @@ class Trial:
                 exception_message=f"the agent ran past its timeout of {timeouts.agent_sec:g}s",
             )
             tlog(f"agent timed out after {timeouts.agent_sec:g}s")
-        finally:
+        except Exception:
+            # The agent failed: keep what it left in the container if that is still possible,
+            # without hiding the error. (A cancelled trial does not wait for this.)
             self._collect_agent_result(result, ctx)
             result.agent_execution.finished_at = now()
-        await self._copy_out(AGENT_LOGS, self.dir / "agent", result, skip_existing=True)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._agent_logs(agent, ctx, result), 20)
+            raise
+        self._collect_agent_result(result, ctx)
+        result.agent_execution.finished_at = now()
+        await self._agent_logs(agent, ctx, result)
         tlog("agent finished")
         return timed_out
+
+    async def _agent_logs(self, agent: Any, ctx: AgentContext, result: TrialResult) -> None:
+        """Copy /logs/agent out, then let the agent finish its host-side logs."""
+        await self._copy_out(AGENT_LOGS, self.dir / "agent", result, skip_existing=True)
+        finish = getattr(agent, "finish", None)
+        if callable(finish):
+            try:
+                finish(ctx)
+            except Exception as exc:  # the logs are a by-product: never fail the trial for them
+                result.warnings.append(f"agent finish(): {type(exc).__name__}: {exc}")
 
     async def _ensure_alive(self, result: TrialResult) -> None:
         assert self.sandbox is not None

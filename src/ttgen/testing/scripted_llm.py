@@ -36,8 +36,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import re
 import time
 import uuid
+import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -362,14 +364,39 @@ class ScriptedLLMServer:
                 "total_tokens": prompt + completion,
             }
         model = body.get("model") if isinstance(body, dict) else None
-        return {
+        choice: dict[str, Any] = {
+            "index": 0, "message": message, "finish_reason": reply.finish_reason,
+        }  # fmt: skip
+        data: dict[str, Any] = {
             "id": f"chatcmpl-{uuid.uuid4().hex[:16]}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model or self.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": reply.finish_reason}],
+            "choices": [choice],
             "usage": usage,
         }
+        if isinstance(body, dict) and (body.get("logprobs") or body.get("return_token_ids")):
+            # As vLLM answers these: a made-up but deterministic tokenization (words and runs
+            # of spaces), one log-probability per completion token, ids from a hash.
+            pieces = _pieces((reply.reasoning or "") + (reply.content or ""))
+            if body.get("logprobs"):
+                choice["logprobs"] = {"content": [
+                    {"token": p, "logprob": -round((zlib.crc32(p.encode()) % 1000) / 1000, 3),
+                     "bytes": list(p.encode()), "top_logprobs": []}
+                    for p in pieces
+                ]}  # fmt: skip
+            if body.get("return_token_ids"):
+                choice["token_ids"] = [_token_id(p) for p in pieces]
+                data["prompt_token_ids"] = [_token_id(p) for p in _pieces(_messages_text(body))]
+        return data
+
+
+def _pieces(text: str) -> list[str]:
+    return re.findall(r"\S+|\s+", text)
+
+
+def _token_id(piece: str) -> int:
+    return zlib.crc32(piece.encode()) % 151_000
 
 
 def _error_response(error: Error) -> web.Response:

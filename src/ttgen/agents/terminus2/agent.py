@@ -13,26 +13,37 @@ Turn by turn, as in Harbor's Terminus 2:
 
 Outputs in the trial's agent/ folder, rewritten after every turn (a timeout loses nothing):
 messages.json (the exact conversation: the SFT rows; assistant turns carry the reasoning as
-<think>), trajectory.json (ATIF, Terminus 2 mapping), and the pane log terminus_2.pane.
+<think>), trajectory.json (ATIF, Terminus 2 mapping); from the container, the raw pane log
+terminus_2.pane and recording.cast (asciinema v2: the pane's output as it came, plus after the
+run the keystrokes sent as input events and a marker per turn).
+A response cut at the output limit (finish_reason "length") executes nothing: the model is told
+so in Harbor's words and asked again (XML: a complete response before the cut is used instead).
 Context summarization (summarize.py) keeps long trajectories going: each earlier context is
 kept as messages.ctx-N.json and the three handoff calls as summarization-N-*.json.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ttgen.agents.base import AgentContext, ModelInfo
-from ttgen.agents.terminus2.parser import parse_json_response, parse_xml_response
+from ttgen.agents.terminus2.parser import (
+    parse_json_response,
+    parse_xml_response,
+    salvage_xml_response,
+)
 from ttgen.agents.terminus2.prompts import (
     DEFAULT_TEMPLATE,
     TEMPLATES,
     WARNINGS_PREFIX,
     completion_message,
+    output_length_message,
     parse_error_message,
     render_prompt,
 )
@@ -64,7 +75,11 @@ from ttgen.sandbox.base import Sandbox
 
 VERSION = "2.0.0"
 MAX_COMMAND_WAIT_SEC = 60.0
+# Consecutive responses cut at the output limit answered with the "NONE of the actions" message
+# before a cut response is taken as it is (Harbor asks again without limit, until the timeout).
+MAX_OUTPUT_LENGTH_RETRIES = 10
 PANE_LOG = "/logs/agent/terminus_2.pane"
+RECORDING = "/logs/agent/recording.cast"
 
 
 def _now() -> str:
@@ -98,6 +113,8 @@ class Terminus2Agent:
         enable_summarize: bool = True,
         proactive_summarization_threshold: int = PROACTIVE_THRESHOLD,
         context_window: int | None = None,
+        record_terminal_session: bool = True,
+        collect_rollout_details: bool = False,
     ) -> None:
         if template not in TEMPLATES:
             raise ConfigError(
@@ -116,6 +133,11 @@ class Terminus2Agent:
             "price_input_per_mtok": price_input_per_mtok,
             "price_output_per_mtok": price_output_per_mtok,
         }
+        if collect_rollout_details:
+            # Log-probabilities (OpenAI field) and token ids (vLLM's return_token_ids), unless
+            # the caller's extra_body says otherwise.
+            config["extra_body"] = {"logprobs": True, "return_token_ids": True,
+                                    **config["extra_body"]}  # fmt: skip
         if api_key is not None:
             config["api_key"] = api_key
         self.llm_config = LLMConfig(**config)
@@ -127,7 +149,10 @@ class Terminus2Agent:
         self.enable_summarize = enable_summarize
         self.proactive_threshold = proactive_summarization_threshold
         self.context_window = context_window or DEFAULT_CONTEXT_WINDOW
+        self.record_terminal_session = record_terminal_session
+        self.collect_rollout_details = collect_rollout_details
         self.tmux: TmuxSession | None = None
+        self.markers: list[tuple[float, str]] = []  # (time.time(), label) per turn
 
     def version(self) -> str:
         return VERSION
@@ -142,6 +167,7 @@ class Terminus2Agent:
             height=self.pane[1],
             user=ctx.user,
             pane_log=PANE_LOG,
+            recording=RECORDING if self.record_terminal_session else None,
             early_completion=not self.strict_timing,
         )
         await self.tmux.start()
@@ -149,12 +175,50 @@ class Terminus2Agent:
     async def run(self, instruction: str, sandbox: Sandbox, ctx: AgentContext) -> None:
         if self.tmux is None:
             raise AgentError("terminus-2: run() before setup()")
+        ctx.metadata["recording"] = self.tmux.recording_active
         run = _Run(self, instruction, ctx)
         async with LLMClient(self.llm_config) as llm:
             try:
                 await run.loop(llm, self.tmux)
             finally:
                 run.flush()
+
+    def finish(self, ctx: AgentContext) -> None:
+        """Merge the keystrokes sent and a marker per turn into the copied-out recording."""
+        if self.tmux is None or not self.tmux.recording_active:
+            return
+        merge_recording(
+            ctx.logs_dir / Path(RECORDING).name,
+            inputs=self.tmux.keystrokes,
+            markers=self.markers,
+        )
+
+
+def merge_recording(
+    path: Path, *, inputs: list[tuple[float, str]], markers: list[tuple[float, str]]
+) -> None:
+    """Add input ("i") and marker ("m") events, given as (unix time, text), to an asciinema v2
+    recording, in time order with its output events. A missing or headerless file is left."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        header = json.loads(lines[0])
+        t0 = float(header["timestamp"])
+    except (OSError, IndexError, ValueError, KeyError, TypeError):
+        return
+    events: list[tuple[float, int, str]] = []
+    for i, line in enumerate(lines[1:]):
+        try:
+            events.append((float(json.loads(line)[0]), i, line))
+        except (ValueError, IndexError, TypeError):
+            continue  # a line cut by the recording's size cap
+    n = len(events)
+    for j, (kind, items) in enumerate((("i", inputs), ("m", markers))):
+        for k, (t, text) in enumerate(items):
+            at = max(0.0, round(t - t0, 6))
+            events.append((at, n + j * len(inputs) + k, json.dumps([at, kind, text])))
+    events.sort()
+    body = "\n".join([lines[0], *(e[2] for e in events)]) + "\n"
+    write_json_atomic(path, body, fsync=False)
 
 
 class _Run:
@@ -173,6 +237,7 @@ class _Run:
         self.ended = "running"
         self.used_tokens = 0  # context size after the last call (prompt + completion tokens)
         self.n_summaries = 0
+        self.n_truncated = 0  # responses cut at the output limit and asked again
         self.tmux: TmuxSession | None = None
 
     async def loop(self, llm: LLMClient, tmux: TmuxSession) -> None:
@@ -181,6 +246,7 @@ class _Run:
         self.steps.append({"step_id": 1, "timestamp": _now(), "source": "user", "message": prompt})
         self.tmux = tmux
         pending_completion = False
+        truncations = 0  # consecutive responses cut at the output limit
         while self.n_turns < self.agent.max_turns:
             # The observation was captured from the session a moment ago: that counts.
             if not await tmux.is_alive(max_age_sec=1.0):
@@ -204,10 +270,15 @@ class _Run:
             self._account(response)
             if response.usage.prompt_tokens:
                 self.used_tokens = response.usage.prompt_tokens + response.usage.completion_tokens
+            parse = parse_xml_response if self.agent.template == "xml" else parse_json_response
+            cut = response.finish_reason == "length"
+            if cut and self.agent.template == "xml":
+                salvaged = salvage_xml_response(response.content)
+                if salvaged is not None:  # a complete response before the cut: use it
+                    response = dataclasses.replace(response, content=salvaged)
+                    cut = False
             self.messages.append({"role": "assistant", "content": response.text_with_reasoning})
             self.chat.append({"role": "assistant", "content": response.content})
-            parse = parse_xml_response if self.agent.template == "xml" else parse_json_response
-            parsed = parse(response.content)
             step: dict[str, Any] = {
                 "step_id": len(self.steps) + 1,
                 "timestamp": _now(),
@@ -224,7 +295,24 @@ class _Run:
             }
             if response.reasoning:
                 step["reasoning_content"] = response.reasoning
+            if self.agent.collect_rollout_details:
+                self._add_rollout_details(response, step)
             self.steps.append(step)
+            if cut and truncations < MAX_OUTPUT_LENGTH_RETRIES:
+                # Nothing is executed; the model is asked to re-issue in smaller pieces. As in
+                # Harbor this is part of the same episode: it does not count as a turn.
+                truncations += 1
+                self.n_turns -= 1
+                self.n_truncated += 1
+                step["metrics"]["extra"]["finish_reason"] = "length"
+                prompt = output_length_message(
+                    self.agent.llm_config.max_tokens, parse(response.content).warning_text
+                )
+                step["observation"] = {"results": [{"content": prompt}]}
+                self.flush()
+                continue
+            truncations = 0
+            parsed = parse(response.content)
             if parsed.error:
                 prompt = parse_error_message(parsed.error, parsed.warning_text, self.agent.template)
                 step["observation"] = {"results": [{"content": prompt}]}
@@ -242,6 +330,9 @@ class _Run:
                 calls.append({"tool_call_id": f"call_{self.n_turns}_task_complete",
                               "function_name": "mark_task_complete", "arguments": {}})  # fmt: skip
             step["tool_calls"] = calls
+            self.agent.markers.append(
+                (time.time(), f"Episode {self.n_turns - 1}: {len(parsed.commands)} commands")
+            )
             waited = 0.0
             for command in parsed.commands:
                 res = await tmux.send_keys(
@@ -266,6 +357,19 @@ class _Run:
             step["observation"] = {"results": [{"content": prompt}]}
             self.flush()
         self.ended = "max_turns"
+
+    def _add_rollout_details(self, response: LLMResponse, step: dict[str, Any]) -> None:
+        """Token ids and logprobs of a main-loop call: on its ATIF step, and appended (one list
+        per call) to the trial's rollout_details[0], as Harbor keeps them."""
+        details = response.token_details() or {}
+        step["metrics"].update(details)
+        if not self.ctx.rollout_details:
+            self.ctx.rollout_details.append(
+                {"prompt_token_ids": [], "completion_token_ids": [], "logprobs": [], "extra": {}}
+            )
+        main = self.ctx.rollout_details[0]
+        for key in ("prompt_token_ids", "completion_token_ids", "logprobs"):
+            main[key].append(details.get(key, []))
 
     def _account(self, r: LLMResponse) -> None:
         self.ctx.add_usage(
@@ -399,6 +503,7 @@ class _Run:
             n_episodes=self.n_turns,
             api_request_times_msec=self.request_ms,
             summarization_count=self.n_summaries,
+            output_length_errors=self.n_truncated,
             ended=self.ended,
             template=agent.template,
             early_completion=not agent.strict_timing,

@@ -359,3 +359,22 @@ def parse_xml_response(text: str) -> ParseResult:
         return ParseResult([], complete, "", warnings, analysis, plan)
     return ParseResult(_xml_commands(commands_text, warnings), complete, "", warnings,
                        analysis, plan)  # fmt: skip
+
+
+def salvage_xml_response(text: str) -> str | None:
+    """From a response cut at the output limit, the complete XML response it begins with, if
+    any (as Harbor's XML parser salvages): the text up to the first ``</response>`` after
+    ``</commands>``, when that parses without error and holds one ``<commands>`` block."""
+    commands_end = text.find("</commands>")
+    if commands_end == -1:
+        return None
+    response_end = text.find("</response>", commands_end)
+    if response_end == -1:
+        return None
+    clean = text[: response_end + len("</response>")]
+    result = parse_xml_response(clean)
+    multiple = any("only issue one" in w.lower() and "block at a time" in w.lower()
+                   for w in result.warnings)  # fmt: skip
+    if result.error or multiple:
+        return None
+    return clean

@@ -32,6 +32,14 @@ PARSE_ERROR_FEEDBACK = (
 # What the parse-error feedback asks for, per action format (Harbor's wording).
 RESPONSE_TYPE = {"json": "JSON response", "json-2025": "JSON response", "xml": "response"}
 WARNINGS_PREFIX = "Previous response had warnings:\nWARNINGS: {warnings}\n\n"
+# Sent instead of an observation when a response was cut at the output limit (finish_reason
+# "length") and nothing could be salvaged from it; nothing of it was executed.
+OUTPUT_LENGTH_ERROR = (
+    "ERROR!! NONE of the actions you just requested were performed because you exceeded "
+    "{limit}. Your outputs must be less than {limit}. Re-issue this request, breaking it into "
+    "chunks each of which is less than {limit}."
+)
+OUTPUT_LENGTH_WARNINGS = "\n\nParser warnings from your truncated response:\n{warnings}"
 
 
 @cache
@@ -59,3 +67,12 @@ def parse_error_message(
 
 def completion_message(terminal_output: str) -> str:
     return COMPLETION_CONFIRMATION.format(terminal_output=terminal_output)
+
+
+def output_length_message(max_tokens: int | None, warning_text: str = "") -> str:
+    """Harbor's reply to a truncated response: the limit in tokens where it is known."""
+    limit = f"{max_tokens} tokens" if max_tokens else "the maximum output length"
+    text = OUTPUT_LENGTH_ERROR.format(limit=limit)
+    if warning_text:
+        text += OUTPUT_LENGTH_WARNINGS.format(warnings=warning_text)
+    return text

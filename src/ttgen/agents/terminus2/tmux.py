@@ -97,12 +97,49 @@ t=$(command -v tmux 2>/dev/null)
 [ -n "$t" ] || { echo TTGEN_NO_TMUX; exit 0; }
 command -v bash >/dev/null 2>&1 || { echo TTGEN_NO_BASH; exit 0; }
 echo "TTGEN_TMUX=$t"
+p=$(command -v python3 2>/dev/null) && echo "TTGEN_PY=$p"
 if [ -n "$1" ]; then
     d=${1%/*}
     [ -n "$d" ] && mkdir -p "$d" 2>/dev/null
     if : >> "$1" 2>/dev/null; then echo TTGEN_LOG_OK; fi
 fi
+if [ -n "$2" ] && : > "$2" 2>/dev/null; then echo TTGEN_CAST_OK; fi
 """
+
+# The pane's recorder (the `pipe-pane` command when the image has python3): appends the raw
+# bytes to the pane log, as `cat` would, and writes an asciinema v2 recording of the same bytes
+# with their times (header, then one `[seconds, "o", text]` line per chunk). Each file stops
+# growing at `cap` bytes. Standard library only; no "python" or "ttgen" in its text.
+_RECORDER = r"""
+import codecs, json, os, sys, time
+pane, cast, width, height, cap = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+t0 = int(time.time())
+raw = open(pane, "ab", buffering=0) if pane else None
+rec = open(cast, "w", encoding="utf-8")
+rec.write(json.dumps({"version": 2, "width": width, "height": height, "timestamp": t0,
+                      "env": {"SHELL": "/bin/bash", "TERM": "xterm-256color"}}) + "\n")
+rec.flush()
+dec = codecs.getincrementaldecoder("utf-8")("replace")
+n_raw = n_rec = 0
+while True:
+    try:
+        data = os.read(0, 65536)
+    except InterruptedError:
+        continue
+    if not data:
+        break
+    if raw is not None and n_raw < cap:
+        raw.write(data[:cap - n_raw])
+        n_raw += len(data)
+    if n_rec < cap:
+        text = dec.decode(data)
+        if text:
+            line = json.dumps([round(time.time() - t0, 6), "o", text]) + "\n"
+            rec.write(line)
+            rec.flush()
+            n_rec += len(line)
+"""
+RECORDING_CAP_BYTES = 16 * 1024 * 1024
 
 # Blocks until the session's `idle` option reaches $1 (exit 0), its `cancel` option equals $2
 # (exit 1), or tmux fails (exit 3: server or session gone; exit 4: the keys could not be sent). It sleeps on a tmux channel used as
@@ -206,6 +243,7 @@ class TmuxSession:
         history_limit: int = 10_000_000,
         user: str | None = None,
         pane_log: str | None = "/logs/agent/terminus_2.pane",
+        recording: str | None = None,
         early_completion: bool = True,
         paste_threshold: int = PASTE_THRESHOLD_BYTES,
         settle_sec: float = 0.02,
@@ -224,6 +262,9 @@ class TmuxSession:
         self.history_limit = int(history_limit)
         self.user = user
         self.pane_log = pane_log or None
+        self.recording = recording or None
+        # (time.time(), keys) of every send_keys call: the recording's input events.
+        self.keystrokes: list[tuple[float, str]] = []
         self.early_completion = early_completion
         self.paste_threshold = paste_threshold
         self.settle_sec = settle_sec
@@ -246,6 +287,7 @@ class TmuxSession:
         self._waiter: tuple[asyncio.Future[ExecResult], str] | None = None
         self._cleanup: asyncio.Future[None] | None = None
         self.pane_logging = False  # whether the pane log is being written
+        self.recording_active = False  # whether the asciinema recording is being written
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -257,7 +299,9 @@ class TmuxSession:
         """Start the session (tmux must be in the image; this layer installs nothing)."""
         if self._started:
             raise AgentError(f"tmux session {self.session_name!r} is already started")
-        prep = await self._run(["sh", "-c", _PREP_SCRIPT, "ttgen-tmux-prep", self.pane_log or ""])
+        prep = await self._run([
+            "sh", "-c", _PREP_SCRIPT, "ttgen-tmux-prep", self.pane_log or "", self.recording or "",
+        ])  # fmt: skip
         who = f" for user {self.user!r}" if self.user else ""
         if "TTGEN_NO_TMUX" in prep.stdout:
             raise AgentError(
@@ -277,7 +321,7 @@ class TmuxSession:
                 f"{prep.output.strip()[:500]}"
             )
         tmux = found.group(1).strip()
-        self.pane_logging = await self._prepare_pane_log("TTGEN_LOG_OK" in prep.stdout)
+        self.pane_logging, cast_ok = await self._prepare_logs(prep.stdout)
 
         name = self.session_name
         cmd = [tmux, "set-option", "-g", "history-limit", str(self.history_limit), ";"]
@@ -285,7 +329,15 @@ class TmuxSession:
             cmd += ["set-environment", "-g", "-u", var, ";"]
         cmd += ["new-session", "-x", str(self.width), "-y", str(self.height)]
         cmd += ["-d", "-s", name, "bash --login", ";"]
-        if self.pane_logging:
+        python = re.search(r"^TTGEN_PY=(.+)$", prep.stdout, re.MULTILINE)
+        if self.recording and python and cast_ok:
+            args = [python.group(1).strip(), "-c", _RECORDER]
+            args += [self.pane_log if self.pane_logging else "", self.recording]
+            args += [str(self.width), str(self.height), str(RECORDING_CAP_BYTES)]
+            pipe = "exec " + " ".join(shlex.quote(a) for a in args)
+            cmd += ["pipe-pane", "-o", "-t", name, pipe, ";"]
+            self.recording_active = True
+        elif self.pane_logging:
             assert self.pane_log is not None
             cmd += ["pipe-pane", "-o", "-t", name, f"cat >> {shlex.quote(self.pane_log)}", ";"]
         cmd += ["display-message", "-p", "-t", name, "#{socket_path}"]
@@ -304,27 +356,35 @@ class TmuxSession:
             await self.stop()
             raise
 
-    async def _prepare_pane_log(self, ok: bool) -> bool:
-        if self.pane_log is None:
-            return False
-        if not ok and self.user:
-            # The folder may exist only for root: create the file as root, then hand it over.
+    async def _prepare_logs(self, prep_stdout: str) -> tuple[bool, bool]:
+        """Whether the pane log and the recording can be written (created as root and handed
+        over where the folder exists only for root)."""
+        pane_ok = self.pane_log is not None and "TTGEN_LOG_OK" in prep_stdout
+        cast_ok = self.recording is not None and "TTGEN_CAST_OK" in prep_stdout
+        missing = [p for p, ok in ((self.pane_log, pane_ok), (self.recording, cast_ok))
+                   if p is not None and not ok]  # fmt: skip
+        if missing and self.user:
             res = await self.sandbox.exec(
                 [
                     "sh",
                     "-c",
-                    'd=${1%/*}; [ -n "$d" ] && mkdir -p "$d"; : >> "$1" && chown "$2" "$1"',
+                    'u=$1; shift; for f; do d=${f%/*}; [ -n "$d" ] && mkdir -p "$d"; '
+                    ': >> "$f" && chown "$u" "$f" && echo "TTGEN_MADE=$f"; done',
                     "ttgen-tmux-log",
-                    self.pane_log,
                     self.user,
+                    *missing,
                 ],
                 user="root",
                 timeout=self.command_timeout_sec,
             )
-            ok = res.ok
-        if not ok:
+            pane_ok = pane_ok or f"TTGEN_MADE={self.pane_log}" in res.stdout
+            cast_ok = cast_ok or f"TTGEN_MADE={self.recording}" in res.stdout
+        if self.pane_log is not None and not pane_ok:
             log.warning("cannot write the pane log %s; the session runs without it", self.pane_log)
-        return ok
+        if self.recording is not None and not cast_ok:
+            log.warning("cannot write the recording %s; the session runs without it",
+                        self.recording)  # fmt: skip
+        return pane_ok, cast_ok
 
     async def _install_hook(self) -> None:
         """Type the sourcing of the prompt hook into the new shell, wait for its first prompt,
@@ -459,6 +519,8 @@ class TmuxSession:
             self._seq += 1
             seq = self._seq
         cmd, stdin = self._send_command(keys, seq)
+        if keys:
+            self.keystrokes.append((time.time(), keys))
         if seq is not None:
             # One exec delivers the keys and then waits for the prompt.
             outcome = await self._wait_prompt(seq, deadline, send=cmd, stdin=stdin)
