@@ -240,7 +240,7 @@ async def test_runs_as_the_given_user(sandbox):
         cast = (await sandbox.read_file("/logs/agent/recording.cast")).decode().splitlines()
         assert json.loads(cast[0])["version"] == 2
         output = "".join(e[2] for e in map(json.loads, cast[1:]) if e[1] == "o")
-        assert "id -un\r\nnobody\r\n" in output
+        assert "$ id -un\r\n" in output and "\rnobody\r\n" in output
     finally:
         await term.stop()
 
