@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import multiprocessing
 import re
 import shutil
 import statistics
@@ -173,6 +174,38 @@ async def floor_start(n: int, host_config: dict) -> float:
                     await c.delete(force=True)
 
 
+def _serve(turns: int, duration: float, latency: float, conn) -> None:
+    """The scripted teacher in a process of its own (as a real endpoint is): sends its URL, runs
+    until told to stop, then sends the most requests it had in flight."""
+
+    async def run() -> None:
+        async with ScriptedLLMServer(
+            [], default=teacher(turns, duration=duration), latency_sec=latency
+        ) as server:
+            conn.send(server.base_url)
+            await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+            conn.send(server.max_in_flight)
+
+    asyncio.run(run())
+
+
+@contextlib.contextmanager
+def server_process(turns: int, duration: float, latency: float):
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_serve, args=(turns, duration, latency, child), daemon=True)
+    proc.start()
+    stats: dict[str, int] = {}
+    try:
+        yield parent.recv(), stats
+        parent.send("stop")
+        stats["max_in_flight"] = parent.recv()
+    finally:
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+
+
 async def part_c(backend, task, tmp: Path, args) -> None:
     network = await backend._isolated_network()
     floor = await floor_start(args.trials, {
@@ -182,17 +215,15 @@ async def part_c(backend, task, tmp: Path, args) -> None:
     })  # fmt: skip
     specs = rollout_specs([task], AgentSpec(name="terminus-2", kwargs={
         "model": "bench", "base_url": "", "api_key": "x"}), args.trials)  # fmt: skip
-    async with ScriptedLLMServer(
-        [], default=teacher(args.concurrent_turns, duration=0.1), latency_sec=args.latency
-    ) as server:
+    with server_process(args.concurrent_turns, 0.1, args.latency) as (base_url, server_stats):
         for s in specs:
-            s.agent.kwargs["base_url"] = server.base_url
+            s.agent.kwargs["base_url"] = base_url
         job_dir = tmp / "job"
         t0 = time.monotonic()
         await Job(job_dir, specs, JobOptions(n_concurrent=args.trials, retries=0),
                   backend=backend).run()  # fmt: skip
         job_sec = time.monotonic() - t0
-        in_flight = server.max_in_flight
+    in_flight = server_stats["max_in_flight"]
     outcomes = [read_trial_result(job_dir / s.trial_name) for s in specs]
     passed = sum(1 for r in outcomes if r and r.outcome == Outcome.PASSED)
     phases = phase_breakdown([r for r in outcomes if r is not None])
