@@ -8,9 +8,9 @@
 (b) one scripted trajectory of N turns (`ls` with duration 1.0 each) with early completion and
     with strict timing; wall-time ratio, and the two message lists must be identical (up to the
     container's hostname in the prompt).
-(c) M concurrent trials against a server answering after `latency` s, T turns each (default
-    20, commands `ls /` with duration 0.1): job wall time over the ideal (T x latency), target
-    < 1.10. Also printed: each trial's agent phase over the ideal, and the job time over
+(c) M concurrent trials against a server answering after `latency` s (in a process of its own,
+    as a real endpoint is), T turns each (default 20, commands `ls /` with duration 0.1): job
+    wall time over the ideal (T x latency), target < 1.10. Also printed: each trial's agent phase over the ideal, and the job time over
     (floor + ideal), where the floor is the engine starting M containers at once with the same
     network and limits (raw API, measured in the same run): container start-up is part of the
     measured time but no harness can avoid it. `--parts c --trials 16` shows the same at a
