@@ -211,7 +211,7 @@ def merge_recording(
             events.append((float(json.loads(line)[0]), i, line))
         except (ValueError, IndexError, TypeError):
             continue  # a line cut by the recording's size cap
-    n = len(events)
+    n = len(lines)  # added events sort after output events of the same time
     for j, (kind, items) in enumerate((("i", inputs), ("m", markers))):
         for k, (t, text) in enumerate(items):
             at = max(0.0, round(t - t0, 6))

@@ -142,11 +142,12 @@ while True:
 RECORDING_CAP_BYTES = 16 * 1024 * 1024
 
 # Blocks until the session's `idle` option reaches $1 (exit 0), its `cancel` option equals $2
-# (exit 1), or tmux fails (exit 3: server or session gone; exit 4: the keys could not be sent). It sleeps on a tmux channel used as
-# a gate: `wait-for -L` takes it (at once if it is open, else when someone opens it) and the
-# hook's `wait-for -U` opens it (an error, and no change, when it is open already). So a wake-up
-# between the check and the wait is kept, and repeated wake-ups collapse into one. (`wait-for -S`
-# would not do: a second signal with nobody waiting cancels the first.)
+# (exit 1), or tmux fails (exit 3: server or session gone; exit 4: the keys could not be sent).
+# It sleeps on a tmux channel used as a gate: `wait-for -L` takes it (at once if it is open,
+# else when someone opens it) and the hook's `wait-for -U` opens it (an error, and no change,
+# when it is open already). So a wake-up between the check and the wait is kept, and repeated
+# wake-ups collapse into one. (`wait-for -S` would not do: a second signal with nobody waiting
+# cancels the first.)
 _WAIT_SCRIPT = r"""
 want=$1 token=$2 chan=$3 target=$4 idle_opt=$5 cancel_opt=$6 clear=$7 tmux=$8 sock=$9
 shift 9
