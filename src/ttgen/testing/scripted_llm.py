@@ -79,14 +79,7 @@ class Error:
             f"{requested} tokens ({requested - 16} in the messages, 16 in the completion). "
             "Please reduce the length of the messages or completion."
         )
-        body = {
-            "object": "error",
-            "message": message,
-            "type": "BadRequestError",
-            "param": None,
-            "code": 400,
-        }
-        return cls(400, message, body)
+        return cls(400, message, _server_bad_request(message))
 
     @classmethod
     def openai_context_length(cls) -> Error:
@@ -112,14 +105,13 @@ class Error:
             f"The input ({requested} tokens) is longer than the model's context length "
             f"({max_len} tokens)."
         )
-        body = {
-            "object": "error",
-            "message": message,
-            "type": "BadRequestError",
-            "param": None,
-            "code": 400,
-        }
-        return cls(400, message, body)
+        return cls(400, message, _server_bad_request(message))
+
+
+def _server_bad_request(message: str) -> dict[str, Any]:
+    """The error body vLLM's and SGLang's OpenAI servers send with a 400."""
+    return {"object": "error", "message": message, "type": "BadRequestError", "param": None,
+            "code": 400}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -266,7 +266,6 @@ class _Run:
                     self.ctx.metadata["context_length_error"] = str(exc)[:500]
                     return
                 response = await self._summarize_passively(llm)
-            self.n_turns += 1
             self._account(response)
             if response.usage.prompt_tokens:
                 self.used_tokens = response.usage.prompt_tokens + response.usage.completion_tokens
@@ -302,7 +301,6 @@ class _Run:
                 # Nothing is executed; the model is asked to re-issue in smaller pieces. As in
                 # Harbor this is part of the same episode: it does not count as a turn.
                 truncations += 1
-                self.n_turns -= 1
                 self.n_truncated += 1
                 step["metrics"]["extra"]["finish_reason"] = "length"
                 prompt = output_length_message(
@@ -312,6 +310,7 @@ class _Run:
                 self.flush()
                 continue
             truncations = 0
+            self.n_turns += 1
             parsed = parse(response.content)
             if parsed.error:
                 prompt = parse_error_message(parsed.error, parsed.warning_text, self.agent.template)

@@ -264,7 +264,7 @@ class TmuxSession:
         self.user = user
         self.pane_log = pane_log or None
         self.recording = recording or None
-        # (time.time(), keys) of every send_keys call: the recording's input events.
+        # (time.time(), keys) of every send_keys call while recording: its input events.
         self.keystrokes: list[tuple[float, str]] = []
         self.early_completion = early_completion
         self.paste_threshold = paste_threshold
@@ -520,7 +520,7 @@ class TmuxSession:
             self._seq += 1
             seq = self._seq
         cmd, stdin = self._send_command(keys, seq)
-        if keys:
+        if keys and self.recording_active:
             self.keystrokes.append((time.time(), keys))
         if seq is not None:
             # One exec delivers the keys and then waits for the prompt.
