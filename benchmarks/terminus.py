@@ -108,6 +108,18 @@ def turn_overheads(tdir: Path) -> list[float]:
     return out
 
 
+def turn_overheads_total(agent_steps: list[dict]) -> list[float]:
+    """Per turn: time from one model call's start to the next one's, minus the model's latency
+    (so everything the harness and the commands took)."""
+    out = []
+    for prev, step in itertools.pairwise(agent_steps):
+        wall = (
+            datetime.fromisoformat(step["timestamp"]) - datetime.fromisoformat(prev["timestamp"])
+        ).total_seconds()
+        out.append(wall - prev["metrics"]["extra"]["latency_sec"])
+    return out
+
+
 def phase_breakdown(results) -> str:
     """Median seconds per trial phase, and the agent phase over all trials as one span."""
     names = ("environment_setup", "agent_setup", "agent_execution", "verifier")
@@ -197,6 +209,12 @@ def server_process(turns: int, duration: float, latency: float):
     proc.start()
     stats: dict[str, int] = {}
     try:
+        deadline = time.monotonic() + 60
+        while not parent.poll(0.2):
+            if not proc.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the scripted teacher's process did not start (exit {proc.exitcode})"
+                )
         yield parent.recv(), stats
         parent.send("stop")
         stats["max_in_flight"] = parent.recv()
@@ -215,7 +233,7 @@ async def part_c(backend, task, tmp: Path, args) -> None:
     })  # fmt: skip
     specs = rollout_specs([task], AgentSpec(name="terminus-2", kwargs={
         "model": "bench", "base_url": "", "api_key": "x"}), args.trials)  # fmt: skip
-    with server_process(args.concurrent_turns, 0.1, args.latency) as (base_url, server_stats):
+    with server_process(args.concurrent_turns, args.duration, args.latency) as (base_url, server_stats):
         for s in specs:
             s.agent.kwargs["base_url"] = base_url
         job_dir = tmp / "job"
@@ -228,11 +246,29 @@ async def part_c(backend, task, tmp: Path, args) -> None:
     passed = sum(1 for r in outcomes if r and r.outcome == Outcome.PASSED)
     phases = phase_breakdown([r for r in outcomes if r is not None])
     llm, waits = [], []
+    n_early = early_no_prompt = n_full = 0
+    each_wait: list[float] = []
+    per_turn: list[float] = []
     for spec in specs:
         steps = json.loads((job_dir / spec.trial_name / "agent" / "trajectory.json").read_text())
         agent_steps = [st for st in steps["steps"] if st["source"] == "agent"]
+        # An observation after a wait that ended early (prompt back) must end at that prompt:
+        # the capture came after bash drew it, as a fixed wait would have shown it.
+        for st in agent_steps:
+            calls = [c for c in st.get("tool_calls", []) if c["function_name"] == "bash_command"]
+            if not calls or "observation" not in st:
+                continue
+            if not st["metrics"]["extra"].get("commands_ended_early"):
+                n_full += 1
+                continue
+            n_early += 1
+            rows = [r for r in st["observation"]["results"][0]["content"].split("\n") if r.strip()]
+            early_no_prompt += not (rows and re.fullmatch(r"root@[0-9a-f]{12}:/app#", rows[-1]))
         llm.append(sum(st["metrics"]["extra"]["latency_sec"] for st in agent_steps))
         waits.append(sum(st["metrics"]["extra"].get("command_wait_sec", 0) for st in agent_steps))
+        each_wait += [st["metrics"]["extra"]["command_wait_sec"] for st in agent_steps
+                      if "command_wait_sec" in st["metrics"]["extra"]]  # fmt: skip
+        per_turn += turn_overheads_total(agent_steps)
     ideal = args.concurrent_turns * args.latency
     print(f"(c) {args.trials} concurrent trials x {args.concurrent_turns} turns at "
           f"{args.latency:g} s latency: {job_sec:.1f} s vs ideal {ideal:.1f} s, ratio "
@@ -241,8 +277,18 @@ async def part_c(backend, task, tmp: Path, args) -> None:
           f"max requests in flight {in_flight}")  # fmt: skip
     print("    " + phases)
     print(
+        f"    command waits ended early (prompt back): {n_early}, of which observations without "
+        f"the prompt: {early_no_prompt} (must be 0); waits that ran their full duration: {n_full}"
+    )
+    print(
         f"    per trial, median: model calls {statistics.median(llm):.2f} s (as the client saw "
         f"them), command waits {statistics.median(waits):.2f} s"
+    )
+    print(
+        f"    each command wait: p50 {statistics.median(each_wait) * 1000:.0f} ms, "
+        f"p90 {pct(each_wait, 0.9) * 1000:.0f} ms; each turn's time besides the model's latency "
+        f"(waits included): p50 {statistics.median(per_turn) * 1000:.0f} ms, "
+        f"p90 {pct(per_turn, 0.9) * 1000:.0f} ms"
     )
     agent = sorted((r.agent_execution.seconds or 0.0) / ideal for r in outcomes if r)
     print(f"    agent phase per trial over the ideal: p50 {statistics.median(agent):.3f}, "
@@ -259,6 +305,7 @@ async def main() -> None:
     ap.add_argument("--turns", type=int, default=20)
     ap.add_argument("--trials", type=int, default=64)
     ap.add_argument("--concurrent-turns", type=int, default=20)
+    ap.add_argument("--duration", type=float, default=0.1, help="(c): each command's duration")
     ap.add_argument("--latency", type=float, default=1.0)
     ap.add_argument("--parts", default="abc", help="which measurements to run (default abc)")
     args = ap.parse_args()

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import random
+import re
 import string
 import time
 
@@ -196,6 +197,31 @@ async def test_early_completion_returns_when_the_prompt_is_back(term):
     last = screen_lines(await term.capture(full_history=False))[-3:]
     assert last[0].endswith("# echo typed-ahead") and last[1] == "typed-ahead", last
     assert last[2].endswith("#"), last  # the command ran and the prompt is back
+
+
+async def test_an_early_capture_waits_for_the_prompt_to_be_drawn(term, sandbox):
+    """The prompt signal comes just before bash draws its prompt; a capture taken with the wait
+    must still show the drawn prompt, also with the container's CPU busy, and be what a capture
+    of its own would have shown."""
+    await term.get_incremental_output()
+    hog = "for i in 1 2; do (while :; do :; done) & done; disown -a\n"
+    await term.send_keys(hog, wait_sec=5)
+    await term.get_incremental_output()
+    try:
+        for i in range(30):
+            r = await term.send_keys(f"echo line-{i}\n", wait_sec=10, capture=True)
+            assert r.ended_early, r
+            out = await term.get_incremental_output()
+            rows = [row for row in out.splitlines() if row.strip()]
+            assert rows[-2] == f"line-{i}" and re.fullmatch(r"root@\w+:/app#", rows[-1]), out
+            assert term._prefetched is None  # used once
+            again = await term.get_incremental_output()  # a capture of its own: nothing new
+            assert again.rstrip("\n") == f"New Terminal Output:\n\n{rows[-1]}", again
+    finally:
+        await sandbox.exec(["sh", "-c", "kill -9 $(pgrep -f 'while :') 2>/dev/null; true"])
+    # the hook records the cursor as "x|y|history size" (not the format's text)
+    pos = await sandbox.exec(["tmux", "show-options", "-gv", term._opt_pos])
+    assert re.fullmatch(r"\d+\|\d+\|\d+", pos.stdout.strip()), pos.stdout
 
 
 async def test_keys_that_bring_no_prompt_wait_the_full_time(term):

@@ -332,13 +332,19 @@ class _Run:
             self.agent.markers.append(
                 (time.time(), f"Episode {self.n_turns - 1}: {len(parsed.commands)} commands")
             )
-            waited = 0.0
-            for command in parsed.commands:
+            waited, early = 0.0, 0
+            for i, command in enumerate(parsed.commands, start=1):
                 res = await tmux.send_keys(
-                    command.keystrokes, wait_sec=command.duration, max_wait_sec=MAX_COMMAND_WAIT_SEC
+                    command.keystrokes,
+                    wait_sec=command.duration,
+                    max_wait_sec=MAX_COMMAND_WAIT_SEC,
+                    capture=i == len(parsed.commands),  # the observation follows at once
                 )
                 waited += res.waited_sec
+                early += res.ended_early
             step["metrics"]["extra"]["command_wait_sec"] = round(waited, 3)
+            # how many of those waits ended because the shell was back at its prompt
+            step["metrics"]["extra"]["commands_ended_early"] = early
             output = limit_output_length(await tmux.get_incremental_output())
             if parsed.task_complete:
                 if pending_completion:

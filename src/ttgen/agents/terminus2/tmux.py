@@ -141,39 +141,14 @@ while True:
 """
 RECORDING_CAP_BYTES = 16 * 1024 * 1024
 
-# Blocks until the session's `idle` option reaches $1 (exit 0), its `cancel` option equals $2
-# (exit 1), or tmux fails (exit 3: server or session gone; exit 4: the keys could not be sent).
-# It sleeps on a tmux channel used as a gate: `wait-for -L` takes it (at once if it is open,
-# else when someone opens it) and the hook's `wait-for -U` opens it (an error, and no change,
-# when it is open already). So a wake-up between the check and the wait is kept, and repeated
-# wake-ups collapse into one. (`wait-for -S` would not do: a second signal with nobody waiting
-# cancels the first.)
-_WAIT_SCRIPT = r"""
-want=$1 token=$2 chan=$3 target=$4 idle_opt=$5 cancel_opt=$6 clear=$7 tmux=$8 sock=$9
-shift 9
-# Any further arguments are a tmux command list that delivers the keys: it runs in the same
-# client call as the first check (exit 4 if it fails). Later checks share a client call with
-# the wait before them (tmux runs a command list in order; `wait-for -L` holds up the rest).
-if [ $# -gt 0 ]; then
-    state=$("$tmux" -S "$sock" "$@" ";" display-message -p -t "$target" \
-        "#{$idle_opt} #{$cancel_opt}") || exit 4
-else
-    state=$("$tmux" -S "$sock" display-message -p -t "$target" "#{$idle_opt} #{$cancel_opt}") \
-        || exit 3
-fi
-while :; do
-    idle=${state%% *}
-    cancel=${state#* }
-    case $idle in ''|*[!0-9]*) idle=0 ;; esac
-    if [ "$idle" -ge "$want" ]; then
-        [ "$clear" = 1 ] && { "$tmux" -S "$sock" clear-history -t "$target" || exit 3; }
-        exit 0
-    fi
-    [ "$cancel" = "$token" ] && exit 1
-    state=$("$tmux" -S "$sock" wait-for -L "$chan" ";" display-message -p -t "$target" \
-        "#{$idle_opt} #{$cancel_opt}") || exit 3
-done
-"""
+
+# Where the pane's cursor is, and how much history it has: the hook records it just before bash
+# draws its prompt; a capture waits until it has changed (the prompt has been drawn).
+_CURSOR = "#{cursor_x}|#{cursor_y}|#{history_size}"
+# How long after the prompt signal a capture waits for the cursor to move at most (an empty PS1
+# never moves it), and how often it looks.
+PROMPT_DRAW_MAX_SEC = 0.5
+PROMPT_DRAW_POLL_SEC = 0.01
 
 
 @dataclass(frozen=True)
@@ -247,7 +222,7 @@ class TmuxSession:
         recording: str | None = None,
         early_completion: bool = True,
         paste_threshold: int = PASTE_THRESHOLD_BYTES,
-        settle_sec: float = 0.02,
+        settle_sec: float = 0.005,
         setup_timeout_sec: float = 30.0,
         command_timeout_sec: float = 30.0,
         max_capture_bytes: int = MAX_CAPTURE_BYTES,
@@ -277,6 +252,7 @@ class TmuxSession:
         self._opt_sent = f"@ttgen_{tag}_sent"
         self._opt_seen = f"@ttgen_{tag}_seen"
         self._opt_idle = f"@ttgen_{tag}_idle"
+        self._opt_pos = f"@ttgen_{tag}_pos"
         self._opt_cancel = f"@ttgen_{tag}_cancel"
         self._channel = f"ttgen-{tag}"
         self._tmux: list[str] = ["tmux"]
@@ -284,6 +260,8 @@ class TmuxSession:
         self._started = False
         self._hooked = False  # the persistent prompt hook is installed
         self._previous_buffer: str | None = None
+        # (output, mark) of a capture taken by send_keys(capture=True), for the next observation
+        self._prefetched: tuple[str, str] | None = None
         self._seen_alive_at = float("-inf")  # when a capture last found the session
         self._waiter: tuple[asyncio.Future[ExecResult], str] | None = None
         self._cleanup: asyncio.Future[None] | None = None
@@ -443,6 +421,7 @@ class TmuxSession:
             "        :",
             "    else",
             f"        {tmux} set-option -gF {self._opt_idle} '#{{{self._opt_seen}}}' \\; "
+            f"set-option -gF {self._opt_pos} '{_CURSOR}' \\; "
             f"wait-for -U {self._channel} >/dev/null 2>&1 || :",
             "    fi",
         ]
@@ -481,6 +460,7 @@ class TmuxSession:
             return
         self._started = False
         self._hooked = False
+        self._prefetched = None
         with contextlib.suppress(Exception):
             await self._run([*self._tmux, "kill-session", "-t", self.session_name], timeout=10)
 
@@ -497,7 +477,7 @@ class TmuxSession:
     # -- keys -----------------------------------------------------------------------------------
 
     async def send_keys(
-        self, keys: str, *, wait_sec: float, max_wait_sec: float = 60.0
+        self, keys: str, *, wait_sec: float, max_wait_sec: float = 60.0, capture: bool = False
     ) -> SendKeysResult:
         """Send `keys` as Terminus 2 does, then wait ``min(wait_sec, max_wait_sec)`` seconds, or
         (with early completion) until the shell is back at its prompt after them.
@@ -505,8 +485,14 @@ class TmuxSession:
         A string that is a tmux key name (``C-c``, ``C-d``, ``Escape``, ``Enter``, ``Up``) is
         pressed as that key; any other text is typed exactly as given, with ``\\n`` arriving as a
         newline (C-j), which a shell or REPL takes as Enter, as in Harbor.
+
+        With `capture`, a wait that ends at the prompt also takes the terminal's contents in the
+        same tmux call, at the moment the wait ends; the next `get_incremental_output` uses them
+        instead of capturing again (for the last command of a turn, whose observation follows at
+        once). Sending keys again drops them.
         """
         self._require_started()
+        self._prefetched = None
         if self._cleanup is not None:  # a cancelled call's wait is still ending: one at a time
             with contextlib.suppress(Exception):
                 await self._cleanup
@@ -523,11 +509,9 @@ class TmuxSession:
         if keys and self.recording_active:
             self.keystrokes.append((time.time(), keys))
         if seq is not None:
-            # One exec delivers the keys and then waits for the prompt.
-            outcome = await self._wait_prompt(seq, deadline, send=cmd, stdin=stdin)
+            # One tmux call delivers the keys, waits for the prompt (and captures).
+            outcome = await self._wait_prompt(seq, deadline, send=cmd, stdin=stdin, capture=capture)
             if outcome in ("prompt", "gone"):
-                if outcome == "prompt":
-                    await asyncio.sleep(max(0.0, min(self.settle_sec, deadline - time.monotonic())))
                 return SendKeysResult(time.monotonic() - t0, True)
         elif cmd:
             res = await self._run([*self._tmux, *cmd], stdin=stdin)
@@ -579,57 +563,110 @@ class TmuxSession:
         clear_history: bool = False,
         send: Sequence[str] = (),
         stdin: bytes | None = None,
+        capture: bool = False,
     ) -> str:
         """Wait until a prompt has come back after the keys numbered `seq`, or `deadline`.
-        `send` (a tmux command list, with its `stdin`) is run first, in the same exec.
+        `send` (a tmux command list, with its `stdin`) is run first, in the same tmux call.
+
+        Each try is one tmux client call (no shell): [the keys, then] ``wait-for -L`` on the
+        session's gate, which returns when a prompt hook opens it; then the ``idle`` and
+        ``cancel`` options; then, only if ``idle`` has reached `seq` (decided by the server in
+        the same call, with ``if-shell -F``), a settle of `settle_sec` inside the server (so
+        bash has drawn its prompt), a mark line, and `clear_history` or `capture`. A wake-up
+        by an earlier prompt tries again; `_cancel_wait` ends a try by setting ``cancel`` to
+        this wait's token and opening the gate.
 
         Returns "prompt", "timeout", "gone" (the session ended) or "error"."""
         remaining = deadline - time.monotonic()
         if remaining <= 0 and not send:
             return "timeout"
-        remaining = max(remaining, 0.0)
         token = uuid.uuid4().hex[:12]
-        cmd = [
-            "sh",
-            "-c",
-            _WAIT_SCRIPT,
-            "ttgen-tmux-wait",
-            str(seq),
-            token,
-            self._channel,
-            self.session_name,
-            self._opt_idle,
-            self._opt_cancel,
-            "1" if clear_history else "0",
-            self._tmux[0],  # tmux
-            self._tmux[2],  # its socket (self._tmux is [tmux, "-S", socket] once started)
-            *send,
+        target = self.session_name
+        done, state, drawing = (f"ttgen-{w}-{token}" for w in ("done", "state", "drawing"))
+        mark = f"ttgen-capture-{uuid.uuid4().hex}"
+        finish = [f"clear-history -t {target}"] if clear_history else []
+        finish.append(f"display-message -p {done}")
+        if capture:
+            finish.append(self._capture_commands(mark))
+        # Done once the cursor has left where the hook saw it: bash has drawn its prompt.
+        moved = f"#{{!=:{_CURSOR},#{{{self._opt_pos}}}}}"
+        finish_if_drawn = [
+            *("if-shell", "-F", "-t", target, moved),
+            " ; ".join(finish),
+            f"display-message -p {drawing}",
         ]
-        waiter = asyncio.ensure_future(self._run(cmd, stdin=stdin, timeout=remaining + 30))
-        self._waiter = (waiter, token)
-        try:
-            res = await asyncio.wait_for(asyncio.shield(waiter), remaining)
-        except TimeoutError:
-            await self._cancel_wait(waiter, token)
-            return "timeout"
-        except asyncio.CancelledError:
-            # Let the wait end by itself (cancel token + wake-up) rather than killing its tmux
-            # client mid-wait; stop() awaits this.
-            self._cleanup = asyncio.ensure_future(self._cancel_wait(waiter, token))
-            raise
-        finally:
-            if self._waiter is not None and self._waiter[0] is waiter and waiter.done():
-                self._waiter = None
-        if res.timed_out:
-            await self._repair_gate()
-        if res.exit_code == 0:
-            return "prompt"
-        if res.exit_code in (3, 4) and not await self.is_alive():
-            return "gone"
-        if res.exit_code == 4:
-            self._send_failed(res)
-        log.debug("prompt wait ended with %s: %s", res.exit_code, res.output.strip()[:300])
-        return "error"
+        when_idle = " ".join(shlex.quote(a) for a in finish_if_drawn)
+        if self.settle_sec > 0:
+            when_idle = f"run-shell -d {self.settle_sec:.3f} ; {when_idle}"
+        check = [
+            *("wait-for", "-L", self._channel, ";"),
+            *("display-message", "-p", "-t", target),
+            f"{state} #{{{self._opt_idle}}} #{{{self._opt_cancel}}}",
+            ";",
+            *("if-shell", "-F", "-t", target, f"#{{e|>=:#{{{self._opt_idle}}},{seq}}}"),
+            when_idle,
+        ]
+        first = bool(send)
+        while True:
+            remaining = max(deadline - time.monotonic(), 0.0)
+            cmd = [*self._tmux, *send, ";", *check] if first else [*self._tmux, *check]
+            waiter = asyncio.ensure_future(self._run(
+                cmd, stdin=stdin if first else None, timeout=remaining + 30,
+                max_output_bytes=self.max_capture_bytes,
+            ))  # fmt: skip
+            self._waiter = (waiter, token)
+            try:
+                res = await asyncio.wait_for(asyncio.shield(waiter), remaining)
+            except TimeoutError:
+                await self._cancel_wait(waiter, token)
+                return "timeout"
+            except asyncio.CancelledError:
+                # Let the wait end by itself (cancel token + wake-up) rather than killing its
+                # tmux client mid-wait; stop() awaits this.
+                self._cleanup = asyncio.ensure_future(self._cancel_wait(waiter, token))
+                raise
+            finally:
+                if self._waiter is not None and self._waiter[0] is waiter and waiter.done():
+                    self._waiter = None
+            if res.timed_out:
+                await self._repair_gate()
+            if res.exit_code != 0:
+                if not await self.is_alive():
+                    return "gone"
+                if first:
+                    self._send_failed(res)
+                log.debug("prompt wait ended with %s: %s", res.exit_code, res.output[:300])
+                return "error"
+            first = False
+            if drawing + "\n" in res.stdout:
+                break  # the prompt is coming: wait below for bash to draw it
+            if self._finished(res, done, mark, capture):
+                return "prompt"
+            cancelled = f" {token}" in res.stdout.split(state, 1)[-1].split("\n", 1)[0]
+            if cancelled or deadline <= time.monotonic():
+                return "timeout"
+        # The signal came before bash drew the prompt (it comes just before): look again
+        # shortly, for at most PROMPT_DRAW_MAX_SEC (an empty PS1 draws nothing) or the deadline.
+        until = min(deadline, time.monotonic() + PROMPT_DRAW_MAX_SEC)
+        again = [*self._tmux, "run-shell", "-d", f"{PROMPT_DRAW_POLL_SEC:.3f}", ";"]
+        again += finish_if_drawn
+        while time.monotonic() < until:
+            res = await self._run(again, max_output_bytes=self.max_capture_bytes)
+            if not res.ok:
+                return "prompt" if await self.is_alive() else "gone"
+            if self._finished(res, done, mark, capture):
+                return "prompt"
+        if clear_history:
+            await self._run([*self._tmux, "clear-history", "-t", target])
+        return "prompt"
+
+    def _finished(self, res: ExecResult, done: str, mark: str, capture: bool) -> bool:
+        """Whether a wait's tmux call ran its final commands; keeps the capture they took."""
+        _, sep, rest = res.stdout.partition(done + "\n")
+        if sep and capture:
+            self._warn_if_cut(res)
+            self._prefetched = (rest, mark)
+        return bool(sep)
 
     async def _cancel_wait(self, waiter: asyncio.Future[ExecResult], token: str) -> None:
         """End an in-container prompt wait: it exits when woken and shown its token."""
@@ -682,6 +719,15 @@ class TmuxSession:
         self._warn_if_cut(res)
         return res.stdout
 
+    def _capture_commands(self, mark: str) -> str:
+        """A tmux command list printing the whole scrollback plus screen, a mark line, then the
+        visible screen: what `get_incremental_output` compares and shows."""
+        name = self.session_name
+        return (
+            f"capture-pane -p -S - -t {name} ; display-message -p -t {name} {mark} ; "
+            f"capture-pane -p -t {name}"
+        )
+
     async def get_incremental_output(self) -> str:
         """Terminus 2's observation of the terminal since the previous call.
 
@@ -699,20 +745,24 @@ class TmuxSession:
         does not fall back to the screen: it gives ``"New Terminal Output:\\n\\n"`` + that last
         line (usually the prompt) + the blank rows, as Harbor does.
 
-        Both captures are taken by one tmux command list (one exec).
+        Both captures are taken by one tmux command list (one exec), or were taken already by
+        ``send_keys(capture=True)``.
         """
         self._require_started()
-        mark = f"ttgen-capture-{uuid.uuid4().hex}"
-        name = self.session_name
-        cmd = [*self._tmux, "capture-pane", "-p", "-S", "-", "-t", name, ";"]
-        cmd += ["display-message", "-p", "-t", name, mark, ";", "capture-pane", "-p", "-t", name]
-        res = await self._run(cmd, max_output_bytes=self.max_capture_bytes)
-        self._warn_if_cut(res)
-        current, sep, visible = res.stdout.partition(mark + "\n")
-        if sep and res.ok:
+        ok = True
+        if self._prefetched is not None:
+            (raw, mark), self._prefetched = self._prefetched, None
+        else:
+            mark = f"ttgen-capture-{uuid.uuid4().hex}"
+            cmd = [*self._tmux, *shlex.split(self._capture_commands(mark))]
+            res = await self._run(cmd, max_output_bytes=self.max_capture_bytes)
+            self._warn_if_cut(res)
+            raw, ok = res.stdout, res.ok
+        current, sep, visible = raw.partition(mark + "\n")
+        if sep and ok:
             self._seen_alive_at = time.monotonic()
         if not sep:  # tmux failed (the session ended?): what two separate captures would give
-            current = res.stdout if res.ok else ""
+            current = raw if ok else ""
             visible = await self.capture(full_history=False)
         if self._previous_buffer is None:
             self._previous_buffer = current
