@@ -233,7 +233,10 @@ async def part_c(backend, task, tmp: Path, args) -> None:
     })  # fmt: skip
     specs = rollout_specs([task], AgentSpec(name="terminus-2", kwargs={
         "model": "bench", "base_url": "", "api_key": "x"}), args.trials)  # fmt: skip
-    with server_process(args.concurrent_turns, args.duration, args.latency) as (base_url, server_stats):
+    with server_process(args.concurrent_turns, args.duration, args.latency) as (
+        base_url,
+        server_stats,
+    ):
         for s in specs:
             s.agent.kwargs["base_url"] = base_url
         job_dir = tmp / "job"
