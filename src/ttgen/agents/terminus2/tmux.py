@@ -32,8 +32,10 @@ with three tmux user options of this session (global options with a per-session 
   (``read -t 0``, which reads nothing). If none is, it copies ``seen`` into ``idle`` and opens a
   ``tmux wait-for`` gate (``-U``).
 
-``send_keys`` then waits (one blocking exec in the container, asleep in ``wait-for -L`` on that
-gate, so no polling) until ``idle`` reaches its sequence number, or the time is up. Why a return is never premature:
+``send_keys`` then waits until ``idle`` reaches its sequence number, or the time is up: one
+tmux client call (one exec, no shell) delivers the keys and sleeps in ``wait-for -L`` on that gate
+(no polling); when woken it reads ``idle``, and the server itself decides (``if-shell -F``)
+whether that wait is over. Why a return is never premature:
 ``idle >= n`` means some prompt's hook read ``sent >= n`` from the server, i.e. after the server
 had queued our keys to the pane, and the hook only checked for pending input after that answer
 came back. So at that check our keys were in the terminal's input queue or already consumed;
@@ -47,9 +49,16 @@ waited for the full duration, as in Harbor. The prompt of a command that was alr
 before the keys (a previous turn's timed-out command) counts only if no line of ours is still
 pending at that prompt, so typed-ahead commands are never cut short. Why a return is never
 missed: the prompt after our own command copies ``sent`` only after the shell read our keys,
-which the server queued after recording ``sent``. A short `settle_sec` after the signal lets bash
-draw the prompt (the hook runs just before it) before anything is captured. The hook costs the
-shell two tmux client calls per prompt (~2 ms each). With ``early_completion=False`` the hook
+which the server queued after recording ``sent``.
+
+The hook runs just before bash draws the prompt, so the signal can come first. The hook's second
+call therefore also records the cursor (``x|y|history size``, a fourth option ``pos``), and the
+wait is over only once the cursor has moved from there, i.e. bash has drawn its prompt: the same
+tmux call checks after `settle_sec`, and if not yet, short further calls look again (at most
+PROMPT_DRAW_MAX_SEC; an empty PS1 moves nothing). Only then, in that same call, the turn's last
+command also captures the pane (``capture=True``), so the observation costs no exec of its own.
+Under load a fixed pause was not enough: 1 capture in 921 missed the prompt with 20 ms. The hook
+costs the shell two tmux client calls per prompt (~2 ms each). With ``early_completion=False`` the hook
 removes itself (restoring ``PROMPT_COMMAND``) after the one prompt that tells setup the shell is
 ready.
 
