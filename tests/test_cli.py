@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -14,9 +16,11 @@ from typer.testing import CliRunner
 
 import ttgen
 from conftest import BASE_IMAGE, job_containers
+from ttgen.agents.terminus2.agent import PREFLIGHT_PROMPT
 from ttgen.cli import app
 from ttgen.sandbox.docker import LABEL_JOB, LABEL_OWNER, owner_id
 from ttgen.task import Task
+from ttgen.testing import Error, Reply, ScriptedLLMServer
 
 PREBUILT_TOML = f'[environment]\ndocker_image = "{BASE_IMAGE}"\n'
 WIDE = {"COLUMNS": "400"}
@@ -343,3 +347,64 @@ def test_rollout_terminus_2_needs_a_model_and_endpoint(runner, tmp_path):
     assert res.exit_code == 2
     assert "base_url" in res.stderr or "http" in res.stderr
     assert not (tmp_path / "j").exists()  # nothing started
+
+
+@contextlib.contextmanager
+def scripted_server(script=(), **kwargs):
+    """A ScriptedLLMServer on a loop of its own (the CLI runs asyncio.run itself)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server = ScriptedLLMServer(script, **kwargs)
+    asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
+    try:
+        yield server
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def test_rollout_checks_the_model_endpoint_before_starting_anything(runner, tmp_path):
+    task = write_task(tmp_path / "t")
+    refused = Error(404, "The model `nope` does not exist.")
+    with scripted_server([refused]) as server:
+        res = runner.invoke(
+            app, ["rollout", str(task), "-a", "terminus-2", "--model", "nope",
+                  "--base-url", server.base_url, "--out", str(tmp_path / "j")], env=WIDE,
+        )  # fmt: skip
+        assert len(server.requests) == 1  # one test request, not retried (a 404 will not change)
+        sent = server.requests[0].body
+    assert res.exit_code == 2, res.output
+    assert "failed a test request, so no trial was started" in res.stderr
+    assert "does not exist" in res.stderr and "--model" in res.stderr
+    assert not (tmp_path / "j").exists()
+    # the request trials will send: the agent's sampling settings, one short user message
+    assert sent["model"] == "nope" and sent["temperature"] == 0.7
+    assert sent["messages"] == [{"role": "user", "content": PREFLIGHT_PROMPT}]
+
+
+def test_rollout_preflight_passes_then_runs_and_can_be_skipped(runner, tmp_path):
+    task = write_task(tmp_path / "t")
+    done = Reply(json.dumps({"analysis": "a", "plan": "p", "commands": [], "task_complete": True}))
+    with scripted_server([Reply("OK"), done, done]) as server:
+        res = runner.invoke(
+            app, ["rollout", str(task), "-a", "terminus-2", "--model", "m",
+                  "--base-url", server.base_url, "--out", str(tmp_path / "j")], env=WIDE,
+        )  # fmt: skip
+        assert res.exit_code == 0, res.output
+        assert "ok: " in res.stderr and "/v1/chat/completions answered as m in" in res.stderr
+        first_trial_request = server.requests[1].body["messages"][0]["content"]
+        assert first_trial_request.startswith("You are an AI assistant tasked with solving")
+        assert server.remaining == 0
+    with scripted_server([done, done]) as server:
+        res = runner.invoke(
+            app, ["rollout", str(task), "-a", "terminus-2", "--model", "m", "--no-preflight",
+                  "--base-url", server.base_url, "--out", str(tmp_path / "j2")], env=WIDE,
+        )  # fmt: skip
+        assert res.exit_code == 0, res.output
+        assert "checking" not in res.stderr
+        assert server.requests[0].body["messages"][0]["content"].startswith("You are an AI")
+    trial = next(p for p in (tmp_path / "j2").iterdir() if (p / "result.json").exists())
+    assert json.loads((trial / "result.json").read_text())["outcome"] == "passed"

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ttgen import __version__
-from ttgen.errors import TtgenError
+from ttgen.errors import LLMError, TtgenError
 
 T = TypeVar("T")
 
@@ -590,6 +590,28 @@ def _stats_table(stats: dict[str, Any], title: str) -> Table:
     return table
 
 
+def _preflight(agent_obj: Any, name: str) -> None:
+    """The agent's one check before the job (its endpoint answers the request trials will
+    send); a failure stops here, with nothing started."""
+    err_console.print(f"checking {name}'s model endpoint ...", highlight=False)
+    try:
+        line = asyncio.run(agent_obj.preflight())
+    except LLMError as exc:
+        hint = ""
+        status = getattr(exc, "status", None)
+        if status in (401, 403):
+            hint = " Set the key in TTGEN_API_KEY or OPENAI_API_KEY (or --ak api_key=...)."
+        elif status == 404:
+            hint = " Check --base-url (usually ending in /v1) and --model (the served name)."
+        elif status is None or status >= 500 or status == 429:
+            hint = " Is the server up and reachable from here?"
+        raise _fail(
+            f"{name}: the model endpoint failed a test request, so no trial was started: "
+            f"{str(exc).rstrip('.')}.{hint} (--no-preflight skips this check.)"
+        ) from None
+    err_console.print(f"ok: {line}", highlight=False)
+
+
 @app.command("rollout")
 def rollout(
     paths: Annotated[list[Path], typer.Argument(help="Tasks or folders of tasks.")],
@@ -637,6 +659,13 @@ def rollout(
         list[str] | None, typer.Option("--ve", help="Verifier environment variable KEY=VALUE.")
     ] = None,
     force_build: ForceBuild = False,
+    preflight: Annotated[
+        bool,
+        typer.Option(
+            help="LLM agents: send one short request with the model settings before starting "
+            "any container, and stop at once if the endpoint refuses it."
+        ),
+    ] = True,
     as_json: JsonOut = False,
 ) -> None:
     """Run an agent on tasks: tasks x attempts trials, concurrently, into a resumable job folder.
@@ -663,9 +692,11 @@ def rollout(
     if strict_timing:
         kwargs["strict_timing"] = True
     try:  # an unknown agent or bad options fail here, not once per trial
-        create_agent(agent, **kwargs)
+        probe = create_agent(agent, **kwargs)
     except (TtgenError, ValueError) as exc:
         raise _fail(str(exc)) from None
+    if preflight and hasattr(probe, "preflight"):
+        _preflight(probe, agent)
     spec = AgentSpec(name=agent, kwargs=kwargs)
     options = _job_options(
         concurrency,

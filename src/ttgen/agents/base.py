@@ -76,6 +76,11 @@ class Agent(Protocol):
 
     async def run(self, instruction: str, sandbox: Sandbox, ctx: AgentContext) -> None: ...
 
+    # Optional: ``async def preflight(self) -> str``, called once by `ttgen rollout` before any
+    # container starts: one cheap check of what every trial will need (an LLM agent sends one
+    # request with its settings). It raises to stop the job before it starts, else returns a
+    # line for the user.
+    #
     # Optional: ``def finish(self, ctx: AgentContext) -> None``, called on the host after the
     # container's /logs/agent was copied into ctx.logs_dir (also after a timeout or an error),
     # for work on the copied logs (Terminus 2 merges its keystrokes into the recording there).
