@@ -57,9 +57,10 @@ wait is over only once the cursor has moved from there, i.e. bash has drawn its 
 tmux call checks after `settle_sec`, and if not yet, short further calls look again (at most
 PROMPT_DRAW_MAX_SEC; an empty PS1 moves nothing). Only then, in that same call, the turn's last
 command also captures the pane (``capture=True``), so the observation costs no exec of its own.
-Under load a fixed pause was not enough: 1 capture in 921 missed the prompt with 20 ms. The hook
-costs the shell two tmux client calls per prompt (~2 ms each). With ``early_completion=False`` the hook
-removes itself (restoring ``PROMPT_COMMAND``) after the one prompt that tells setup the shell is
+Under load a fixed pause was not enough: 1 capture in 921 missed the prompt with 20 ms.
+
+The hook costs the shell two tmux client calls per prompt (~2 ms each). With
+``early_completion=False`` the hook removes itself (restoring ``PROMPT_COMMAND``) after the one prompt that tells setup the shell is
 ready.
 
 What early completion cannot know: output that background processes write after the prompt
@@ -580,10 +581,11 @@ class TmuxSession:
         Each try is one tmux client call (no shell): [the keys, then] ``wait-for -L`` on the
         session's gate, which returns when a prompt hook opens it; then the ``idle`` and
         ``cancel`` options; then, only if ``idle`` has reached `seq` (decided by the server in
-        the same call, with ``if-shell -F``), a settle of `settle_sec` inside the server (so
-        bash has drawn its prompt), a mark line, and `clear_history` or `capture`. A wake-up
-        by an earlier prompt tries again; `_cancel_wait` ends a try by setting ``cancel`` to
-        this wait's token and opening the gate.
+        the same call, with ``if-shell -F``), a pause of `settle_sec` inside the server and, if
+        the cursor shows the prompt drawn, a mark line and `clear_history` or `capture`
+        (otherwise `_wait_drawn` looks again). A wake-up by an earlier prompt tries again;
+        `_cancel_wait` ends a try by setting ``cancel`` to this wait's token and opening the
+        gate.
 
         Returns "prompt", "timeout", "gone" (the session ended) or "error"."""
         remaining = deadline - time.monotonic()
@@ -648,14 +650,26 @@ class TmuxSession:
                 return "error"
             first = False
             if drawing + "\n" in res.stdout:
-                break  # the prompt is coming: wait below for bash to draw it
+                return await self._wait_drawn(finish_if_drawn, deadline, done, mark, capture,
+                                              clear_history)  # fmt: skip
             if self._finished(res, done, mark, capture):
                 return "prompt"
             cancelled = f" {token}" in res.stdout.split(state, 1)[-1].split("\n", 1)[0]
             if cancelled or deadline <= time.monotonic():
                 return "timeout"
-        # The signal came before bash drew the prompt (it comes just before): look again
-        # shortly, for at most PROMPT_DRAW_MAX_SEC (an empty PS1 draws nothing) or the deadline.
+
+    async def _wait_drawn(
+        self,
+        finish_if_drawn: list[str],
+        deadline: float,
+        done: str,
+        mark: str,
+        capture: bool,
+        clear_history: bool,
+    ) -> str:
+        """The prompt signal came before bash drew the prompt (it comes just before): look
+        again every PROMPT_DRAW_POLL_SEC, for at most PROMPT_DRAW_MAX_SEC (an empty PS1 draws
+        nothing) or until the deadline; then the wait is over either way."""
         until = min(deadline, time.monotonic() + PROMPT_DRAW_MAX_SEC)
         again = [*self._tmux, "run-shell", "-d", f"{PROMPT_DRAW_POLL_SEC:.3f}", ";"]
         again += finish_if_drawn
@@ -666,7 +680,7 @@ class TmuxSession:
             if self._finished(res, done, mark, capture):
                 return "prompt"
         if clear_history:
-            await self._run([*self._tmux, "clear-history", "-t", target])
+            await self._run([*self._tmux, "clear-history", "-t", self.session_name])
         return "prompt"
 
     def _finished(self, res: ExecResult, done: str, mark: str, capture: bool) -> bool:
