@@ -94,31 +94,18 @@ async def one_trial(backend, task, base_url, tdir: Path, strict: bool) -> tuple[
     return time.monotonic() - t0, tdir
 
 
-def turn_overheads(tdir: Path) -> list[float]:
-    traj = json.loads((tdir / "agent" / "trajectory.json").read_text())
-    steps = traj["steps"]
+def turn_times(steps: list[dict]) -> list[tuple[float, float, float]]:
+    """Per turn, from one step of the trajectory to the next (a step's timestamp is when its
+    model answer came): (that time, the turn's wall time minus the next call's latency, the
+    command waits in it). The second is everything but the model; minus the third, the
+    harness's own cost."""
     out = []
     for prev, step in itertools.pairwise(steps):
-        wall = (
-            datetime.fromisoformat(step["timestamp"]) - datetime.fromisoformat(prev["timestamp"])
-        ).total_seconds()
-        extra = step["metrics"]["extra"]
-        if prev["source"] == "agent":  # the previous turn's commands ran before this call
-            wall -= prev["metrics"]["extra"].get("command_wait_sec", 0.0)
-        out.append(wall - extra["latency_sec"])
-    return out
-
-
-def turn_overheads_total(agent_steps: list[dict], *, when: bool = False) -> list:
-    """Per turn: time from one model call's start to the next one's, minus the model's latency
-    (so everything the harness and the commands took). With `when`, (time the model's answer
-    came, overhead) pairs."""
-    out = []
-    for prev, step in itertools.pairwise(agent_steps):
         t0 = datetime.fromisoformat(prev["timestamp"]).timestamp()
-        latency = prev["metrics"]["extra"]["latency_sec"]
-        over = datetime.fromisoformat(step["timestamp"]).timestamp() - t0 - latency
-        out.append((t0 + latency, over) if when else over)
+        wall = datetime.fromisoformat(step["timestamp"]).timestamp() - t0
+        over = wall - step["metrics"]["extra"]["latency_sec"]
+        wait = prev["metrics"]["extra"].get("command_wait_sec", 0.0) if "metrics" in prev else 0.0
+        out.append((t0, over, wait))
     return out
 
 
@@ -145,9 +132,10 @@ async def part_ab(backend, task, tmp: Path, args) -> None:
         strict_sec, strict_dir = await one_trial(
             backend, task, server.base_url, tmp / "strict", strict=True
         )
-    overhead = turn_overheads(early_dir)
     traj = json.loads((early_dir / "agent" / "trajectory.json").read_text())
-    whole = turn_overheads_total([st for st in traj["steps"] if st["source"] == "agent"])
+    times = turn_times(traj["steps"])
+    overhead = [over - wait for _, over, wait in times]
+    whole = [over for _, over, _ in times[1:]]  # turns that ran commands (not the first call)
     same = conversation(early_dir) == conversation(strict_dir)
     print(
         f"(a) harness overhead per turn ({len(overhead)} turns): "
@@ -280,7 +268,7 @@ async def part_c(backend, task, tmp: Path, args) -> None:
         waits.append(sum(st["metrics"]["extra"].get("command_wait_sec", 0) for st in agent_steps))
         each_wait += [st["metrics"]["extra"]["command_wait_sec"] for st in agent_steps
                       if "command_wait_sec" in st["metrics"]["extra"]]  # fmt: skip
-        per_turn += turn_overheads_total(agent_steps, when=True)
+        per_turn += [(t, over) for t, over, _ in turn_times(agent_steps)]
     ideal = args.concurrent_turns * args.latency
     print(f"(c) {args.trials} concurrent trials x {args.concurrent_turns} turns at "
           f"{args.latency:g} s latency: {job_sec:.1f} s vs ideal {ideal:.1f} s, ratio "
