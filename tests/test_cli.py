@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 import ttgen
 from conftest import BASE_IMAGE, job_containers
-from ttgen.agents.terminus2.agent import PREFLIGHT_PROMPT
 from ttgen.cli import app
+from ttgen.llm import PREFLIGHT_PROMPT
 from ttgen.sandbox.docker import LABEL_JOB, LABEL_OWNER, owner_id
 from ttgen.task import Task
 from ttgen.testing import Error, Reply, ScriptedLLMServer
@@ -377,7 +377,7 @@ def test_rollout_checks_the_model_endpoint_before_starting_anything(runner, tmp_
         assert len(server.requests) == 1  # one test request, not retried (a 404 will not change)
         sent = server.requests[0].body
     assert res.exit_code == 2, res.output
-    assert "failed a test request, so no trial was started" in res.stderr
+    assert "failed a test request, so nothing was started" in res.stderr
     assert "does not exist" in res.stderr and "--model" in res.stderr
     assert not (tmp_path / "j").exists()
     # the request trials will send: the agent's sampling settings, one short user message

@@ -624,3 +624,24 @@ def _error_message(text: str) -> str:
 
 def _is_context_error(text: str, message: str) -> bool:
     return is_context_length_message(message) or is_context_length_message(text)
+
+
+# -- pre-flight -------------------------------------------------------------------------------
+
+# Commands that will send many requests check the endpoint with this one first.
+PREFLIGHT_PROMPT = "Reply with the single word OK."
+PREFLIGHT_RETRIES = 2
+
+
+async def check_endpoint(config: LLMConfig) -> str:
+    """One short request with `config`'s settings (sampling parameters and extra_body
+    included): a wrong URL, key or model name, or a parameter the endpoint refuses, then fails
+    once, before any work starts, instead of in every item. Raises LLMError; returns a line
+    describing the answer."""
+    config = config.model_copy(update={"max_retries": min(config.max_retries, PREFLIGHT_RETRIES)})
+    async with LLMClient(config) as llm:
+        response = await llm.chat([{"role": "user", "content": PREFLIGHT_PROMPT}])
+    return (
+        f"{config.endpoint} answered as {response.model} in {response.latency_sec:.1f} s "
+        f"({response.usage.prompt_tokens} + {response.usage.completion_tokens} tokens)"
+    )

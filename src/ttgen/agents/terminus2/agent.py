@@ -69,6 +69,7 @@ from ttgen.llm import (
     LLMConfig,
     LLMResponse,
     TokenUsage,
+    check_endpoint,
 )
 from ttgen.rollout.models import write_json_atomic
 from ttgen.sandbox.base import Sandbox
@@ -78,9 +79,6 @@ MAX_COMMAND_WAIT_SEC = 60.0
 # Consecutive responses cut at the output limit answered with the "NONE of the actions" message
 # before a cut response is taken as it is (Harbor asks again without limit, until the timeout).
 MAX_OUTPUT_LENGTH_RETRIES = 10
-# `ttgen rollout` checks the endpoint with this before starting containers (see preflight).
-PREFLIGHT_PROMPT = "Reply with the single word OK."
-PREFLIGHT_RETRIES = 2
 PANE_LOG = "/logs/agent/terminus_2.pane"
 RECORDING = "/logs/agent/recording.cast"
 
@@ -191,15 +189,7 @@ class Terminus2Agent:
         extra_body included), before any container starts: a wrong URL, key or model name, or
         a parameter the endpoint refuses, then fails once instead of in every trial. Raises
         LLMError; returns a line describing the answer."""
-        config = self.llm_config.model_copy(
-            update={"max_retries": min(self.llm_config.max_retries, PREFLIGHT_RETRIES)}
-        )
-        async with LLMClient(config) as llm:
-            response = await llm.chat([{"role": "user", "content": PREFLIGHT_PROMPT}])
-        return (
-            f"{config.endpoint} answered as {response.model} in {response.latency_sec:.1f} s "
-            f"({response.usage.prompt_tokens} + {response.usage.completion_tokens} tokens)"
-        )
+        return await check_endpoint(self.llm_config)
 
     def finish(self, ctx: AgentContext) -> None:
         """Merge the keystrokes sent and a marker per turn into the copied-out recording."""
