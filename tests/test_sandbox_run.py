@@ -286,3 +286,20 @@ async def test_images_without_python_keep_using_docker_exec(
             res = await sb.exec("echo works; exit 4")
             assert (res.stdout, res.exit_code) == ("works\n", 4)
         await b.gc(job=job_name)
+
+
+async def test_a_network_removed_by_another_process_is_made_again(backend, make_task, job_name):
+    task = Task.load(make_task())
+    first = await backend.start(task, job=job_name)
+    await first.stop()
+    # Another ttgen process's gc removes the shared network while it is unused ...
+    async with aiodocker.Docker() as d:
+        net = await d.networks.get(NETWORK_NAME)
+        if not (await net.show()).get("Containers"):
+            await net.delete()
+    # ... and this backend, which has it cached as ready, still starts containers.
+    sandbox = await backend.start(task, job=job_name)
+    try:
+        assert (await sandbox.exec("echo ok")).stdout.strip() == "ok"
+    finally:
+        await sandbox.stop()

@@ -135,11 +135,22 @@ class NearDuplicateIndex:
         if key in self._sets:
             return
         sh = shingles(text, self.shingle_words)
+        bands = self._band_keys(self._hasher.signature(sh))
         self._sets[key] = sh
-        for bucket, band in zip(
-            self._buckets, self._band_keys(self._hasher.signature(sh)), strict=True
-        ):
+        self._bands_of[key] = bands
+        for bucket, band in zip(self._buckets, bands, strict=True):
             bucket.setdefault(band, []).append(key)
+
+    def discard(self, key: Hashable) -> None:
+        """Forget `key` (nothing happens when it is not stored)."""
+        if self._sets.pop(key, None) is None:
+            return
+        for bucket, band in zip(self._buckets, self._bands_of.pop(key), strict=True):
+            keys = bucket.get(band, [])
+            if key in keys:
+                keys.remove(key)
+            if not keys:
+                bucket.pop(band, None)
 
     def query(self, text: str, *, exclude: Hashable | None = None) -> list[tuple[Hashable, float]]:
         """Stored keys at or above the threshold, most similar first, with their similarity."""

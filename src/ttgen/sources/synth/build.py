@@ -57,8 +57,8 @@ exit 0
 
 PYTEST_INI = """\
 [pytest]
-# ttgen: the verifier's own settings (an ini file elsewhere in the container is not used).
-addopts = -q
+# ttgen: the verifier's own (empty) settings, so that no ini file elsewhere in the container
+# (e.g. one the agent wrote into /app) changes how the tests run.
 """
 
 REWARD_PLUGIN = '''\
