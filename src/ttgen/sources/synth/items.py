@@ -60,7 +60,9 @@ def skill_items(
         raise ValueError(f"difficulty must be one of {', '.join(DIFFICULTY_CHOICES)}")
     items = []
     for domain in domains:
-        dockerfile = dockerfile_text(domain.id) if domain.id in DOMAIN_IMAGES else ""
+        # A user-defined domain without a domain image of its own runs in the general image.
+        image_domain = domain.id if domain.id in DOMAIN_IMAGES else "general"
+        dockerfile = dockerfile_text(image_domain)
         system = prompts.skill_system_prompt(domain.module_text())
         for index in range(start, start + n):
             picked = sample_primitives(
@@ -80,7 +82,7 @@ def skill_items(
                     system=system,
                     user=user,
                     novelty_key=domain.id,
-                    image=domain.image,
+                    image=image_ref(image_domain),
                     metadata={
                         "source": "skill_synth",
                         "domain": domain.id,
