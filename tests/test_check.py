@@ -48,6 +48,18 @@ def make(
     return root
 
 
+def _with_empty_tests(root: Path) -> Path:
+    (root / "tests").mkdir()
+    return root
+
+
+def test_a_task_without_tests_is_valid_with_a_warning(tmp_path):
+    # The paper's adapter tasks have no tests: they can be rolled out, not scored.
+    result = check_task(make(tmp_path / "t", test_sh=None))
+    assert result.valid, result.problems
+    assert any("nothing can score the task" in w for w in result.warnings)
+
+
 def make_tb1(root: Path) -> Path:
     root.mkdir(parents=True)
     (root / "task.yaml").write_text("instruction: |\n  Do the thing.\ndifficulty: easy\n")
@@ -68,7 +80,10 @@ INVALID: dict[str, tuple] = {
         ["instruction.md", "UTF-8"],
     ),
     "instruction-empty": (lambda r: make(r, instruction="  \n\n"), ["instruction.md", "empty"]),
-    "no-test-sh": (lambda r: make(r, test_sh=None), ["tests/test.sh", "missing"]),
+    "no-test-sh": (
+        lambda r: _with_empty_tests(make(r, test_sh=None)),
+        ["tests/test.sh", "missing"],
+    ),
     "no-image": (lambda r: make(r, dockerfile=None), ["environment/Dockerfile", "docker_image"]),
     "no-from": (
         lambda r: make(r, dockerfile="# just a comment\nRUN echo hi\n"),
@@ -140,6 +155,7 @@ def test_several_problems_are_all_reported(tmp_path):
     root = make(
         tmp_path / "bad", toml="[x\n", dockerfile="RUN true\n", test_sh=None, instruction=""
     )
+    (root / "tests").mkdir()
     result = check_task(root)
     joined = "\n".join(result.problems)
     assert "task.toml" in joined

@@ -36,6 +36,7 @@ def task_zoo(make_task, tmp_path) -> Path:
     make_task("no-build", parent=parent, solve_sh=SOLVE, test_sh=CHECK,
               dockerfile=unique_dockerfile("RUN false\n"))  # fmt: skip
     make_task("bad-toml", parent=parent, toml="[verifier]\ntimeout_sec = 'soon'\n")
+    make_task("no-tests", parent=parent, test_sh=None)  # an adapter task, as in the paper
     return parent
 
 
@@ -47,6 +48,7 @@ EXPECTED = {
     "silent-tests": "verifier_broken",
     "no-build": "build_failed",
     "bad-toml": "invalid",
+    "no-tests": "no_tests",
 }
 
 
@@ -66,6 +68,9 @@ async def test_verdicts(docker_ready, task_zoo, tmp_path):
     assert "nop scores 1" in got["always-one"].reasons[0]
     assert "RUN false" in got["no-build"].reasons[0] or "build" in got["no-build"].reasons[0]
     assert "timeout_sec" in got["bad-toml"].reasons[0]
+    assert got["no-tests"].rewards == {"nop": None} and got["no-tests"].outcomes == {
+        "nop": "unverified"
+    }
     lines = [json.loads(x) for x in (out / "validation.jsonl").read_text().splitlines()]
     assert {Path(x["path"]).name: x["verdict"] for x in lines} == EXPECTED
     assert all({"task", "verdict", "reasons", "rewards"} <= set(x) for x in lines)
@@ -80,7 +85,7 @@ def test_validate_cli_table_keep_and_resume(docker_ready, task_zoo, tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     for verdict in EXPECTED.values():
         assert verdict in run.stdout
-    assert "valid 1, no_solution 1, trivial 1, oracle_failed 1, verifier_broken 1" in run.stdout
+    assert "valid 1, no_solution 1, no_tests 1, trivial 1, oracle_failed 1" in run.stdout
     assert sorted(p.name for p in kept.iterdir()) == ["good", "unsolved"]
     assert (kept / "good" / "solution" / "solve.sh").read_text() == SOLVE
     trials_before = {p.name: p.stat().st_mtime_ns for p in out.glob("*/result.json")}
@@ -124,3 +129,12 @@ def test_stats_leave_infrastructure_errors_out_of_scores():
         "passed": 2, "failed": 1, "verifier_timeout": 1, "environment_error": 1, "llm_error": 1
     }  # fmt: skip
     assert st["evals"]["oracle__none"]["n_errors"] == 2
+
+
+def test_stats_leave_tasks_without_tests_out_of_scores():
+    items = [_s("a", "passed", 1.0), _s("b", "failed", 0.0), _s("c", "unverified", None)]
+    st = compute_stats(items, n_total=3)
+    assert st["mean_reward"] == pytest.approx(0.5)  # not 1/3: nothing scored task c
+    assert st["pass_at_k"] == {"1": pytest.approx(0.5)}
+    assert st["outcomes"]["unverified"] == 1
+    assert st["evals"]["oracle__none"]["n_unverified"] == 1

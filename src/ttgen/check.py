@@ -70,7 +70,12 @@ def _check(root: Path) -> CheckResult:
 
     tests = root / TESTS_DIR
     test_sh = tests / "test.sh"
-    if not test_sh.is_file():
+    if not tests.exists():
+        warnings.append(
+            f"{TESTS_DIR}/: none, so nothing can score the task (rollouts keep its trajectories "
+            "unscored, as the paper's adapter tasks)"
+        )
+    elif not test_sh.is_file():
         problems.append(f"{TESTS_DIR}/test.sh: missing (the verifier's entry point)")
     else:
         text: str | None

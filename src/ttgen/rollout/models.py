@@ -29,6 +29,8 @@ class Outcome(StrEnum):
     AGENT_TIMEOUT = "agent_timeout"  # the agent ran out of time; the verifier still ran
     VERIFIER_TIMEOUT = "verifier_timeout"
     REWARD_MISSING = "reward_missing"  # no (parsable) reward file
+    # The task has no tests (the paper's adapter tasks): the agent ran, nothing scored it.
+    UNVERIFIED = "unverified"
     BUILD_ERROR = "build_error"
     ENVIRONMENT_ERROR = "environment_error"
     AGENT_ERROR = "agent_error"

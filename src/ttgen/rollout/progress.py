@@ -71,6 +71,7 @@ class JobProgress:
                 Outcome.AGENT_TIMEOUT.value,
                 Outcome.VERIFIER_TIMEOUT.value,
                 Outcome.REWARD_MISSING.value,
+                Outcome.UNVERIFIED.value,
             )
             if self.counts[o]
         ]

@@ -2,7 +2,8 @@
 
 Infrastructure outcomes (build/environment/agent/LLM errors, cancelled) are counted apart and
 never enter the reward figures: they say nothing about the model. A model outcome without a
-reward (verifier timeout, reward missing) counts as reward 0, as in Harbor.
+reward (verifier timeout, reward missing) counts as reward 0, as in Harbor. Trials of tasks
+without tests (outcome `unverified`) are counted apart too: nothing scored them.
 """
 
 from __future__ import annotations
@@ -103,7 +104,8 @@ def pass_at_k_over_tasks(per_task: dict[str, tuple[int, int]]) -> dict[str, floa
 
 
 def _block(items: list[TrialSummary]) -> dict[str, Any]:
-    scored = [s for s in items if not s.is_infra]
+    # Infrastructure errors and tasks without tests say nothing about the model's success.
+    scored = [s for s in items if not s.is_infra and s.outcome != Outcome.UNVERIFIED.value]
     per_task: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for s in scored:
         per_task[s.task_name][0] += 1
@@ -113,6 +115,7 @@ def _block(items: list[TrialSummary]) -> dict[str, Any]:
         "n_trials": len(items),
         "n_scored": len(scored),
         "n_errors": sum(1 for s in items if s.is_infra),
+        "n_unverified": sum(1 for s in items if s.outcome == Outcome.UNVERIFIED.value),
         "n_passed": sum(1 for s in scored if s.success),
         "mean_reward": (sum(rewards) / len(rewards)) if rewards else None,
         "pass_at_k": pass_at_k_over_tasks({t: (n, c) for t, (n, c) in per_task.items()}),
@@ -134,6 +137,7 @@ def compute_stats(
         "n_total_trials": n_total,
         "n_finished_trials": len(summaries),
         "n_completed_trials": main["n_scored"],
+        "n_unverified_trials": main["n_unverified"],
         "n_errored_trials": sum(
             1 for s in summaries if s.is_infra and s.outcome != Outcome.CANCELLED.value
         ),
@@ -156,6 +160,7 @@ def compute_stats(
             key: {
                 "n_trials": b["n_trials"],
                 "n_errors": b["n_errors"],
+                "n_unverified": b["n_unverified"],
                 "metrics": [{"mean": b["mean_reward"]}],
                 "pass_at_k": b["pass_at_k"],
             }

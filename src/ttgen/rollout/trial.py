@@ -294,16 +294,23 @@ class Trial:
             timed_out = await self._agent_execution(agent, ctx, result, timeouts, tlog)
             phase = "verifier"
             await self._ensure_alive(result)
-            await self._verify(result, timeouts, tlog)
-            result.reward = primary_reward(
-                result.verifier_result.rewards if result.verifier_result else None
-            )
-            if timed_out:
-                result.outcome = Outcome.AGENT_TIMEOUT
-            elif result.reward is not None and result.reward >= 1.0:
-                result.outcome = Outcome.PASSED
+            if task.test_script is None and not (task.path and (task.path / "tests").exists()):
+                # No tests at all, by design (adapter tasks, as in the paper): no reward.
+                tlog("no tests/: the trajectory is kept unscored")
+                result.outcome = Outcome.UNVERIFIED
+                if timed_out:
+                    result.warnings.append("the agent ran past its timeout")
             else:
-                result.outcome = Outcome.FAILED
+                await self._verify(result, timeouts, tlog)
+                result.reward = primary_reward(
+                    result.verifier_result.rewards if result.verifier_result else None
+                )
+                if timed_out:
+                    result.outcome = Outcome.AGENT_TIMEOUT
+                elif result.reward is not None and result.reward >= 1.0:
+                    result.outcome = Outcome.PASSED
+                else:
+                    result.outcome = Outcome.FAILED
         except asyncio.CancelledError as exc:
             cancelled = exc
             result.outcome = Outcome.CANCELLED

@@ -6,6 +6,8 @@ validation is concurrent and resumable). One verdict per task:
 
     valid            oracle scores 1, nop scores 0
     no_solution      no solve.sh to check against; nop scores 0
+    no_tests         no tests/ at all, by design (the paper's adapter tasks): rollouts of it
+                     are kept unscored (outcome `unverified`)
     trivial          nop already scores > 0: the verifier does not check the work
     oracle_failed    the reference solution scores < 1
     verifier_broken  no reward file, an unreadable one, or test.sh timed out
@@ -38,6 +40,7 @@ from ttgen.task import Task
 VERDICTS = (
     "valid",
     "no_solution",
+    "no_tests",
     "trivial",
     "oracle_failed",
     "verifier_broken",
@@ -45,7 +48,7 @@ VERDICTS = (
     "invalid",
     "infra_error",
 )
-GOOD_VERDICTS = ("valid", "no_solution")
+GOOD_VERDICTS = ("valid", "no_solution", "no_tests")
 
 
 @dataclass
@@ -85,6 +88,8 @@ def judge(nop: TrialResult | None, oracle: TrialResult | None) -> tuple[str, lis
         if r.outcome in (Outcome.REWARD_MISSING, Outcome.VERIFIER_TIMEOUT):
             return "verifier_broken", [f"after {role}: {_first_line(r)}"]
     assert nop is not None
+    if nop.outcome == Outcome.UNVERIFIED:
+        return "no_tests", ["the task has no tests/ (by design, like the paper's adapter tasks)"]
     if nop.reward is not None and nop.reward > 0:
         detail = "" if nop.reward >= 1 else " (partial credit with no work done)"
         return "trivial", [f"nop scores {nop.reward:g}{detail}"]
