@@ -7,7 +7,7 @@ Sources, later ones win:
 3. ``ttgen.toml`` in the current directory (a project's settings, e.g. this repository's);
 4. the file named by ``TTGEN_CONFIG``;
 5. environment variables: ``TTGEN_IMAGE_ALIASES`` (``PATTERN=IMAGE,PATTERN=IMAGE``),
-   ``TTGEN_EXTRA_CA_CERT`` (a PEM file), ``TTGEN_PIDS_LIMIT``.
+   ``TTGEN_EXTRA_CA_CERT`` (a PEM file), ``TTGEN_PIDS_LIMIT``, ``TTGEN_DOMAIN_BASE``.
 
 Alias lists are merged: entries from a later source are tried before earlier ones.
 A config file looks like::
@@ -16,6 +16,7 @@ A config file looks like::
     aliases = { "ubuntu:*" = "ttgen/base:bookworm", "python:3.*" = "ttgen/base:bookworm" }
     extra_ca_cert = "host"   # a PEM file, or "host": the host's own trust store
     pull = true            # try `docker pull` for images missing locally
+    domain_base = "ubuntu:24.04"   # base of the ttgen/domain:* images (default: their Dockerfile's)
 
     [sandbox]
     pids_limit = 4096
@@ -39,6 +40,7 @@ ENV_ALIASES = "TTGEN_IMAGE_ALIASES"
 ENV_CA = "TTGEN_EXTRA_CA_CERT"
 ENV_CONFIG = "TTGEN_CONFIG"
 ENV_PIDS = "TTGEN_PIDS_LIMIT"
+ENV_DOMAIN_BASE = "TTGEN_DOMAIN_BASE"
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class Settings:
     pids_limit: int = 4096
     default_cpus: float = 1.0
     default_memory_mb: int = 2048
+    domain_base: str | None = None  # base image of the domain images (None: the Dockerfile's)
     sources: list[str] = field(default_factory=list)
 
     def resolve_image(self, ref: str) -> str:
@@ -119,6 +122,10 @@ def _apply_file(settings: Settings, path: Path) -> None:
         settings.extra_ca_cert = _ca_path(str(images["extra_ca_cert"]), path.parent, src)
     if "pull" in images:
         settings.pull = bool(images["pull"])
+    if "domain_base" in images:
+        settings.domain_base = _image_setting(
+            images["domain_base"], f"{path}: [images] domain_base"
+        )
     for key, conv in (("pids_limit", int), ("default_cpus", float), ("default_memory_mb", int)):
         if key in sandbox:
             try:
@@ -126,6 +133,16 @@ def _apply_file(settings: Settings, path: Path) -> None:
             except (TypeError, ValueError):
                 raise ConfigError(f"{path}: [sandbox] {key} must be a number") from None
     settings.sources.append(src)
+
+
+def _image_setting(value: object, source: str) -> str | None:
+    """An image reference setting; "" means unset."""
+    text = str(value).strip()
+    if not text:
+        return None
+    if any(c.isspace() for c in text):
+        raise ConfigError(f"{source}: {text!r} is not an image reference")
+    return text
 
 
 def host_ca_bundle() -> Path | None:
@@ -182,6 +199,9 @@ def load_settings(cwd: Path | None = None, environ: dict[str, str] | None = None
             settings.pids_limit = int(env[ENV_PIDS])
         except ValueError:
             raise ConfigError(f"{ENV_PIDS}={env[ENV_PIDS]!r} is not an integer") from None
+    if env.get(ENV_DOMAIN_BASE):
+        settings.domain_base = _image_setting(env[ENV_DOMAIN_BASE], ENV_DOMAIN_BASE)
+        settings.sources.append(ENV_DOMAIN_BASE)
     if settings.extra_ca_cert is not None and not settings.extra_ca_cert.is_file():
         raise ConfigError(f"extra CA certificate {settings.extra_ca_cert} does not exist")
     return settings

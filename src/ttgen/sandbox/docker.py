@@ -171,6 +171,15 @@ done
 """
 
 
+class _NetworkGoneError(SandboxError):
+    """The container's network was removed by another process before the container started."""
+
+
+def _network_gone(exc: aiodocker.DockerError) -> bool:
+    message = str(exc.message).lower()
+    return "network" in message and "not found" in message
+
+
 class DockerBackend:
     """One Docker Engine API client and the state shared by all sandboxes of a process."""
 
@@ -257,14 +266,19 @@ class DockerBackend:
         """Make sure the task's image exists locally; build it at most once per content.
 
         A task with ``docker_image`` uses that image (after aliases) when it is present or
-        pullable, and falls back to building environment/Dockerfile when it is not.
+        pullable (a missing ttgen domain image, ``ttgen/domain:<id>``, is built), and falls back
+        to building environment/Dockerfile when it is not.
         `force_build` rebuilds from the Dockerfile without the engine's layer cache.
         """
         env = task.config.environment
         dockerfile = task.dockerfile
         if env.docker_image and (not force_build or dockerfile is None):
             ref = self.settings.resolve_image(env.docker_image)
-            if await self.image_exists(ref) or await self._pull(ref):
+            if (
+                await self.image_exists(ref)
+                or await self._build_domain_bases(task, [ref])
+                or await self._pull(ref)
+            ):
                 return ImageRef(ref, "prebuilt")
             if dockerfile is None:
                 hint = (
@@ -307,10 +321,14 @@ class DockerBackend:
     async def build(
         self, task: Task, *, force: bool = False, timeout: float | None = None
     ) -> ImageRef:
-        """Build the task's environment/ (once per content); `timeout` overrides build_timeout_sec."""
+        """Build the task's environment/ (once per content); `timeout` overrides build_timeout_sec.
+
+        A missing base image that is a ttgen domain image (``FROM ttgen/domain:<id>``) is built
+        first, once however many tasks need it."""
         ctx, tag = await self._context_for(task)
-        lock = self._build_locks.setdefault(tag, asyncio.Lock())
-        async with lock:
+        if await self._build_domain_bases(task, ctx.base_images):
+            ctx, tag = await self._context_for(task)  # the tag hashes the base image ids
+        async with self.build_lock(tag):
             if not force and await self.image_exists(tag):
                 return ImageRef(tag, "cached", has_ca=self.settings.extra_ca_cert is not None)
             missing = [b for b in ctx.base_images if not await self.image_exists(b)]
@@ -324,20 +342,61 @@ class DockerBackend:
                     )
             if timeout is None:
                 timeout = task.config.environment.build_timeout_sec
-            async with self._build_slots:
-                t0 = time.monotonic()
-                await self._run_build(task, ctx, tag, timeout, nocache=force)
-            self._workdirs.pop(tag, None)
-            self.builds += 1
-            return ImageRef(
-                tag, "built", time.monotonic() - t0, self.settings.extra_ca_cert is not None
+            seconds = await self.build_context(
+                ctx,
+                tag,
+                name=task.name,
+                timeout=timeout,
+                labels={LABEL_TASK: task.name},
+                nocache=force,
             )
+            return ImageRef(tag, "built", seconds, self.settings.extra_ca_cert is not None)
+
+    async def _build_domain_bases(self, task: Task, images: Sequence[str]) -> bool:
+        """Build the missing ttgen domain images among `images` (a task's FROM images or its
+        docker_image); True when one was missing and now exists."""
+        from ttgen.sandbox.domains import ensure_domain_bases  # domains.py imports this module
+
+        return bool(await ensure_domain_bases(self, images, who=task.name))
+
+    def build_lock(self, tag: str) -> asyncio.Lock:
+        """The lock under which `tag` is checked and built, so concurrent requests build once."""
+        return self._build_locks.setdefault(tag, asyncio.Lock())
+
+    async def build_context(
+        self,
+        ctx: BuildContext,
+        tag: str,
+        *,
+        name: str,
+        timeout: float,
+        labels: Mapping[str, str] | None = None,
+        nocache: bool = False,
+    ) -> float:
+        """Build an assembled context as `tag` in one of the build slots; returns the seconds.
+
+        `name` (a task, or a domain image) starts error messages; `labels` are added to the
+        image's. Callers hold `build_lock(tag)`."""
+        async with self._build_slots:
+            t0 = time.monotonic()
+            await self._run_build(name, ctx, tag, timeout, nocache=nocache, labels=labels)
+            seconds = time.monotonic() - t0
+        self._workdirs.pop(tag, None)
+        self.builds += 1
+        return seconds
 
     async def _run_build(
-        self, task: Task, ctx: BuildContext, tag: str, timeout: float, *, nocache: bool
+        self,
+        name: str,
+        ctx: BuildContext,
+        tag: str,
+        timeout: float,
+        *,
+        nocache: bool,
+        labels: Mapping[str, str] | None = None,
     ) -> None:
         lines: list[str] = []
-        labels = {LABEL_MANAGED: "true", LABEL_TASK: task.name}
+        labels = {LABEL_MANAGED: "true", **(labels or {})}
         if self.settings.extra_ca_cert is not None:
             labels[LABEL_CA] = "true"
 
@@ -361,7 +420,7 @@ class DockerBackend:
                     detail = chunk.get("errorDetail", {}).get("message") or chunk.get("error")
                     lines.append(str(detail))
                     raise ImageBuildError(
-                        f"{task.name}: image build failed: {detail}",
+                        f"{name}: image build failed: {detail}",
                         "\n".join(lines[-BUILD_LOG_TAIL_LINES:]),
                     )
                 del lines[:-200]
@@ -370,18 +429,18 @@ class DockerBackend:
             await asyncio.wait_for(consume(), timeout)
         except TimeoutError:
             raise ImageBuildError(
-                f"{task.name}: image build exceeded build_timeout_sec={timeout:g}",
+                f"{name}: image build exceeded build_timeout_sec={timeout:g}",
                 "\n".join(lines[-BUILD_LOG_TAIL_LINES:]),
                 timed_out=True,
             ) from None
         except aiodocker.DockerError as exc:
             raise ImageBuildError(
-                f"{task.name}: image build failed: {exc.message}",
+                f"{name}: image build failed: {exc.message}",
                 "\n".join(lines[-BUILD_LOG_TAIL_LINES:]),
             ) from exc
         if not await self.image_exists(tag):
             raise ImageBuildError(
-                f"{task.name}: the engine reported no error but image {tag} does not exist",
+                f"{name}: the engine reported no error but image {tag} does not exist",
                 "\n".join(lines[-BUILD_LOG_TAIL_LINES:]),
             )
 
@@ -433,7 +492,19 @@ class DockerBackend:
             self._ca_bytes = ca_bundle_bytes(self.settings.extra_ca_cert)
         return self._ca_bytes
 
-    async def start(
+    async def start(self, task: Task, **kwargs: Any) -> DockerSandbox:
+        """Start a fresh container for `task` (building its image first if needed); see
+        `_start_once` for the options. Retried once when the shared network vanished."""
+        try:
+            return await self._start_once(task, **kwargs)
+        except _NetworkGoneError:
+            self._network_ready = None
+            try:
+                return await self._start_once(task, **kwargs)
+            except _NetworkGoneError as exc:
+                raise SandboxError(f"{task.name}: cannot start container: {exc}") from exc
+
+    async def _start_once(
         self,
         task: Task,
         *,
@@ -500,6 +571,8 @@ class DockerBackend:
         try:
             container = await asyncio.shield(create)
         except aiodocker.DockerError as exc:
+            if _network_gone(exc) and network != "none":
+                raise _NetworkGoneError(str(exc.message)) from exc
             raise SandboxError(
                 f"{task.name}: cannot create container from {image.tag}: {exc.message}"
             ) from exc
@@ -524,6 +597,10 @@ class DockerBackend:
         except BaseException as exc:
             await sandbox.stop()
             if isinstance(exc, aiodocker.DockerError):
+                if _network_gone(exc) and network != "none":
+                    # Another process removed the shared network between our check and the
+                    # start (its gc saw it unused): make it again, once.
+                    raise _NetworkGoneError(str(exc.message)) from exc
                 raise SandboxError(
                     f"{task.name}: cannot start container {name}: {exc.message}"
                 ) from exc
