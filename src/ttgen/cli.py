@@ -222,13 +222,46 @@ def images_bootstrap(
 
 @images_app.command("build")
 def images_build(
-    paths: Annotated[list[Path], typer.Argument(help="Tasks or folders of tasks.")],
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Tasks or folders of tasks.", show_default=False)
+    ] = None,
+    domain: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--domain",
+            "-d",
+            help="Build this pre-built domain image (ttgen/domain:ID): an id, a comma list or "
+            "'all'; repeatable. See `ttgen images domains`.",
+            show_default=False,
+        ),
+    ] = None,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            "--base",
+            help="Base image of the domain images (default: [images] domain_base, else the "
+            "Dockerfiles' ubuntu:24.04; image aliases apply).",
+            show_default=False,
+        ),
+    ] = None,
     force_build: ForceBuild = False,
     concurrency: Annotated[int, typer.Option("-n", "--concurrency", help="Builds at once.")] = 2,
 ) -> None:
-    """Build the environment images of tasks (each distinct environment once)."""
+    """Build the environment images of tasks (each distinct environment once), and/or the
+    shared domain images (--domain). Exits 1 when any build failed."""
     from ttgen.sandbox.docker import DockerBackend
+    from ttgen.sandbox.domains import parse_domain_list
     from ttgen.task import Task, find_tasks
+
+    if not paths and not domain:
+        raise _fail("give tasks to build, or --domain ID (or --domain all)")
+    try:
+        domains = parse_domain_list(domain or [])
+    except TtgenError as exc:
+        raise _fail(str(exc)) from None
+    failed_domains = _build_domains(domains, base, force_build) if domains else 0
+    if not paths:
+        raise typer.Exit(1 if failed_domains else 0)
 
     async def go() -> int:
         sem = asyncio.Semaphore(max(1, concurrency))
@@ -256,7 +289,125 @@ def images_build(
         console.print(table)
         return failures
 
-    raise typer.Exit(1 if _run(go()) else 0)
+    raise typer.Exit(1 if _run(go()) or failed_domains else 0)
+
+
+def _build_domains(domains: list[str], base: str | None, force: bool) -> int:
+    """Build domain images one after another (general first); print a table; return failures."""
+    from ttgen.sandbox.docker import DockerBackend
+    from ttgen.sandbox.domains import build_domain_image, image_ref
+
+    async def go() -> int:
+        table = Table(title="Domain images")
+        for col in ("domain", "tag", "result", "seconds", "size MB"):
+            table.add_column(col, overflow="fold")
+        failures: list[tuple[str, TtgenError]] = []
+        async with DockerBackend() as backend:
+            await backend.ping()
+            for i, d in enumerate(domains, 1):
+                t0 = time.monotonic()
+                try:
+                    with console.status(f"building {image_ref(d)} ({i}/{len(domains)}) ..."):
+                        ref = await build_domain_image(backend, d, base=base, force=force)
+                    info = await backend.image_exists(ref.tag) or {}
+                except TtgenError as exc:
+                    failures.append((d, exc))
+                    row = (d, image_ref(d), "[red]failed[/]", f"{time.monotonic() - t0:.1f}", "")
+                    table.add_row(*row)
+                    continue
+                size = f"{info['Size'] / 1e6:.0f}" if "Size" in info else ""
+                colour = "green" if ref.source == "built" else "dim"
+                table.add_row(
+                    d, ref.tag, f"[{colour}]{ref.source}[/]", f"{time.monotonic() - t0:.1f}", size
+                )
+        console.print(table)
+        for d, exc in failures:
+            err_console.print(f"[bold red]{d} failed:[/] {exc}", highlight=False, soft_wrap=True)
+        return len(failures)
+
+    return _run(go())
+
+
+@images_app.command("domains")
+def images_domains(
+    dockerfile: Annotated[
+        str | None,
+        typer.Option(
+            "--dockerfile",
+            help="Print the Dockerfile of this domain (what task generation is shown) and exit.",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+) -> None:
+    """List the pre-built domain images: tag, whether built, what each installs."""
+    from ttgen.errors import DockerUnavailableError
+    from ttgen.sandbox.docker import DockerBackend
+    from ttgen.sandbox.domains import (
+        DOMAIN_IMAGES,
+        dockerfile_text,
+        domain_description,
+        domain_image_state,
+        domain_packages,
+        image_ref,
+    )
+
+    if dockerfile is not None:
+        try:
+            sys.stdout.write(dockerfile_text(dockerfile))
+        except TtgenError as exc:
+            raise _fail(str(exc)) from None
+        raise typer.Exit(0)
+
+    async def states() -> dict[str, tuple[str, float | None]]:
+        out: dict[str, tuple[str, float | None]] = {}
+        try:
+            async with DockerBackend() as backend:
+                await backend.ping()
+                for d in DOMAIN_IMAGES:
+                    info = await backend.image_exists(image_ref(d))
+                    size = info["Size"] / 1e6 if info and "Size" in info else None
+                    out[d] = (await domain_image_state(backend, d), size)
+        except DockerUnavailableError as exc:
+            err_console.print(f"[yellow]warning:[/] {exc}", highlight=False, soft_wrap=True)
+        return out
+
+    found = _run(states())
+    rows = []
+    for d in DOMAIN_IMAGES:
+        state, size = found.get(d, ("unknown", None))
+        rows.append(
+            {
+                "domain": d,
+                "tag": image_ref(d),
+                "state": state,
+                "size_mb": None if size is None else round(size),
+                "description": domain_description(d),
+                "packages": domain_packages(d),
+            }
+        )
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        raise typer.Exit(0)
+    table = Table(title="Domain images (ttgen images build --domain ID|all)")
+    for col in ("domain", "tag", "state", "size MB", "installs (besides the common set)"):
+        table.add_column(col, overflow="fold")
+    colours = {"built": "green", "outdated": "yellow", "missing": "red"}
+    for r in rows:
+        pk = r["packages"]
+        installs = "\n".join(
+            f"{k}: {' '.join(v)}" for k, v in (("apt", pk["apt"]), ("pip", pk["pip"])) if v
+        )
+        state = f"[{colours.get(r['state'], 'dim')}]{r['state']}[/]"
+        size = "" if r["size_mb"] is None else str(r["size_mb"])
+        table.add_row(r["domain"], r["tag"], state, size, installs)
+    console.print(table)
+    common = domain_packages(DOMAIN_IMAGES[0], "common")
+    console.print(
+        f"common set: apt {' '.join(common['apt'])}; pip {' '.join(common['pip'])}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @images_app.command("aliases")
@@ -464,6 +615,136 @@ def env_smoke(
     raise typer.Exit(0 if all(r.ok for r in rows) else 1)
 
 
+# -- adapt ------------------------------------------------------------------------------------
+
+
+@app.command("adapt")
+def adapt_cmd(
+    kind: Annotated[str, typer.Argument(metavar="KIND", help="math, code, swe or generic.")],
+    source: Annotated[
+        str,
+        typer.Option(
+            "--input",
+            "-i",
+            help="A .jsonl/.json/.parquet file, a save_to_disk folder, a folder of such files, "
+            "or a hub dataset owner/name.",
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder of tasks (re-run to resume).")
+    ],
+    field: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--field",
+            help="Where a field is: CANONICAL=SOURCE, dotted paths allowed "
+            "(prompt=question, answer=meta.answer).",
+        ),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Stop after N tasks.")] = None,
+    config: Annotated[str | None, typer.Option(help="Hub dataset configuration.")] = None,
+    split: Annotated[str | None, typer.Option(help="Split (DatasetDict, hub, folder).")] = None,
+    image: Annotated[
+        str | None,
+        typer.Option(help="Image the environments start FROM (default: ttgen/domain:general)."),
+    ] = None,
+    suffix: Annotated[
+        str | None, typer.Option(help="generic: text appended to each prompt, as given.")
+    ] = None,
+    allow_no_files: Annotated[
+        bool, typer.Option("--allow-no-files", help="swe: keep prompts with no code files.")
+    ] = False,
+    agent_timeout: Annotated[
+        float | None, typer.Option(min=1, help="Agent timeout in seconds (default: 900).")
+    ] = None,
+    verifier_timeout: Annotated[
+        float | None,
+        typer.Option(
+            min=1,
+            help="Verifier timeout in seconds (default: 120; code: at least cases x case "
+            "timeout + 30).",
+        ),
+    ] = None,
+    case_timeout: Annotated[
+        float | None,
+        typer.Option(min=0.1, help="code: time limit per test case in seconds (default: 10)."),
+    ] = None,
+    cpus: Annotated[float | None, typer.Option(min=0.1, help="CPUs per task (default: 1).")] = None,
+    memory_mb: Annotated[
+        int | None, typer.Option(min=64, help="Memory per task in MB (default: 2048).")
+    ] = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Turn a prompt dataset into tasks: the paper's instruction suffix per KIND, and tests when
+    records carry answers (math) or test cases (code).
+
+    Writes one task folder per record and OUT/adapt.jsonl (each record's task or skip reason).
+    Exits 1 when any record was bad (they are listed), 2 on usage errors.
+    """
+    from ttgen.sources.adapters import AdaptOptions, adapt
+
+    if case_timeout is not None and kind != "code":
+        raise _fail("--case-timeout applies only to the code adapter")
+    defaults = AdaptOptions()
+    options = AdaptOptions(
+        image=image or defaults.image,
+        fields=_kv(field, "--field", parse_json=False),
+        limit=limit,
+        config=config,
+        split=split,
+        suffix=suffix,
+        allow_no_files=allow_no_files,
+        agent_timeout_sec=agent_timeout or defaults.agent_timeout_sec,
+        verifier_timeout_sec=verifier_timeout or defaults.verifier_timeout_sec,
+        cpus=cpus or defaults.cpus,
+        memory_mb=memory_mb or defaults.memory_mb,
+        case_timeout_sec=case_timeout or defaults.case_timeout_sec,
+    )
+    from rich.progress import Progress, SpinnerColumn, TimeElapsedColumn
+
+    live = console.is_terminal and not as_json
+    with Progress(
+        SpinnerColumn(), "{task.description}", TimeElapsedColumn(), console=console,
+        disable=not live, transient=True,
+    ) as bar:  # fmt: skip
+        task_id = bar.add_task(f"adapt {kind}", total=None)
+
+        def progress(s) -> None:  # AdaptSummary
+            if s.read % 50 == 0:
+                bar.update(task_id, description=f"adapt {kind}: {s.read} read, {s.tasks} tasks")
+
+        try:
+            summary = adapt(kind, source, out, options, progress=progress if live else None)
+        except TtgenError as exc:
+            raise _fail(str(exc)) from None
+    if as_json:
+        sys.stdout.write(json.dumps(summary.to_dict()) + "\n")
+        raise typer.Exit(1 if summary.n_bad else 0)
+    console.print(f"[bold]adapt {kind}[/]: {source} → {out}", highlight=False)
+    table = Table.grid(padding=(0, 2))
+    table.add_row("records read", str(summary.read))
+    table.add_row("tasks", str(summary.tasks))
+    table.add_row("  written", str(summary.written))
+    table.add_row("  unchanged", str(summary.unchanged))
+    table.add_row("with tests", str(summary.with_tests))
+    table.add_row("duplicates", str(summary.duplicates))
+    if kind == "swe":
+        table.add_row("no code files", str(summary.no_files))
+    table.add_row("bad", f"[red]{summary.n_bad}[/]" if summary.n_bad else "0")
+    table.add_row("time", f"{summary.elapsed_sec:.2f} s")
+    console.print(table)
+    if summary.n_bad:
+        err_console.print(f"[red]{summary.n_bad} bad record(s)[/] (skipped):", highlight=False)
+        for bad in summary.bad[:20]:
+            err_console.print(
+                f"  {bad.origin}: {bad.problem}", highlight=False, markup=False, soft_wrap=True
+            )
+        if summary.n_bad > 20:
+            err_console.print(f"  ... and {summary.n_bad - 20} more; see {summary.manifest}")
+    console.print(f"manifest: {summary.manifest}", highlight=False)
+    raise typer.Exit(1 if summary.n_bad else 0)
+
+
 # -- trials and jobs ----------------------------------------------------------------------------
 
 Concurrency = Annotated[
@@ -590,12 +871,12 @@ def _stats_table(stats: dict[str, Any], title: str) -> Table:
     return table
 
 
-def _preflight(agent_obj: Any, name: str) -> None:
-    """The agent's one check before the job (its endpoint answers the request trials will
-    send); a failure stops here, with nothing started."""
+def _preflight(check: Any, name: str) -> None:
+    """One check before the work starts (`check()`: a coroutine asking the endpoint what the
+    work will ask); a failure stops here, with nothing started."""
     err_console.print(f"checking {name}'s model endpoint ...", highlight=False)
     try:
-        line = asyncio.run(agent_obj.preflight())
+        line = asyncio.run(check())
     except LLMError as exc:
         hint = ""
         status = getattr(exc, "status", None)
@@ -606,7 +887,7 @@ def _preflight(agent_obj: Any, name: str) -> None:
         elif status is None or status >= 500 or status == 429:
             hint = " Is the server up and reachable from here?"
         raise _fail(
-            f"{name}: the model endpoint failed a test request, so no trial was started: "
+            f"{name}: the model endpoint failed a test request, so nothing was started: "
             f"{str(exc).rstrip('.')}.{hint} (--no-preflight skips this check.)"
         ) from None
     err_console.print(f"ok: {line}", highlight=False)
@@ -696,7 +977,7 @@ def rollout(
     except (TtgenError, ValueError) as exc:
         raise _fail(str(exc)) from None
     if preflight and hasattr(probe, "preflight"):
-        _preflight(probe, agent)
+        _preflight(probe.preflight, agent)
     spec = AgentSpec(name=agent, kwargs=kwargs)
     options = _job_options(
         concurrency,
@@ -768,13 +1049,13 @@ def validate(
     ] = None,
     force_build: ForceBuild = False,
     strict: Annotated[
-        bool, typer.Option(help="Exit 1 unless every task is valid or no_solution.")
+        bool, typer.Option(help="Exit 1 unless every task is valid, no_solution or no_tests.")
     ] = False,
     as_json: JsonOut = False,
 ) -> None:
     """Validate tasks: the oracle (solution/solve.sh) must score 1 and the nop agent 0.
 
-    Verdicts: valid, no_solution, trivial, oracle_failed, verifier_broken, build_failed,
+    Verdicts: valid, no_solution, no_tests, trivial, oracle_failed, verifier_broken, build_failed,
     invalid, infra_error. Writes OUT/validation.jsonl (one object per task) and a job folder.
     """
     from ttgen.rollout.validate import (
@@ -823,7 +1104,7 @@ def validate(
         table = Table(title=f"validation: {out}")
         for col in ("task", "verdict", "oracle", "nop", "reasons"):
             table.add_column(col, overflow="fold")
-        colors = {"valid": "green", "no_solution": "cyan"}
+        colors = {"valid": "green", "no_solution": "cyan", "no_tests": "cyan"}
         for v in verdicts:
             fmt = lambda r: "-" if r is None else f"{r:g}"  # noqa: E731
             color = colors.get(v.verdict, "red")
@@ -845,6 +1126,454 @@ def validate(
     bad = [v for v in verdicts if v.verdict not in GOOD_VERDICTS]
     infra = [v for v in verdicts if v.verdict == "infra_error"]
     raise typer.Exit(1 if infra or (strict and bad) else 0)
+
+
+# -- synth ------------------------------------------------------------------------------------
+
+synth_app = typer.Typer(
+    help="Generate new tasks with an LLM: from seed problems or from the skill taxonomy.",
+    no_args_is_help=True,
+)
+app.add_typer(synth_app, name="synth")
+
+SynthOut = Annotated[
+    Path, typer.Option("--out", "-o", help="Output folder of tasks (re-run to resume).")
+]
+SynthModel = Annotated[str, typer.Option(help="Generator model (the served name).")]
+SynthBaseUrl = Annotated[
+    str, typer.Option(help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1.")
+]
+SynthTemperature = Annotated[float | None, typer.Option(help="Sampling temperature.")]
+SynthMaxTokens = Annotated[
+    int | None, typer.Option(help="Max output tokens per answer (a task is long: 8k-32k).")
+]
+SynthLLM = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--llm",
+        help="Other LLM client setting KEY=VALUE (JSON values), e.g. top_p=0.95, "
+        'extra_body=\'{"chat_template_kwargs": {"enable_thinking": true}}\', timeout_sec=1200.',
+    ),
+]
+SynthPriceIn = Annotated[float | None, typer.Option(help="USD per million input tokens.")]
+SynthPriceOut = Annotated[float | None, typer.Option(help="USD per million output tokens.")]
+SynthGates = Annotated[
+    str | None,
+    typer.Option(
+        help="Quality gates, comma-separated: static, leak, files, collect, validate; 'all' or "
+        "'none'. Default: static,leak,files,collect."
+    ),
+]
+SynthValidate = Annotated[
+    bool,
+    typer.Option(help="Also build each task's image and check that a do-nothing agent scores 0."),
+]
+SynthNovelty = Annotated[
+    float, typer.Option(help="Near-duplicate threshold (Jaccard of word 5-grams, same domain).")
+]
+SynthNoveltyRetries = Annotated[
+    int, typer.Option(help="Regenerations of a near-duplicate before it is dropped.")
+]
+SynthAgentTimeout = Annotated[float, typer.Option(help="task.toml agent timeout (seconds).")]
+SynthVerifierTimeout = Annotated[float, typer.Option(help="task.toml verifier timeout (s).")]
+SynthPreflight = Annotated[
+    bool, typer.Option(help="Send one short request to the endpoint before starting.")
+]
+
+
+class _SynthProgress:
+    """A progress bar with written / dropped / errors and the cost so far (lines off-TTY)."""
+
+    def __init__(self, quiet: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        self.quiet = quiet
+        self.live = console.is_terminal and not quiet
+        self.counts = {"written": 0, "dropped": 0, "error": 0}
+        self.cost = 0.0
+        self.progress = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not self.live,
+        )
+        self.bar = self.progress.add_task("synth", total=None)
+
+    def __enter__(self) -> _SynthProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+    def _describe(self) -> str:
+        c = self.counts
+        return (
+            f"written {c['written']}  dropped {c['dropped']}  errors {c['error']}  ${self.cost:.4f}"
+        )
+
+    def started(self, total: int, already_done: int) -> None:
+        self.progress.update(self.bar, total=total, completed=already_done)
+        if already_done and not self.quiet:
+            err_console.print(f"resuming: {already_done} of {total} item(s) already done")
+
+    def finished(self, record: dict[str, Any]) -> None:
+        status = record.get("status", "error")
+        self.counts[status] = self.counts.get(status, 0) + 1
+        self.cost += record.get("cost_usd") or 0.0
+        self.progress.update(self.bar, advance=1, description=self._describe())
+        if not self.live and not self.quiet:
+            reason = f": {record.get('reason')}" if status != "written" else ""
+            err_console.print(f"{record['id']} {status}{reason}"[:300], highlight=False)
+
+
+def _synth_config(
+    model: str,
+    base_url: str,
+    temperature: float | None,
+    max_tokens: int | None,
+    llm: list[str] | None,
+    price_in: float | None,
+    price_out: float | None,
+    concurrency: int,
+):  # -> LLMConfig
+    from pydantic import ValidationError
+
+    from ttgen.llm import LLMConfig
+
+    values: dict[str, Any] = {
+        "model": model,
+        "base_url": base_url,
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+        "price_input_per_mtok": price_in,
+        "price_output_per_mtok": price_out,
+        "max_concurrency": max(1, concurrency),
+        **_kv(llm, "--llm", parse_json=True),
+    }
+    try:
+        return LLMConfig(**values)
+    except ValidationError as exc:
+        from ttgen.task import format_validation_error
+
+        raise _fail(f"LLM settings: {format_validation_error(exc)}") from None
+
+
+def _run_synth(
+    items: list[Any],
+    config: Any,
+    out: Path,
+    *,
+    gates: str | None,
+    validate_tasks: bool,
+    concurrency: int,
+    novelty: float,
+    novelty_retries: int,
+    agent_timeout: float,
+    verifier_timeout: float,
+    preflight: bool,
+    as_json: bool,
+    label: str,
+) -> None:
+    from ttgen.llm import check_endpoint
+    from ttgen.sources.synth.engine import Synthesizer, SynthOptions
+    from ttgen.sources.synth.gates import DOCKER_GATES, GateRunner, parse_gate_list
+
+    try:
+        gate_list = parse_gate_list(gates, validate=validate_tasks)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if preflight:
+        _preflight(lambda: check_endpoint(config), label)
+    options = SynthOptions(
+        out=out,
+        concurrency=concurrency,
+        novelty_threshold=novelty,
+        novelty_retries=novelty_retries,
+        agent_timeout_sec=agent_timeout,
+        verifier_timeout_sec=verifier_timeout,
+    )
+    needs_docker = any(g in DOCKER_GATES for g in gate_list)
+
+    async def go(progress: _SynthProgress) -> dict[str, Any]:
+        from ttgen.sandbox.docker import DockerBackend
+        from ttgen.sandbox.domains import ensure_domain_bases
+
+        if not needs_docker:
+            return await Synthesizer(config, options, GateRunner(gate_list), events=progress).run(
+                items
+            )
+        async with DockerBackend() as backend:
+            await backend.ping()
+            images = sorted({it.image for it in items})
+            with console.status(f"domain images: {', '.join(images)} (first build takes minutes)"):
+                await ensure_domain_bases(backend, images, who=label)
+            runner = GateRunner(gate_list, backend, job=f"synth-{out.name}")
+            try:
+                return await Synthesizer(config, options, runner, events=progress).run(items)
+            finally:
+                await backend.gc(job=f"synth-{out.name}")
+
+    progress = _SynthProgress(quiet=as_json)
+    try:
+        with progress:
+            summary = _run(go(progress))
+    except (KeyboardInterrupt, asyncio.CancelledError) as exc:
+        err_console.print(
+            "[yellow]interrupted[/]: finished tasks and their records are kept; "
+            "run the same command again to resume."
+        )
+        raise typer.Exit(130 if isinstance(exc, KeyboardInterrupt) else 143) from None
+    except TtgenError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    else:
+        table = Table(title=f"{label}: {out}", show_header=False)
+        table.add_column("", style="bold")
+        table.add_column("")
+        table.add_row("items", str(summary["n_items"]))
+        table.add_row("written", str(summary["written"]))
+        table.add_row("dropped", str(summary["dropped"]))
+        for gate, n in sorted(summary["dropped_by"].items()):
+            table.add_row(f"  by {gate}", str(n))
+        table.add_row("errors (retried next run)", str(summary["errors"]))
+        if summary["gate_failures"]:
+            table.add_row(
+                "gate failures (rounds)",
+                ", ".join(f"{g} {n}" for g, n in sorted(summary["gate_failures"].items())),
+            )
+        table.add_row("repaired", str(summary["repaired"]))
+        table.add_row("format retries", str(summary["format_retries"]))
+        table.add_row("novelty regenerations", str(summary["novelty_regenerations"]))
+        u = summary["usage"]
+        cost = (
+            "unknown (set --price-in/--price-out)"
+            if summary["cost_usd"] is None
+            else (f"${summary['cost_usd']:.4f}")
+        )
+        table.add_row(
+            "LLM", f"{u['calls']} calls, {u['prompt_tokens']} in / {u['completion_tokens']} out"
+        )
+        table.add_row("cost", cost)
+        table.add_row("wall time", f"{summary['wall_sec']:.1f}s")
+        console.print(table)
+        console.print(
+            f"tasks in {out}; one generation record per item in {out / 'generation'}; "
+            f"index {out / 'synth.jsonl'}"
+        )
+    raise typer.Exit(1 if summary["errors"] else 0)
+
+
+@synth_app.command("skills")
+def synth_skills(
+    out: SynthOut,
+    model: SynthModel,
+    base_url: SynthBaseUrl,
+    domain: Annotated[
+        str, typer.Option(help="Task domain(s): a name, a comma-separated list, or 'all'.")
+    ] = "all",
+    n: Annotated[int, typer.Option("--n", min=1, help="Tasks per domain.")] = 10,
+    difficulty: Annotated[
+        str, typer.Option(help="easy, medium, hard, or mixed (drawn per task).")
+    ] = "medium",
+    seed: Annotated[int, typer.Option(help="Seed of the skill sampler (reproducible).")] = 0,
+    min_skills: Annotated[int, typer.Option(help="Fewest primitive skills per task.")] = 3,
+    max_skills: Annotated[int, typer.Option(help="Most primitive skills per task.")] = 5,
+    across_types: Annotated[
+        bool, typer.Option(help="Draw the skills of a task from different skill types.")
+    ] = True,
+    taxonomy: Annotated[
+        list[Path] | None,
+        typer.Option(help="Extra taxonomy YAML file or folder (adds or replaces domains)."),
+    ] = None,
+    concurrency: Annotated[int, typer.Option("-n", "--concurrency", min=1)] = 8,
+    temperature: SynthTemperature = 0.7,
+    max_tokens: SynthMaxTokens = None,
+    llm: SynthLLM = None,
+    price_in: SynthPriceIn = None,
+    price_out: SynthPriceOut = None,
+    gates: SynthGates = None,
+    validate_tasks: SynthValidate = False,
+    novelty: SynthNovelty = 0.5,
+    novelty_retries: SynthNoveltyRetries = 2,
+    agent_timeout: SynthAgentTimeout = 900.0,
+    verifier_timeout: SynthVerifierTimeout = 900.0,
+    preflight: SynthPreflight = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Skill-based synthesis: per domain, N tasks that each combine 3-5 primitive skills drawn
+    from the taxonomy, written by the LLM, checked by the quality gates.
+
+    Task i of a domain always gets the same skills (for the same --seed), so a larger --n or a
+    re-run extends the set instead of changing it. Exits 1 when items ended in an error
+    (endpoint or Docker failures; re-run to retry them)."""
+    from ttgen.sources.skills_taxonomy import load_taxonomy
+    from ttgen.sources.synth.items import DIFFICULTY_CHOICES, skill_items
+
+    if difficulty not in DIFFICULTY_CHOICES:
+        raise _fail(f"--difficulty must be one of {', '.join(DIFFICULTY_CHOICES)}")
+    config = _synth_config(
+        model, base_url, temperature, max_tokens, llm, price_in, price_out, concurrency
+    )
+    try:
+        tax = load_taxonomy(taxonomy or ())
+        domains = tax.resolve(domain)
+        items = skill_items(
+            domains,
+            n=n,
+            difficulty=difficulty,
+            seed=seed,
+            k_min=min_skills,
+            k_max=max_skills,
+            across_types=across_types,
+            model=model,
+        )
+    except (TtgenError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    _run_synth(
+        items,
+        config,
+        out,
+        gates=gates,
+        validate_tasks=validate_tasks,
+        concurrency=concurrency,
+        novelty=novelty,
+        novelty_retries=novelty_retries,
+        agent_timeout=agent_timeout,
+        verifier_timeout=verifier_timeout,
+        preflight=preflight,
+        as_json=as_json,
+        label="synth skills",
+    )
+
+
+@synth_app.command("seeds")
+def synth_seeds(
+    seeds: Annotated[
+        str,
+        typer.Option(
+            help="Seed problems: JSONL, parquet, a save_to_disk folder or a hub dataset, with "
+            "problem, optional domain and reference_solution fields."
+        ),
+    ],
+    out: SynthOut,
+    model: SynthModel,
+    base_url: SynthBaseUrl,
+    field: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--field", help="Field mapping CANONICAL=SOURCE, e.g. problem=question (repeatable)."
+        ),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Use at most this many seeds.")] = None,
+    config_name: Annotated[str | None, typer.Option("--config", help="Hub dataset config.")] = None,
+    split: Annotated[str | None, typer.Option(help="Dataset split.")] = None,
+    image_domain: Annotated[
+        str,
+        typer.Option(help="Domain image for seeds whose domain is not a task domain."),
+    ] = "scientific_computing",
+    concurrency: Annotated[int, typer.Option("-n", "--concurrency", min=1)] = 8,
+    temperature: SynthTemperature = 0.7,
+    max_tokens: SynthMaxTokens = None,
+    llm: SynthLLM = None,
+    price_in: SynthPriceIn = None,
+    price_out: SynthPriceOut = None,
+    gates: SynthGates = None,
+    validate_tasks: SynthValidate = False,
+    novelty: SynthNovelty = 0.5,
+    novelty_retries: SynthNoveltyRetries = 2,
+    agent_timeout: SynthAgentTimeout = 900.0,
+    verifier_timeout: SynthVerifierTimeout = 900.0,
+    preflight: SynthPreflight = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Seed-based synthesis: the LLM adapts each seed problem into a terminal task with input
+    files, output locations and weighted pytest tests; a reference solution informs the tests
+    and never appears in the instruction. Bad seed records are listed and skipped."""
+    from ttgen.sources.skills_taxonomy import load_taxonomy
+    from ttgen.sources.synth.items import load_seeds, seed_items
+
+    config = _synth_config(
+        model, base_url, temperature, max_tokens, llm, price_in, price_out, concurrency
+    )
+    try:
+        loaded = load_seeds(
+            seeds,
+            fields=_kv(field, "--field", parse_json=False),
+            limit=limit,
+            config=config_name,
+            split=split,
+        )
+        items = seed_items(
+            loaded.seeds, taxonomy=load_taxonomy(), image_domain=image_domain, model=model
+        )
+    except (TtgenError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    for bad in loaded.bad[:20]:
+        err_console.print(f"[yellow]skipped[/] {bad}", highlight=False)
+    if len(loaded.bad) > 20:
+        err_console.print(f"... and {len(loaded.bad) - 20} more bad seed records")
+    if loaded.duplicates:
+        err_console.print(f"dropped {loaded.duplicates} duplicate seed problem(s)")
+    if not items:
+        raise _fail(f"{seeds}: no usable seed records")
+    _run_synth(
+        items,
+        config,
+        out,
+        gates=gates,
+        validate_tasks=validate_tasks,
+        concurrency=concurrency,
+        novelty=novelty,
+        novelty_retries=novelty_retries,
+        agent_timeout=agent_timeout,
+        verifier_timeout=verifier_timeout,
+        preflight=preflight,
+        as_json=as_json,
+        label="synth seeds",
+    )
+
+
+@synth_app.command("taxonomy")
+def synth_taxonomy(
+    domain: Annotated[
+        str | None, typer.Option(help="Show the primitive skills of this domain.")
+    ] = None,
+    taxonomy: Annotated[
+        list[Path] | None, typer.Option(help="Extra taxonomy YAML file or folder.")
+    ] = None,
+) -> None:
+    """List the task domains of the skill taxonomy, or one domain's primitive skills."""
+    from ttgen.sources.skills_taxonomy import describe, load_taxonomy
+
+    try:
+        tax = load_taxonomy(taxonomy or ())
+        picked = tax.get(domain) if domain else None
+    except TtgenError as exc:
+        raise _fail(str(exc)) from None
+    if picked is None:
+        table = Table(title="Task domains")
+        for col in ("domain", "title", "primitives", "skill types", "image"):
+            table.add_column(col, overflow="fold")
+        for row in describe(tax):
+            table.add_row(
+                row["id"],
+                row["title"],
+                str(row["n_primitives"]),
+                ", ".join(row["skill_types"]),
+                row["image"],
+            )
+        console.print(table)
+        return
+    table = Table(title=f"{picked.title}: {len(picked.primitives)} primitive skills")
+    for col in ("id", "type", "skill"):
+        table.add_column(col, overflow="fold")
+    for p in picked.primitives:
+        table.add_row(p.id, p.type, p.skill)
+    console.print(table)
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:
