@@ -29,21 +29,11 @@ from typing import Any
 import yaml
 
 from ttgen.errors import ConfigError
+from ttgen.sandbox.domains import DOMAIN_IMAGES
 
-#: The packaged domains, in the order they are listed and resolved by ``"all"``.
-DOMAIN_ORDER: tuple[str, ...] = (
-    "data_processing",
-    "data_querying",
-    "data_science",
-    "debugging",
-    "dependency_management",
-    "file_operations",
-    "scientific_computing",
-    "security",
-    "software_engineering",
-    "system_administration",
-    "model_training",
-)
+#: The packaged domains, in the order they are listed and resolved by ``"all"``: every domain
+#: image except the general one.
+DOMAIN_ORDER: tuple[str, ...] = tuple(d for d in DOMAIN_IMAGES if d != "general")
 
 #: The folder of packaged domain files.
 TAXONOMY_DIR = Path(__file__).with_name("taxonomy")
