@@ -15,7 +15,7 @@ from pathlib import Path
 import aiodocker
 import pytest
 
-from ttgen.config import ImageAlias, Settings
+from ttgen.config import ImageAlias, Settings, host_ca_bundle
 from ttgen.sandbox.docker import LABEL_JOB, DockerBackend
 
 BASE_IMAGE = os.environ.get("TTGEN_TEST_BASE_IMAGE", "ttgen/base:bookworm")
@@ -58,6 +58,21 @@ def settings() -> Settings:
         ],
         pull=False,
         pids_limit=256,
+    )
+
+
+@pytest.fixture
+def ca_settings() -> Settings:
+    """Settings for builds that install from PyPI (domain images), which needs the host's CA
+    bundle where HTTPS is intercepted. Override `settings` with it to use it in `backend`."""
+    return Settings(
+        aliases=[
+            ImageAlias("ubuntu:*", BASE_IMAGE, "tests"),
+            ImageAlias("debian:*", BASE_IMAGE, "tests"),
+        ],
+        extra_ca_cert=host_ca_bundle(),
+        pull=False,
+        pids_limit=512,
     )
 
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from conftest import BASE_IMAGE
 from ttgen.cli import app
-from ttgen.config import ImageAlias, Settings, host_ca_bundle, load_settings
+from ttgen.config import Settings, load_settings
 from ttgen.errors import ConfigError, ImageBuildError
 from ttgen.sandbox.docker import DockerBackend
 from ttgen.sandbox.domains import (
@@ -140,17 +140,8 @@ BUILD_TIMES: dict[str, tuple[str, float, float]] = {}
 
 
 @pytest.fixture
-def settings() -> Settings:
-    # Builds install from PyPI, which needs the host's CA bundle where HTTPS is intercepted.
-    return Settings(
-        aliases=[
-            ImageAlias("ubuntu:*", BASE_IMAGE, "tests"),
-            ImageAlias("debian:*", BASE_IMAGE, "tests"),
-        ],
-        extra_ca_cert=host_ca_bundle(),
-        pull=False,
-        pids_limit=512,
-    )
+def settings(ca_settings: Settings) -> Settings:
+    return ca_settings
 
 
 def prebuilt_task(make_task, image: str, name: str = "t") -> Task:

@@ -10,13 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BASE_IMAGE
-from ttgen.config import ImageAlias, Settings, host_ca_bundle
+from ttgen.config import Settings
 from ttgen.llm import LLMConfig
 from ttgen.rollout.models import AgentSpec
 from ttgen.rollout.trial import Trial, TrialSpec
 from ttgen.rollout.validate import validate_tasks
-from ttgen.sandbox.docker import DockerBackend
 from ttgen.sources.synth import prompts
 from ttgen.sources.synth.engine import Synthesizer, SynthOptions, WorkItem, read_records
 from ttgen.sources.synth.gates import GateRunner
@@ -40,19 +38,8 @@ BAD_IMPORT = GOOD2.replace("import json\n", "import json\nimport polars\n", 1).r
 
 
 @pytest.fixture
-async def domain_backend(docker_ready):
-    settings = Settings(
-        aliases=[ImageAlias("ubuntu:*", BASE_IMAGE, "tests")],
-        pull=False,
-        pids_limit=256,
-        extra_ca_cert=host_ca_bundle(),
-    )
-    backend = DockerBackend(settings)
-    yield backend
-    try:
-        await backend.gc(job="synth-test")
-    finally:
-        await backend.close()
+def settings(ca_settings: Settings) -> Settings:
+    return ca_settings  # the general domain image installs from PyPI
 
 
 def _item(i: int) -> WorkItem:
@@ -67,13 +54,13 @@ def _item(i: int) -> WorkItem:
     )
 
 
-async def test_docker_gates_check_collection_and_a_do_nothing_agent(tmp_path, domain_backend):
+async def test_docker_gates_check_collection_and_a_do_nothing_agent(tmp_path, backend, job_name):
     out = tmp_path / "out"
     script = [GOOD, TRIVIAL, GOOD2, BAD_IMPORT, BAD_IMPORT]
     async with ScriptedLLMServer(script) as server:
         config = LLMConfig(model="m", base_url=server.base_url, max_retries=0)
         runner = GateRunner(
-            ("static", "leak", "files", "collect", "validate"), domain_backend, job="synth-test"
+            ("static", "leak", "files", "collect", "validate"), backend, job=job_name
         )
         # Near-copies on purpose here: only exact duplicates count as such.
         options = SynthOptions(out=out, concurrency=1, novelty_threshold=1.0)
@@ -106,7 +93,7 @@ async def test_docker_gates_check_collection_and_a_do_nothing_agent(tmp_path, do
     shutil.copytree(out / "general_task_0000", solved)
     (solved / "solution").mkdir()
     (solved / "solution" / "solve.sh").write_text(SOLVE)
-    verdicts = await validate_tasks([solved], tmp_path / "val", backend=domain_backend)
+    verdicts = await validate_tasks([solved], tmp_path / "val", backend=backend)
     assert verdicts[0].verdict == "valid", verdicts[0].reasons
     assert verdicts[0].rewards == {"nop": 0.0, "oracle": 1.0}
 
@@ -117,7 +104,7 @@ async def test_docker_gates_check_collection_and_a_do_nothing_agent(tmp_path, do
         SOLVE.replace('json.dump({"broken_rows"', '0 and json.dump({"broken_rows"')
     )
     spec = TrialSpec(task=Task.load(partial), trial_name="partial", agent=AgentSpec(name="oracle"))
-    result = await Trial(spec, domain_backend, tmp_path / "trial").run()
+    result = await Trial(spec, backend, tmp_path / "trial").run()
     assert result.reward == pytest.approx(5 / 7, abs=1e-5)
     reward = json.loads((tmp_path / "trial" / "verifier" / "reward.json").read_text())
     assert reward["tests_passed"] == 3 and reward["tests_total"] == 4

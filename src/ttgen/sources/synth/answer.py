@@ -38,7 +38,8 @@ _FENCE_RE = re.compile(r"^\s*```[\w+-]*[ \t]*\n(?P<body>.*?)\n?```\s*$", re.DOTA
 _CDATA_RE = re.compile(r"^\s*<!\[CDATA\[(?P<body>.*?)\]\]>\s*$", re.DOTALL)
 _FILE_RE = re.compile(r"<file\b(?P<attrs>[^>]*)>(?P<body>.*?)</file\s*>", re.DOTALL | re.IGNORECASE)
 _ATTR_RE = re.compile(r"""(\w+)\s*=\s*(?:"([^"]*)"|'([^']*)')""")
-_TEST_DEF_RE = re.compile(r"^(?:async\s+)?def\s+(test\w*)\s*\(", re.MULTILINE)
+# Top-level test functions and methods of Test classes (indented).
+_TEST_DEF_RE = re.compile(r"^[ \t]*(?:async\s+)?def\s+(test\w*)\s*\(", re.MULTILINE)
 
 
 class AnswerFormatError(ValueError):
@@ -77,15 +78,7 @@ class TaskDraft:
 
 def test_functions(code: str) -> list[str]:
     """Names of the test functions defined in a pytest module (top level or in classes)."""
-    seen: list[str] = []
-    for name in _TEST_DEF_RE.findall(code.replace("\r\n", "\n")):
-        if name not in seen:
-            seen.append(name)
-    # Indented defs (methods of Test classes) count too.
-    for m in re.finditer(r"^[ \t]+(?:async\s+)?def\s+(test\w*)\s*\(", code, re.MULTILINE):
-        if m.group(1) not in seen:
-            seen.append(m.group(1))
-    return seen
+    return list(dict.fromkeys(_TEST_DEF_RE.findall(code.replace("\r\n", "\n"))))
 
 
 def _unwrap(text: str) -> str:

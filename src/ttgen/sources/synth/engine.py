@@ -103,10 +103,6 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def _usage_dict(usage: LLMUsage) -> dict[str, Any]:
-    return asdict(usage)
-
-
 def read_records(out: Path) -> dict[str, dict[str, Any]]:
     """The generation records in `out` by item id (unreadable ones are ignored: redone)."""
     records: dict[str, dict[str, Any]] = {}
@@ -149,7 +145,6 @@ class Synthesizer:
         self.out = options.out
         self._indexes: dict[str, NearDuplicateIndex] = {}
         self._titles: dict[str, str] = {}
-        self._docker_slots = asyncio.Semaphore(max(1, (os.cpu_count() or 2)))
 
     # -- novelty ---------------------------------------------------------------------------
 
@@ -246,7 +241,7 @@ class Synthesizer:
             "novelty_regenerations": sum(
                 1 for r in records for a in r.get("attempts", []) if a["stage"] == "novelty_retry"
             ),
-            "usage": _usage_dict(usage),
+            "usage": asdict(usage),
             "cost_usd": usage.cost_usd,
             "model": self.llm_config.model,
         }
@@ -287,14 +282,14 @@ class Synthesizer:
             record.update(status="error", reason=str(exc))
         except asyncio.CancelledError:
             record.update(status="error", reason="interrupted")
-            record["usage"], record["cost_usd"] = _usage_dict(usage), usage.cost_usd
+            record["usage"], record["cost_usd"] = asdict(usage), usage.cost_usd
             self._save_record(record)
             raise
         except Exception as exc:  # a bug must not lose the batch: record it, go on
             record.update(status="error", reason=f"unexpected error: {exc!r}")
         finally:
             self._discard_staging(item.id)
-        record["usage"], record["cost_usd"] = _usage_dict(usage), usage.cost_usd
+        record["usage"], record["cost_usd"] = asdict(usage), usage.cost_usd
         self._save_record(record)
         return record
 
@@ -397,13 +392,12 @@ class Synthesizer:
             self._titles[item.id] = draft.title
 
             staged = await self._stage(item, draft)
-            async with self._docker_slots:
-                results = await self.gates.run(
-                    draft,
-                    staged,
-                    self.out / STAGING_DIR / f"{item.id}.work",
-                    reference_solution=item.reference_solution,
-                )
+            results = await self.gates.run(
+                draft,
+                staged,
+                self.out / STAGING_DIR / f"{item.id}.work",
+                reference_solution=item.reference_solution,
+            )
             attempt["gates"] = [r.to_dict() for r in results]
             failed = [r for r in results if not r.ok]
             if not failed:

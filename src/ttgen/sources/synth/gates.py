@@ -22,6 +22,7 @@ that is already known to be broken). An infrastructure failure in a Docker gate 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 import subprocess
@@ -224,8 +225,6 @@ def gate_files(draft: TaskDraft) -> list[str]:
             continue
         if path in draft.tests or name in draft.tests or (name and name in draft.setup):
             continue  # an output the tests check, or an input the setup script creates
-        if path in draft.setup:
-            continue
         missing.append(path)
     if missing:
         return [
@@ -334,6 +333,8 @@ class GateRunner:
         self.gates = tuple(g for g in ALL_GATES if g in gates)
         self.backend = backend
         self.job = job
+        # Image builds and containers: at most one Docker gate per core at a time.
+        self._docker_slots = asyncio.Semaphore(max(1, os.cpu_count() or 2))
 
     async def run(
         self,
@@ -356,9 +357,11 @@ class GateRunner:
             elif gate == "files":
                 problems = gate_files(draft)
             elif gate == "collect":
-                problems = await gate_collect(self.backend, task_dir, draft, self.job)
+                async with self._docker_slots:
+                    problems = await gate_collect(self.backend, task_dir, draft, self.job)
             else:
-                problems = await gate_validate(self.backend, task_dir, work_dir, self.job)
+                async with self._docker_slots:
+                    problems = await gate_validate(self.backend, task_dir, work_dir, self.job)
             results.append(GateResult(gate, not problems, problems, round(loop.time() - t0, 3)))
         return results
 
