@@ -191,6 +191,9 @@ class TrialResult(_Model):
     environment: EnvironmentInfo = Field(default_factory=EnvironmentInfo)
     warnings: list[str] = Field(default_factory=list)
     ttgen_version: str = ""
+    # The task's task.toml [metadata] when the trial ran (source, domain, difficulty, ...): the
+    # provenance curation needs, kept with the trial so it survives the task folder moving.
+    task_metadata: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def is_infra(self) -> bool:

@@ -279,6 +279,7 @@ class Trial:
             attempt=spec.attempt,
             retries=self.history,
             ttgen_version=__version__,
+            task_metadata=dict(task.config.metadata or {}),
         )
         if spec.extra:
             result.__pydantic_extra__["extra"] = spec.extra  # type: ignore[index]

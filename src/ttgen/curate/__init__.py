@@ -1,0 +1,1 @@
+"""Curation: trial folders -> trajectory records (provenance), decontamination, filters, near-duplicate removal."""

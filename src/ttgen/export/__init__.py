@@ -1,0 +1,1 @@
+"""Export: curated records -> Terminal-Corpus rows and SFT rows (token counts, loss masks), mixes and subsets."""

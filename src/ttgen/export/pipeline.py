@@ -1,0 +1,311 @@
+"""`ttgen export`: curated records → Terminal-Corpus rows or SFT rows, in one or more files.
+
+    DATA/records.jsonl ─► (mix / fraction routing, mixes.py) ─► corpus_row        ─► writers
+                                                            └► tokenize (parallel) ─► sft_row ─┘
+
+Everything streams: records are read line by line, tokenized in bounded chunks on worker
+processes (results come back in input order), and written in row groups, so memory does not grow
+with the input. Each record is tokenized once, whatever number of files it goes to. Files are
+written beside their final names and renamed into place when complete; a summary
+(``<out>.export.json``: rows per file, tokens, truncations, skipped records) is written last.
+``--save-to-disk`` / ``--push-to-hub`` then load the finished files with `datasets` (memory-mapped)
+and save or upload them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ttgen import __version__
+from ttgen.curate.pipeline import RECORDS, read_manifest, read_records
+from ttgen.export.corpus import CORPUS_SCHEMA, corpus_row
+from ttgen.export.mixes import (
+    DEFAULT_STAGE1,
+    OutputPlan,
+    Strata,
+    plan_outputs,
+    scan_strata,
+    targets,
+)
+from ttgen.export.writers import RowWriter, format_of
+from ttgen.rollout.models import now, write_json_atomic
+
+EXPORT_FORMATS = ("corpus", "sft")
+
+
+class ExportError(Exception):
+    """A usage or input problem that stops the export before anything is written."""
+
+
+@dataclass
+class ExportOptions:
+    format: str = "corpus"
+    mix: str = "mixed"
+    stage1_subsets: tuple[str, ...] = DEFAULT_STAGE1
+    fractions: list[float] = field(default_factory=list)
+    seed: int = 0
+    # sft
+    tokenizer: Any = None  # a TokenizerSpec (ttgen.export.sft)
+    max_len: int | None = 32768
+    overlong: str = "truncate"  # or "drop"
+    with_ids: bool = True
+    workers: int = 1
+    rows_per_group: int = 256
+    # datasets
+    save_to_disk: Path | None = None
+    push_to_hub: str | None = None
+    hub_private: bool = False
+    hub_token: str | None = None
+
+
+@dataclass
+class _Out:
+    plan: OutputPlan
+    writer: RowWriter
+    rows: int = 0
+    tokens: int = 0
+    trained_tokens: int = 0
+    truncated: int = 0
+    by_source: Counter[str] = field(default_factory=Counter)
+
+
+def _record_files(inputs: list[Path]) -> list[Path]:
+    files = []
+    for p in inputs:
+        f = p / RECORDS if p.is_dir() else p
+        if not f.is_file():
+            raise ExportError(
+                f"{p}: no curated records here (expected {RECORDS}; run `ttgen curate`)"
+            )
+        files.append(f)
+    return files
+
+
+def _lines(files: list[Path]) -> Iterator[str]:
+    for f in files:
+        with f.open(encoding="utf-8") as fh:
+            yield from fh
+
+
+def export(
+    inputs: Iterable[Path],
+    out: Path,
+    options: ExportOptions,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Run the export (see the module docstring); returns the summary."""
+    inputs = [Path(p) for p in inputs]
+    if options.format not in EXPORT_FORMATS:
+        raise ExportError(f"unknown format {options.format!r} (choose corpus or sft)")
+    try:
+        format_of(out)
+        plans = plan_outputs(out, options.mix, options.fractions)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from exc
+    if options.overlong not in ("truncate", "drop"):
+        raise ExportError(f"--overlong must be truncate or drop, got {options.overlong!r}")
+    if options.format == "sft" and options.tokenizer is None:
+        raise ExportError("--format sft needs --tokenizer (a hub name or a local folder)")
+    files = _record_files(inputs)
+    started = time.perf_counter()
+    strata: Strata | None = None
+    if options.fractions:
+        strata = scan_strata(_lines(files), options.fractions, options.seed)
+
+    schema = CORPUS_SCHEMA
+    chat = None
+    if options.format == "sft":
+        from ttgen.export import sft
+
+        try:
+            chat = sft.load_tokenizer(options.tokenizer)
+        except ValueError as exc:
+            raise ExportError(str(exc)) from exc
+        schema = sft.sft_schema(options.with_ids)
+
+    problems: list[str] = []
+    outs: dict[str, _Out] = {}
+    try:
+        for p in plans:
+            outs[p.name] = _Out(
+                p, RowWriter(p.path, schema=schema, rows_per_group=options.rows_per_group)
+            )
+        counts: Counter[str] = Counter()
+
+        def routed() -> Iterator[tuple[dict[str, Any], list[OutputPlan]]]:
+            for f in files:
+                for rec in read_records(f, problems):
+                    counts["records"] += 1
+                    dest = targets(rec, plans, strata, options.stage1_subsets)
+                    if dest:
+                        yield rec, dest
+                    else:
+                        counts["not_selected"] += 1
+
+        n_done = 0
+        if options.format == "corpus":
+            for rec, dest in routed():
+                try:
+                    row = corpus_row(rec)
+                except (KeyError, TypeError, ValueError) as exc:
+                    problems.append(f"{rec.get('id', '?')}: {exc}")
+                    continue
+                for p in dest:
+                    o = outs[p.name]
+                    o.writer.write(row)
+                    o.rows += 1
+                    o.by_source[row["source"]] += 1
+                n_done += 1
+                if progress is not None and n_done % 256 == 0:
+                    progress(n_done)
+        else:
+            from ttgen.export import sft
+
+            # Results come back in input order: the destinations wait in a FIFO beside them.
+            destinations: deque[list[OutputPlan]] = deque()
+
+            def records_only() -> Iterator[dict[str, Any]]:
+                for rec, dest in routed():
+                    destinations.append(dest)
+                    yield rec
+
+            for rec, tok, error in sft.tokenize_records(
+                records_only(),
+                options.tokenizer,
+                max_len=options.max_len,
+                workers=options.workers,
+            ):
+                dest = destinations.popleft()
+                if error is not None or tok is None:
+                    problems.append(f"{rec.get('id', '?')}: {error}")
+                    continue
+                if options.overlong == "drop" and tok.n_tokens_full > (options.max_len or 0) > 0:
+                    counts["dropped_overlong"] += 1
+                    continue
+                row = sft.sft_row(rec, tok, with_ids=options.with_ids)
+                for p in dest:
+                    o = outs[p.name]
+                    o.writer.write(row)
+                    o.rows += 1
+                    o.tokens += tok.n_tokens
+                    o.trained_tokens += tok.n_trained_tokens
+                    o.truncated += int(tok.truncated)
+                    o.by_source[row["source"]] += 1
+                n_done += 1
+                if progress is not None and n_done % 64 == 0:
+                    progress(n_done)
+        for o in outs.values():
+            o.writer.close()
+    except BaseException:
+        for o in outs.values():
+            o.writer.abort()
+        raise
+    del chat
+    summary: dict[str, Any] = {
+        "kind": "export",
+        "format": options.format,
+        "created_at": now().isoformat(),
+        "ttgen_version": __version__,
+        "inputs": [str(p) for p in inputs],
+        "curation": [read_manifest(p) is not None for p in inputs if p.is_dir()],
+        "options": {
+            "mix": options.mix,
+            "stage1_subsets": list(options.stage1_subsets),
+            "fractions": sorted(options.fractions),
+            "seed": options.seed,
+            "tokenizer": _describe_tokenizer(options.tokenizer),
+            "max_len": options.max_len if options.format == "sft" else None,
+            "overlong": options.overlong if options.format == "sft" else None,
+            "with_ids": options.with_ids if options.format == "sft" else None,
+            "workers": options.workers,
+        },
+        "records": counts["records"],
+        "not_selected": counts["not_selected"],
+        "dropped_overlong": counts["dropped_overlong"],
+        "skipped": len(problems),
+        "problems": problems[:1000],
+        "outputs": {
+            name: {
+                "path": str(o.plan.path),
+                "stage": o.plan.stage,
+                "fraction": o.plan.fraction,
+                "rows": o.rows,
+                **(
+                    {
+                        "tokens": o.tokens,
+                        "trained_tokens": o.trained_tokens,
+                        "truncated": o.truncated,
+                    }
+                    if options.format == "sft"
+                    else {}
+                ),
+                "by_source": dict(sorted(o.by_source.items())),
+            }
+            for name, o in outs.items()
+        },
+        "elapsed_sec": round(time.perf_counter() - started, 3),
+    }
+    if options.save_to_disk is not None or options.push_to_hub:
+        summary["datasets"] = publish(list(outs.values()), options)
+    write_json_atomic(summary_path(out), summary)
+    return summary
+
+
+def summary_path(out: Path) -> Path:
+    return out.with_name(out.name + ".export.json")
+
+
+def _describe_tokenizer(spec: Any) -> Any:
+    if spec is None:
+        return None
+    return getattr(spec, "name_or_path", str(spec))
+
+
+def publish(outs: list[_Out], options: ExportOptions) -> dict[str, Any]:
+    """Load the written files with `datasets` and save them to disk and/or push them to the hub
+    (one configuration per file: "default", "stage1", "frac0.01", ...)."""
+    try:
+        import datasets
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ExportError(
+            "--save-to-disk/--push-to-hub need the `datasets` package: "
+            "pip install 'terminal-task-gen[hf]'"
+        ) from exc
+    done: dict[str, Any] = {}
+    for o in outs:
+        path = str(o.plan.path)
+        fmt = format_of(o.plan.path)
+        if fmt == "parquet":
+            ds = datasets.Dataset.from_parquet(path)
+        else:
+            ds = datasets.Dataset.from_json(path)
+        entry: dict[str, Any] = {"rows": len(ds)}
+        if options.save_to_disk is not None:
+            target = options.save_to_disk if len(outs) == 1 else options.save_to_disk / o.plan.name
+            ds.save_to_disk(str(target))
+            entry["saved_to"] = str(target)
+        if options.push_to_hub:
+            ds.push_to_hub(
+                options.push_to_hub,
+                config_name=o.plan.name,
+                split="train",
+                private=options.hub_private,
+                token=options.hub_token,
+            )
+            entry["pushed_to"] = f"{options.push_to_hub} (config {o.plan.name})"
+        done[o.plan.name] = entry
+    return done
+
+
+def read_summary(out: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(summary_path(out).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
