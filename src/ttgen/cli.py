@@ -1725,6 +1725,134 @@ def curate_cmd(
                               highlight=False)  # fmt: skip
 
 
+@app.command("export")
+def export_cmd(
+    data: Annotated[
+        list[Path],
+        typer.Argument(metavar="DATA...", help="Curated folders (or their records.jsonl)."),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Output file: .parquet, .jsonl or .jsonl.gz."),
+    ],
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="corpus (Terminal-Corpus rows) or sft.")
+    ] = "corpus",
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(help="sft: tokenizer with a chat template: a local folder or a hub name."),
+    ] = None,
+    chat_template: Annotated[
+        str | None, typer.Option(help="sft: a chat template file overriding the tokenizer's.")
+    ] = None,
+    revision: Annotated[
+        str | None, typer.Option(help="sft: hub revision of the tokenizer.")
+    ] = None,
+    max_len: Annotated[
+        int, typer.Option(min=1, help="sft: tokens per row; longer rows are truncated.")
+    ] = 32768,
+    overlong: Annotated[
+        str, typer.Option(help="sft: truncate (default) or drop rows longer than --max-len.")
+    ] = "truncate",
+    ids: Annotated[
+        bool,
+        typer.Option("--ids/--no-ids", help="sft: include input_ids and loss_mask columns."),
+    ] = True,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="sft: tokenizer processes (default: all cores).")
+    ] = None,
+    mix: Annotated[
+        str, typer.Option(help="mixed (one file) or curriculum (stage1: adapters, stage2: rest).")
+    ] = "mixed",
+    stage1: Annotated[
+        str, typer.Option(help="curriculum: subsets of stage 1 (comma list).")
+    ] = "dataset_adapters",
+    fraction: Annotated[
+        list[float] | None,
+        typer.Option(help="Scaling subset of this fraction, stratified by source (repeatable)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the scaling subsets.")] = 0,
+    save_to_disk: Annotated[
+        Path | None, typer.Option(help="Also save with datasets' save_to_disk to this folder.")
+    ] = None,
+    push_to_hub: Annotated[
+        str | None, typer.Option(metavar="REPO", help="Also push to the Hugging Face Hub.")
+    ] = None,
+    private: Annotated[bool, typer.Option(help="push-to-hub: a private dataset.")] = False,
+    as_json: JsonOut = False,
+) -> None:
+    """Write curated records as Terminal-Corpus rows (the released schema) or SFT rows (messages,
+    token counts, assistant-only loss masks, truncation), as one file, a two-stage curriculum, or
+    stratified scaling subsets.
+
+    Exits 1 when records were skipped (they are listed), 2 on usage errors."""
+    import os
+
+    from ttgen.export.pipeline import ExportError, ExportOptions, export
+
+    spec = None
+    if fmt == "sft":
+        if tokenizer is None:
+            raise _fail("--format sft needs --tokenizer (a local folder or a hub name)")
+        from ttgen.export.sft import TokenizerSpec
+
+        spec = TokenizerSpec(tokenizer, chat_template=chat_template, revision=revision)
+    elif tokenizer is not None:
+        raise _fail("--tokenizer is for --format sft")
+    options = ExportOptions(
+        format=fmt,
+        mix=mix,
+        stage1_subsets=tuple(x.strip() for x in stage1.split(",") if x.strip()),
+        fractions=list(fraction or []),
+        seed=seed,
+        tokenizer=spec,
+        max_len=max_len,
+        overlong=overlong,
+        with_ids=ids,
+        workers=workers or max(1, os.cpu_count() or 1),
+        save_to_disk=save_to_disk,
+        push_to_hub=push_to_hub,
+        hub_private=private,
+        hub_token=os.environ.get("HF_TOKEN"),
+    )
+    last = [time.monotonic()]
+
+    def progress(n: int) -> None:
+        t = time.monotonic()
+        if not as_json and t - last[0] >= 2:
+            last[0] = t
+            err_console.print(f"{n} rows ...", highlight=False)
+
+    try:
+        summary = export(data, out, options, progress=progress)
+    except (ExportError, ValueError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        console.print_json(json.dumps(summary))
+    else:
+        table = Table(title=f"export ({fmt}): {summary['records']} record(s) read")
+        cols = ["file", "rows"] + (["tokens", "trained", "truncated"] if fmt == "sft" else [])
+        for col in cols:
+            table.add_column(col, justify="left" if col == "file" else "right")
+        for o in summary["outputs"].values():
+            row = [o["path"], str(o["rows"])]
+            if fmt == "sft":
+                row += [str(o["tokens"]), str(o["trained_tokens"]), str(o["truncated"])]
+            table.add_row(*row)
+        console.print(table)
+        if summary["dropped_overlong"]:
+            console.print(f"dropped as longer than {max_len}: {summary['dropped_overlong']}")
+        for name, d in (summary.get("datasets") or {}).items():
+            console.print(
+                f"{name}: " + ", ".join(f"{k} {v}" for k, v in d.items()), highlight=False
+            )
+    for p in summary["problems"][:20]:
+        err_console.print(f"[yellow]skipped[/] {p}", highlight=False, soft_wrap=True)
+    if summary["skipped"]:
+        err_console.print(f"{summary['skipped']} record(s) skipped", highlight=False)
+        raise typer.Exit(1)
+
+
 @app.command("stats")
 def stats_cmd(
     data: Annotated[
