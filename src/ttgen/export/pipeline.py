@@ -121,22 +121,27 @@ def export(
 
     schema = CORPUS_SCHEMA
     chat = None
+    batch_builder = None
     if options.format == "sft":
         from ttgen.export import sft
 
         try:
-            chat = sft.load_tokenizer(options.tokenizer)
+            chat = options.tokenizer.load()  # fails early, before any output is opened
         except ValueError as exc:
             raise ExportError(str(exc)) from exc
         schema = sft.sft_schema(options.with_ids)
+        with_ids = options.with_ids
+
+        def batch_builder(rows: list[dict[str, Any]]) -> Any:
+            return sft.sft_record_batch(rows, with_ids=with_ids)
 
     problems: list[str] = []
     outs: dict[str, _Out] = {}
     try:
         for p in plans:
-            outs[p.name] = _Out(
-                p, RowWriter(p.path, schema=schema, rows_per_group=options.rows_per_group)
-            )
+            writer = RowWriter(p.path, schema=schema, rows_per_group=options.rows_per_group,
+                               batch_builder=batch_builder)  # fmt: skip
+            outs[p.name] = _Out(p, writer)
         counts: Counter[str] = Counter()
 
         def routed() -> Iterator[tuple[dict[str, Any], list[OutputPlan]]]:
