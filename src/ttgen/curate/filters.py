@@ -47,6 +47,15 @@ DEFAULT_IDENTITY_PATTERNS: tuple[str, ...] = (
     rf"^\s*as\s+(?:{_MODELS})\s*,",
 )
 
+# Every default pattern ends in a model or maker name: a message containing none of these
+# (lowercased) cannot match one, and is cleared without running the regular expressions.
+_NAME_KEYWORDS = (
+    "deep", "gpt", "claude", "qwen", "tongyi", "gemini", "bard", "llama", "kimi", "glm",
+    "mistral", "mixtral", "grok", "doubao", "ernie", "wenxin", "minimax", "hunyuan", "baichuan",
+    "internlm", "phi", "o1", "o3", "o4", "openai", "anthropic", "alibaba", "google", "meta",
+    "moonshot", "zhipu", "xai", "bytedance", "baidu", "tencent", "microsoft",
+)  # fmt: skip
+
 # Han ideographs (+ extensions and compatibility), kana, hangul, CJK symbols and punctuation,
 # full-width forms.
 CJK_RE = re.compile(
@@ -86,7 +95,8 @@ class Filters:
 
     def __init__(self, options: FilterOptions) -> None:
         self.options = options
-        self._identity: re.Pattern[str] | None = None
+        self._identity: re.Pattern[str] | None = None  # the defaults (keyword prefilter)
+        self._identity_extra: re.Pattern[str] | None = None  # the user's own, always run
         if options.identity and options.identity_patterns:
             bad = []
             for p in options.identity_patterns:
@@ -96,15 +106,22 @@ class Filters:
                     bad.append(f"{p!r}: {exc}")
             if bad:
                 raise ValueError("bad identity pattern: " + "; ".join(bad))
-            joined = "|".join(f"(?:{p})" for p in options.identity_patterns)
-            self._identity = re.compile(joined, re.I | re.M)
+            defaults = [p for p in options.identity_patterns if p in DEFAULT_IDENTITY_PATTERNS]
+            extra = [p for p in options.identity_patterns if p not in DEFAULT_IDENTITY_PATTERNS]
+            if defaults:
+                self._identity = re.compile("|".join(f"(?:{p})" for p in defaults), re.I | re.M)
+            if extra:
+                self._identity_extra = re.compile("|".join(f"(?:{p})" for p in extra), re.I | re.M)
 
     def check(self, record: dict[str, Any]) -> tuple[str, str] | None:
         o = self.options
         messages = record.get("messages") or []
-        if self._identity is not None:
+        if self._identity is not None or self._identity_extra is not None:
+            # one keyword pass over all assistant text clears most records at once
+            joined = "\n".join(m["content"] for m in messages if m["role"] == "assistant").lower()
+            named = self._identity is not None and any(k in joined for k in _NAME_KEYWORDS)
             for i, m in enumerate(messages):
-                if m["role"] == "assistant" and (hit := self._identity.search(m["content"])):
+                if m["role"] == "assistant" and (hit := self._identity_hit(m["content"], named)):
                     return (
                         "identity",
                         f"message {i}: {_excerpt(m['content'], hit.start(), hit.end())}",
@@ -137,6 +154,13 @@ class Filters:
             return "max_turns", f"{record.get('n_turns')} turns > {o.max_turns}"
         if o.max_tokens is not None and (record.get("n_tokens") or 0) > o.max_tokens:
             return "max_tokens", f"{record.get('n_tokens')} tokens > {o.max_tokens}"
+        return None
+
+    def _identity_hit(self, text: str, named: bool) -> re.Match[str] | None:
+        if named and self._identity is not None and (hit := self._identity.search(text)):
+            return hit
+        if self._identity_extra is not None:
+            return self._identity_extra.search(text)
         return None
 
 
