@@ -209,3 +209,32 @@ def test_push_to_hub_sends_each_file_as_a_configuration(tmp_path, monkeypatch):
         ("me/terminal-corpus", 2, "stage1", "train", True),
         ("me/terminal-corpus", 3, "stage2", "train", True),
     ]
+
+
+def test_cli_usage_errors_exit_2_with_the_problem_named(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ttgen.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    data = _curated(tmp_path, {"math": 2})
+    res = runner.invoke(app, ["curate", str(tmp_path / "job"), "--out", str(tmp_path / "d2")])
+    assert res.exit_code == 2 and "--no-decontam" in res.stderr
+    res = runner.invoke(app, ["curate", str(tmp_path / "nojob"), "--out", "x", "--no-decontam"])
+    assert res.exit_code == 2 and "nojob: no such file or folder" in res.stderr
+    res = runner.invoke(app, ["export", str(data), "--format", "sft", "--out", "x.parquet"])
+    assert res.exit_code == 2 and "needs --tokenizer" in res.stderr
+    res = runner.invoke(app, ["export", str(data), "--format", "sft", "--out", "x.parquet",
+                              "--tokenizer", str(tmp_path / "no-tokenizer")])  # fmt: skip
+    assert res.exit_code == 2 and "no-tokenizer" in res.stderr
+    res = runner.invoke(app, ["export", str(data), "--out", "x.txt"])
+    assert res.exit_code == 2 and "unknown output format" in res.stderr
+    res = runner.invoke(app, ["stats", str(tmp_path / "nothing")])
+    assert res.exit_code == 2 and "no such file or folder" in res.stderr
+    # a broken record: exported rows are kept, the record is named, exit 1
+    with (data / "records.jsonl").open("a") as f:
+        f.write("{oops\n")
+    res = runner.invoke(app, ["export", str(data), "--out", str(tmp_path / "ok.jsonl")])
+    assert res.exit_code == 1 and "records.jsonl:3" in res.stderr
+    assert len((tmp_path / "ok.jsonl").read_text().splitlines()) == 2
