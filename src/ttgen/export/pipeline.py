@@ -120,15 +120,12 @@ def export(
         strata = scan_strata(_lines(files), options.fractions, options.seed)
 
     schema = CORPUS_SCHEMA
-    chat = None
     batch_builder = None
     if options.format == "sft":
         from ttgen.export import sft
 
-        try:
-            chat = options.tokenizer.load()  # fails early, before any output is opened
-        except ValueError as exc:
-            raise ExportError(str(exc)) from exc
+        # (tokenize_records loads the tokenizer before reading the first record: a bad one
+        # fails there, and the outputs opened so far are dropped)
         schema = sft.sft_schema(options.with_ids)
         with_ids = options.with_ids
 
@@ -212,7 +209,6 @@ def export(
         for o in outs.values():
             o.writer.abort()
         raise
-    del chat
     summary: dict[str, Any] = {
         "kind": "export",
         "format": options.format,

@@ -1,0 +1,668 @@
+"""A tokenizer with its chat template, and exact assistant-only loss masks.
+
+`ChatTokenizer` loads a Hugging Face tokenizer folder (or fetches one from the Hub) with the
+`tokenizers` library and renders conversations with the folder's Jinja chat template the way
+transformers' ``apply_chat_template`` does (same sandbox, options, filters and variables), so the
+token ids are the ones a trainer using transformers would see, without transformers.
+
+Loss masks
+----------
+The trained tokens of a conversation are, for each assistant message, the tokens the model must
+generate for that turn: the assistant text *as the template renders it* (a Qwen3-style template
+keeps ``<think>...</think>`` only in the turns after the last user message; ours is whatever the
+template produced) plus the template's end-of-turn marker (``<|im_end|>``, ``<|eot_id|>``), and
+not the generation prompt (``<|im_start|>assistant\\n``), not the whitespace the template puts
+after the marker, nothing of the other turns.
+
+The conversation is rendered once and tokenized once; the mask comes from character ranges:
+
+1. *Delimiters* (the fast path). Once per tokenizer, probe renders teach us the template's
+   generation prompt ``G`` (``render([user], add_generation_prompt=True)`` minus
+   ``render([user])``) and its end marker ``E`` (what follows the assistant text in
+   ``render([user, assistant])``, trailing whitespace dropped; the same must close a turn in
+   the middle of a conversation). In the full render each assistant turn is then the text
+   between an occurrence of ``G`` and the next ``E``. It is used only when it is checkably right:
+   no message contains ``G`` and no assistant message contains ``E``, there are exactly as many
+   such spans as assistant messages, and each span holds the end of its message's text.
+2. *Incremental* (exact, slower, used when a check fails). For assistant message ``i`` the turn
+   starts where ``render(messages[:i], add_generation_prompt=True)`` ends, which must be a
+   prefix of the full render. (If only ``render(messages[:i])`` is, as with a generation prompt
+   that only the final turn gets, e.g. Qwen3's empty think block under
+   ``enable_thinking=false``, the turn starts where the full render leaves the generation
+   prompt, at a token boundary of the prompt.) It ends at the last end marker before the next
+   message begins: taken from ``render(messages[:i+1])`` when that is a prefix of the full
+   render, else from where ``render(messages[:i+1] + [sentinel user])`` stops agreeing with the
+   full render (Qwen3-style templates render a turn differently once a user message follows
+   it). A template for which even this is inconsistent (one that renders earlier messages
+   differently depending on what follows) is reported as a `ChatTemplateError` naming the
+   message. This costs two or three renders of a prefix per assistant turn: about as much as
+   the tokenization for a 30-turn conversation.
+
+Character ranges become a token mask with the rule "a token belongs to the range its first
+character is in". Measured on a 40k-token text (tokens/s ~1M): turning the encoding's offsets
+into Python tuples costs ~7% of the encode and ``np.array`` over them ~17% more, so the fast
+path asks the encoding for the boundary tokens only (``char_to_token``/``token_to_chars``, two
+look-ups per turn, <1%); `mask_from_offsets` (``searchsorted`` over all offsets) is the
+reference and the path taken when a boundary character is covered by no token.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from jinja2 import nodes
+from jinja2.exceptions import TemplateError
+from jinja2.ext import Extension
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from tokenizers import Encoding, Tokenizer
+
+from ttgen.errors import TtgenError
+
+# Files of a tokenizer folder; what a Hub download fetches (no weights).
+TOKENIZER_FILES = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "chat_template.json",
+]
+SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "pad_token", "unk_token")
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+_PROBE_USER = "ttgen probe: a user message"
+_PROBE_ASSISTANT = "ttgen probe: an assistant reply"
+# Follows an assistant turn in the incremental method; chosen to agree with no real text.
+_SENTINEL = "\x00ttgen\x01sentinel\x02"
+
+
+class TokenizerLoadError(TtgenError, ValueError):
+    """A tokenizer folder, Hub id or chat template cannot be loaded; says what to do."""
+
+
+class ChatTemplateError(TtgenError, ValueError):
+    """The chat template failed on a conversation, or its rendering does not let us tell which
+    tokens the assistant generates."""
+
+
+class ConversationError(TtgenError, ValueError):
+    """A message list is malformed (not a list of {role, content} with string contents)."""
+
+
+@dataclass(slots=True, eq=False)
+class TokenizedChat:
+    """One conversation as token ids and a loss mask (1 = trained), after right truncation."""
+
+    input_ids: np.ndarray  # int32
+    loss_mask: np.ndarray  # int8
+    n_tokens: int  # after truncation
+    n_tokens_full: int  # before truncation
+    n_trained_tokens: int  # loss_mask.sum(), after truncation
+    n_assistant_turns: int  # assistant messages in the conversation
+    truncated: bool
+
+
+# -- the Jinja environment, as transformers builds it -------------------------------------------
+
+
+class _TemplateRaised(TemplateError):
+    """The template called ``raise_exception``."""
+
+
+def _raise_exception(message: str) -> None:
+    raise _TemplateRaised(message)
+
+
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
+    # Jinja's own tojson escapes HTML characters; transformers replaces it with plain json.dumps.
+    return json.dumps(
+        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.now().strftime(fmt)
+
+
+class _GenerationTag(Extension):
+    """``{% generation %}...{% endgeneration %}``: transformers marks assistant text with it for
+    its own masks; here it renders its body, so templates that use it load."""
+
+    tags = {"generation"}
+
+    def parse(self, parser: Any) -> list[nodes.Node]:
+        next(parser.stream)
+        return parser.parse_statements(("name:endgeneration",), drop_needle=True)
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """transformers' sandbox, with its attribute verdicts cached: they depend only on the type
+    and the attribute name (underscore names, function/frame internals, mutating methods of
+    known mutable types), and checking them on every access is a third of a render."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._verdicts: dict[tuple[type, str], bool] = {}
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        key = (type(obj), attr)
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            verdict = self._verdicts[key] = super().is_safe_attribute(obj, attr, value)
+        return verdict
+
+
+def compile_template(text: str) -> Any:
+    """Compile a chat template in the environment transformers' ``apply_chat_template`` uses."""
+    env = _Sandbox(
+        trim_blocks=True,
+        lstrip_blocks=True,
+        extensions=[_GenerationTag, "jinja2.ext.loopcontrols"],
+    )
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
+    return env.from_string(text)
+
+
+# -- loading --------------------------------------------------------------------------------------
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TokenizerLoadError(f"{path}: not readable JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise TokenizerLoadError(f"{path}: expected a JSON object")
+    return data
+
+
+def _token_text(value: Any) -> str | None:
+    """A special token as tokenizer_config.json writes it: a string or {"content": ...}."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("content"), str):
+        return value["content"]
+    return None
+
+
+def _special_tokens(folder: Path, config: Mapping[str, Any]) -> dict[str, str]:
+    """bos/eos/pad/unk that are set (an unset one stays undefined in the template, as in
+    transformers, rather than rendering as "None")."""
+    fallback = _read_json(folder / "special_tokens_map.json")
+    out = {}
+    for name in SPECIAL_TOKEN_NAMES:
+        text = _token_text(config.get(name)) or _token_text(fallback.get(name))
+        if text is not None:
+            out[name] = text
+    return out
+
+
+def _pick_template(value: Any, where: Path) -> str:
+    """tokenizer_config.json's chat_template: a string, or a list of {name, template}."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        named = {t.get("name"): t.get("template") for t in value if isinstance(t, dict)}
+        if isinstance(named.get("default"), str):
+            return named["default"]
+        raise TokenizerLoadError(
+            f"{where}: chat_template lists templates {sorted(map(str, named))} but none named "
+            f"'default'; pass the one to use as chat_template"
+        )
+    raise TokenizerLoadError(f"{where}: chat_template is neither a string nor a list")
+
+
+def _find_template(folder: Path, config: Mapping[str, Any]) -> str:
+    """The folder's chat template, in transformers' order of precedence (chat_template.jinja
+    over tokenizer_config.json); chat_template.json (a processor's file) last."""
+    jinja_file = folder / "chat_template.jinja"
+    if jinja_file.is_file():
+        return jinja_file.read_text(encoding="utf-8")
+    if config.get("chat_template") is not None:
+        return _pick_template(config["chat_template"], folder / "tokenizer_config.json")
+    json_file = folder / "chat_template.json"
+    data = _read_json(json_file)
+    if data.get("chat_template") is not None:
+        return _pick_template(data["chat_template"], json_file)
+    raise TokenizerLoadError(
+        f"{folder}: no chat template (looked for chat_template.jinja, chat_template in "
+        f"tokenizer_config.json, chat_template.json); pass one as chat_template (a file or the "
+        f"template text)"
+    )
+
+
+def _template_override(value: str | Path) -> str:
+    """A chat_template argument: a file (.jinja/text, or JSON with "chat_template") or the
+    template text itself (anything with Jinja markup)."""
+    if isinstance(value, str) and ("{{" in value or "{%" in value):
+        return value
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise TokenizerLoadError(
+            f"chat template {str(value)!r}: no such file (and not template text: no Jinja markup)"
+        )
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        data = _read_json(path)
+        if "chat_template" not in data:
+            raise TokenizerLoadError(f"{path}: JSON without a chat_template field")
+        return _pick_template(data["chat_template"], path)
+    return text
+
+
+def _hub_download(repo_id: str, revision: str | None) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise TokenizerLoadError(
+            f"{repo_id}: not a local folder, and fetching it from the Hugging Face Hub needs "
+            f"huggingface_hub: pip install 'terminal-task-gen[hf]', or pass a local folder that "
+            f"holds tokenizer.json"
+        ) from None
+    try:
+        path = snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=TOKENIZER_FILES)
+    except Exception as exc:
+        raise TokenizerLoadError(
+            f"{repo_id}: not a local folder, and fetching it from the Hugging Face Hub failed "
+            f"({type(exc).__name__}: {exc}). Check the id and the network (HF_TOKEN for gated "
+            f"models), or pass a local folder that holds tokenizer.json"
+        ) from exc
+    return Path(path)
+
+
+def resolve_tokenizer_folder(name_or_path: str | Path, revision: str | None = None) -> Path:
+    """A local tokenizer folder (or its tokenizer.json), or a Hub id fetched into the cache."""
+    name = str(name_or_path)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    if path.is_file() and path.name == "tokenizer.json":
+        return path.parent
+    if _HUB_ID.fullmatch(name):
+        return _hub_download(name, revision)
+    raise TokenizerLoadError(
+        f"{name}: no such tokenizer folder (expected a local folder with tokenizer.json, or a "
+        f"Hugging Face Hub id such as Qwen/Qwen3-8B)"
+    )
+
+
+# -- masks ----------------------------------------------------------------------------------------
+
+
+def mask_from_offsets(
+    starts: Sequence[int] | np.ndarray, spans: Sequence[tuple[int, int]]
+) -> np.ndarray:
+    """The reference mask: token ``t`` is trained iff its first character ``starts[t]`` lies in
+    one of the sorted, disjoint ``[start, end)`` character spans."""
+    starts = np.asarray(starts, dtype=np.int64)
+    if not spans:
+        return np.zeros(len(starts), dtype=np.int8)
+    bounds = np.asarray(spans, dtype=np.int64).ravel()
+    # Bounds at or below a start: odd iff it is inside a span (s0 <= x < e0 -> 1, ...).
+    return (np.searchsorted(bounds, starts, side="right") & 1).astype(np.int8)
+
+
+def _first_token_from(enc: Encoding, pos: int, n: int, text_len: int) -> int | None:
+    """The first token whose first character is at or after ``pos`` (``n`` when none), from the
+    token holding character ``pos``; None when no token holds it (the caller then goes the
+    offsets way)."""
+    if pos >= text_len:
+        return n
+    t = enc.char_to_token(pos)
+    if t is None:
+        return None
+    # Tokens before t hold earlier characters (offsets are monotone); t itself, and rarely the
+    # next ones (a character split over byte tokens), may start before pos.
+    while t < n and enc.token_to_chars(t)[0] < pos:
+        t += 1
+    return t
+
+
+def mask_from_encoding(
+    enc: Encoding, spans: Sequence[tuple[int, int]], text_len: int
+) -> np.ndarray:
+    """The same mask as `mask_from_offsets`, with two look-ups per span instead of converting
+    every token's offsets (which costs a quarter of the encode)."""
+    n = len(enc)
+    mask = np.zeros(n, dtype=np.int8)
+    for start, end in spans:
+        j = _first_token_from(enc, start, n, text_len)
+        k = _first_token_from(enc, end, n, text_len)
+        if j is None or k is None:
+            return mask_from_offsets([o[0] for o in enc.offsets], spans)
+        mask[j:k] = 1
+    return mask
+
+
+def _common_prefix_end(a: str, b: str, start: int) -> int:
+    """The first index >= start where a and b differ (or the shorter one's length)."""
+    n = min(len(a), len(b))
+    lo = start
+    while lo < n:
+        hi = min(n, lo + 4096)
+        if a[lo:hi] != b[lo:hi]:
+            return next(i for i in range(lo, hi) if a[i] != b[i])
+        lo = hi
+    return n
+
+
+def check_messages(messages: Any) -> None:
+    """Raise `ConversationError` unless ``messages`` is a non-empty list of {role, content}
+    dicts with string roles and contents (what the templates and the masks rely on)."""
+    if not isinstance(messages, list) or not messages:
+        raise ConversationError("no messages (expected a non-empty list)")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise ConversationError(f"message {i} is a {type(m).__name__}, not an object")
+        if not isinstance(m.get("role"), str):
+            raise ConversationError(f"message {i} has no role")
+        if not isinstance(m.get("content"), str):
+            raise ConversationError(
+                f"message {i} ({m['role']}): content is {type(m.get('content')).__name__}, "
+                f"not a string"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class _Delimiters:
+    gen_prompt: str  # G
+    end_marker: str  # E
+
+
+class ChatTokenizer:
+    """A `tokenizers.Tokenizer` with a chat template; see the module docstring for the masks."""
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        chat_template: str,
+        *,
+        special_tokens: Mapping[str, str] | None = None,
+        name: str = "tokenizer",
+        folder: Path | None = None,
+        template_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.chat_template = chat_template
+        self.special_tokens = dict(special_tokens or {})
+        self.name = name
+        self.folder = folder
+        self.template_kwargs = dict(template_kwargs or {})
+        try:
+            self._template = compile_template(chat_template)
+        except TemplateError as exc:
+            raise TokenizerLoadError(f"{name}: the chat template does not compile: {exc}") from exc
+        self._delimiters: _Delimiters | None = None
+        self._probed = False
+
+    @classmethod
+    def load(
+        cls,
+        name_or_path: str | Path,
+        *,
+        chat_template: str | Path | None = None,
+        revision: str | None = None,
+        template_kwargs: Mapping[str, Any] | None = None,
+    ) -> ChatTokenizer:
+        """Load a tokenizer folder (tokenizer.json + a chat template in tokenizer_config.json,
+        chat_template.jinja or chat_template.json) or a Hub id ``owner/name`` (tokenizer files
+        only; needs huggingface_hub). ``chat_template`` (a file or template text) overrides the
+        folder's; ``template_kwargs`` (e.g. enable_thinking) are passed to every render.
+        ``revision`` applies to Hub ids only."""
+        folder = resolve_tokenizer_folder(name_or_path, revision)
+        tok_file = folder / "tokenizer.json"
+        if not tok_file.is_file():
+            raise TokenizerLoadError(
+                f"{folder}: no tokenizer.json (a Hugging Face 'fast' tokenizer file is needed)"
+            )
+        try:
+            tokenizer = Tokenizer.from_file(str(tok_file))
+        except Exception as exc:
+            raise TokenizerLoadError(
+                f"{tok_file}: not a tokenizer the tokenizers library reads: {exc}"
+            ) from exc
+        config = _read_json(folder / "tokenizer_config.json")
+        template = (
+            _template_override(chat_template)
+            if chat_template is not None
+            else _find_template(folder, config)
+        )
+        return cls(
+            tokenizer,
+            template,
+            special_tokens=_special_tokens(folder, config),
+            name=str(name_or_path),
+            folder=folder,
+            template_kwargs=template_kwargs,
+        )
+
+    # -- rendering ---------------------------------------------------------------------------
+
+    def render(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        add_generation_prompt: bool = False,
+        **kwargs: Any,
+    ) -> str:
+        """The template's text for ``messages``, with transformers' variables: messages,
+        add_generation_prompt, the set special tokens, tools and documents (None), the template
+        kwargs given at load time and ``kwargs``."""
+        context = {
+            **self.special_tokens,
+            "tools": None,
+            "documents": None,
+            **self.template_kwargs,
+            **kwargs,
+        }
+        try:
+            return self._template.render(
+                messages=messages, add_generation_prompt=add_generation_prompt, **context
+            )
+        except _TemplateRaised as exc:
+            raise ChatTemplateError(f"the chat template of {self.name} refused: {exc}") from None
+        except Exception as exc:
+            raise ChatTemplateError(
+                f"the chat template of {self.name} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _learned_delimiters(self) -> _Delimiters | None:
+        """G and E from probe renders, once; None when the template does not show them plainly
+        (every conversation then takes the incremental method)."""
+        if self._probed:
+            return self._delimiters
+        self._probed = True
+        user = {"role": "user", "content": _PROBE_USER}
+        reply = {"role": "assistant", "content": _PROBE_ASSISTANT}
+        try:
+            bare = self.render([user])
+            prompted = self.render([user], add_generation_prompt=True)
+            answered = self.render([user, reply])
+            followed = self.render([user, reply, {"role": "user", "content": _PROBE_USER + "2"}])
+        except ChatTemplateError:
+            return None
+        if not prompted.startswith(bare) or len(prompted) == len(bare):
+            return None
+        gen_prompt = prompted[len(bare) :]
+        if not answered.startswith(prompted):
+            return None
+        k = answered.find(_PROBE_ASSISTANT, len(prompted))
+        if k < 0:
+            return None
+        end_marker = answered[k + len(_PROBE_ASSISTANT) :].rstrip()
+        k2 = followed.find(_PROBE_ASSISTANT)
+        if k2 < 0 or not end_marker:
+            return None
+        if not followed.startswith(end_marker, k2 + len(_PROBE_ASSISTANT)):
+            return None
+        self._delimiters = _Delimiters(gen_prompt, end_marker)
+        return self._delimiters
+
+    def _delimiter_spans(
+        self, messages: Sequence[Mapping[str, Any]], text: str
+    ) -> list[tuple[int, int]] | None:
+        """Assistant spans from G ... E, or None when a check says they may be wrong."""
+        delims = self._learned_delimiters()
+        if delims is None:
+            return None
+        g, e = delims.gen_prompt, delims.end_marker
+        replies = []
+        for m in messages:
+            content = m["content"]
+            if g in content:
+                return None
+            if m["role"] == "assistant":
+                if e in content:
+                    return None
+                replies.append(content)
+        spans = []
+        pos = 0
+        for content in replies:
+            start = text.find(g, pos)
+            if start < 0:
+                return None
+            start += len(g)
+            end = text.find(e, start)
+            if end < 0:
+                return None
+            end += len(e)
+            # The span must hold the end of this reply's text (a template that put G somewhere
+            # else, or dropped the text, fails this).
+            tail = content.rstrip()[-16:]
+            if tail and text.find(tail, start, end) < 0:
+                return None
+            spans.append((start, end))
+            pos = end
+        if text.find(g, pos) >= 0:
+            return None
+        return spans
+
+    def _incremental_spans(
+        self, messages: Sequence[Mapping[str, Any]], text: str
+    ) -> list[tuple[int, int]]:
+        """Assistant spans from prefix renders (see the module docstring); exact or an error."""
+        delims = self._learned_delimiters()
+        end_marker = delims.end_marker if delims else None
+        spans: list[tuple[int, int]] = []
+        for i, m in enumerate(messages):
+            if m["role"] != "assistant":
+                continue
+            before = self.render(messages[:i], add_generation_prompt=True)
+            if text.startswith(before):
+                start = len(before)
+            else:
+                # A generation prompt that only the final turn gets (Qwen3's empty think block
+                # with enable_thinking=false): the turn starts where the full render leaves the
+                # generation prompt, provided everything before the prompt agrees.
+                bare = self.render(messages[:i])
+                if not text.startswith(bare):
+                    raise ChatTemplateError(
+                        f"message {i} (assistant): the chat template of {self.name} renders the "
+                        f"messages before it as text that the full conversation does not start "
+                        f"with (it renders earlier messages differently depending on what "
+                        f"follows); cannot tell which tokens the assistant generates"
+                    )
+                # Where the full render leaves the generation prompt, snapped back to a token
+                # boundary of the prompt (a reply starting with "<" shares a character with a
+                # think block, not a token).
+                prompt = before[len(bare) :]
+                agree = _common_prefix_end(before, text, len(bare)) - len(bare)
+                ends = self.tokenizer.encode(prompt, add_special_tokens=False).offsets
+                agree = max([e for _, e in ends if e <= agree], default=0)
+                if agree == 0:
+                    raise ChatTemplateError(
+                        f"message {i} (assistant): the chat template of {self.name} does not "
+                        f"render the turn after its generation prompt {prompt!r}"
+                    )
+                start = len(bare) + agree
+            through = self.render(messages[: i + 1])
+            if len(through) > start and text.startswith(through):
+                region_end = len(through)
+            elif i + 1 < len(messages) and end_marker:
+                # The turn renders differently once something follows it: compare with the same
+                # turn followed by a sentinel user message.
+                probe = self.render([*messages[: i + 1], {"role": "user", "content": _SENTINEL}])
+                region_end = _common_prefix_end(probe, text, start)
+            else:
+                raise ChatTemplateError(
+                    f"message {i} (assistant): the chat template of {self.name} renders the "
+                    f"conversation up to it as text that is not a prefix of the full "
+                    f"conversation; cannot tell where the turn ends"
+                )
+            if end_marker:
+                k = text.rfind(end_marker, start, region_end)
+                end = k + len(end_marker) if k >= 0 else -1
+            else:
+                end = start + len(text[start:region_end].rstrip())
+            if end <= start or (spans and start < spans[-1][1]):
+                raise ChatTemplateError(
+                    f"message {i} (assistant): no end of turn found in the rendering of "
+                    f"{self.name}'s chat template"
+                )
+            spans.append((start, end))
+        return spans
+
+    def assistant_spans(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        text: str | None = None,
+        *,
+        method: str = "auto",
+    ) -> list[tuple[int, int]]:
+        """The ``[start, end)`` character spans of the assistant turns (text + end marker) in
+        ``text`` (the full render of ``messages``). ``method``: auto (delimiters, falling back
+        to incremental), delimiters (None-free: raises when it cannot be used), incremental."""
+        if text is None:
+            text = self.render(messages)
+        if method in ("auto", "delimiters"):
+            spans = self._delimiter_spans(messages, text)
+            if spans is not None:
+                return spans
+            if method == "delimiters":
+                raise ChatTemplateError(f"{self.name}: the delimiter method does not apply here")
+        elif method != "incremental":
+            raise ValueError(f"unknown method {method!r}")
+        return self._incremental_spans(messages, text)
+
+    # -- encoding ----------------------------------------------------------------------------
+
+    def encode_chat(
+        self, messages: Sequence[Mapping[str, Any]], *, max_len: int | None = None
+    ) -> TokenizedChat:
+        """Render ``messages`` once, tokenize once (no special tokens added: a chat template
+        writes its own, as with transformers) and mask all but the assistant turns; keep the
+        first ``max_len`` tokens."""
+        check_messages(messages)
+        text = self.render(messages)
+        spans = self.assistant_spans(messages, text)
+        enc = self.tokenizer.encode(text, add_special_tokens=False)
+        mask = mask_from_encoding(enc, spans, len(text))
+        ids = np.array(enc.ids, dtype=np.int32)
+        n_full = len(ids)
+        truncated = max_len is not None and n_full > max_len
+        if truncated:
+            ids = ids[:max_len].copy()
+            mask = mask[:max_len].copy()
+        return TokenizedChat(
+            input_ids=ids,
+            loss_mask=mask,
+            n_tokens=len(ids),
+            n_tokens_full=n_full,
+            n_trained_tokens=int(mask.sum()),
+            n_assistant_turns=sum(1 for m in messages if m["role"] == "assistant"),
+            truncated=truncated,
+        )
