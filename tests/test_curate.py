@@ -231,20 +231,10 @@ def test_a_planted_benchmark_14_gram_is_caught_and_nothing_else(tmp_path):
     planted = " ".join(words[3:17])  # 14 words of the benchmark item
     near_miss = " ".join(words[3:16])  # 13 words
     job = tmp_path / "job"
-    write_trial(
-        job,
-        "planted__0",
-        task="planted",
-        task_metadata=SKILL,
-        messages=conversation(f"First, {planted.upper()}; then report back.", _turns()),
-    )
-    write_trial(
-        job,
-        "planted__1",
-        task="planted",
-        task_metadata=SKILL,
-        messages=conversation(f"First, {planted.upper()}; then report back.", _turns()),
-    )
+    for attempt in range(2):
+        write_trial(job, f"planted__{attempt}", task="planted", task_metadata=SKILL,
+                    messages=conversation(f"First, {planted.upper()}; then report back.",
+                                          _turns()))  # fmt: skip
     write_trial(
         job,
         "near__0",

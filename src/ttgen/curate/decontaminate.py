@@ -55,9 +55,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from ttgen.errors import TaskError
+from ttgen.sources.records import BadRecord
+from ttgen.sources.tb1 import parse_yaml
 from ttgen.task import Task
 
 DEFAULT_NGRAM = 14
@@ -126,12 +127,8 @@ class BenchmarkItem:
     texts: dict[str, str]
 
 
-@dataclass(frozen=True)
-class BadBenchmarkItem:
-    """A benchmark task or line that could not be read; the rest of the benchmark still loads."""
-
-    origin: str
-    problem: str
+# A benchmark task or line that could not be read (origin, problem); the rest still loads.
+BadBenchmarkItem = BadRecord
 
 
 def load_benchmark(
@@ -360,15 +357,7 @@ def _read_required(path: Path) -> str:
 
 
 def _load_yaml(path: Path) -> Any:
-    text = _read_required(path)
-    try:
-        return yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise TaskError(path, f"YAML syntax error{at}: {exc.problem or exc.context}") from None
-    except yaml.YAMLError as exc:
-        raise TaskError(path, f"YAML error: {exc}") from None
+    return parse_yaml(path, _read_required(path))
 
 
 def _load_json_texts(

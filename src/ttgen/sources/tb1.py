@@ -671,7 +671,11 @@ def _is_within(path: Path, parent: Path) -> bool:
 
 
 def _load_yaml(path: Path) -> Any:
-    text = _decode(path)
+    return parse_yaml(path, _decode(path))
+
+
+def parse_yaml(path: Path, text: str) -> Any:
+    """YAML `text` read from `path`; a syntax error is a TaskError naming the line and column."""
     try:
         return yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
