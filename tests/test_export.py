@@ -238,3 +238,36 @@ def test_cli_usage_errors_exit_2_with_the_problem_named(tmp_path, monkeypatch):
     res = runner.invoke(app, ["export", str(data), "--out", str(tmp_path / "ok.jsonl")])
     assert res.exit_code == 1 and "records.jsonl:3" in res.stderr
     assert len((tmp_path / "ok.jsonl").read_text().splitlines()) == 2
+
+
+def test_sft_cli_passes_template_args_and_a_template_override(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ttgen.cli import app
+    from ttgen.testing.tokenizer import build_test_tokenizer
+
+    monkeypatch.chdir(tmp_path)
+    data = _curated(tmp_path, {"sec": 2})
+    tok = build_test_tokenizer(tmp_path / "tok", vocab_size=600)
+    template = tmp_path / "t.jinja"
+    template.write_text(
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n"
+        "{% if m.role == 'assistant' and not enable_thinking %}[no-think]{% endif %}"
+        "{{ m.content }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    out = tmp_path / "sft.jsonl"
+    res = CliRunner().invoke(app, [
+        "export", str(data), "--format", "sft", "--tokenizer", str(tok), "--out", str(out),
+        "--chat-template", str(template), "--template-arg", "enable_thinking=false",
+        "--workers", "1",
+    ])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    from tokenizers import Tokenizer
+
+    decoder = Tokenizer.from_file(str(tok / "tokenizer.json"))
+    for line in out.read_text().splitlines():
+        row = json.loads(line)
+        trained = [i for i, m in zip(row["input_ids"], row["loss_mask"], strict=True) if m]
+        text = decoder.decode(trained, skip_special_tokens=False)
+        assert text.count("[no-think]") == row["n_assistant_turns"] == text.count("<|im_end|>")

@@ -1748,6 +1748,13 @@ def export_cmd(
     revision: Annotated[
         str | None, typer.Option(help="sft: hub revision of the tokenizer.")
     ] = None,
+    template_arg: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="sft: KEY=VALUE passed to the chat template (JSON values), e.g. "
+            "enable_thinking=false (repeatable)."
+        ),
+    ] = None,
     max_len: Annotated[
         int, typer.Option(min=1, help="sft: tokens per row; longer rows are truncated.")
     ] = 32768,
@@ -1796,7 +1803,12 @@ def export_cmd(
             raise _fail("--format sft needs --tokenizer (a local folder or a hub name)")
         from ttgen.export.sft import TokenizerSpec
 
-        spec = TokenizerSpec(tokenizer, chat_template=chat_template, revision=revision)
+        spec = TokenizerSpec(
+            tokenizer,
+            chat_template=chat_template,
+            revision=revision,
+            template_kwargs=_kv(template_arg, "--template-arg", parse_json=True),
+        )
     elif tokenizer is not None:
         raise _fail("--tokenizer is for --format sft")
     options = ExportOptions(
