@@ -3,15 +3,25 @@
 As in Harbor: solution/ is uploaded to /solution (only for this agent), then solve.sh runs with
 `[solution] env`, from the container's working directory, as the task's agent user; its output
 goes to agent/oracle.txt.
+
+With ``transcript=True`` (the offline quickstart's stand-in for a teacher) it also writes
+agent/messages.json in Terminus 2's shape: the Terminus 2 prompt with the instruction, one action
+typing the reference solution as a heredoc, the terminal output, and the two completion turns.
+The trial's agent stays ``oracle``, so curation marks the records ``stand_in`` and the export's
+``agent`` column says ``oracle``: such data shows the pipeline working, it is not teacher data.
 """
 
 from __future__ import annotations
 
+import json
 from typing import ClassVar
 
 from ttgen import __version__
 from ttgen.agents.base import AgentContext, ModelInfo
+from ttgen.agents.terminus2.prompts import completion_message, render_prompt
+from ttgen.agents.terminus2.tmux import limit_output_length
 from ttgen.errors import AgentError
+from ttgen.rollout.models import write_json_atomic
 from ttgen.sandbox.base import Sandbox
 from ttgen.sandbox.docker import resolve_env
 
@@ -21,9 +31,10 @@ SOLUTION_DIR = "/solution"
 class OracleAgent:
     name: ClassVar[str] = "oracle"
 
-    def __init__(self, **kwargs: object) -> None:
+    def __init__(self, transcript: bool = False, **kwargs: object) -> None:
         if kwargs:
-            raise TypeError(f"the oracle agent takes no options (got {', '.join(kwargs)})")
+            raise TypeError(f"the oracle agent takes only `transcript` (got {', '.join(kwargs)})")
+        self.transcript = bool(transcript)
 
     def version(self) -> str:
         return __version__
@@ -51,3 +62,50 @@ class OracleAgent:
         (ctx.logs_dir / "oracle.txt").write_text(text, encoding="utf-8")
         ctx.metadata["exit_code"] = result.exit_code
         ctx.metadata["duration_sec"] = round(result.duration_sec, 3)
+        if self.transcript:
+            where = await sandbox.exec(
+                'printf \'%s@%s:%s# \' "$(id -un)" "$(hostname)" "$PWD"', user=ctx.user, timeout=10
+            )
+            prompt = where.stdout.strip() + " " if where.exit_code == 0 else "$ "
+            script = ctx.task.solve_script
+            solve = script.read_text(encoding="utf-8").rstrip("\n") if script else ""
+            messages = stand_in_transcript(instruction, prompt, solve, text, result.exit_code)
+            write_json_atomic(
+                ctx.logs_dir / "messages.json",
+                json.dumps(messages, indent=2, ensure_ascii=False),
+                fsync=False,
+            )
+            ctx.metadata["task_complete"] = True
+            ctx.metadata["ended"] = "task_complete"
+            ctx.metadata["stand_in"] = True
+
+
+def stand_in_transcript(
+    instruction: str, prompt: str, solve: str, output: str, exit_code: int
+) -> list[dict[str, str]]:
+    """A Terminus 2-shaped conversation of the oracle running the reference solution."""
+    keys = f"bash <<'TTGEN_SOLUTION'\n{solve}\nTTGEN_SOLUTION\n"
+    action = {
+        "analysis": "Stand-in for a teacher model: the task's reference solution (oracle agent).",
+        "plan": "Run the reference solution in the terminal.",
+        "commands": [{"keystrokes": keys, "duration": 1.0}],
+        "task_complete": False,
+    }
+    done = {
+        "analysis": f"The reference solution finished with exit code {exit_code}.",
+        "plan": "Mark the task complete.",
+        "commands": [],
+        "task_complete": True,
+    }
+    screen = f"{prompt}{keys}{output}{'' if output.endswith(chr(10)) or not output else chr(10)}"
+    return [
+        {"role": "user", "content": render_prompt(instruction, prompt)},
+        {"role": "assistant", "content": json.dumps(action, indent=2)},
+        {
+            "role": "user",
+            "content": f"New Terminal Output:\n\n{limit_output_length(screen + prompt)}",
+        },
+        {"role": "assistant", "content": json.dumps(done, indent=2)},
+        {"role": "user", "content": completion_message(prompt)},
+        {"role": "assistant", "content": json.dumps(done, indent=2)},
+    ]

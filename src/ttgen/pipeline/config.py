@@ -1,0 +1,208 @@
+"""PIPELINE.yaml: one file describing a whole run (sources → validation → rollouts → curation →
+export → report). Strict: an unknown key or a wrong type is an error naming the file and the key.
+
+    name: quickstart
+    out: runs/quickstart                # the run folder (--out overrides)
+    teacher:                            # the LLM for synthesis and rollouts (--model/--base-url)
+      model: null
+      base_url: null
+      params: {temperature: 0.6}        # Terminus 2 / LLM options (as `--ak`)
+    sources:                            # each writes tasks under RUN/tasks/<name>/
+      - adapter: math                   #   dataset adapters: math | code | swe | generic
+        input: examples/adapters/math.jsonl
+      - tasks: examples/tasks           #   existing Harbor task folders (used in place)
+      - synth: skills                   #   skill-based synthesis (needs the teacher)
+        domains: [data_processing]
+        n: 4
+      - synth: seeds                    #   seed-based synthesis (needs the teacher)
+        seeds: examples/synth/seeds.jsonl
+    validation: {keep: [valid, no_solution, no_tests]}
+    rollouts: {attempts: 1, stand_in: oracle}
+    curation: {benchmarks: [examples/benchmarks/demo-benchmark.jsonl]}
+    export: {corpus: corpus.parquet, sft: {tokenizer: toy}}
+    report: true
+
+Relative paths are relative to the YAML file's folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ttgen.errors import TtgenError
+
+STAGES = ("sources", "validation", "rollouts", "curation", "export", "report")
+
+
+class PipelineConfigError(TtgenError):
+    """PIPELINE.yaml cannot be used: the message names the file and what is wrong."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Teacher(_Strict):
+    model: str | None = None
+    base_url: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    price_input_per_mtok: float | None = None
+    price_output_per_mtok: float | None = None
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.model and self.base_url)
+
+
+class Source(_Strict):
+    """One task source; exactly one of adapter / tasks / synth."""
+
+    name: str | None = None  # folder under RUN/tasks (default from the kind)
+    adapter: Literal["math", "code", "swe", "generic"] | None = None
+    input: str | None = None
+    limit: int | None = Field(default=None, ge=1)
+    fields: dict[str, str] = Field(default_factory=dict)
+    suffix: str | None = None
+    image: str | None = None
+    tasks: str | None = None
+    synth: Literal["skills", "seeds"] | None = None
+    domains: list[str] = Field(default_factory=list)
+    n: int = Field(default=4, ge=1)
+    difficulty: str = "mixed"
+    seeds: str | None = None
+    seed: int = 0
+    gates: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Source:
+        kinds = [k for k in ("adapter", "tasks", "synth") if getattr(self, k)]
+        if len(kinds) != 1:
+            raise ValueError("a source needs exactly one of adapter, tasks, synth")
+        if self.adapter and not self.input:
+            raise ValueError(f"adapter {self.adapter}: `input` is required")
+        if self.synth == "seeds" and not self.seeds:
+            raise ValueError("synth seeds: `seeds` is required")
+        if self.synth == "skills" and not self.domains:
+            raise ValueError("synth skills: `domains` is required (a list, or [all])")
+        return self
+
+    @property
+    def kind(self) -> str:
+        if self.adapter:
+            return f"adapter-{self.adapter}"
+        if self.synth:
+            return f"synth-{self.synth}"
+        return "tasks"
+
+    @property
+    def folder_name(self) -> str:
+        return self.name or self.kind
+
+
+class Validation(_Strict):
+    enabled: bool = True
+    keep: list[str] = Field(default_factory=lambda: ["valid", "no_solution", "no_tests"])
+    concurrency: int = Field(default=4, ge=1)
+
+
+class Rollouts(_Strict):
+    agent: str = "terminus-2"
+    attempts: int = Field(default=1, ge=1)
+    concurrency: int = Field(default=4, ge=1)
+    agent_kwargs: dict[str, Any] = Field(default_factory=dict)
+    # Without a teacher: "oracle" runs the reference solution (labelled as a stand-in in the
+    # data) on the tasks that have one; "none" stops the pipeline before rollouts.
+    stand_in: Literal["oracle", "none"] = "oracle"
+
+
+class Curation(_Strict):
+    benchmarks: list[str] = Field(default_factory=list)
+    decontaminate: bool = True
+    bench_fields: list[str] = Field(default_factory=lambda: ["instruction"])
+    ngram: int = Field(default=14, ge=1)
+    identity: bool = True
+    identity_patterns: list[str] = Field(default_factory=list)
+    cjk: bool = True
+    complete_only: bool = False
+    success_only: bool = False
+    max_turns: int | None = None
+    max_tokens: int | None = None
+    dedup: bool = True
+    dedup_threshold: float = Field(default=0.8, gt=0, le=1)
+
+
+class Sft(_Strict):
+    tokenizer: str  # a folder, a hub name, or "toy" (a small BPE trained on the run's data)
+    file: str = "sft.parquet"
+    max_len: int = Field(default=32768, ge=1)
+    chat_template: str | None = None
+    template_args: dict[str, Any] = Field(default_factory=dict)
+
+
+class Export(_Strict):
+    corpus: str | None = "corpus.parquet"
+    sft: Sft | None = None
+    mix: Literal["mixed", "curriculum"] = "mixed"
+    fractions: list[float] = Field(default_factory=list)
+    seed: int = 0
+
+
+class Estimate(_Strict):
+    """Assumptions of `--dry-run`'s cost estimate (defaults: the paper's Terminal-Corpus means)."""
+
+    turns_per_trial: float = 16.3
+    final_context_tokens: float = 17400
+    output_tokens_per_turn: float = 700
+    synth_input_tokens: float = 4000
+    synth_output_tokens: float = 6000
+
+
+class PipelineConfig(_Strict):
+    name: str = "run"
+    out: str | None = None
+    teacher: Teacher = Field(default_factory=Teacher)
+    sources: list[Source] = Field(min_length=1)
+    validation: Validation = Field(default_factory=Validation)
+    rollouts: Rollouts = Field(default_factory=Rollouts)
+    curation: Curation = Field(default_factory=Curation)
+    export: Export = Field(default_factory=Export)
+    report: bool = True
+    estimate: Estimate = Field(default_factory=Estimate)
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    def path(self, value: str) -> Path:
+        """A path from the file, relative to the file's folder."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+
+def load_pipeline(path: Path) -> PipelineConfig:
+    """Read and check PIPELINE.yaml."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PipelineConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        raise PipelineConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise PipelineConfigError(f"{path}: expected a mapping of settings at the top")
+    try:
+        config = PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(x) for x in err["loc"]) or "(top)"
+            problems.append(f"{where}: {err['msg']}")
+        raise PipelineConfigError(f"{path}: " + "; ".join(problems)) from None
+    config.base_dir = path.resolve().parent
+    names = [s.folder_name for s in config.sources]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise PipelineConfigError(
+            f"{path}: sources share the folder name(s) {dup}; give them distinct `name`s"
+        )
+    return config
