@@ -1,0 +1,123 @@
+"""`ttgen run PIPELINE.yaml`: the bundled quickstart end to end offline (the README's main
+command), stage skipping and resuming, --until, --dry-run, and config errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from ttgen.cli import app
+from ttgen.pipeline.config import PipelineConfigError, load_pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+WIDE = {"COLUMNS": "400"}
+
+
+def _write(tmp_path: Path, data: dict) -> Path:
+    p = tmp_path / "p.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def test_config_errors_name_the_file_and_the_key(tmp_path):
+    with pytest.raises(PipelineConfigError, match=r"p.yaml: sources.0.adapterr: Extra inputs"):
+        load_pipeline(_write(tmp_path, {"sources": [{"adapterr": "math"}]}))
+    with pytest.raises(PipelineConfigError, match="exactly one of adapter, tasks, synth"):
+        load_pipeline(_write(tmp_path, {"sources": [{"adapter": "math", "input": "x",
+                                                     "tasks": "t"}]}))  # fmt: skip
+    with pytest.raises(PipelineConfigError, match="`input` is required"):
+        load_pipeline(_write(tmp_path, {"sources": [{"adapter": "math"}]}))
+    with pytest.raises(PipelineConfigError, match=r"rollouts\.attempts: Input should be greater"):
+        load_pipeline(_write(tmp_path, {"sources": [{"tasks": "t"}], "rollouts": {"attempts": 0}}))
+    with pytest.raises(PipelineConfigError, match="distinct `name`s"):
+        load_pipeline(_write(tmp_path, {"sources": [{"tasks": "a"}, {"tasks": "b"}]}))
+    with pytest.raises(PipelineConfigError, match="not valid YAML"):
+        (tmp_path / "bad.yaml").write_text("sources: [\n")
+        load_pipeline(tmp_path / "bad.yaml")
+    c = load_pipeline(REPO / "examples" / "quickstart.yaml")
+    assert c.path("adapters/math.jsonl") == REPO / "examples" / "adapters" / "math.jsonl"
+
+
+def test_the_quickstart_runs_offline_end_to_end_and_resumes(docker_ready, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)  # the repository's ttgen.toml maps the examples' base images
+    runner = CliRunner()
+    run = tmp_path / "run"
+    res = runner.invoke(app, ["run", "examples/quickstart.yaml", "--out", str(run)], env=WIDE)
+    assert res.exit_code == 0, res.output
+    assert f"report: {run / 'report' / 'index.html'}" in res.stdout
+    manifest = json.loads((run / "run.json").read_text())
+    stages = manifest["stages"]
+    assert [s for s in stages if stages[s]["status"] == "done"] == [
+        "sources", "validation", "rollouts", "curation", "export", "report"]  # fmt: skip
+    src = stages["sources"]["counts"]
+    assert src["by_source"] == {"adapter-math": 8, "adapter-code": 5, "adapter-swe": 3,
+                                "tasks": 3, "synth-skills": 0, "synth-seeds": 0}  # fmt: skip
+    assert "synthesis needs a teacher" in stages["sources"]["note"]
+    assert stages["validation"]["counts"]["verdicts"] == {"valid": 14, "no_tests": 5}
+    # the oracle stands in for the teacher on the 14 tasks with solutions, 2 attempts each
+    roll = stages["rollouts"]["counts"]
+    assert (roll["trials"], roll["outcomes"], roll["agent"], roll["stand_in"]) == (
+        28, {"passed": 28}, "oracle", True)  # fmt: skip
+    # the demo benchmark shares 14+ words with one bundled math prompt: both its trials dropped
+    cur = stages["curation"]["counts"]
+    assert (cur["kept"], cur["dropped_by"], cur["decontaminated_tasks"]) == (
+        26, {"decontamination": 2}, 1)  # fmt: skip
+    dropped = [json.loads(x) for x in (run / "curated" / "dropped.jsonl").read_text().splitlines()]
+    assert {d["task"] for d in dropped} == {"math-count-3-or-5-not-15"}
+    records = [json.loads(x) for x in (run / "curated" / "records.jsonl").read_text().splitlines()]
+    assert all(r["stand_in"] and r["agent"] == "oracle" for r in records)
+    corpus = pq.read_table(run / "export" / "corpus.parquet").to_pylist()
+    assert len(corpus) == 26 and {r["agent"] for r in corpus} == {"oracle"}
+    first = corpus[0]["conversations"]
+    assert [m["role"] for m in first] == ["user", "assistant"] * 3
+    assert "Stand-in for a teacher model" in first[1]["content"]
+    sft = pq.read_table(run / "export" / "sft.parquet").to_pylist()
+    assert len(sft) == 26 and all(sum(r["loss_mask"]) == r["n_trained_tokens"] > 0 for r in sft)
+    assert "toy tokenizer" in stages["export"]["note"]
+    assert (run / "report" / "index.html").is_file()
+
+    # a second run skips every stage
+    res = runner.invoke(app, ["run", "examples/quickstart.yaml", "--out", str(run)], env=WIDE)
+    assert res.exit_code == 0, res.output
+    assert res.stdout.count("done earlier: skipped") == 6
+    # a changed curation setting reruns curation and what follows, nothing upstream
+    cfg = yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text())
+    cfg["curation"]["decontaminate"] = False
+    cfg["curation"]["benchmarks"] = []
+    shutil.copytree(REPO / "examples", tmp_path / "examples")
+    (tmp_path / "examples" / "quickstart.yaml").write_text(yaml.safe_dump(cfg))
+    res = runner.invoke(app, ["run", str(tmp_path / "examples" / "quickstart.yaml"),
+                              "--out", str(run)], env=WIDE)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert res.stdout.count("done earlier: skipped") == 3
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["stages"]["curation"]["counts"]["kept"] == 28
+
+
+def test_until_and_dry_run(docker_ready, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    runner = CliRunner()
+    run = tmp_path / "run"
+    res = runner.invoke(app, ["run", "examples/quickstart.yaml", "--out", str(run), "--dry-run",
+                              "--model", "m", "--base-url", "http://127.0.0.1:9/v1", "--json"],
+                        env=WIDE)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    plan = json.loads(res.stdout)
+    # 19 tasks from the adapters and examples + 4 skill items + 5 seed records (with a teacher)
+    assert (plan["tasks_planned"], plan["synthesis_items"], plan["trials_planned"]) == (28, 9, 56)
+    assert plan["estimate"]["input_tokens"] > 0 and not run.exists()
+    res = runner.invoke(app, ["run", "examples/quickstart.yaml", "--out", str(run),
+                              "--until", "sources"], env=WIDE)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    stages = json.loads((run / "run.json").read_text())["stages"]
+    assert list(stages) == ["sources"] and (run / "tasks" / "adapter-math").is_dir()
+    res = runner.invoke(app, ["run", "examples/quickstart.yaml", "--until", "nope"], env=WIDE)
+    assert res.exit_code == 2 and "unknown stage 'nope'" in res.stderr
+    res = runner.invoke(app, ["run", "examples/quickstart.yaml", "--model", "m"], env=WIDE)
+    assert res.exit_code == 2 and "--base-url" in res.stderr
