@@ -1948,6 +1948,218 @@ def stats_cmd(
         err_console.print(f"[yellow]skipped[/] {p}", highlight=False)
 
 
+@app.command("eval")
+def eval_cmd(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="Tasks or folders of tasks (e.g. a Terminal-Bench 2.0 checkout)."),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Writes OUT/eval.json and the job folder OUT/job (re-run to resume).",
+        ),
+    ],
+    agent: Annotated[
+        str,
+        typer.Option("--agent", "-a", help="Agent name (terminus-2, oracle, ...) or module:Class."),
+    ] = "terminus-2",
+    attempts: Annotated[
+        int, typer.Option("-k", "--attempts", min=1, help="Trials per task (= runs).")
+    ] = 5,
+    concurrency: Concurrency = 4,
+    agent_kwargs: Annotated[
+        list[str] | None,
+        typer.Option("--ak", help="Agent option KEY=VALUE (VALUE parsed as JSON when it is)."),
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model name (terminus-2).")] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1.")
+    ] = None,
+    retries: Retries = 2,
+    keep_errors: KeepErrors = False,
+    timeout_multiplier: TimeoutMultiplier = 1.0,
+    force_build: ForceBuild = False,
+    preflight: Annotated[
+        bool, typer.Option(help="Test the model endpoint with one request before starting.")
+    ] = True,
+    as_json: JsonOut = False,
+) -> None:
+    """Evaluate an agent/model Terminal-Bench style: k trials per task, accuracy ± SE, pass@k,
+    and accuracy per category (task.toml metadata `category`).
+
+    Accuracy is the fraction of trials passed (reward >= 1) among those that ended with a model
+    outcome; ± is the standard error over the k runs (run j = every task's j-th attempt: sample
+    std of the per-run accuracies / sqrt(k)); the binomial SE sqrt(p(1-p)/n) is in eval.json.
+    Infrastructure errors are retried, never counted as failures, and reported apart; tasks
+    without tests are left out. Exits 1 when trials are still missing (infrastructure errors).
+    """
+    from ttgen.agents import create_agent
+    from ttgen.rollout.evaluate import category_table, evaluate, report_lines, task_category
+    from ttgen.rollout.job import Job, load_tasks, rollout_specs
+    from ttgen.rollout.models import AgentSpec, write_json_atomic
+    from ttgen.task import find_tasks
+
+    try:
+        found = find_tasks(paths)
+    except TtgenError as exc:
+        raise _fail(str(exc)) from None
+    kwargs = _kv(agent_kwargs, "--ak", parse_json=True)
+    kwargs.update({k: v for k, v in (("model", model), ("base_url", base_url)) if v is not None})
+    try:
+        probe = create_agent(agent, **kwargs)
+    except (TtgenError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    if preflight and hasattr(probe, "preflight"):
+        _preflight(probe.preflight, agent)
+    options = _job_options(
+        concurrency,
+        retries,
+        keep_errors,
+        timeout_multiplier,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        force_build,
+        None,
+    )
+    tasks, bad = load_tasks(found)
+    for b in bad:
+        err_console.print(f"[yellow]skipped[/] {b['file']}: {b['problem']}", highlight=False)
+    if not tasks:
+        raise _fail("no valid tasks to evaluate")
+    specs = rollout_specs(tasks, AgentSpec(name=agent, kwargs=kwargs), attempts)
+
+    async def go(progress):
+        job = Job(out / "job", specs, options, kind="eval", events=progress, skipped_tasks=bad)
+        return await job.run(), job
+
+    (result, job), _ = _run_job(go, as_json, f"eval {agent} x{attempts}")
+    summary = evaluate(
+        job.summaries.values(), {t.name: task_category(t.config.metadata) for t in tasks}, attempts
+    )
+    report = {
+        "agent": agent,
+        "model": kwargs.get("model"),
+        "agent_kwargs": {k: v for k, v in kwargs.items() if "key" not in k.lower()},
+        "job_folder": str(out / "job"),
+        "job_id": result["id"],
+        "skipped_tasks": bad,
+        **summary,
+    }
+    write_json_atomic(out / "eval.json", report)
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    else:
+        title = f"eval: {agent}" + (f" / {report['model']}" if report["model"] else "")
+        console.print(category_table(summary, title))
+        for line in report_lines(summary):
+            console.print(line, highlight=False)
+        console.print(f"eval.json: {out / 'eval.json'}  job folder: {out / 'job'}", highlight=False)
+    raise typer.Exit(1 if summary["n_missing"] else 0)
+
+
+@app.command("run")
+def run_cmd(
+    pipeline: Annotated[Path, typer.Argument(metavar="PIPELINE.yaml", help="The pipeline file.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run folder (default: the file's `out`).")
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            help="Stop after this stage: sources, validation, rollouts, curation, export, report."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan and the LLM cost estimate only.")
+    ] = False,
+    model: Annotated[str | None, typer.Option(help="The teacher model (overrides the file).")] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="The teacher's OpenAI-compatible endpoint.")
+    ] = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Run the whole pipeline (sources → validation → rollouts → curation → export → report)
+    into one run folder; re-running skips the stages already done and resumes the others."""
+    from ttgen.pipeline.config import STAGES, load_pipeline
+    from ttgen.pipeline.run import PipelineError, Runner
+
+    try:
+        config = load_pipeline(pipeline)
+    except TtgenError as exc:
+        raise _fail(str(exc)) from None
+    if until is not None and until not in STAGES:
+        raise _fail(f"--until: unknown stage {until!r} (stages: {', '.join(STAGES)})")
+    if model is not None:
+        config.teacher.model = model
+    if base_url is not None:
+        config.teacher.base_url = base_url
+    if bool(config.teacher.model) != bool(config.teacher.base_url):
+        raise _fail("a teacher needs both a model and a base URL (--model and --base-url)")
+    run_dir = out or (config.path(config.out) if config.out else Path("runs") / config.name)
+
+    def events(label: str) -> Any:
+        from ttgen.rollout.progress import JobProgress
+
+        return JobProgress(console, label, quiet=as_json)
+
+    runner = Runner(
+        config,
+        run_dir,
+        log=(lambda m: None) if as_json else (lambda m: console.print(m, highlight=False, markup=False)),
+        job_events=events,
+    )
+    if dry_run:
+        plan = runner.plan()
+        if as_json:
+            console.print_json(json.dumps(plan))
+            return
+        console.print(f"run folder: {plan['run']}\nteacher: {plan['teacher']}", highlight=False)
+        table = Table(title="plan")
+        table.add_column("stage")
+        table.add_column("state")
+        for st in plan["stages"]:
+            table.add_row(st["stage"], "done (skipped)" if st["state"] == "done" else "to run")
+        console.print(table)
+        e = plan["estimate"]
+        if not config.teacher.configured:
+            console.print(
+                f"tasks planned: {plan['tasks_planned']}; trials: {plan['trials_planned']}; no "
+                "teacher, so no LLM calls (synthesis skipped, the oracle stands in for rollouts)",
+                highlight=False,
+            )
+            return
+        cost = f"${e['cost_usd']:,.2f}" if e["cost_usd"] is not None else "set teacher prices for a cost"
+        console.print(
+            f"tasks planned: {plan['tasks_planned']} (synthesis items: {plan['synthesis_items']}); "
+            f"trials: {plan['trials_planned']}\nLLM estimate: {e['input_tokens']:,} input + "
+            f"{e['output_tokens']:,} output tokens, {cost} (assumptions: the `estimate` section; "
+            "an estimate, not a quote)",
+            highlight=False,
+        )
+        return
+    try:
+        manifest = runner.execute(until=until)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        err_console.print("[yellow]interrupted[/]: run the same command again to resume.")
+        raise typer.Exit(130) from None
+    except (PipelineError, TtgenError, ValueError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        console.print_json(json.dumps(manifest, default=str))
+        return
+    report = (manifest["stages"].get("report") or {}).get("outputs", {}).get("report")
+    console.print(f"run folder: {run_dir}  (manifest: {run_dir / 'run.json'})", highlight=False)
+    if report:
+        console.print(f"report: {run_dir / report}", highlight=False)
+
+
 def _exit_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
