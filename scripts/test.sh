@@ -6,4 +6,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup.sh"
 cd "$ROOT"
 python -m ruff check src tests benchmarks
+# tests/test_report.py opens the HTML report in headless Chromium (Debian's `chromium` package).
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  if is_root && command -v apt-get >/dev/null; then apt_install chromium; else say "warning: no chromium; tests/test_report.py will fail"; fi
+fi
 exec python -m pytest "$@"

@@ -773,6 +773,33 @@ PhaseMultiplier = Annotated[float | None, typer.Option(min=0.01, show_default=Fa
 JsonOut = Annotated[
     bool, typer.Option("--json", help="Print the result as JSON (no progress bar).")
 ]
+Executor = Annotated[
+    str,
+    typer.Option(
+        "--executor",
+        help="Where trials run: local (this machine's Docker engine) or ray (the nodes of a Ray "
+        "cluster, each with its own Docker engine; see --address, --per-node).",
+    ),
+]
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        help="--executor ray: the cluster (HEAD:6379, ray://HEAD:10001 or auto). Default: "
+        "$RAY_ADDRESS, else a cluster started on this machine, else a new local Ray.",
+        show_default=False,
+    ),
+]
+PerNode = Annotated[
+    int | None,
+    typer.Option(
+        "--per-node",
+        min=1,
+        help="--executor ray: trials at once on each node (default: its CPUs / 2, at least 1); "
+        "replaces -n.",
+        show_default=False,
+    ),
+]
 
 
 def _kv(pairs: list[str] | None, what: str, *, parse_json: bool) -> dict[str, Any]:
@@ -804,10 +831,23 @@ def _job_options(
     verifier_timeout: float | None,
     force_build: bool,
     verifier_env: list[str] | None,
+    *,
+    executor: str = "local",
+    address: str | None = None,
+    per_node: int | None = None,
 ):  # -> JobOptions
     from ttgen.rollout.job import JobOptions
     from ttgen.rollout.trial import TimeoutPolicy
 
+    if executor not in ("local", "ray"):
+        raise _fail(f"--executor {executor!r}: use local or ray")
+    if executor == "local" and (address is not None or per_node is not None):
+        raise _fail("--address and --per-node need --executor ray")
+    if executor == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise _fail("--executor ray needs Ray: pip install 'terminal-task-gen[ray]'")
     return JobOptions(
         n_concurrent=concurrency,
         retries=retries,
@@ -823,6 +863,9 @@ def _job_options(
         ),
         force_build=force_build,
         verifier_env=_kv(verifier_env, "--ve", parse_json=False),
+        executor=executor,
+        ray_address=address,
+        per_node=per_node,
     )
 
 
@@ -947,6 +990,9 @@ def rollout(
             "any container, and stop at once if the endpoint refuses it."
         ),
     ] = True,
+    executor: Executor = "local",
+    address: RayAddress = None,
+    per_node: PerNode = None,
     as_json: JsonOut = False,
 ) -> None:
     """Run an agent on tasks: tasks x attempts trials, concurrently, into a resumable job folder.
@@ -992,6 +1038,9 @@ def rollout(
         verifier_timeout,
         force_build,
         verifier_env,
+        executor=executor,
+        address=address,
+        per_node=per_node,
     )
     tasks, bad = load_tasks(found)
     for b in bad:
@@ -1051,6 +1100,9 @@ def validate(
     strict: Annotated[
         bool, typer.Option(help="Exit 1 unless every task is valid, no_solution or no_tests.")
     ] = False,
+    executor: Executor = "local",
+    address: RayAddress = None,
+    per_node: PerNode = None,
     as_json: JsonOut = False,
 ) -> None:
     """Validate tasks: the oracle (solution/solve.sh) must score 1 and the nop agent 0.
@@ -1090,6 +1142,9 @@ def validate(
         None,
         force_build,
         None,
+        executor=executor,
+        address=address,
+        per_node=per_node,
     )
 
     async def go(progress):
@@ -2158,6 +2213,37 @@ def run_cmd(
     console.print(f"run folder: {run_dir}  (manifest: {run_dir / 'run.json'})", highlight=False)
     if report:
         console.print(f"report: {run_dir / report}", highlight=False)
+
+
+@app.command("report")
+def report_cmd(
+    run: Annotated[
+        Path,
+        typer.Argument(
+            metavar="RUN",
+            help="A pipeline run folder (run.json), a rollout job folder or a curated DATA folder.",
+        ),
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="The report folder (default: RUN/report).")
+    ] = None,
+    max_trajectories: Annotated[
+        int,
+        typer.Option(
+            "--max-trajectories", min=0, help="Trajectories in the viewer (a deterministic sample)."
+        ),
+    ] = 200,
+) -> None:
+    """A static HTML report (opens from file://, no server, no network): stage funnel with drop
+    reasons, domain/difficulty mix, token and turn histograms, outcomes, pass rates by domain,
+    cost, and a trajectory viewer. Prints the path of index.html."""
+    from ttgen.report import ReportError, ReportOptions, write_report
+
+    try:
+        index = write_report(run, out, ReportOptions(max_trajectories=max_trajectories))
+    except (ReportError, OSError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    console.print(str(index), highlight=False, soft_wrap=True)
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:

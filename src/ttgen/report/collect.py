@@ -1,0 +1,897 @@
+"""Everything the report shows, gathered into one JSON-able dict.
+
+The input is one of (``detect_kind``):
+
+* ``run``: a pipeline run folder (``run.json`` of kind ``ttgen-run``, or at least one of the stage
+  folders ``tasks/``, ``validation/``, ``rollouts/``, ``curated/``, ``export/``);
+* ``rollouts``: a rollout job folder (trial folders);
+* ``curated``: a curated DATA folder (``records.jsonl``, ``dropped.jsonl``, ``curate.json``);
+* ``validation``: a validate job folder (``validation.jsonl``).
+
+Sections (each None when its stage is missing; ``missing`` says which and why):
+
+* ``funnel``: generated tasks → valid tasks → rolled-out trials → kept records, each step with its
+  count, unit and drop reasons (failed synthesis gates; validation verdicts; infrastructure
+  outcomes and unfinished trials; curation drops);
+* ``tasks`` (subset/domain/difficulty of the generated tasks), ``validation`` (verdicts),
+  ``rollouts`` (outcomes by type with infrastructure outcomes apart, pass rates by domain and by
+  agent, cost and tokens), ``kept`` (``ttgen stats`` of the curated records, plus what of it
+  comes from a stand-in agent), ``export`` (rows per exported file);
+* ``trajectories``: a deterministic sample (smallest blake2b of the id) of at most
+  ``max_trajectories`` conversations, kept records first, then rollout trials that are not among
+  them; every assistant turn split into reasoning (``<think>``) and the parsed Terminus 2 action
+  (JSON or XML: analysis, plan, commands with keystrokes and duration, task_complete), followed by
+  the next user message (the terminal output as the model saw it). Long texts are cut (head and
+  tail kept, a note in the middle) and long trajectories lose middle turns until each one fits
+  ``trajectory_bytes``, so a report of a 100k-trajectory run stays small.
+
+Stand-in agents (oracle, nop: no teacher) are counted and flagged wherever they appear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import itertools
+import json
+import tomllib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from ttgen import __version__
+from ttgen.curate.collect import STAND_IN_AGENTS, _is_trial, _provenance, find_trials
+from ttgen.curate.stats import (
+    TOKEN_BIN,
+    TOKEN_BINS,
+    TURN_BIN,
+    TURN_BINS,
+    compute_stats,
+    histogram,
+)
+from ttgen.rollout.models import INFRA_OUTCOMES, Outcome, now, read_trial_result
+
+STAGES = ("sources", "validation", "rollouts", "curation", "export")
+STAGE_DIRS = {
+    "sources": "tasks",
+    "validation": "validation",
+    "rollouts": "rollouts",
+    "curation": "curated",
+    "export": "export",
+}
+MODEL_OUTCOMES = tuple(o.value for o in Outcome if o not in INFRA_OUTCOMES)
+INFRA_OUTCOME_NAMES = tuple(o.value for o in Outcome if o in INFRA_OUTCOMES)
+# Curation drop reasons that the funnel shows at the rollout step (a trial that never gave data).
+TRIAL_DROPS = ("infrastructure", "unfinished")
+
+
+class ReportError(Exception):
+    """The input is not something a report can be made of."""
+
+
+@dataclass
+class ReportOptions:
+    max_trajectories: int = 200
+    max_chars: int = 4000  # per text field of a turn (reasoning, analysis, output, ...)
+    max_turns: int = 60  # per trajectory (first and last turns kept)
+    trajectory_bytes: int = 64_000  # JSON size one trajectory may take
+
+
+# -- input ----------------------------------------------------------------------------------------
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def detect_kind(path: Path) -> str:
+    """run | curated | validation | rollouts (see the module docstring); ReportError otherwise."""
+    if not path.exists():
+        raise ReportError(f"{path}: no such folder")
+    if not path.is_dir():
+        raise ReportError(f"{path}: not a folder (expected a run, rollout job or curated folder)")
+    manifest = _read_json(path / "run.json")
+    if isinstance(manifest, dict) and manifest.get("kind") == "ttgen-run":
+        return "run"
+    if (path / "records.jsonl").is_file() or (path / "curate.json").is_file():
+        return "curated"
+    if (path / "validation.jsonl").is_file():
+        return "validation"
+    job = _read_json(path / "config.json")
+    if isinstance(job, dict) and isinstance(job.get("identity"), dict):
+        return "rollouts"
+    if any((path / d).is_dir() for d in STAGE_DIRS.values()) and not _is_trial(path):
+        return "run"
+    if next(iter(find_trials([path])), None) is not None:
+        return "rollouts"
+    raise ReportError(
+        f"{path}: not a run folder (run.json), a rollout job folder (trial folders) or a curated "
+        "folder (records.jsonl)"
+    )
+
+
+def _stage_path(run: Path, manifest: dict[str, Any], stage: str) -> Path:
+    default = run / STAGE_DIRS[stage]
+    if default.exists():
+        return default
+    info = (manifest.get("stages") or {}).get(stage) or {}
+    outputs = info.get("outputs") if isinstance(info, dict) else None
+    for rel in (outputs or {}).values():
+        if not isinstance(rel, str) or not rel:
+            continue
+        p = run / rel
+        if p.is_dir():
+            return p
+        if p.is_file() and p.parent != run:
+            return p.parent
+    return default
+
+
+# -- sampling and text --------------------------------------------------------------------------
+
+
+def _key(ident: str) -> int:
+    return int.from_bytes(hashlib.blake2b(ident.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+class _Sample:
+    """The k items with the smallest keys (deterministic, independent of input order)."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self._heap: list[tuple[int, int, Any]] = []
+        self._tie = itertools.count()
+
+    def offer(self, key: int, item: Any) -> None:
+        if self.k <= 0:
+            return
+        entry = (-key, next(self._tie), item)
+        if len(self._heap) < self.k:
+            heapq.heappush(self._heap, entry)
+        elif -self._heap[0][0] > key:
+            heapq.heapreplace(self._heap, entry)
+
+    def items(self) -> list[Any]:
+        return [item for _, _, item in sorted(self._heap, key=lambda e: (-e[0], e[1]))]
+
+
+def clip(text: str, limit: int) -> tuple[str, int]:
+    """`text` cut to about `limit` characters (head and tail kept, a note in the middle) and the
+    number of characters cut."""
+    if len(text) <= limit:
+        return text, 0
+    head = limit * 2 // 3
+    tail = limit - head
+    cut = len(text) - head - tail
+    note = f"\n[… {cut:,} characters cut by the report …]\n"
+    return text[:head] + note + (text[-tail:] if tail else ""), cut
+
+
+def _top(counter: Counter[str], n: int) -> list[list[Any]]:
+    return [[k, v] for k, v in counter.most_common(n)]
+
+
+# -- tasks ------------------------------------------------------------------------------------------
+
+
+def _task_provenance(meta: dict[str, Any]) -> dict[str, Any]:
+    # The same derivation as curation's (subset, domain, difficulty, source) from [metadata].
+    fake = SimpleNamespace(task_metadata=meta, source=None, config=SimpleNamespace(task_path=""))
+    return _provenance(fake)  # type: ignore[arg-type]
+
+
+def _task_dirs(root: Path) -> list[Path]:
+    def children(p: Path) -> list[Path]:
+        try:
+            return sorted(c for c in p.iterdir() if c.is_dir() and not c.name.startswith("."))
+        except OSError:
+            return []
+
+    out = []
+    for d in children(root):
+        if (d / "task.toml").is_file():
+            out.append(d)
+        else:
+            out += [dd for dd in children(d) if (dd / "task.toml").is_file()]
+    return out
+
+
+def collect_tasks(root: Path) -> dict[str, Any]:
+    by = {k: Counter() for k in ("subset", "domain", "difficulty", "source")}
+    unreadable = 0
+    dirs = _task_dirs(root)
+    for d in dirs:
+        try:
+            data = tomllib.loads((d / "task.toml").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            unreadable += 1
+            data = {}
+        meta = data.get("metadata")
+        prov = _task_provenance(meta if isinstance(meta, dict) else {})
+        for k in by:
+            by[k][prov[k] or "-"] += 1
+    return {
+        "path": str(root),
+        "count": len(dirs),
+        "unreadable": unreadable,
+        **{f"by_{k}": dict(v.most_common()) for k, v in by.items()},
+    }
+
+
+# -- validation -----------------------------------------------------------------------------------
+
+
+def collect_validation(folder: Path) -> dict[str, Any]:
+    from ttgen.rollout.validate import GOOD_VERDICTS, VERDICTS
+
+    path = folder / "validation.jsonl"
+    verdicts: Counter[str] = Counter()
+    reasons: dict[str, Counter[str]] = {}
+    problems: list[str] = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                v = json.loads(line)
+                verdict = str(v["verdict"])
+            except (ValueError, KeyError, TypeError) as exc:
+                problems.append(f"{path}:{n}: {exc}")
+                continue
+            verdicts[verdict] += 1
+            for r in v.get("reasons") or []:
+                reasons.setdefault(verdict, Counter())[str(r)[:200]] += 1
+    order = [v for v in VERDICTS if v in verdicts] + sorted(set(verdicts) - set(VERDICTS))
+    return {
+        "path": str(folder),
+        "tasks": sum(verdicts.values()),
+        "verdicts": {v: verdicts[v] for v in order},
+        "good": sum(verdicts[v] for v in GOOD_VERDICTS),
+        "good_verdicts": list(GOOD_VERDICTS),
+        "reasons": {v: _top(c, 5) for v, c in reasons.items()},
+        "problems": problems[:50],
+    }
+
+
+# -- rollouts -------------------------------------------------------------------------------------
+
+
+def collect_rollouts(folder: Path, sample: _Sample) -> dict[str, Any]:
+    """Outcomes, pass rates by domain and agent, cost of a rollout job's trials; trials with a
+    conversation are offered to `sample`."""
+    outcomes: Counter[str] = Counter()
+    stand_in_outcomes: Counter[str] = Counter()
+    infra_reasons: Counter[str] = Counter()
+    domains: dict[tuple[bool, str, str], dict[str, Any]] = {}
+    agents: dict[str, dict[str, Any]] = {}
+    tasks: set[str] = set()
+    trials = unfinished = 0
+    cost = 0.0
+    n_cost = tok_in = tok_out = tok_cache = with_conversation = 0
+    for trial_dir in find_trials([folder]):
+        trials += 1
+        r = read_trial_result(trial_dir)
+        if r is None:
+            unfinished += 1
+            continue
+        outcome = r.outcome.value
+        agent = r.agent_info.name
+        stand_in = agent in STAND_IN_AGENTS
+        outcomes[outcome] += 1
+        if stand_in:
+            stand_in_outcomes[outcome] += 1
+        tasks.add(r.task_name)
+        prov = _provenance(r)
+        scored = not r.is_infra and r.outcome != Outcome.UNVERIFIED
+        passed = scored and r.reward is not None and r.reward >= 1
+        dkey = (stand_in, prov["subset"], prov["domain"] or "-")
+        row = domains.setdefault(dkey, {
+            "subset": prov["subset"], "domain": prov["domain"] or "-", "stand_in": stand_in,
+            "agents": Counter(), "trials": 0, "infra": 0, "scored": 0, "passed": 0,
+            "unverified": 0,
+        })  # fmt: skip
+        arow = agents.setdefault(agent, {
+            "agent": agent, "stand_in": stand_in, "trials": 0, "infra": 0, "scored": 0,
+            "passed": 0, "unverified": 0, "models": Counter(),
+        })  # fmt: skip
+        model = r.agent_info.model_info.name if r.agent_info.model_info else None
+        if model:
+            arow["models"][model] += 1
+        row["agents"][agent] += 1
+        for rw in (row, arow):
+            rw["trials"] += 1
+            rw["infra"] += r.is_infra
+            rw["scored"] += scored
+            rw["passed"] += passed
+            rw["unverified"] += r.outcome == Outcome.UNVERIFIED
+        if r.is_infra:
+            info = r.exception_info
+            infra_reasons[f"{outcome}: {info.exception_type if info else '-'}"] += 1
+        ar = r.agent_result
+        if ar is not None:
+            if ar.cost_usd is not None:
+                cost += ar.cost_usd
+                n_cost += 1
+            tok_in += ar.n_input_tokens or 0
+            tok_out += ar.n_output_tokens or 0
+            tok_cache += ar.n_cache_tokens or 0
+        if (trial_dir / "agent" / "messages.json").is_file():
+            with_conversation += 1
+            run_id = r.config.job_id or trial_dir.parent.name
+            ident = f"{run_id}/{r.trial_name}"
+            info = r.exception_info
+            meta = (ar.metadata if ar else None) or {}
+            sample.offer(_key(ident), {
+                "id": ident, "kind": "trial", "dir": str(trial_dir), "task": r.task_name,
+                **prov, "agent": agent, "stand_in": stand_in, "model": model,
+                "outcome": outcome, "reward": r.reward, "passed": passed,
+                "completed": bool(meta.get("task_complete")), "trial_name": r.trial_name,
+                "attempt": r.attempt,
+                "exception": f"{info.exception_type}: {info.exception_message}"[:300]
+                if info else None,
+            })  # fmt: skip
+
+    def rate(row: dict[str, Any]) -> dict[str, Any]:
+        row["pass_rate"] = round(row["passed"] / row["scored"], 4) if row["scored"] else None
+        return row
+
+    by_domain = []
+    for _, row in sorted(domains.items()):
+        row["agents"] = sorted(row["agents"])
+        by_domain.append(rate(row))
+    by_agent = []
+    for _, row in sorted(agents.items()):
+        row["models"] = dict(row["models"].most_common())
+        by_agent.append(rate(row))
+    model_total = sum(outcomes[o] for o in MODEL_OUTCOMES)
+    infra_total = sum(outcomes[o] for o in INFRA_OUTCOME_NAMES)
+    scored = sum(r["scored"] for r in by_domain)
+    passed = sum(r["passed"] for r in by_domain)
+    t_scored = sum(r["scored"] for r in by_domain if not r["stand_in"])
+    t_passed = sum(r["passed"] for r in by_domain if not r["stand_in"])
+    known = [*MODEL_OUTCOMES, *INFRA_OUTCOME_NAMES]
+    table = [
+        {"outcome": o, "infra": o in INFRA_OUTCOME_NAMES, "trials": outcomes[o],
+         "stand_in": stand_in_outcomes[o]}
+        for o in known if outcomes[o]
+    ]  # fmt: skip
+    if unfinished:
+        table.append({"outcome": "unfinished", "infra": True, "trials": unfinished, "stand_in": 0})
+    job = _read_json(folder / "result.json")
+    job_stats = job.get("stats") if isinstance(job, dict) else None
+    return {
+        "path": str(folder),
+        "trials": trials,
+        "finished": trials - unfinished,
+        "unfinished": unfinished,
+        "model_outcome_trials": model_total,
+        "infra_trials": infra_total,
+        "tasks": len(tasks),
+        "with_conversation": with_conversation,
+        "outcomes": dict(outcomes),
+        "outcome_table": table,
+        "infra_reasons": _top(infra_reasons, 10),
+        "scored": scored,
+        "passed": passed,
+        "pass_rate": round(passed / scored, 4) if scored else None,
+        # the same without stand-in agents (oracle, nop): what the teacher models scored
+        "teacher_scored": t_scored,
+        "teacher_passed": t_passed,
+        "teacher_pass_rate": round(t_passed / t_scored, 4) if t_scored else None,
+        "by_domain": by_domain,
+        "by_agent": by_agent,
+        "stand_in_trials": sum(stand_in_outcomes.values()),
+        "cost": {
+            "cost_usd": round(cost, 6) if n_cost else None,
+            "trials_with_cost": n_cost,
+            "per_trial_usd": round(cost / n_cost, 6) if n_cost else None,
+            "n_input_tokens": tok_in,
+            "n_output_tokens": tok_out,
+            "n_cache_tokens": tok_cache,
+        },
+        "job": {
+            k: job_stats.get(k)
+            for k in ("mean_reward", "pass_at_k", "median_trial_sec", "wall_sec", "n_retries")
+        }
+        if isinstance(job_stats, dict)
+        else None,
+    }
+
+
+# -- curated records ----------------------------------------------------------------------------
+
+
+def _record_head(line: bytes) -> dict[str, Any] | None:
+    """A records.jsonl line's provenance without parsing its messages (curation writes the two big
+    fields, instruction and messages, last); the whole line when that does not work."""
+    text = line.decode("utf-8", errors="replace")
+    cut = text.find(', "instruction": ')
+    if cut > 0:
+        try:
+            head = json.loads(text[:cut] + "}")
+            if isinstance(head, dict):
+                return head
+        except ValueError:
+            pass
+    try:
+        rec = json.loads(text)
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def collect_curated(folder: Path, sample: _Sample) -> dict[str, Any]:
+    """`ttgen stats` of the curated records, what comes from stand-in agents, drop examples;
+    records are offered to `sample` as (file, offset)."""
+    stats = compute_stats(folder)
+    records = folder / "records.jsonl"
+    stand_in: Counter[str] = Counter()
+    stand_in_domain: Counter[str] = Counter()
+    outcomes: Counter[str] = Counter()
+    agents: Counter[str] = Counter()
+    si_tokens: list[int] = []
+    si_turns: list[int] = []
+    if records.is_file():
+        with records.open("rb") as f:
+            offset = 0
+            for line in f:
+                at, offset = offset, offset + len(line)
+                if not line.strip():
+                    continue
+                head = _record_head(line)
+                if head is None:
+                    continue
+                agents[str(head.get("agent") or "-")] += 1
+                outcomes[str(head.get("outcome") or "-")] += 1
+                if head.get("stand_in"):
+                    stand_in[str(head.get("agent") or "-")] += 1
+                    stand_in_domain[str(head.get("domain") or "-")] += 1
+                    if head.get("n_tokens") is not None:
+                        si_tokens.append(int(head["n_tokens"]))
+                    if head.get("n_turns") is not None:
+                        si_turns.append(int(head["n_turns"]))
+                ident = str(head.get("id") or f"{records}:{at}")
+                sample.offer(_key(ident), (str(records), at))
+    dropped_examples: dict[str, list[dict[str, Any]]] = {}
+    dropped = folder / "dropped.jsonl"
+    if dropped.is_file():
+        with dropped.open(encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    d = json.loads(line)
+                except ValueError:
+                    continue
+                if not isinstance(d, dict):
+                    continue
+                ex = dropped_examples.setdefault(str(d.get("reason")), [])
+                if len(ex) < 3:
+                    ex.append({k: str(d.get(k) or "")[:300] for k in ("id", "task", "detail")})
+    keys = ("records", "by_subset", "by_source", "by_domain", "by_difficulty", "tokens",
+            "tokens_counted_by", "turns", "token_bins", "turn_bins", "completion_rate",
+            "success_rate", "verified", "truncated", "per_subset", "problems")  # fmt: skip
+    out = {"path": str(folder), **{k: stats.get(k) for k in keys}}
+    out["problems"] = (out["problems"] or [])[:50]
+    out["by_outcome"] = dict(outcomes.most_common())
+    out["by_agent"] = dict(agents.most_common())
+    out["stand_in"] = {
+        "records": sum(stand_in.values()),
+        "agents": dict(stand_in.most_common()),
+        "by_domain": dict(stand_in_domain.most_common()),
+        "tokens_histogram": histogram(np.asarray(si_tokens, dtype=np.int64), TOKEN_BIN, TOKEN_BINS),
+        "turns_histogram": histogram(np.asarray(si_turns, dtype=np.int64), TURN_BIN, TURN_BINS),
+    }
+    out["curation"] = stats.get("curation")
+    out["dropped_examples"] = dropped_examples
+    return out
+
+
+# -- export -----------------------------------------------------------------------------------------
+
+
+def collect_export(folder: Path) -> dict[str, Any]:
+    files = []
+    summarized: set[str] = set()
+    for p in sorted(folder.glob("*.export.json")):
+        m = _read_json(p)
+        if not isinstance(m, dict):
+            continue
+        for name, o in (m.get("outputs") or {}).items():
+            if not isinstance(o, dict):
+                continue
+            file = Path(str(o.get("path") or name)).name
+            summarized.add(file)
+            files.append({
+                "file": file, "format": m.get("format"), "stage": o.get("stage"),
+                "fraction": o.get("fraction"), "rows": o.get("rows"), "tokens": o.get("tokens"),
+                "trained_tokens": o.get("trained_tokens"), "truncated": o.get("truncated"),
+                "skipped": m.get("skipped"),
+            })  # fmt: skip
+    for p in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if p.is_file() and not p.name.endswith(".export.json") and p.name not in summarized:
+            if p.name.startswith("."):
+                continue
+            files.append({"file": p.name, "format": None, "rows": None, "bytes": p.stat().st_size})
+    return {"path": str(folder), "files": files}
+
+
+# -- trajectories -----------------------------------------------------------------------------------
+
+
+def _split_think(text: str) -> tuple[str | None, str]:
+    stripped = text.lstrip()
+    if not stripped.startswith("<think>"):
+        return None, text
+    body = stripped[len("<think>") :]
+    end = body.find("</think>")
+    if end == -1:
+        return body, ""
+    return body[:end].strip("\n"), body[end + len("</think>") :]
+
+
+def parse_assistant(text: str) -> dict[str, Any]:
+    """An assistant message: reasoning and the Terminus 2 action (JSON or XML), or plain text."""
+    from ttgen.agents.terminus2.parser import parse_json_response, parse_xml_response
+
+    think, rest = _split_think(text)
+    body = rest.strip()
+    out: dict[str, Any] = {"think": think}
+    result = None
+    fmt = "text"
+    if "<response>" in body:
+        fmt, result = "xml", parse_xml_response(body)
+    elif "{" in body:
+        fmt, result = "json", parse_json_response(body)
+    if result is not None and not result.error:
+        out.update(
+            format=fmt,
+            analysis=result.analysis,
+            plan=result.plan,
+            commands=[
+                {"keystrokes": c.keystrokes, "duration": c.duration} for c in result.commands
+            ],
+            task_complete=result.task_complete,
+            warnings=[w[:300] for w in result.warnings[:5]],
+        )
+        return out
+    out.update(format="text", text=body)
+    looks_like_action = body.startswith("{") or "<response>" in body or '"commands"' in body
+    if result is not None and looks_like_action:
+        out["error"] = result.error[:300]
+    return out
+
+
+def _clip_turn(turn: dict[str, Any], limit: int) -> int:
+    cut = 0
+    a = turn["assistant"]
+    for k in ("think", "analysis", "plan", "text"):
+        if isinstance(a.get(k), str):
+            a[k], c = clip(a[k], limit)
+            cut += c
+    for cmd in a.get("commands") or []:
+        cmd["keystrokes"], c = clip(cmd["keystrokes"], limit)
+        cut += c
+    if isinstance(turn.get("observation"), str):
+        turn["observation"], c = clip(turn["observation"], limit)
+        cut += c
+    return cut
+
+
+def build_turns(messages: list[dict[str, str]]) -> dict[str, Any]:
+    """system, prompt (the first user message) and one turn per assistant message with the next
+    user message (the observation)."""
+    system = prompt = None
+    turns: list[dict[str, Any]] = []
+    i = 0
+    if messages and messages[0]["role"] == "system":
+        system = messages[0]["content"]
+        i = 1
+    for m in messages[i:]:
+        if m["role"] == "assistant":
+            turns.append({"n": len(turns) + 1, "assistant": m["content"], "observation": None})
+        elif not turns:
+            prompt = m["content"] if prompt is None else f"{prompt}\n\n{m['content']}"
+        elif turns[-1]["observation"] is None:
+            turns[-1]["observation"] = m["content"]
+        else:
+            turns[-1]["observation"] += "\n\n" + m["content"]
+    return {"system": system, "prompt": prompt, "turns": turns}
+
+
+def build_trajectory(
+    meta: dict[str, Any], messages: list[dict[str, str]], options: ReportOptions
+) -> dict[str, Any]:
+    """The viewer's form of one conversation, cut to fit ``options.trajectory_bytes``."""
+    parts = build_turns(messages)
+    n_turns = len(parts["turns"])
+    limit, max_turns = options.max_chars, options.max_turns
+    while True:
+        keep = list(range(n_turns))
+        if n_turns > max_turns:
+            tail = max_turns // 4
+            keep = list(range(max_turns - tail)) + list(range(n_turns - tail, n_turns))
+        cut = 0
+        turns = []
+        for idx in keep:
+            t = parts["turns"][idx]
+            turn = {"n": t["n"], "assistant": parse_assistant(t["assistant"]),
+                    "observation": t["observation"]}  # fmt: skip
+            cut += _clip_turn(turn, limit)
+            turns.append(turn)
+        texts = {}
+        for k in ("system", "prompt"):
+            texts[k], c = clip(parts[k], limit) if parts[k] is not None else (None, 0)
+            cut += c
+        instruction, c = clip(str(meta.get("instruction") or ""), limit)
+        traj = {
+            **{k: v for k, v in meta.items() if k not in ("dir", "instruction")},
+            "instruction": instruction,
+            **texts,
+            "n_turns": n_turns,
+            "turns": turns,
+            "omitted_turns": n_turns - len(turns),
+            "chars_cut": cut + c,
+        }
+        size = len(json.dumps(traj, ensure_ascii=False))
+        if size <= options.trajectory_bytes or (limit <= 250 and max_turns <= 4):
+            return traj
+        if limit > 250:
+            limit = max(250, limit // 2)
+        else:
+            max_turns = max(4, max_turns // 2)
+
+
+def _load_messages(path: Path) -> list[dict[str, str]]:
+    """A trial's messages.json as the model saw it (contents as text; no merging or cutting)."""
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(raw, list):
+        raise ValueError("not a list of messages")
+    out = []
+    for m in raw:
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            continue
+        content = m.get("content")
+        if isinstance(content, list):
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        out.append({"role": m["role"], "content": content if isinstance(content, str) else ""})
+    return out
+
+
+RECORD_META = ("id", "task", "subset", "domain", "difficulty", "source", "agent", "stand_in",
+               "model", "outcome", "reward", "passed", "completed", "trial_name", "attempt",
+               "n_tokens", "n_tokens_by", "context", "n_contexts", "instruction")  # fmt: skip
+
+
+def collect_trajectories(
+    records: list[tuple[str, int]], trials: list[dict[str, Any]], options: ReportOptions
+) -> dict[str, Any]:
+    """The viewer's trajectories: sampled kept records first, then sampled trials that are not
+    among them, at most ``options.max_trajectories`` in all."""
+    k = options.max_trajectories
+    n_trials = min(len(trials), max(k // 4, k - len(records)))
+    n_records = min(len(records), k - n_trials)
+    items: list[dict[str, Any]] = []
+    problems: list[str] = []
+    shown_dirs: set[str] = set()
+    for path, offset in records[:n_records]:
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                rec = json.loads(f.readline())
+            meta = {key: rec.get(key) for key in RECORD_META}
+            meta["kind"] = "record"
+            meta["stand_in"] = bool(rec.get("stand_in"))
+            items.append(build_trajectory(meta, rec["messages"], options))
+            if rec.get("trial_dir") and "#ctx" not in str(rec.get("id")):
+                shown_dirs.add(str(rec["trial_dir"]))  # the trial's final conversation
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            problems.append(f"{path} at byte {offset}: {exc}")
+    room = k - len(items)
+    for t in trials:
+        if room <= 0:
+            break
+        if t["dir"] in shown_dirs:
+            continue
+        try:
+            messages = _load_messages(Path(t["dir"]) / "agent" / "messages.json")
+        except (OSError, ValueError) as exc:
+            problems.append(f"{t['dir']}: {exc}")
+            continue
+        if not any(m["role"] == "assistant" for m in messages):
+            continue
+        items.append(build_trajectory(t, messages, options))
+        room -= 1
+    items.sort(key=lambda t: (t["kind"] != "record", str(t.get("task")), str(t.get("id"))))
+    return {"items": items, "problems": problems}
+
+
+# -- the report -------------------------------------------------------------------------------------
+
+
+def _stage_counts(manifest: dict[str, Any], stage: str) -> dict[str, Any]:
+    info = (manifest.get("stages") or {}).get(stage)
+    counts = info.get("counts") if isinstance(info, dict) else None
+    return counts if isinstance(counts, dict) else {}
+
+
+def _funnel(
+    manifest: dict[str, Any],
+    tasks: dict[str, Any] | None,
+    validation: dict[str, Any] | None,
+    rollouts: dict[str, Any] | None,
+    kept: dict[str, Any] | None,
+) -> list[dict[str, Any]]:
+    steps = []
+    src = _stage_counts(manifest, "sources")
+    count, origin = None, None
+    if isinstance(src.get("generated"), int):
+        count, origin = src["generated"], "run.json"
+    elif tasks is not None:
+        count, origin = tasks["count"], "tasks/"
+    elif validation is not None:
+        count, origin = validation["tasks"], "validation.jsonl (tasks validated)"
+    drops = {}
+    if src.get("bad"):
+        drops["rejected by synthesis/adapter checks"] = src["bad"]
+    steps.append({"key": "generated", "label": "generated", "unit": "tasks", "count": count,
+                  "from": origin, "drops": drops})  # fmt: skip
+    if validation is not None:
+        good = set(validation["good_verdicts"])
+        steps.append({
+            "key": "valid", "label": "valid", "unit": "tasks", "count": validation["good"],
+            "from": "validation.jsonl",
+            "drops": {v: n for v, n in validation["verdicts"].items() if v not in good},
+            "detail": {v: n for v, n in validation["verdicts"].items() if v in good},
+        })  # fmt: skip
+    else:
+        steps.append({"key": "valid", "label": "valid", "unit": "tasks", "count": None,
+                      "from": None, "drops": {}})  # fmt: skip
+    ro = _stage_counts(manifest, "rollouts")
+    if rollouts is not None:
+        drops = {o: n for o, n in rollouts["outcomes"].items() if o in INFRA_OUTCOME_NAMES}
+        if rollouts["unfinished"]:
+            drops["unfinished"] = rollouts["unfinished"]
+        steps.append({
+            "key": "rolled_out", "label": "rolled out", "unit": "trials",
+            "count": rollouts["model_outcome_trials"], "from": "rollout trials",
+            "drops": drops, "tasks": rollouts["tasks"],
+        })  # fmt: skip
+    else:
+        n = ro.get("trials") if isinstance(ro.get("trials"), int) else None
+        outs = ro.get("outcomes") if isinstance(ro.get("outcomes"), dict) else {}
+        if n is not None and outs:
+            n -= sum(v for k, v in outs.items() if k in INFRA_OUTCOME_NAMES)
+        steps.append({
+            "key": "rolled_out", "label": "rolled out", "unit": "trials", "count": n,
+            "from": "run.json" if n is not None else None,
+            "drops": {k: v for k, v in outs.items() if k in INFRA_OUTCOME_NAMES},
+        })  # fmt: skip
+    if kept is not None:
+        cur = kept.get("curation") or {}
+        dropped = {k: v for k, v in (cur.get("dropped") or {}).items() if k not in TRIAL_DROPS}
+        steps.append({"key": "kept", "label": "kept", "unit": "records", "count": kept["records"],
+                      "from": "records.jsonl", "drops": dropped})  # fmt: skip
+    else:
+        cc = _stage_counts(manifest, "curation")
+        n = cc.get("kept") if isinstance(cc.get("kept"), int) else None
+        steps.append({"key": "kept", "label": "kept", "unit": "records", "count": n,
+                      "from": "run.json" if n is not None else None, "drops": {}})  # fmt: skip
+    return steps
+
+
+def collect_report(path: Path, options: ReportOptions | None = None) -> dict[str, Any]:
+    """The report's data for `path` (see the module docstring)."""
+    options = options or ReportOptions()
+    path = Path(path)
+    kind = detect_kind(path)
+    manifest: dict[str, Any] = {}
+    folders: dict[str, Path | None] = dict.fromkeys(STAGES)
+    if kind == "run":
+        m = _read_json(path / "run.json")
+        manifest = m if isinstance(m, dict) else {}
+        for stage in STAGES:
+            folders[stage] = _stage_path(path, manifest, stage)
+    else:
+        folders[
+            {"rollouts": "rollouts", "curated": "curation", "validation": "validation"}[kind]
+        ] = path
+    missing: list[dict[str, str]] = []
+    stage_info = manifest.get("stages") or {}
+
+    def absent(stage: str, what: str) -> None:
+        info = stage_info.get(stage)
+        status = info.get("status") if isinstance(info, dict) else None
+        missing.append({"stage": stage, "what": what, "status": status or "not run"})
+
+    trial_sample = _Sample(2 * options.max_trajectories)
+    record_sample = _Sample(options.max_trajectories)
+    tasks = validation = rollouts = kept = export = None
+    f = folders["sources"]
+    if f is not None:
+        if f.is_dir():
+            tasks = collect_tasks(f)
+        else:
+            absent("sources", f"no task folder ({f.name}/)")
+    f = folders["validation"]
+    if f is not None:
+        if (f / "validation.jsonl").is_file():
+            validation = collect_validation(f)
+        else:
+            absent("validation", f"no {f.name}/validation.jsonl")
+    f = folders["rollouts"]
+    if f is not None:
+        if f.is_dir():
+            rollouts = collect_rollouts(f, trial_sample)
+        else:
+            absent("rollouts", f"no rollout job folder ({f.name}/)")
+    f = folders["curation"]
+    if f is not None:
+        if (f / "records.jsonl").is_file():
+            kept = collect_curated(f, record_sample)
+        else:
+            absent("curation", f"no curated records ({f.name}/records.jsonl)")
+    f = folders["export"]
+    if f is not None:
+        if f.is_dir():
+            export = collect_export(f)
+        else:
+            absent("export", f"no export folder ({f.name}/)")
+    trajectories = collect_trajectories(record_sample.items(), trial_sample.items(), options)
+    stand_in_records = kept["stand_in"]["records"] if kept else 0
+    stand_in_trials = rollouts["stand_in_trials"] if rollouts else 0
+    run = None
+    if kind == "run":
+        keys = ("status", "started_at", "finished_at", "counts", "outputs", "error")
+        stages = {
+            s: {k: v for k, v in info.items() if k in keys}
+            for s, info in stage_info.items()
+            if isinstance(info, dict)
+        }
+        if not manifest:  # no run.json: the stages are the folders there are
+            gone = {m["stage"] for m in missing}
+            stages = {s: {"status": "missing" if s in gone else "found"} for s in STAGES}
+        run = {
+            "name": manifest.get("name") or path.resolve().name,
+            "created_at": manifest.get("created_at"),
+            "ttgen_version": manifest.get("ttgen_version"),
+            "config": manifest.get("config"),
+            "manifest": bool(manifest),
+            "stages": stages,
+        }
+    return {
+        "kind": "ttgen-report",
+        "version": 1,
+        "generated_at": now().isoformat(),
+        "ttgen_version": __version__,
+        "input": {"path": str(path), "kind": kind, "name": (run or {}).get("name") or path.name},
+        "run": run,
+        "missing": missing,
+        "funnel": _funnel(manifest, tasks, validation, rollouts, kept),
+        "tasks": tasks,
+        "validation": validation,
+        "rollouts": rollouts,
+        "kept": kept,
+        "export": export,
+        "stand_in": {
+            "records": stand_in_records,
+            "trials": stand_in_trials,
+            "agents": sorted(STAND_IN_AGENTS),
+        },
+        "trajectories": {
+            "max": options.max_trajectories,
+            "max_chars": options.max_chars,
+            "max_turns": options.max_turns,
+            "records_total": kept["records"] if kept else 0,
+            "trials_with_conversation": rollouts["with_conversation"] if rollouts else 0,
+            "shown": len(trajectories["items"]),
+            "sample": "the ids with the smallest blake2b hashes",
+            "problems": trajectories["problems"][:50],
+            "items": trajectories["items"],
+        },
+    }

@@ -1,0 +1,542 @@
+"""`ttgen report`: a pipeline run folder (made without Docker: trial folders written directly, the
+real curation run on them) → the figures (collect) → a static page, checked in headless Chromium
+(the page's script runs without errors, draws the figures, and the trajectory viewer shows the
+turn a URL hash asks for)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ttgen.cli import app
+from ttgen.curate.pipeline import CurateOptions, curate
+from ttgen.report import ReportOptions, collect_report, detect_kind, write_report
+from ttgen.report.collect import build_trajectory, clip, parse_assistant
+from ttgen.report.html import render_html, script_json
+from ttgen.rollout.models import Outcome
+from ttgen.testing.trials import conversation, terminus_turn, write_trial
+
+SKILL = {"source": "skill_synth", "domain": "security", "difficulty": "medium"}
+SEED = {"source": "seed_synth", "domain": "data_processing"}
+ADAPTER = {"source": "adapter", "adapter": "math", "dataset": "m.jsonl"}
+# Untrusted text everywhere: nothing of it may become markup.
+EVIL = "</script><img src=x onerror=\"document.body.setAttribute('data-pwned','1')\"><b>bold</b>"
+INSTRUCTIONS = {
+    "sum-csv": "Read /app/data.csv, add up the amount column per region and write the totals to "
+    f"/app/totals.txt sorted by region. {EVIL}",
+    "fix-cron": "The nightly backup job in /etc/cron.d/backup never runs. Find out why, repair it "
+    "without changing the schedule, and write the cause to /app/cause.txt.",
+    "prime-sum": "Find the sum of all prime numbers below two thousand and explain the method "
+    "before giving the final number.",
+}
+OUT_1 = "root@box:/app# ls -la\ntotal 8\n-rw-r--r-- 1 root root  42 data.csv\n    indented  line\n"
+OUT_2 = f"root@box:/app# cat data.csv\nregion,amount\nnorth,3\n{EVIL}\nroot@box:/app# "
+XML_TURN = """<response>
+<analysis>The prime sum needs a sieve.</analysis>
+<plan>Write a short Python one-liner.</plan>
+<commands>
+<keystrokes duration="2.5">python3 -c 'print(1)'
+</keystrokes>
+</commands>
+<task_complete>true</task_complete>
+</response>"""
+
+
+def _sum_csv_messages() -> list[dict[str, str]]:
+    """Three turns with distinct terminal outputs (the viewer test steps to turn 2)."""
+    prompt = conversation(INSTRUCTIONS["sum-csv"], ["x"])[0]
+    return [
+        prompt,
+        {"role": "assistant", "content": terminus_turn("ls -la\n", think="Look at the files.")},
+        {"role": "user", "content": f"New Terminal Output:\n{OUT_1}"},
+        {"role": "assistant", "content": terminus_turn("cat data.csv\n", think="Read the CSV.")},
+        {"role": "user", "content": f"New Terminal Output:\n{OUT_2}"},
+        {"role": "assistant", "content": terminus_turn("", complete=True)},
+    ]
+
+
+def _turns(n: int) -> list[str]:
+    return [terminus_turn(f"echo step {i}\n", think=f"Step {i}.") for i in range(n - 1)] + [
+        terminus_turn("", complete=True)
+    ]
+
+
+def _write_task(root: Path, name: str, meta: dict[str, str]) -> None:
+    (root / name).mkdir(parents=True)
+    lines = "\n".join(f'{k} = "{v}"' for k, v in meta.items())
+    (root / name / "task.toml").write_text(f"[metadata]\n{lines}\n")
+    (root / name / "instruction.md").write_text("x\n")
+
+
+def _rollouts(job: Path) -> dict[str, int]:
+    """The rollout trials; returns assistant turns per trial (cost = 0.001 USD per turn)."""
+    t = INSTRUCTIONS
+    turns: dict[str, int] = {}
+
+    def trial(name: str, messages: list[dict[str, str]] | None, **kw) -> None:
+        write_trial(job, name, messages=messages, **kw)
+        turns[name] = sum(m["role"] == "assistant" for m in messages or [])
+
+    trial("sum-csv__0", _sum_csv_messages(), task="sum-csv", task_metadata=SKILL)
+    trial(
+        "sum-csv__1",
+        conversation(t["sum-csv"], _turns(4)),
+        task="sum-csv",
+        task_metadata=SKILL,
+        reward=0.0,
+        outcome=Outcome.FAILED,
+        task_complete=False,
+    )
+    trial(
+        "sum-csv__2",
+        conversation(t["sum-csv"], _turns(2)),
+        task="sum-csv",
+        task_metadata=SKILL,
+        reward=0.0,
+        outcome=Outcome.AGENT_TIMEOUT,
+        task_complete=False,
+    )
+    trial(
+        "fix-cron__0",
+        conversation(t["fix-cron"], _turns(2)),
+        task="fix-cron",
+        task_metadata=SEED,
+        reward=0.5,
+        outcome=Outcome.FAILED,
+    )
+    trial(
+        "prime-sum__0",
+        conversation(t["prime-sum"], [XML_TURN]),
+        task="prime-sum",
+        task_metadata=ADAPTER,
+        reward=None,
+        outcome=Outcome.UNVERIFIED,
+    )
+    trial(
+        "prime-sum__1",
+        conversation(t["prime-sum"], _turns(2)),
+        task="prime-sum",
+        task_metadata=ADAPTER,
+        reward=None,
+        outcome=Outcome.LLM_ERROR,
+        exception=("LLMError", "503 upstream overloaded"),
+    )
+    # the oracle standing in for a teacher: its records are labelled stand_in
+    trial(
+        "fix-cron__oracle",
+        conversation(t["fix-cron"], _turns(2)),
+        task="fix-cron",
+        task_metadata=SEED,
+        agent="oracle",
+        model="",
+    )
+    return turns
+
+
+def make_run(root: Path, *, validation: bool = True, export: bool = True) -> dict[str, int]:
+    run = root / "run"
+    tasks = run / "tasks"
+    _write_task(tasks / "skill", "sum-csv", SKILL)
+    _write_task(tasks / "seed", "fix-cron", SEED)
+    _write_task(tasks / "adapters", "prime-sum", ADAPTER)
+    _write_task(tasks / "skill", "weak-task", {**SKILL, "difficulty": "easy"})
+    _write_task(tasks / "skill", "lazy-task", {**SKILL, "domain": "networking"})
+    if validation:
+        rows = [
+            ("sum-csv", "valid", []),
+            ("fix-cron", "valid", []),
+            ("prime-sum", "no_tests", ["the task has no tests/"]),
+            ("weak-task", "oracle_failed", ["oracle scores 0", "solve.sh exited 2"]),
+            ("lazy-task", "trivial", ["nop scores 1"]),
+        ]
+        (run / "validation").mkdir()
+        (run / "validation" / "validation.jsonl").write_text("".join(
+            json.dumps({"task": t, "path": f"tasks/{t}", "verdict": v, "reasons": r,
+                        "rewards": {}, "outcomes": {}, "trials": {}, "checksum": None}) + "\n"
+            for t, v, r in rows))  # fmt: skip
+    turns = _rollouts(run / "rollouts")
+    curate([run / "rollouts"], run / "curated", CurateOptions(decontaminate=False))
+    if export:
+        (run / "export").mkdir()
+        (run / "export" / "corpus.parquet.export.json").write_text(json.dumps({
+            "kind": "export", "format": "corpus", "skipped": 0,
+            "outputs": {"corpus.parquet": {"path": str(run / "export" / "corpus.parquet"),
+                                           "stage": None, "fraction": None, "rows": 5}},
+        }))  # fmt: skip
+    stage = {"status": "done", "started_at": "2026-11-01T12:00:00+00:00",
+             "finished_at": "2026-11-01T12:05:00+00:00"}  # fmt: skip
+    (run / "run.json").write_text(json.dumps({
+        "kind": "ttgen-run", "name": "unit-run", "created_at": "2026-11-01T12:00:00+00:00",
+        "ttgen_version": "0", "config": {"teacher": {"model": "m"}},
+        "stages": {
+            "sources": {**stage, "outputs": {"tasks": "tasks"}, "counts": {"generated": 6, "bad": 1}},
+            "validation": {**stage, "outputs": {"dir": "validation"}} if validation
+            else {"status": "skipped"},
+            "rollouts": {**stage, "counts": {"trials": 7}},
+            "curation": {**stage, "outputs": {"data": "curated"}},
+            "export": {**stage} if export else {"status": "pending"},
+            "report": {"status": "pending"},
+        },
+    }))  # fmt: skip
+    return turns
+
+
+# -- collect --------------------------------------------------------------------------------------
+
+
+def test_collect_funnel_outcomes_pass_rates_and_cost(tmp_path):
+    turns = make_run(tmp_path)
+    run = tmp_path / "run"
+    assert detect_kind(run) == "run"
+    data = collect_report(run)
+    assert data["missing"] == []
+    steps = {s["key"]: s for s in data["funnel"]}
+    assert [s["key"] for s in data["funnel"]] == ["generated", "valid", "rolled_out", "kept"]
+    assert steps["generated"]["count"] == 6
+    assert steps["generated"]["drops"] == {"rejected by synthesis/adapter checks": 1}
+    assert steps["valid"]["count"] == 3  # valid 2 + no_tests 1
+    assert steps["valid"]["drops"] == {"oracle_failed": 1, "trivial": 1}
+    assert steps["rolled_out"]["count"] == 6 and steps["rolled_out"]["drops"] == {"llm_error": 1}
+    assert steps["rolled_out"]["tasks"] == 3
+    # every trial with a model outcome became a record; the infrastructure one is shown a step up
+    assert steps["kept"]["count"] == 6 and steps["kept"]["drops"] == {}
+
+    r = data["rollouts"]
+    assert r["outcomes"] == {"passed": 2, "failed": 2, "agent_timeout": 1, "unverified": 1,
+                             "llm_error": 1}  # fmt: skip
+    table = {row["outcome"]: row for row in r["outcome_table"]}
+    assert table["llm_error"]["infra"] and not table["failed"]["infra"]
+    assert table["passed"]["stand_in"] == 1
+    assert r["infra_reasons"] == [["llm_error: LLMError", 1]]
+    rates = {(row["subset"], row["domain"], row["stand_in"]): row for row in r["by_domain"]}
+    sec = rates[("skill_based", "security", False)]
+    assert (sec["trials"], sec["scored"], sec["passed"], sec["pass_rate"]) == (3, 3, 1, 0.3333)
+    assert rates[("seed_based", "data_processing", False)]["pass_rate"] == 0.0
+    oracle = rates[("seed_based", "data_processing", True)]
+    assert (oracle["agents"], oracle["pass_rate"]) == (["oracle"], 1.0)
+    math = rates[("dataset_adapters", "math", False)]
+    assert (math["scored"], math["unverified"], math["infra"], math["pass_rate"]) == (0, 1, 1, None)
+    assert (r["scored"], r["passed"], r["pass_rate"]) == (5, 2, 0.4)
+    assert (r["teacher_scored"], r["teacher_passed"], r["teacher_pass_rate"]) == (4, 1, 0.25)
+    assert r["cost"]["cost_usd"] == pytest.approx(0.001 * sum(turns.values()))
+    assert r["cost"]["n_input_tokens"] == 1000 * sum(turns.values())
+    assert r["cost"]["n_output_tokens"] == 200 * sum(turns.values())
+
+    kept = data["kept"]
+    assert kept["records"] == 6 and kept["by_domain"]["security"] == 3
+    assert kept["stand_in"]["records"] == 1 and kept["stand_in"]["agents"] == {"oracle": 1}
+    assert sum(kept["turns"]["histogram"]) == 6 and len(kept["turns"]["histogram"]) == 11
+    assert len(kept["tokens"]["histogram"]) == 9 and sum(kept["stand_in"]["turns_histogram"]) == 1
+    assert data["tasks"]["count"] == 5 and data["tasks"]["by_domain"]["security"] == 2
+    assert data["validation"]["verdicts"] == {"valid": 2, "no_tests": 1, "trivial": 1,
+                                              "oracle_failed": 1}  # fmt: skip
+    assert data["export"]["files"][0]["rows"] == 5
+    assert data["stand_in"]["records"] == 1 and data["stand_in"]["trials"] == 1
+
+    items = data["trajectories"]["items"]
+    # six kept records, then the one trial that is no record (the LLM error)
+    assert [it["kind"] for it in items] == ["record"] * 6 + ["trial"]
+    assert items[-1]["outcome"] == "llm_error" and "503" in items[-1]["exception"]
+    first = next(it for it in items if it["id"] == "job1/sum-csv__0")
+    assert first["n_turns"] == 3 and first["turns"][1]["observation"].endswith(OUT_2)
+    assert first["turns"][0]["assistant"]["commands"] == [{"keystrokes": "ls -la\n",
+                                                           "duration": 0.1}]  # fmt: skip
+    assert next(it for it in items if it["agent"] == "oracle")["stand_in"] is True
+    xml = next(it for it in items if it["task"] == "prime-sum" and it["kind"] == "record")
+    a = xml["turns"][0]["assistant"]
+    assert (a["format"], a["plan"], a["task_complete"]) == (
+        "xml",
+        "Write a short Python one-liner.",
+        True,
+    )
+    assert a["commands"][0]["duration"] == 2.5
+    # deterministic
+    assert collect_report(run)["trajectories"]["items"] == items
+
+
+def test_missing_stages_are_named_and_other_inputs_are_detected(tmp_path):
+    make_run(tmp_path, validation=False, export=False)
+    run = tmp_path / "run"
+    shutil.rmtree(run / "tasks")
+    data = collect_report(run)
+    assert {m["stage"]: m["status"] for m in data["missing"]} == {
+        "sources": "done", "validation": "skipped", "export": "pending"}  # fmt: skip
+    steps = {s["key"]: s for s in data["funnel"]}
+    assert steps["generated"]["count"] == 6  # run.json still says so
+    assert steps["valid"]["count"] is None
+
+    assert detect_kind(run / "rollouts") == "rollouts"
+    only = collect_report(run / "rollouts")
+    assert only["kept"] is None and only["rollouts"]["trials"] == 7
+    assert [it["kind"] for it in only["trajectories"]["items"]] == ["trial"] * 7
+
+    assert detect_kind(run / "curated") == "curated"
+    cur = collect_report(run / "curated", ReportOptions(max_trajectories=2))
+    assert cur["rollouts"] is None and cur["kept"]["records"] == 6
+    assert len(cur["trajectories"]["items"]) == 2
+
+    (run / "run.json").unlink()  # the stage folders alone make a run
+    assert detect_kind(run) == "run"
+    stages = collect_report(run, ReportOptions(max_trajectories=0))["run"]["stages"]
+    assert stages["rollouts"] == {"status": "found"} and stages["export"] == {"status": "missing"}
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(Exception, match="not a run folder"):
+        collect_report(tmp_path / "empty")
+
+
+def test_long_trajectories_are_cut_to_fit():
+    long_out = "x" * 50_000
+    msgs = [{"role": "user", "content": "prompt"}]
+    for i in range(300):
+        msgs.append(
+            {"role": "assistant", "content": terminus_turn(f"echo {i}\n", think="t" * 9000)}
+        )
+        msgs.append({"role": "user", "content": long_out})
+    options = ReportOptions(max_chars=4000, max_turns=60, trajectory_bytes=64_000)
+    traj = build_trajectory({"id": "a", "kind": "trial"}, msgs, options)
+    assert len(json.dumps(traj)) <= 64_000
+    assert traj["n_turns"] == 300 and traj["omitted_turns"] > 0 and traj["chars_cut"] > 0
+    assert traj["turns"][0]["n"] == 1 and traj["turns"][-1]["n"] == 300
+    assert "characters cut by the report" in traj["turns"][0]["observation"]
+    text, cut = clip("abcdefghij", 6)
+    assert text.startswith("abcd") and text.endswith("ij") and cut == 4
+
+
+def test_parse_assistant_keeps_text_that_is_no_action():
+    a = parse_assistant("<think>why</think>\n\nQuestions: 1. what is in /etc?")
+    assert (a["think"], a["format"], a["text"]) == ("why", "text", "Questions: 1. what is in /etc?")
+    assert "error" not in a
+    bad = parse_assistant('{"analysis": "x", "plan": ')
+    assert bad["format"] == "text" and bad["error"]
+
+
+def test_script_json_cannot_close_the_script_block():
+    text = script_json({"a": EVIL, "b": "<!-- <script>", "c": float("nan")})
+    assert "<" not in text and ">" not in text and "&" not in text
+    assert json.loads(text) == {"a": EVIL, "b": "<!-- <script>", "c": None}
+    page = render_html({"input": {"name": "</title><script>alert(1)</script>"}})
+    assert "<script>alert(1)" not in page
+
+
+# -- the page in headless Chromium ------------------------------------------------------------------
+
+
+class _Node:
+    def __init__(self, tag: str, attrs: dict[str, str | None], parent: _Node | None) -> None:
+        self.tag, self.attrs, self.parent = tag, attrs, parent
+        self.children: list[_Node | str] = []
+
+    def text(self) -> str:
+        return "".join(c if isinstance(c, str) else c.text() for c in self.children)
+
+    def iter(self):
+        yield self
+        for c in self.children:
+            if isinstance(c, _Node):
+                yield from c.iter()
+
+    def find_all(self, tag: str | None = None, **attrs: str) -> list[_Node]:
+        return [n for n in self.iter() if (tag is None or n.tag == tag)
+                and all(_has(n, k.replace("_", "-"), v) for k, v in attrs.items())]  # fmt: skip
+
+    def by_id(self, ident: str) -> _Node:
+        found = self.find_all(id=ident)
+        assert found, f"no element #{ident} in the page"
+        return found[0]
+
+
+def _has(node: _Node, key: str, value: str) -> bool:
+    key = "class" if key == "class-" else key
+    have = node.attrs.get(key)
+    if have is None:
+        return False
+    return value in have.split() if key == "class" else have == value
+
+
+_VOID = {"meta", "link", "br", "hr", "img", "input", "source", "col", "area", "base", "wbr"}
+
+
+class _Tree(HTMLParser):
+    """The dumped DOM as a tree (enough to query by tag, id, class and attributes)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.root = _Node("#document", {}, None)
+        self.cur = self.root
+
+    def handle_starttag(self, tag, attrs):
+        node = _Node(tag, dict(attrs), self.cur)
+        self.cur.children.append(node)
+        if tag not in _VOID:
+            self.cur = node
+
+    def handle_startendtag(self, tag, attrs):
+        self.cur.children.append(_Node(tag, dict(attrs), self.cur))
+
+    def handle_endtag(self, tag):
+        n = self.cur
+        while n is not None and n.tag != tag:
+            n = n.parent
+        if n is not None and n.parent is not None:
+            self.cur = n.parent
+
+    def handle_data(self, data):
+        self.cur.children.append(data)
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.fail(
+        "headless Chromium is needed for the report test and none is on PATH (chromium or "
+        "chromium-browser): install Debian's package (apt-get install chromium); scripts/test.sh "
+        "does this",
+        pytrace=False,
+    )
+
+
+def _dump_dom(index: Path, fragment: str, profile: Path) -> _Node:
+    url = index.resolve().as_uri() + fragment
+    cmd = [_chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+           "--disable-dev-shm-usage", "--disable-extensions", f"--user-data-dir={profile}",
+           "--allow-file-access-from-files", "--virtual-time-budget=5000", "--dump-dom", url]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "<body" in proc.stdout, proc.stderr[-2000:]
+    tree = _Tree()
+    tree.feed(proc.stdout)
+    return tree.root
+
+
+def test_the_page_renders_in_headless_chromium(tmp_path):
+    make_run(tmp_path)
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["report", str(run)])
+    assert result.exit_code == 0, result.output
+    index = run / "report" / "index.html"
+    assert result.output.strip().splitlines()[-1] == str(index)
+    page = index.read_text()
+    assert "http://" not in page.replace("http://www.w3.org/2000/svg", "")
+    assert "https://" not in page
+
+    items = collect_report(run)["trajectories"]["items"]
+    started = time.perf_counter()
+    dom = _dump_dom(index, "", tmp_path / "profile")
+    body = dom.find_all("body")[0]
+    assert body.attrs.get("data-errors") == "", body.attrs.get("data-errors")
+    assert body.attrs.get("data-ready") == "1"
+    assert dom.by_id("errors").attrs.get("hidden") is not None
+    # no injected markup: the evil text is shown as text, its tags never became elements
+    assert "data-pwned" not in body.attrs
+    assert not dom.find_all("img") and not dom.find_all("b")
+
+    funnel = {s.attrs["data-step"]: s for s in dom.by_id("funnel").find_all(class_="step")}
+    assert {k: s.attrs["data-count"] for k, s in funnel.items()} == {
+        "generated": "6", "valid": "3", "rolled_out": "6", "kept": "6"}  # fmt: skip
+    assert "oracle_failed" in funnel["valid"].text() and "llm_error" in funnel["rolled_out"].text()
+    assert len(dom.by_id("hist-tokens").find_all("rect", class_="bar")) == 9
+    turns_bars = dom.by_id("hist-turns").find_all("rect", class_="bar")
+    assert len(turns_bars) == 11 and sum(int(b.attrs["data-count"]) for b in turns_bars) == 6
+    assert dom.by_id("hist-turns").find_all("rect", class_="bar-standin")  # the stand-in part
+    outcomes = {tr.attrs["data-outcome"]: tr for tr in dom.by_id("outcomes").find_all("tr")
+                if "data-outcome" in tr.attrs}  # fmt: skip
+    assert set(outcomes) == {"passed", "failed", "agent_timeout", "unverified", "llm_error"}
+    assert "infra" in outcomes["llm_error"].attrs["class"]
+    rates = dom.by_id("pass-rates").find_all("tr", data_domain="security")
+    assert "33.3%" in rates[0].text()
+    assert dom.by_id("pass-rates").find_all("tr", data_stand_in="1")[0].find_all(class_="standin")
+    assert dom.by_id("cost-usd").attrs["data-value"] == str(0.016)
+    assert "25.0%" in dom.by_id("card-teacher-pass-rate").text()
+    assert "STAND-IN" in dom.by_id("standin-banner").text()
+    assert len(dom.by_id("traj-list").find_all("li")) == len(items) == 7
+    assert dom.by_id("traj-list").find_all("li", class_="standin")
+
+    # the first trajectory's first turn is shown; its output keeps its whitespace
+    view = dom.by_id("traj-view")
+    assert view.attrs["data-traj"] == "0" and dom.by_id("turn").attrs["data-turn"] == "1"
+    assert dom.by_id("turn-pos").text() == f"turn 1 of {items[0]['n_turns']}"
+    first_seconds = time.perf_counter() - started
+
+    # a URL hash picks a trajectory and a turn, and `press` replays arrow keys: sum-csv__0's
+    # turn 1, right, right, left = turn 2 (reasoning, command, terminal output)
+    k = next(i for i, it in enumerate(items) if it["id"] == "job1/sum-csv__0")
+    dom = _dump_dom(index, f"#traj={k}&turn=1&press=RRL", tmp_path / "profile")
+    assert dom.find_all("body")[0].attrs.get("data-errors") == ""
+    assert dom.by_id("traj-view").attrs["data-id"] == "job1/sum-csv__0"
+    assert dom.by_id("turn").attrs["data-turn"] == "2"
+    assert dom.by_id("turn-pos").text() == "turn 2 of 3"
+    turn = dom.by_id("turn")
+    assert turn.find_all("details", class_="think")[0].text().endswith("Read the CSV.")
+    assert turn.find_all("pre", class_="keys")[0].text() == "cat data.csv↵\n"
+    assert "Run the next command." in turn.find_all(class_="field-plan")[0].text()
+    assert dom.by_id("observation").text() == f"New Terminal Output:\n{OUT_2}"
+    assert EVIL in dom.by_id("instruction").text() and not dom.find_all("img")
+    assert dom.by_id("prev").attrs.get("disabled") is None
+
+    # ... and by id, stepping with the buttons (next, prev, next); the stand-in trajectory is
+    # labelled as such in the viewer
+    dom = _dump_dom(index, "#traj=job1/fix-cron__oracle&turn=1&press=npn", tmp_path / "profile")
+    assert dom.by_id("traj-view").attrs["data-id"] == "job1/fix-cron__oracle"
+    assert "STAND-IN" in dom.by_id("traj-standin").text()
+    assert dom.by_id("turn").attrs["data-turn"] == "2"
+    assert dom.by_id("next").attrs.get("disabled") is not None
+    print(f"chromium: first page {first_seconds:.2f}s")
+
+
+def test_a_plain_rollout_job_and_a_curated_folder_report_in_chromium(tmp_path):
+    """No stand-in agents, no run.json, and turns that are no complete action."""
+    job = tmp_path / "job"
+    odd = [
+        conversation(INSTRUCTIONS["fix-cron"], ["x"])[0],
+        {"role": "assistant", "content": '{"analysis": "", "plan": "", "commands": []}'},
+        {"role": "user", "content": "New Terminal Output:\n\n"},
+        {"role": "assistant", "content": "Questions: 1. what is in /etc/cron.d?"},
+        {"role": "user", "content": "Here are the answers..."},
+        {"role": "assistant", "content": "<think>cut off mid-thought"},
+    ]
+    write_trial(job, "fix-cron__0", task="fix-cron", task_metadata=SEED, messages=odd)
+    write_trial(
+        job,
+        "sum-csv__0",
+        task="sum-csv",
+        task_metadata=SKILL,
+        reward=0.0,
+        outcome=Outcome.FAILED,
+        messages=conversation(INSTRUCTIONS["sum-csv"], _turns(3)),
+    )
+    curate([job], tmp_path / "data", CurateOptions(decontaminate=False))
+    for what, fragment, funnel in (
+        (job, "#traj=0&turn=99", {"generated": "", "valid": "", "rolled_out": "2", "kept": ""}),
+        (tmp_path / "data", "#traj=0&turn=1&press=RR",
+         {"generated": "", "valid": "", "rolled_out": "", "kept": "2"}),
+    ):  # fmt: skip
+        index = write_report(what, tmp_path / f"rep-{what.name}")
+        assert index == tmp_path / f"rep-{what.name}" / "index.html"
+        dom = _dump_dom(index, fragment, tmp_path / "profile")
+        body = dom.find_all("body")[0]
+        assert (body.attrs.get("data-errors"), body.attrs.get("data-ready")) == ("", "1")
+        assert not dom.find_all(id="standin-banner")
+        steps = {s.attrs["data-step"]: s.attrs["data-count"]
+                 for s in dom.by_id("funnel").find_all(class_="step")}  # fmt: skip
+        assert steps == funnel
+        assert dom.by_id("traj-view").attrs["data-id"] == "job1/fix-cron__0"
+        # turn 99 is clamped to the last turn; right, right from turn 1 also ends there
+        assert dom.by_id("turn-pos").text() == "turn 3 of 3"
+        assert (
+            dom.by_id("turn")
+            .find_all("details", class_="think")[0]
+            .text()
+            .endswith("cut off mid-thought")
+        )
+        assert dom.by_id("next").attrs.get("disabled") is not None
+    assert dom.find_all(id="hist-turns") and not dom.find_all(id="outcomes")
