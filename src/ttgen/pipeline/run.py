@@ -444,6 +444,12 @@ class Runner:
             return StageResult("skipped", {}, {}, "report: false")
         from ttgen.report import write_report
 
+        # The report shows run.json: mark this stage done in it first (a failure below marks it
+        # failed again), so the page does not show its own stage as still running.
+        entry = self.manifest["stages"]["report"]
+        entry.update(status="done", finished_at=now().isoformat(),
+                     outputs={"report": "report/index.html"})  # fmt: skip
+        self._save()
         index = write_report(self.run, self.run / "report")
         return StageResult("done", {"report": str(Path(index).relative_to(self.run))}, {})
 
