@@ -847,7 +847,7 @@ def _job_options(
         import importlib.util
 
         if importlib.util.find_spec("ray") is None:
-            raise _fail("--executor ray needs Ray: pip install 'terminal-task-gen[ray]'")
+            raise _fail("--executor ray needs Ray: pip install 'terminal-task-gen\\[ray]'")
     return JobOptions(
         n_concurrent=concurrency,
         retries=retries,
@@ -2134,7 +2134,9 @@ def run_cmd(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan and the LLM cost estimate only.")
     ] = False,
-    model: Annotated[str | None, typer.Option(help="The teacher model (overrides the file).")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="The teacher model (overrides the file).")
+    ] = None,
     base_url: Annotated[
         str | None, typer.Option(help="The teacher's OpenAI-compatible endpoint.")
     ] = None,
@@ -2167,7 +2169,9 @@ def run_cmd(
     runner = Runner(
         config,
         run_dir,
-        log=(lambda m: None) if as_json else (lambda m: console.print(m, highlight=False, markup=False)),
+        log=(lambda m: None)
+        if as_json
+        else (lambda m: console.print(m, highlight=False, markup=False)),
         job_events=events,
     )
     if dry_run:
@@ -2190,7 +2194,11 @@ def run_cmd(
                 highlight=False,
             )
             return
-        cost = f"${e['cost_usd']:,.2f}" if e["cost_usd"] is not None else "set teacher prices for a cost"
+        cost = (
+            f"${e['cost_usd']:,.2f}"
+            if e["cost_usd"] is not None
+            else "set teacher prices for a cost"
+        )
         console.print(
             f"tasks planned: {plan['tasks_planned']} (synthesis items: {plan['synthesis_items']}); "
             f"trials: {plan['trials_planned']}\nLLM estimate: {e['input_tokens']:,} input + "

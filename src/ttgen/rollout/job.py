@@ -15,6 +15,9 @@ never finished, removes the containers a dead run left behind (found by the job'
 runs the rest. Trials that ended in an infrastructure outcome (and cancelled ones) are run again
 unless `rerun_errors` is off. Nothing is duplicated: a trial's folder name is fixed by its task
 and attempt.
+
+Only running one trial is delegated, to an executor (executors.py): this process's Docker engine
+(local) or the nodes of a Ray cluster (ray); everything above stays here, on the driver.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from typing import Any, Protocol
 
 from ttgen import __version__
 from ttgen.errors import ConfigError, TaskError
+from ttgen.rollout.executors import TrialExecutor, make_executor
 from ttgen.rollout.models import (
     INFRA_OUTCOMES,
     RETRYABLE_OUTCOMES,
@@ -52,7 +56,7 @@ from ttgen.rollout.models import (
     write_json_atomic,
 )
 from ttgen.rollout.stats import TrialSummary, compute_stats
-from ttgen.rollout.trial import TimeoutPolicy, Trial, TrialSpec
+from ttgen.rollout.trial import TimeoutPolicy, TrialSpec
 from ttgen.sandbox.docker import DockerBackend
 from ttgen.task import Task
 
@@ -70,6 +74,11 @@ class JobOptions:
     timeouts: TimeoutPolicy = field(default_factory=TimeoutPolicy)
     force_build: bool = False
     verifier_env: dict[str, str] = field(default_factory=dict)
+    # Where trials run (executors.py): "local" (this process's Docker engine) or "ray" (the
+    # nodes of a Ray cluster at `ray_address`, `per_node` trials at a time on each).
+    executor: str = "local"
+    ray_address: str | None = None
+    per_node: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -196,12 +205,14 @@ class Job:
         backend: DockerBackend | None = None,
         events: JobEvents | None = None,
         skipped_tasks: list[dict[str, str]] | None = None,
+        executor: TrialExecutor | None = None,
     ) -> None:
         self.out = Path(out)
         self.specs = specs
         self.options = options or JobOptions()
         self.kind = kind
         self._backend = backend
+        self._executor = executor
         self.events: JobEvents = events or _NoEvents()
         self.skipped_tasks = skipped_tasks or []
         names = [s.trial_name for s in specs]
@@ -222,18 +233,15 @@ class Job:
 
     async def run(self) -> dict[str, Any]:
         """Run every unfinished trial; return the job result (also written to result.json)."""
+        executor = self._executor or make_executor(self.options, self._backend)
         self.out.mkdir(parents=True, exist_ok=True)
         self._acquire_lock()
-        own_backend = self._backend is None
-        backend = self._backend or DockerBackend()
         self._t0 = time.monotonic()
         status = "finished"
         try:
             self._load_config()
             self._log(f"run started (pid {os.getpid()}, {len(self.specs)} trials planned)")
-            await backend.ping()
-            gone = await backend.gc(job=self.job_id, keep_network=True)
-            self.removed_containers = gone["containers"]
+            self.removed_containers = await executor.start(self.job_id, self._log)
             if self.removed_containers:
                 self._log(
                     f"removed {len(self.removed_containers)} container(s) left by an earlier run"
@@ -242,7 +250,7 @@ class Job:
             self.events.job_started(self, len(self.specs), list(self.summaries.values()))
             writer = asyncio.create_task(self._write_periodically())
             try:
-                await self._run_pending(backend, pending)
+                await self._run_pending(executor, pending)
             finally:
                 writer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -251,7 +259,7 @@ class Job:
             status = "cancelled"
             # Every trial removed its container; this catches one caught mid-creation.
             with contextlib.suppress(Exception):
-                await asyncio.shield(backend.gc(job=self.job_id, keep_network=True))
+                await asyncio.shield(executor.cleanup(self.job_id))
             raise
         except BaseException:
             status = "failed"
@@ -262,9 +270,10 @@ class Job:
                 self._write_index()
                 self._log(f"run {status}: {json.dumps(result['stats']['outcomes'])}")
             finally:
-                if own_backend:
-                    await backend.close()
-                self._release_lock()
+                try:
+                    await executor.close()
+                finally:
+                    self._release_lock()
         return result
 
     def _acquire_lock(self) -> None:
@@ -360,7 +369,7 @@ class Job:
         return pending
 
     async def _run_pending(
-        self, backend: DockerBackend, pending: list[tuple[TrialSpec, list[RetryRecord]]]
+        self, executor: TrialExecutor, pending: list[tuple[TrialSpec, list[RetryRecord]]]
     ) -> None:
         if not pending:
             return
@@ -377,18 +386,19 @@ class Job:
 
         async def worker() -> None:
             for spec, history in queue:
-                await self._run_trial(backend, spec, history)
+                await self._run_trial(executor, spec, history)
 
+        n_workers = executor.capacity(self.options.n_concurrent)
         try:
             async with asyncio.TaskGroup() as tg:
-                for _ in range(max(1, min(self.options.n_concurrent, len(pending)))):
+                for _ in range(max(1, min(n_workers, len(pending)))):
                     tg.create_task(worker())
         finally:
             if sigterm_installed:
                 loop.remove_signal_handler(signal.SIGTERM)
 
     async def _run_trial(
-        self, backend: DockerBackend, spec: TrialSpec, history: list[RetryRecord]
+        self, executor: TrialExecutor, spec: TrialSpec, history: list[RetryRecord]
     ) -> None:
         tdir = self.out / spec.trial_name
         opts = self.options
@@ -399,18 +409,14 @@ class Job:
                 if tdir.exists():
                     shutil.rmtree(tdir)
                 self.events.trial_started(spec)
-                trial = Trial(
+                result = await executor.run_trial(
                     spec,
-                    backend,
                     tdir,
                     job_id=self.job_id,
-                    timeouts=opts.timeouts,
-                    force_build=opts.force_build,
-                    verifier_env=opts.verifier_env,
+                    options=opts,
                     history=list(history),
                     known_build_error=self._build_failures.get(key),
                 )
-                result = await trial.run()
                 if result.outcome in RETRYABLE_OUTCOMES and n < opts.retries:
                     if result.outcome == Outcome.BUILD_ERROR and key in self._build_failures:
                         break  # failed fast on a build already known to fail: nothing to retry

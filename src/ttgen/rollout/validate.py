@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ttgen.rollout.executors import TrialExecutor
 from ttgen.rollout.job import Job, JobEvents, JobOptions, load_tasks, task_checksum, task_slugs
 from ttgen.rollout.models import (
     AgentSpec,
@@ -132,12 +133,20 @@ async def validate_tasks(
     *,
     backend: DockerBackend | None = None,
     events: JobEvents | None = None,
+    executor: TrialExecutor | None = None,
 ) -> list[TaskVerdict]:
     """Validate the tasks at `paths` into `out` (a job folder + validation.jsonl)."""
     tasks, bad = load_tasks(paths)
     specs = validation_specs(tasks)
     job = Job(
-        out, specs, options, kind="validate", backend=backend, events=events, skipped_tasks=bad
+        out,
+        specs,
+        options,
+        kind="validate",
+        backend=backend,
+        events=events,
+        skipped_tasks=bad,
+        executor=executor,
     )
     await job.run()
     verdicts = [
