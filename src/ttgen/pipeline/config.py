@@ -103,13 +103,21 @@ class Source(_Strict):
         return self.name or self.kind
 
 
-class Validation(_Strict):
+class Executor(_Strict):
+    """Where trials run: this machine's Docker engine, or the nodes of a Ray cluster."""
+
+    executor: Literal["local", "ray"] = "local"
+    address: str | None = None  # Ray: an address, "auto", or None (RAY_ADDRESS / a local Ray)
+    per_node: int | None = Field(default=None, ge=1)
+
+
+class Validation(Executor):
     enabled: bool = True
     keep: list[str] = Field(default_factory=lambda: ["valid", "no_solution", "no_tests"])
     concurrency: int = Field(default=4, ge=1)
 
 
-class Rollouts(_Strict):
+class Rollouts(Executor):
     agent: str = "terminus-2"
     attempts: int = Field(default=1, ge=1)
     concurrency: int = Field(default=4, ge=1)

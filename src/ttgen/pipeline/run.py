@@ -293,7 +293,6 @@ class Runner:
     def _stage_validation(self) -> StageResult:
         import asyncio
 
-        from ttgen.rollout.job import JobOptions
         from ttgen.rollout.validate import summarize, validate_tasks
 
         tasks = self._all_tasks()
@@ -305,7 +304,7 @@ class Runner:
                                "validation disabled: every task goes on")  # fmt: skip
         events = self.job_events("validate") if self.job_events else None
         verdicts = asyncio.run(_with_events(events, validate_tasks(
-            tasks, out, JobOptions(n_concurrent=v.concurrency), events=events)))  # fmt: skip
+            tasks, out, _job_options(v), events=events)))  # fmt: skip
         kept = [vd.path for vd in verdicts if vd.verdict in v.keep]
         _write_lines(out / "kept.txt", kept)
         counts = {"tasks": len(verdicts), "verdicts": summarize(verdicts), "kept": len(kept)}
@@ -323,7 +322,7 @@ class Runner:
         import asyncio
 
         from ttgen.agents import create_agent
-        from ttgen.rollout.job import Job, JobOptions, load_tasks, rollout_specs
+        from ttgen.rollout.job import Job, load_tasks, rollout_specs
         from ttgen.rollout.models import AgentSpec
 
         r, t = self.config.rollouts, self.config.teacher
@@ -350,7 +349,7 @@ class Runner:
                                 + (", or none has a reference solution for the stand-in)" if not t.configured else ")"))  # fmt: skip
         events = self.job_events(f"{spec.name} x{r.attempts}") if self.job_events else None
         job = Job(self.run / "rollouts", rollout_specs(tasks, spec, r.attempts),
-                  JobOptions(n_concurrent=r.concurrency), kind="rollout", events=events,
+                  _job_options(r), kind="rollout", events=events,
                   skipped_tasks=bad)  # fmt: skip
         result = asyncio.run(_with_events(events, job.run()))
         st = result["stats"]
@@ -514,6 +513,17 @@ class Runner:
                 synth += k
                 n += k if self.config.teacher.configured else 0
         return n, synth
+
+
+def _job_options(stage: Any) -> Any:
+    from ttgen.rollout.job import JobOptions
+
+    return JobOptions(
+        n_concurrent=stage.concurrency,
+        executor=stage.executor,
+        ray_address=stage.address,
+        per_node=stage.per_node,
+    )
 
 
 async def _with_events(events: Any, coro: Any) -> Any:
