@@ -121,3 +121,58 @@ def test_until_and_dry_run(docker_ready, tmp_path, monkeypatch):
     assert res.exit_code == 2 and "unknown stage 'nope'" in res.stderr
     res = runner.invoke(app, ["run", "examples/quickstart.yaml", "--model", "m"], env=WIDE)
     assert res.exit_code == 2 and "--base-url" in res.stderr
+
+
+def test_with_a_teacher_the_same_file_runs_synthesis_and_terminus_2(docker_ready, tmp_path,
+                                                                    monkeypatch):  # fmt: skip
+    """--model/--base-url: the seed source is synthesized by the teacher and the rollouts are
+    Terminus 2 trials of the teacher (a scripted OpenAI-compatible server here)."""
+    from test_cli import scripted_server
+
+    monkeypatch.chdir(REPO)
+    good = (REPO / "tests" / "data" / "synth" / "sensor_rollup.xml").read_text()
+    cfg = {
+        "name": "t",
+        "sources": [
+            {"tasks": str(REPO / "examples" / "tasks")},
+            {"synth": "seeds", "seeds": str(REPO / "examples" / "synth" / "seeds.jsonl"),
+             "limit": 1, "gates": "static,leak,files"},
+        ],
+        "rollouts": {"attempts": 1, "concurrency": 4},
+        "curation": {"decontaminate": False},
+        "export": {"corpus": "corpus.parquet"},
+    }  # fmt: skip
+    pipeline = _write(tmp_path, cfg)
+    run = tmp_path / "run"
+
+    def teacher(body: dict) -> str:
+        msgs = body["messages"]
+        if msgs[0]["role"] == "system":
+            return good  # a synthesis request
+        first = msgs[0]["content"]
+        if "Task Description:" not in first:
+            return "OK"  # a pre-flight request
+        done = sum(m["role"] == "assistant" for m in msgs) > 0
+        keys = []
+        if not done:
+            for solve in (REPO / "examples" / "tasks").glob("*/solution/solve.sh"):
+                if (solve.parent.parent / "instruction.md").read_text().strip() in first:
+                    keys = [{"keystrokes": f"cat > /tmp/s.sh <<'EOF'\n{solve.read_text()}EOF\n",
+                             "duration": 0.5},
+                            {"keystrokes": "bash /tmp/s.sh\n", "duration": 20}]  # fmt: skip
+        return json.dumps({"analysis": "a", "plan": "p", "commands": keys, "task_complete": done})
+
+    with scripted_server([], default=teacher) as server:
+        res = CliRunner().invoke(app, ["run", str(pipeline), "--out", str(run), "--model",
+                                       "teacher-m", "--base-url", server.base_url], env=WIDE)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    stages = json.loads((run / "run.json").read_text())["stages"]
+    assert stages["sources"]["counts"]["by_source"] == {"tasks": 3, "synth-seeds": 1}
+    assert stages["validation"]["counts"]["verdicts"] == {"valid": 3, "no_solution": 1}
+    roll = stages["rollouts"]["counts"]
+    assert (roll["trials"], roll["agent"], roll["stand_in"]) == (4, "terminus-2", False)
+    assert roll["outcomes"] == {"passed": 3, "failed": 1}  # the synthesized task was not solved
+    corpus = pq.read_table(run / "export" / "corpus.parquet").to_pylist()
+    assert len(corpus) == 4 and {r["model"] for r in corpus} == {"teacher-m"}
+    assert {r["agent"] for r in corpus} == {"terminus-2"}
+    assert "seed_based/" in " ".join(r["source"] for r in corpus)

@@ -240,7 +240,7 @@ class Runner:
     def _synthesize(self, s: Source, dest: Path) -> tuple[int, int]:
         import asyncio
 
-        from ttgen.llm import LLMConfig
+        from ttgen.llm import LLMConfig, check_endpoint
         from ttgen.sandbox.docker import DockerBackend
         from ttgen.sandbox.domains import ensure_domain_bases
         from ttgen.sources.skills_taxonomy import load_taxonomy
@@ -271,6 +271,7 @@ class Runner:
         options = SynthOptions(out=dest, concurrency=self.config.rollouts.concurrency)
 
         async def go() -> dict[str, Any]:
+            await check_endpoint(llm)  # one short request: a wrong model or key stops here
             if not any(g in DOCKER_GATES for g in gates):
                 return await Synthesizer(llm, options, GateRunner(gates)).run(items)
             async with DockerBackend() as backend:
