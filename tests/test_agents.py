@@ -35,5 +35,5 @@ def test_unknown_agent_and_bad_options_are_config_errors():
         agent_class("terminus-9")
     with pytest.raises(ConfigError, match="cannot load agent"):
         agent_class("no.such.module:Agent")
-    with pytest.raises(ConfigError, match="takes only `transcript` .got temperature"):
+    with pytest.raises(ConfigError, match=r"takes only `transcript` \(got temperature"):
         create_agent("oracle", temperature=0.7)
