@@ -27,6 +27,7 @@ Relative paths are relative to the YAML file's folder.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -185,7 +186,7 @@ class PipelineConfig(_Strict):
     def path(self, value: str) -> Path:
         """A path from the file, relative to the file's folder."""
         p = Path(value).expanduser()
-        return p if p.is_absolute() else self.base_dir / p
+        return Path(os.path.normpath(p if p.is_absolute() else self.base_dir / p))
 
 
 def load_pipeline(path: Path) -> PipelineConfig:
