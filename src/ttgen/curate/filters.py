@@ -63,8 +63,6 @@ CJK_RE = re.compile(
     "\uf900-\ufaff\uff01-\uff60\U00020000-\U0002fa1f]"
 )
 
-FILTER_NAMES = ("identity", "cjk", "complete_only", "success_only", "max_turns", "max_tokens")
-
 
 @dataclass
 class FilterOptions:

@@ -14,7 +14,6 @@ and save or upload them.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ttgen import __version__
-from ttgen.curate.pipeline import RECORDS, read_manifest, read_records
+from ttgen.curate.pipeline import RECORDS, read_records
 from ttgen.export.corpus import CORPUS_SCHEMA, corpus_row
 from ttgen.export.mixes import (
     DEFAULT_STAGE1,
@@ -215,7 +214,6 @@ def export(
         "created_at": now().isoformat(),
         "ttgen_version": __version__,
         "inputs": [str(p) for p in inputs],
-        "curation": [read_manifest(p) is not None for p in inputs if p.is_dir()],
         "options": {
             "mix": options.mix,
             "stage1_subsets": list(options.stage1_subsets),
@@ -303,10 +301,3 @@ def publish(outs: list[_Out], options: ExportOptions) -> dict[str, Any]:
             entry["pushed_to"] = f"{options.push_to_hub} (config {o.plan.name})"
         done[o.plan.name] = entry
     return done
-
-
-def read_summary(out: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(summary_path(out).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None

@@ -23,8 +23,6 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-FORMATS = ("parquet", "jsonl")
-
 
 def format_of(path: Path) -> str:
     """`parquet` or `jsonl` from the file name; anything else is a usage error."""

@@ -52,7 +52,7 @@ from ttgen.rollout.models import (
     write_json_atomic,
 )
 from ttgen.rollout.trial import TimeoutPolicy, Trial, TrialSpec
-from ttgen.sandbox.docker import LABEL_JOB, DockerBackend
+from ttgen.sandbox.docker import LABEL_JOB, DockerBackend, pid_alive
 from ttgen.task import Task
 
 if TYPE_CHECKING:
@@ -381,16 +381,6 @@ def record_failure(
 # -- the node side ------------------------------------------------------------------------------
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def settings_to_dict(settings: Settings) -> dict[str, Any]:
     return {
         "aliases": [(a.pattern, a.image, a.source) for a in settings.aliases],
@@ -428,7 +418,7 @@ class NodeRunner:
         base = Path(tempfile.gettempdir()) / "ttgen-ray"
         base.mkdir(parents=True, exist_ok=True)
         for entry in base.iterdir():  # scratch of runners that died
-            if entry.name.isdigit() and not _pid_alive(int(entry.name)):
+            if entry.name.isdigit() and not pid_alive(int(entry.name)):
                 shutil.rmtree(entry, ignore_errors=True)
         self.scratch = base / str(os.getpid())
         shutil.rmtree(self.scratch, ignore_errors=True)

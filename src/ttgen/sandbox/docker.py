@@ -629,7 +629,7 @@ class DockerBackend:
             if not everything and job is None:
                 owner = labels.get(LABEL_OWNER, "")
                 owner_host, _, pid = owner.rpartition(":")
-                if owner_host == host and pid.isdigit() and _pid_alive(int(pid)):
+                if owner_host == host and pid.isdigit() and pid_alive(int(pid)):
                     continue
                 if owner_host and owner_host != host:
                     continue  # another machine's container on a shared engine: not ours to judge
@@ -692,7 +692,8 @@ def _kill_marked_on_host(marker: str) -> None:
             return
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host (another user's counts too)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
