@@ -40,6 +40,12 @@ def test_config_errors_name_the_file_and_the_key(tmp_path):
     with pytest.raises(PipelineConfigError, match="not valid YAML"):
         (tmp_path / "bad.yaml").write_text("sources: [\n")
         load_pipeline(tmp_path / "bad.yaml")
+    with pytest.raises(PipelineConfigError, match="apply to synth sources only"):
+        load_pipeline(_write(tmp_path, {"sources": [{"tasks": "t", "executor": "ray"}]}))
+    c = load_pipeline(_write(tmp_path, {"sources": [
+        {"synth": "skills", "domains": ["all"], "executor": "ray", "address": "h:6379",
+         "per_node": 2}]}))  # fmt: skip
+    assert (c.sources[0].executor, c.sources[0].per_node) == ("ray", 2)
     c = load_pipeline(REPO / "examples" / "quickstart.yaml")
     assert c.path("adapters/math.jsonl") == REPO / "examples" / "adapters" / "math.jsonl"
 
@@ -86,8 +92,11 @@ def test_the_quickstart_runs_offline_end_to_end_and_resumes(docker_ready, tmp_pa
     res = runner.invoke(app, ["run", "examples/quickstart.yaml", "--out", str(run)], env=WIDE)
     assert res.exit_code == 0, res.output
     assert res.stdout.count("done earlier: skipped") == 6
-    # a changed curation setting reruns curation and what follows, nothing upstream
+    # a changed curation setting reruns curation and what follows, nothing upstream; where and
+    # how fast validation and rollouts run (Ray, concurrency) is not a change of their results
     cfg = yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text())
+    cfg["validation"].update(executor="ray", per_node=3, concurrency=1)
+    cfg["rollouts"].update(executor="ray", address="auto", concurrency=1)
     cfg["curation"]["decontaminate"] = False
     cfg["curation"]["benchmarks"] = []
     shutil.copytree(REPO / "examples", tmp_path / "examples")

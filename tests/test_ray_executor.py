@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -427,3 +428,218 @@ def test_cli_rollout_and_validate_on_ray(cluster, docker_ready, make_task, tmp_p
         timeout=60,
     )
     assert bad.returncode == 2 and "need --executor ray" in bad.stderr
+
+
+# -- synthesis: the Docker gates on the nodes ----------------------------------------------------
+
+SYNTH_DATA = TESTS / "data" / "synth"
+GOOD = (SYNTH_DATA / "sensor_rollup.xml").read_text()
+GOOD2 = (SYNTH_DATA / "token_audit.xml").read_text()
+# Passes every gate but the do-nothing agent's: a test only checks an input file.
+TRIVIAL = GOOD.replace("greenhouse", "glasshouse").replace(
+    'def test_hourly_file_exists():\n    assert (OUT / "hourly.csv").is_file()',
+    'def test_hourly_file_exists():\n    assert Path("/app/data/readings.csv").is_file()',
+)
+# Imports a package the image lacks: pytest cannot collect it.
+BAD_IMPORT = GOOD2.replace("import json\n", "import json\nimport polars\n", 1).replace(
+    "API token audit", "API token audit with polars"
+)
+ALL_GATES = ("static", "leak", "files", "collect", "validate")
+
+
+def _synth_items():
+    from ttgen.sources.synth import prompts
+    from ttgen.sources.synth.engine import WorkItem
+
+    return [
+        WorkItem(
+            id=f"general_task_{i:04d}",
+            kind="skills",
+            system=prompts.skill_system_prompt("## Domain: General"),
+            user=f"task {i}",
+            novelty_key="general",
+            image="ttgen/domain:general",
+            metadata={"source": "skill_synth", "domain": "general"},
+        )
+        for i in range(3)
+    ]
+
+
+async def _synth(out: Path, gates) -> tuple[dict, list[str]]:
+    """Items 0-2 against [GOOD | TRIVIAL -> repaired to GOOD2 | BAD_IMPORT twice -> dropped]
+    (one at a time, so the script's order is the items'); the summary and the repair prompts."""
+    from ttgen.llm import LLMConfig
+    from ttgen.sources.synth.engine import Synthesizer, SynthOptions
+
+    script = [GOOD, TRIVIAL, GOOD2, BAD_IMPORT, BAD_IMPORT]
+    async with ScriptedLLMServer(script) as server:
+        config = LLMConfig(model="m", base_url=server.base_url, max_retries=0)
+        options = SynthOptions(out=out, concurrency=1, novelty_threshold=1.0)
+        summary = await Synthesizer(config, options, gates).run(_synth_items())
+        repairs = [_timeless(r.messages[-1]["content"]) for r in server.requests[2::2]]
+    return summary, repairs
+
+
+def _timeless(text: str) -> str:
+    return re.sub(r"\b\d+\.\d+s\b", "N.NNs", text)  # pytest's "1 error in 0.25s"
+
+
+def _gate_verdicts(out: Path) -> dict[str, list]:
+    from ttgen.sources.synth.engine import read_records
+
+    return {
+        rid: [
+            (rec["status"], rec.get("dropped_by")),
+            [[(g["gate"], g["ok"], [_timeless(p) for p in g["problems"]])
+              for g in a.get("gates", [])] for a in rec["attempts"]],
+        ]
+        for rid, rec in read_records(out).items()
+    }  # fmt: skip
+
+
+async def test_synthesis_gates_on_ray_nodes_give_the_local_verdicts(
+    cluster, docker_ready, tmp_path, ca_settings, job_name
+):
+    """The same three drafts, their Docker gates once on this engine and once on the Ray
+    nodes: the same verdicts, repairs, drops and task folders. The repaired item proves a
+    re-staged folder travels again (its first draft fails validation, its repair passes)."""
+    from ttgen.sandbox.docker import DockerBackend
+    from ttgen.sources.synth.gates import GateRunner
+
+    async with DockerBackend(ca_settings) as backend:
+        local_summary, local_repairs = await _synth(
+            tmp_path / "local", GateRunner(ALL_GATES, backend, job=job_name)
+        )
+        await backend.gc(job=job_name)
+
+    ex = RayExecutor(per_node=1, settings=ca_settings, cache_archives=False)
+    lines: list[str] = []
+    await ex.start(job_name, lines.append)
+    try:
+        ray_summary, ray_repairs = await _synth(
+            tmp_path / "ray", GateRunner(ALL_GATES, job=job_name, executor=ex)
+        )
+        assigned = {r.node_id: r.assigned for r in ex.runners.values()}
+    finally:
+        await ex.cleanup(job_name)
+        await ex.close()
+
+    assert "Ray executor: 2 node(s)" in lines[0]
+    assert local_summary["written"] == ray_summary["written"] == 2
+    assert local_summary["dropped_by"] == ray_summary["dropped_by"] == {"collect": 1}
+    assert local_summary["gate_failures"] == ray_summary["gate_failures"]
+    assert ray_summary["gate_failures"] == {"validate": 1, "collect": 2}
+    assert _gate_verdicts(tmp_path / "local") == _gate_verdicts(tmp_path / "ray")
+    assert local_repairs == ray_repairs
+    assert "[validate] an agent that does nothing already scores" in ray_repairs[0]
+    assert "polars" in ray_repairs[1]
+    for task in ("general_task_0000", "general_task_0001"):
+        local_files = files(tmp_path / "local" / task)
+        assert local_files == files(tmp_path / "ray" / task)
+        for rel in local_files:
+            assert (tmp_path / "local" / task / rel).read_bytes() == (
+                tmp_path / "ray" / task / rel
+            ).read_bytes(), rel
+    # Every Docker gate ran on a node, and both nodes took some: 5 collects, 3 validations.
+    docker_gates = sum(
+        g[0] in ("collect", "validate")
+        for _, attempts in _gate_verdicts(tmp_path / "ray").values()
+        for gates in attempts
+        for g in gates
+    )
+    assert docker_gates == 8 and sum(assigned.values()) == 8
+    assert all(n > 0 for n in assigned.values()), assigned
+    assert await job_containers(job_name) == []
+
+
+def test_node_runner_keeps_a_bounded_task_cache(tmp_path, monkeypatch):
+    """Synthesis ships a new folder per draft: a node keeps the most recent MAX_NODE_TASKS,
+    never one in use, and asks for an evicted one again (need_task)."""
+    import ttgen.rollout.executors as executors
+    from ttgen.rollout.executors import NodeRunner, pack_task
+
+    monkeypatch.setattr(executors, "MAX_NODE_TASKS", 2)
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    archives = {}
+    for name in "abc":
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "f.txt").write_text(name)
+        archives[name] = pack_task(tmp_path / name)
+    runner = NodeRunner(executors.settings_to_dict(executors.Settings()), None, {})
+
+    async def go():
+        async with runner._task_dir("a", "a", archives["a"]) as a:
+            assert (a / "f.txt").read_text() == "a"
+            for name in "bc":  # a is in use: b goes instead, when c arrives
+                async with runner._task_dir(name, name, archives[name]) as d:
+                    assert (d / "f.txt").read_text() == name
+            assert a.is_dir()
+        assert list(runner._ready) == ["a", "c"]
+        async with runner._task_dir("b", "b", None) as d:
+            assert d is None  # evicted: the driver sends it again
+        async with runner._task_dir("c", "c", None) as d:
+            assert d is not None and (d / "f.txt").read_text() == "c"
+        async with runner._task_dir("b", "b", archives["b"]) as d:
+            assert (d / "f.txt").read_text() == "b"
+        assert list(runner._ready) == ["c", "b"]  # a, least recently used, went
+        assert sorted(p.name for p in (runner.scratch / "tasks").iterdir()) == ["b", "c"]
+        await runner.backend.close()
+
+    asyncio.run(go())
+
+
+def test_cli_synth_and_eval_on_ray(cluster, docker_ready, make_task, tmp_path, monkeypatch):
+    """`ttgen synth seeds --executor ray` (collect gate on the nodes) and `ttgen eval
+    --executor ray` (the oracle, k=2) through the CLI."""
+    from typer.testing import CliRunner
+
+    from test_cli import scripted_server
+    from ttgen.cli import app
+    from ttgen.config import host_ca_bundle
+
+    monkeypatch.chdir(tmp_path)
+    env = {
+        "COLUMNS": "200",
+        "TTGEN_IMAGE_ALIASES": f"ubuntu:*={BASE_IMAGE}",
+        "TTGEN_EXTRA_CA_CERT": str(host_ca_bundle()),
+    }
+    seeds = TESTS.parent / "examples" / "synth" / "seeds.jsonl"
+    ray_args = ["--executor", "ray", "--address", cluster.address, "--per-node", "1"]
+    out = tmp_path / "seeds"
+    with scripted_server([GOOD, BAD_IMPORT, BAD_IMPORT]) as server:
+        res = CliRunner().invoke(
+            app,
+            ["synth", "seeds", "--seeds", str(seeds), "--limit", "2", "--out", str(out),
+             "--model", "gen", "--base-url", server.base_url, "--no-preflight", "-n", "1",
+             "--gates", "static,leak,files,collect", "--json", *ray_args],
+            env=env,
+        )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert (summary["written"], summary["dropped_by"]) == (1, {"collect": 1})
+    assert "Ray executor: 2 node(s)" in res.stderr
+
+    res = CliRunner().invoke(
+        app, ["synth", "seeds", "--seeds", str(seeds), "--out", str(tmp_path / "x"),
+              "--model", "gen", "--base-url", "http://127.0.0.1:9/v1", "--no-preflight",
+              "--gates", "static", *ray_args], env=env,
+    )  # fmt: skip
+    assert res.exit_code == 2 and "none is selected" in res.stderr
+
+    parent = tmp_path / "tasks"
+    _tasks(make_task, parent=parent)
+    res = CliRunner().invoke(
+        app,
+        ["eval", str(parent), "-a", "oracle", "-k", "2", "--out", str(tmp_path / "eval"),
+         "--json", *ray_args],
+        env=env,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert report["accuracy"] == 0.5 and report["n_trials"] == 4
+    config = json.loads((tmp_path / "eval" / "job" / "config.json").read_text())
+    assert config["runs"][0]["options"]["executor"] == "ray"

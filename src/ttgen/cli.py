@@ -818,6 +818,18 @@ def _kv(pairs: list[str] | None, what: str, *, parse_json: bool) -> dict[str, An
     return out
 
 
+def _check_executor(executor: str, address: str | None, per_node: int | None) -> None:
+    if executor not in ("local", "ray"):
+        raise _fail(f"--executor {executor!r}: use local or ray")
+    if executor == "local" and (address is not None or per_node is not None):
+        raise _fail("--address and --per-node need --executor ray")
+    if executor == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise _fail("--executor ray needs Ray: pip install 'terminal-task-gen\\[ray]'")
+
+
 def _job_options(
     concurrency: int,
     retries: int,
@@ -839,15 +851,7 @@ def _job_options(
     from ttgen.rollout.job import JobOptions
     from ttgen.rollout.trial import TimeoutPolicy
 
-    if executor not in ("local", "ray"):
-        raise _fail(f"--executor {executor!r}: use local or ray")
-    if executor == "local" and (address is not None or per_node is not None):
-        raise _fail("--address and --per-node need --executor ray")
-    if executor == "ray":
-        import importlib.util
-
-        if importlib.util.find_spec("ray") is None:
-            raise _fail("--executor ray needs Ray: pip install 'terminal-task-gen\\[ray]'")
+    _check_executor(executor, address, per_node)
     return JobOptions(
         n_concurrent=concurrency,
         retries=retries,
@@ -1236,6 +1240,25 @@ SynthPreflight = Annotated[
 ]
 
 
+SynthExecutor = Annotated[
+    str,
+    typer.Option(
+        "--executor",
+        help="Where the Docker gates run: local (this machine's engine) or ray (the nodes of a "
+        "Ray cluster, each building images on its own engine; the LLM calls stay here).",
+    ),
+]
+SynthPerNode = Annotated[
+    int | None,
+    typer.Option(
+        "--per-node",
+        min=1,
+        help="--executor ray: Docker gates at once on each node (default: its CPUs / 2).",
+        show_default=False,
+    ),
+]
+
+
 class _SynthProgress:
     """A progress bar with written / dropped / errors and the cost so far (lines off-TTY)."""
 
@@ -1331,15 +1354,21 @@ def _run_synth(
     preflight: bool,
     as_json: bool,
     label: str,
+    executor: str = "local",
+    address: str | None = None,
+    per_node: int | None = None,
 ) -> None:
     from ttgen.llm import check_endpoint
-    from ttgen.sources.synth.engine import Synthesizer, SynthOptions
-    from ttgen.sources.synth.gates import DOCKER_GATES, GateRunner, parse_gate_list
+    from ttgen.sources.synth.engine import SynthOptions, synthesize
+    from ttgen.sources.synth.gates import DOCKER_GATES, parse_gate_list
 
     try:
         gate_list = parse_gate_list(gates, validate=validate_tasks)
     except ValueError as exc:
         raise _fail(str(exc)) from None
+    _check_executor(executor, address, per_node)
+    if executor == "ray" and not any(g in DOCKER_GATES for g in gate_list):
+        raise _fail("--executor ray runs the Docker gates (collect, validate); none is selected")
     if preflight:
         _preflight(lambda: check_endpoint(config), label)
     options = SynthOptions(
@@ -1350,26 +1379,22 @@ def _run_synth(
         agent_timeout_sec=agent_timeout,
         verifier_timeout_sec=verifier_timeout,
     )
-    needs_docker = any(g in DOCKER_GATES for g in gate_list)
+    job = f"synth-{out.name}"
 
     async def go(progress: _SynthProgress) -> dict[str, Any]:
-        from ttgen.sandbox.docker import DockerBackend
-        from ttgen.sandbox.domains import ensure_domain_bases
-
-        if not needs_docker:
-            return await Synthesizer(config, options, GateRunner(gate_list), events=progress).run(
-                items
-            )
-        async with DockerBackend() as backend:
-            await backend.ping()
-            images = sorted({it.image for it in items})
-            with console.status(f"domain images: {', '.join(images)} (first build takes minutes)"):
-                await ensure_domain_bases(backend, images, who=label)
-            runner = GateRunner(gate_list, backend, job=f"synth-{out.name}")
-            try:
-                return await Synthesizer(config, options, runner, events=progress).run(items)
-            finally:
-                await backend.gc(job=f"synth-{out.name}")
+        return await synthesize(
+            config,
+            options,
+            gate_list,
+            items,
+            job=job,
+            events=progress,
+            executor=executor,
+            address=address,
+            per_node=per_node,
+            log=lambda message: err_console.print(message, highlight=False),
+            preparing=console.status,
+        )
 
     progress = _SynthProgress(quiet=as_json)
     try:
@@ -1457,6 +1482,9 @@ def synth_skills(
     agent_timeout: SynthAgentTimeout = 900.0,
     verifier_timeout: SynthVerifierTimeout = 900.0,
     preflight: SynthPreflight = True,
+    executor: SynthExecutor = "local",
+    address: RayAddress = None,
+    per_node: SynthPerNode = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Skill-based synthesis: per domain, N tasks that each combine 3-5 primitive skills drawn
@@ -1502,6 +1530,9 @@ def synth_skills(
         preflight=preflight,
         as_json=as_json,
         label="synth skills",
+        executor=executor,
+        address=address,
+        per_node=per_node,
     )
 
 
@@ -1543,6 +1574,9 @@ def synth_seeds(
     agent_timeout: SynthAgentTimeout = 900.0,
     verifier_timeout: SynthVerifierTimeout = 900.0,
     preflight: SynthPreflight = True,
+    executor: SynthExecutor = "local",
+    address: RayAddress = None,
+    per_node: SynthPerNode = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Seed-based synthesis: the LLM adapts each seed problem into a terminal task with input
@@ -1589,6 +1623,9 @@ def synth_seeds(
         preflight=preflight,
         as_json=as_json,
         label="synth seeds",
+        executor=executor,
+        address=address,
+        per_node=per_node,
     )
 
 
@@ -2040,6 +2077,9 @@ def eval_cmd(
     preflight: Annotated[
         bool, typer.Option(help="Test the model endpoint with one request before starting.")
     ] = True,
+    executor: Executor = "local",
+    address: RayAddress = None,
+    per_node: PerNode = None,
     as_json: JsonOut = False,
 ) -> None:
     """Evaluate an agent/model Terminal-Bench style: k trials per task, accuracy ± SE, pass@k,
@@ -2082,6 +2122,9 @@ def eval_cmd(
         None,
         force_build,
         None,
+        executor=executor,
+        address=address,
+        per_node=per_node,
     )
     tasks, bad = load_tasks(found)
     for b in bad:

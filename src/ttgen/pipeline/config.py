@@ -59,8 +59,17 @@ class Teacher(_Strict):
         return bool(self.model and self.base_url)
 
 
-class Source(_Strict):
-    """One task source; exactly one of adapter / tasks / synth."""
+class Executor(_Strict):
+    """Where trials run: this machine's Docker engine, or the nodes of a Ray cluster."""
+
+    executor: Literal["local", "ray"] = "local"
+    address: str | None = None  # Ray: an address, "auto", or None (RAY_ADDRESS / a local Ray)
+    per_node: int | None = Field(default=None, ge=1)
+
+
+class Source(Executor):
+    """One task source; exactly one of adapter / tasks / synth. Synthesis runs its Docker gates
+    where `executor` says (local, or ray with address / per_node)."""
 
     name: str | None = None  # folder under RUN/tasks (default from the kind)
     adapter: Literal["math", "code", "swe", "generic"] | None = None
@@ -89,6 +98,10 @@ class Source(_Strict):
             raise ValueError("synth seeds: `seeds` is required")
         if self.synth == "skills" and not self.domains:
             raise ValueError("synth skills: `domains` is required (a list, or [all])")
+        if not self.synth and (
+            self.executor != "local" or self.address is not None or self.per_node is not None
+        ):
+            raise ValueError("executor, address and per_node apply to synth sources only")
         return self
 
     @property
@@ -102,14 +115,6 @@ class Source(_Strict):
     @property
     def folder_name(self) -> str:
         return self.name or self.kind
-
-
-class Executor(_Strict):
-    """Where trials run: this machine's Docker engine, or the nodes of a Ray cluster."""
-
-    executor: Literal["local", "ray"] = "local"
-    address: str | None = None  # Ray: an address, "auto", or None (RAY_ADDRESS / a local Ray)
-    per_node: int | None = Field(default=None, ge=1)
 
 
 class Validation(Executor):

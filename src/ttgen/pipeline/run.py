@@ -54,6 +54,15 @@ class StageResult:
     note: str = ""
 
 
+# Where and how fast a stage runs does not change what it produces: not part of fingerprints
+# (moving rollouts to Ray, or raising concurrency, does not redo finished stages).
+_PLACEMENT = {"executor", "address", "per_node", "concurrency"}
+
+
+def _settings(model: Any) -> dict[str, Any]:
+    return {k: v for k, v in model.model_dump(mode="json").items() if k not in _PLACEMENT}
+
+
 def _fingerprint(*parts: Any) -> str:
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -112,12 +121,10 @@ class Runner:
         c = self.config
         teacher = c.teacher.model_dump(mode="json")
         out: dict[str, str] = {}
-        out["sources"] = _fingerprint([s.model_dump(mode="json") for s in c.sources],
+        out["sources"] = _fingerprint([_settings(s) for s in c.sources],
                                       teacher if any(s.synth for s in c.sources) else None)  # fmt: skip
-        out["validation"] = _fingerprint(out["sources"], c.validation.model_dump(mode="json"))
-        out["rollouts"] = _fingerprint(
-            out["validation"], c.rollouts.model_dump(mode="json"), teacher
-        )
+        out["validation"] = _fingerprint(out["sources"], _settings(c.validation))
+        out["rollouts"] = _fingerprint(out["validation"], _settings(c.rollouts), teacher)
         out["curation"] = _fingerprint(out["rollouts"], c.curation.model_dump(mode="json"))
         out["export"] = _fingerprint(out["curation"], c.export.model_dump(mode="json"))
         out["report"] = _fingerprint(out["export"], c.report)
@@ -241,11 +248,9 @@ class Runner:
         import asyncio
 
         from ttgen.llm import LLMConfig, check_endpoint
-        from ttgen.sandbox.docker import DockerBackend
-        from ttgen.sandbox.domains import ensure_domain_bases
         from ttgen.sources.skills_taxonomy import load_taxonomy
-        from ttgen.sources.synth.engine import Synthesizer, SynthOptions
-        from ttgen.sources.synth.gates import DOCKER_GATES, GateRunner, parse_gate_list
+        from ttgen.sources.synth.engine import SynthOptions, synthesize
+        from ttgen.sources.synth.gates import parse_gate_list
         from ttgen.sources.synth.items import load_seeds, seed_items, skill_items
 
         t = self.config.teacher
@@ -272,16 +277,17 @@ class Runner:
 
         async def go() -> dict[str, Any]:
             await check_endpoint(llm)  # one short request: a wrong model or key stops here
-            if not any(g in DOCKER_GATES for g in gates):
-                return await Synthesizer(llm, options, GateRunner(gates)).run(items)
-            async with DockerBackend() as backend:
-                await backend.ping()
-                await ensure_domain_bases(backend, sorted({it.image for it in items}), who="run")
-                runner = GateRunner(gates, backend, job=f"synth-{self.run.name}")
-                try:
-                    return await Synthesizer(llm, options, runner).run(items)
-                finally:
-                    await backend.gc(job=f"synth-{self.run.name}")
+            return await synthesize(
+                llm,
+                options,
+                gates,
+                items,
+                job=f"synth-{self.run.name}",
+                executor=s.executor,
+                address=s.address,
+                per_node=s.per_node,
+                log=self.log,
+            )
 
         summary = asyncio.run(go())
         return int(summary.get("written", 0)), int(summary.get("errors", 0))

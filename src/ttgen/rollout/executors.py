@@ -31,15 +31,15 @@ import tempfile
 import time
 import traceback
 import uuid
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ttgen import __version__
 from ttgen.config import ImageAlias, Settings, load_settings
-from ttgen.errors import ConfigError, DockerUnavailableError
+from ttgen.errors import ConfigError, DockerUnavailableError, TtgenError
 from ttgen.rollout.models import (
     AgentInfo,
     AgentSpec,
@@ -73,6 +73,7 @@ _ESSENTIAL = ("result.json", "config.json", "trial.log", "exception.txt")
 ACTOR_START_TIMEOUT_SEC = 180.0
 STOP_GRACE_SEC = 20.0
 NO_NODE_WAIT_SEC = 300.0  # how long trials wait for a usable node before failing (retried)
+MAX_NODE_TASKS = 512  # unpacked task folders a node runner keeps (least recently used go)
 EXTRA_CONTROL_CALLS = 4  # actor concurrency beyond the trial slots (start, stop, gc)
 
 Log = Callable[[str], None]
@@ -430,7 +431,11 @@ class NodeRunner:
             ca.write_bytes(ca_bundle)
             st.extra_ca_cert = ca
         self.backend = DockerBackend(st)
-        self._ready: set[str] = set()
+        # Unpacked tasks, oldest use first; beyond MAX_NODE_TASKS the oldest not in use are
+        # removed (a synthesis run ships a new folder per draft). The driver re-sends an evicted
+        # task when the node answers need_task.
+        self._ready: OrderedDict[str, Path] = OrderedDict()
+        self._in_use: Counter[str] = Counter()
         self._task_locks: dict[str, asyncio.Lock] = {}
         self._running: dict[str, set[asyncio.Task[Any]]] = {}
 
@@ -449,20 +454,37 @@ class NodeRunner:
             "removed": gone["containers"],
         }
 
-    async def _task_dir(self, key: str, dirname: str, archive: bytes | None) -> Path | None:
-        """The unpacked task (unpacked now from `archive` the first time); None when this
-        runner does not have it and no archive came with the call."""
+    @contextlib.asynccontextmanager
+    async def _task_dir(
+        self, key: str, dirname: str, archive: bytes | None
+    ) -> AsyncIterator[Path | None]:
+        """The unpacked task (unpacked now from `archive` the first time), kept while the
+        block runs; None when this runner does not have it and no archive came with the call."""
         dest = self.scratch / "tasks" / key / dirname
-        if key in self._ready:
-            return dest
-        lock = self._task_locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            if key not in self._ready:
-                if archive is None:
-                    return None
-                await asyncio.to_thread(self._unpack_task, archive, dest)
-                self._ready.add(key)
-        return dest
+        if key not in self._ready:
+            lock = self._task_locks.setdefault(key, asyncio.Lock())
+            async with lock:
+                if key not in self._ready:
+                    if archive is None:
+                        yield None
+                        return
+                    await asyncio.to_thread(self._unpack_task, archive, dest)
+                    self._ready[key] = dest
+        self._ready.move_to_end(key)
+        self._in_use[key] += 1
+        try:
+            yield dest
+        finally:
+            self._in_use[key] -= 1
+            if not self._in_use[key]:
+                del self._in_use[key]
+            self._evict()
+
+    def _evict(self) -> None:
+        over = len(self._ready) - MAX_NODE_TASKS
+        for key in [k for k in self._ready if k not in self._in_use][: max(0, over)]:
+            shutil.rmtree(self._ready.pop(key).parent, ignore_errors=True)
+            self._task_locks.pop(key, None)
 
     @staticmethod
     def _unpack_task(archive: bytes, dest: Path) -> None:
@@ -471,13 +493,14 @@ class NodeRunner:
         with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:
             tar.extractall(dest, filter="tar")
 
-    async def run_trial(self, payload: dict[str, Any], archive: bytes | None) -> dict[str, Any]:
+    async def _tracked(self, job_id: str, call: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+        """Run one call of the job (stop_job cancels it); exceptions as plain text."""
         me = asyncio.current_task()
         assert me is not None
-        running = self._running.setdefault(payload["job_id"], set())
+        running = self._running.setdefault(job_id, set())
         running.add(me)
         try:
-            return await self._run_trial(payload, archive)
+            return await call
         except Exception as exc:
             # Our own exception types do not all survive Ray's pickling: send plain text.
             raise RuntimeError(
@@ -486,41 +509,67 @@ class NodeRunner:
         finally:
             running.discard(me)
 
+    async def run_trial(self, payload: dict[str, Any], archive: bytes | None) -> dict[str, Any]:
+        return await self._tracked(payload["job_id"], self._run_trial(payload, archive))
+
     async def _run_trial(self, payload: dict[str, Any], archive: bytes | None) -> dict[str, Any]:
-        task_dir = await self._task_dir(payload["task_key"], payload["task_dirname"], archive)
-        if task_dir is None:
-            return {"need_task": True}
-        task = Task.load(task_dir)
-        task.name = payload["task_name"]
-        spec = TrialSpec(
-            task=task,
-            trial_name=payload["trial_name"],
-            agent=AgentSpec.model_validate(payload["agent"]),
-            attempt=payload["attempt"],
-            task_checksum=payload["task_checksum"],
-            source=payload["source"],
-            extra=payload["extra"],
-        )
-        work = Path(tempfile.mkdtemp(dir=self.scratch / "trials"))
-        try:
-            trial = Trial(
-                spec,
-                self.backend,
-                work / spec.trial_name,
-                job_id=payload["job_id"],
-                timeouts=TimeoutPolicy(**payload["timeouts"]),
-                force_build=payload["force_build"],
-                verifier_env=payload["verifier_env"],
-                history=[RetryRecord.model_validate(h) for h in payload["history"]],
-                known_build_error=payload["known_build_error"],
+        async with self._task_dir(
+            payload["task_key"], payload["task_dirname"], archive
+        ) as task_dir:
+            if task_dir is None:
+                return {"need_task": True}
+            task = Task.load(task_dir)
+            task.name = payload["task_name"]
+            spec = TrialSpec(
+                task=task,
+                trial_name=payload["trial_name"],
+                agent=AgentSpec.model_validate(payload["agent"]),
+                attempt=payload["attempt"],
+                task_checksum=payload["task_checksum"],
+                source=payload["source"],
+                extra=payload["extra"],
             )
-            await trial.run()
-            data, omitted = await asyncio.to_thread(
-                pack_trial, work / spec.trial_name, payload["max_archive_bytes"]
-            )
-            return {"archive": data, "omitted": omitted}
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+            work = Path(tempfile.mkdtemp(dir=self.scratch / "trials"))
+            try:
+                trial = Trial(
+                    spec,
+                    self.backend,
+                    work / spec.trial_name,
+                    job_id=payload["job_id"],
+                    timeouts=TimeoutPolicy(**payload["timeouts"]),
+                    force_build=payload["force_build"],
+                    verifier_env=payload["verifier_env"],
+                    history=[RetryRecord.model_validate(h) for h in payload["history"]],
+                    known_build_error=payload["known_build_error"],
+                )
+                await trial.run()
+                data, omitted = await asyncio.to_thread(
+                    pack_trial, work / spec.trial_name, payload["max_archive_bytes"]
+                )
+                return {"archive": data, "omitted": omitted}
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+
+    async def gate_collect(self, payload: dict[str, Any], archive: bytes | None) -> dict[str, Any]:
+        """Synthesis's collect gate on this node's engine: {"problems": [...]} (the task's
+        faults), {"infra": message} (ours), or {"need_task": True}."""
+        return await self._tracked(payload["job_id"], self._gate_collect(payload, archive))
+
+    async def _gate_collect(self, payload: dict[str, Any], archive: bytes | None) -> dict[str, Any]:
+        from ttgen.sources.synth.gates import GateInfraError, gate_collect
+
+        async with self._task_dir(
+            payload["task_key"], payload["task_dirname"], archive
+        ) as task_dir:
+            if task_dir is None:
+                return {"need_task": True}
+            try:
+                problems = await gate_collect(
+                    self.backend, task_dir, payload["weights"], payload["job_id"]
+                )
+            except GateInfraError as exc:
+                return {"infra": str(exc)}
+            return {"problems": problems}
 
     async def stop_job(self, job_id: str) -> list[str]:
         """Cancel this node's trials of the job (each records `cancelled` and removes its
@@ -589,6 +638,10 @@ class _NoNodeError(Exception):
     pass
 
 
+class NodeCallError(TtgenError):
+    """A call on a Ray node failed for a reason of the cluster, not of the task."""
+
+
 @dataclass
 class _Runner:
     node_id: str
@@ -623,6 +676,7 @@ class RayExecutor:
         env: dict[str, str] | None = None,
         max_archive_bytes: int = MAX_TRIAL_ARCHIVE_BYTES,
         init_kwargs: dict[str, Any] | None = None,
+        cache_archives: bool = True,
     ) -> None:
         if per_node is not None and per_node < 1:
             raise ConfigError("--per-node must be at least 1")
@@ -632,6 +686,9 @@ class RayExecutor:
         self.env = env
         self.max_archive_bytes = max_archive_bytes
         self.init_kwargs = init_kwargs or {}
+        # Task archives are cached by folder path (a job's tasks do not change while it runs);
+        # off for synthesis, whose staging folders are rewritten between gate rounds.
+        self.cache_archives = cache_archives
         self.runners: dict[str, _Runner] = {}
         self.in_flight: dict[str, str] = {}  # trial name -> node id (for tests and reports)
         self._ray: Any = None
@@ -857,6 +914,13 @@ class RayExecutor:
 
     # -- one trial ------------------------------------------------------------------------
 
+    @staticmethod
+    async def _task_archive_uncached(path: Path) -> tuple[str, bytes]:
+        data = await asyncio.to_thread(pack_task, path)
+        # The folder's name is part of the key: equal contents under two names are two tasks.
+        key = hashlib.sha256(path.resolve().name.encode() + b"\0" + data).hexdigest()[:32]
+        return key, data
+
     async def _task_archive(self, task: Task) -> tuple[str, bytes]:
         assert task.path is not None
         path = str(task.path.resolve())
@@ -864,15 +928,76 @@ class RayExecutor:
         if hit is not None:
             self._archives.move_to_end(path)
             return hit
-        data = await asyncio.to_thread(pack_task, task.path)
-        # The folder's name is part of the key: equal contents under two names are two tasks.
-        key = hashlib.sha256(task.path.resolve().name.encode() + b"\0" + data).hexdigest()[:32]
+        key, data = await self._task_archive_uncached(task.path)
+        if not self.cache_archives:
+            return key, data
         self._archives[path] = (key, data)
         self._archive_bytes += len(data)
         while self._archive_bytes > TASK_ARCHIVE_CACHE_BYTES and len(self._archives) > 1:
             _, (_, old) = self._archives.popitem(last=False)
             self._archive_bytes -= len(old)
         return key, data
+
+    async def _call(
+        self, runner: _Runner, method: str, payload: dict[str, Any], key: str, archive: bytes
+    ) -> dict[str, Any]:
+        """Call the runner's `method` with the task: the archive goes along the first time the
+        runner gets the task, and again when it answers need_task (it evicted it, or it is a
+        new runner). Ray's exceptions propagate; cancelling cancels the remote call."""
+        out: dict[str, Any] = {}
+        for _ in range(2):
+            send = None if key in runner.shipped else archive
+            runner.shipped.add(key)
+            ref = getattr(runner.actor, method).remote(payload, send)
+            try:
+                out = await ref
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    self._ray.cancel(ref)
+                raise
+            if not out.get("need_task"):
+                break
+            runner.shipped.discard(key)
+        return out
+
+    async def run_on_node(
+        self, method: str, task_path: Path, payload: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One call of a NodeRunner method that takes a task (e.g. "gate_collect") on a free
+        node, the task folder packed now (not cached: synthesis re-stages a folder under the
+        same path). Returns (its answer, the node's info); raises NodeCallError when the node
+        or Ray fails, or no node is left."""
+        ray = self._ray
+        try:
+            runner = await self._acquire()
+        except _NoNodeError as exc:
+            raise NodeCallError(str(exc)) from None
+        generation = runner.generation
+        try:
+            key, archive = await self._task_archive_uncached(task_path)
+            call = {
+                **payload,
+                "job_id": self._job_id,
+                "task_key": key,
+                "task_dirname": task_path.resolve().name,
+            }
+            try:
+                out = await self._call(runner, method, call, key, archive)
+            except ray.exceptions.RayActorError as exc:
+                self._broken(runner, generation, exc)
+                raise NodeCallError(
+                    f"the Ray node {runner.host} failed: {_first_line(exc)}"
+                ) from None
+            except ray.exceptions.RayError as exc:
+                cause = getattr(exc, "cause", None)
+                raise NodeCallError(
+                    f"{method} failed on Ray node {runner.host}: {_first_line(cause or exc)}"
+                ) from None
+            if out.get("need_task"):
+                raise NodeCallError(f"the task did not reach Ray node {runner.host}")
+            return out, runner.info
+        finally:
+            self._release(runner)
 
     async def run_trial(
         self,
@@ -944,39 +1069,29 @@ class RayExecutor:
                 "known_build_error": known_build_error,
                 "max_archive_bytes": self.max_archive_bytes,
             }
-            out: dict[str, Any] = {}
-            for _ in range(2):  # a second time with the task when the node lacks it
-                send = None if key in runner.shipped else archive
-                runner.shipped.add(key)
-                ref = runner.actor.run_trial.remote(payload, send)
-                try:
-                    out = await ref
-                except asyncio.CancelledError:
-                    with contextlib.suppress(Exception):
-                        ray.cancel(ref)
-                    record_failure(
-                        spec,
-                        trial_dir,
-                        job_id=job_id,
-                        options=options,
-                        history=history,
-                        outcome=Outcome.CANCELLED,
-                        exc_type="CancelledError",
-                        message=f"the trial was cancelled (on Ray node {runner.host})",
-                        started_at=started,
-                        node=runner.info,
-                    )
-                    raise
-                except ray.exceptions.RayActorError as exc:
-                    self._broken(runner, generation, exc)
-                    return failed(exc, runner, f"the Ray node {runner.host} running it failed")
-                except ray.exceptions.RayError as exc:
-                    cause = getattr(exc, "cause", None)  # RayTaskError: what the node raised
-                    what = f"the trial failed on Ray node {runner.host}"
-                    return failed(cause if isinstance(cause, Exception) else exc, runner, what)
-                if not out.get("need_task"):
-                    break
-                runner.shipped.discard(key)
+            try:
+                out = await self._call(runner, "run_trial", payload, key, archive)
+            except asyncio.CancelledError:
+                record_failure(
+                    spec,
+                    trial_dir,
+                    job_id=job_id,
+                    options=options,
+                    history=history,
+                    outcome=Outcome.CANCELLED,
+                    exc_type="CancelledError",
+                    message=f"the trial was cancelled (on Ray node {runner.host})",
+                    started_at=started,
+                    node=runner.info,
+                )
+                raise
+            except ray.exceptions.RayActorError as exc:
+                self._broken(runner, generation, exc)
+                return failed(exc, runner, f"the Ray node {runner.host} running it failed")
+            except ray.exceptions.RayError as exc:
+                cause = getattr(exc, "cause", None)  # RayTaskError: what the node raised
+                what = f"the trial failed on Ray node {runner.host}"
+                return failed(cause if isinstance(cause, Exception) else exc, runner, what)
             if out.get("need_task"):
                 return failed(RuntimeError("the task did not reach the node"), runner, "Ray")
             result = await asyncio.to_thread(
@@ -1017,6 +1132,7 @@ def _first_line(exc: BaseException) -> str:
 
 __all__ = [
     "LocalExecutor",
+    "NodeCallError",
     "NodeRunner",
     "RayExecutor",
     "TrialExecutor",

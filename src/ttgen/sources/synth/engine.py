@@ -30,18 +30,21 @@ and `OUT/synth_summary.json` are rewritten at the end of every run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from ttgen import __version__
+from ttgen.config import Settings
 from ttgen.errors import LLMError, TtgenError
 from ttgen.llm import LLMClient, LLMConfig, LLMResponse, LLMUsage
 from ttgen.rollout.models import write_json_atomic
@@ -468,3 +471,60 @@ def _ledger_line(record: dict[str, Any]) -> dict[str, Any]:
         "completion_tokens": usage.get("completion_tokens", 0),
         "cost_usd": record.get("cost_usd"),
     }
+
+
+async def synthesize(
+    llm_config: LLMConfig,
+    options: SynthOptions,
+    gates: tuple[str, ...],
+    items: Iterable[WorkItem],
+    *,
+    job: str,
+    events: SynthEvents | None = None,
+    executor: str = "local",
+    address: str | None = None,
+    per_node: int | None = None,
+    log: Callable[[str], None] | None = None,
+    preparing: Callable[[str], AbstractContextManager[Any]] | None = None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Run the items with their gates, setting up (and cleaning after) what the Docker gates
+    need: this machine's engine and the items' domain images (`executor="local"`), or runners
+    on the nodes of the Ray cluster at `address` (`"ray"`; each node builds the images it
+    needs). Containers are labelled with `job`; `preparing(what)` wraps the slow set-up;
+    `settings` (default: ttgen's configuration) go to the engine or the nodes."""
+    from ttgen.sources.synth.gates import DOCKER_GATES
+
+    items = list(items)
+    say = log or (lambda message: None)
+    if not any(g in DOCKER_GATES for g in gates):
+        return await Synthesizer(llm_config, options, GateRunner(gates), events=events).run(items)
+    wrap = preparing or (lambda what: contextlib.nullcontext())
+    if executor == "ray":
+        from ttgen.rollout.executors import RayExecutor
+
+        ray = RayExecutor(address, per_node=per_node, settings=settings, cache_archives=False)
+        try:
+            with wrap("starting runners on the Ray nodes"):
+                await ray.start(job, say)
+            runner = GateRunner(gates, job=job, executor=ray)
+            return await Synthesizer(llm_config, options, runner, events=events).run(items)
+        finally:
+            with contextlib.suppress(Exception):
+                await ray.cleanup(job)
+            await ray.close()
+    if executor != "local":
+        raise TtgenError(f"unknown executor {executor!r}: use local or ray")
+    from ttgen.sandbox.docker import DockerBackend
+    from ttgen.sandbox.domains import ensure_domain_bases
+
+    async with DockerBackend(settings) as backend:
+        await backend.ping()
+        images = sorted({it.image for it in items})
+        with wrap(f"domain images: {', '.join(images)} (first build takes minutes)"):
+            await ensure_domain_bases(backend, images, who=job)
+        runner = GateRunner(gates, backend, job=job)
+        try:
+            return await Synthesizer(llm_config, options, runner, events=events).run(items)
+        finally:
+            await backend.gc(job=job)

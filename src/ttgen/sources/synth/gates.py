@@ -14,6 +14,7 @@ can be sent back to the generator in a repair round.
     validate  in Docker, only with --validate: an agent that does nothing scores 0 and the
               verifier writes a reward
 
+The Docker gates run on this machine's engine or, with a RayExecutor, on Ray nodes.
 Host gates run first; the Docker gates run only when they pass (no image is built for a task
 that is already known to be broken). An infrastructure failure in a Docker gate raises
 `GateInfraError`: the item is recorded as an error and retried by the next run, never dropped.
@@ -27,6 +28,7 @@ import re
 import shutil
 import subprocess
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,8 +246,11 @@ def _tail(text: str, n: int = 25) -> str:
     return "\n".join(lines[-n:])
 
 
-async def gate_collect(backend: Any, task_dir: Path, draft: TaskDraft, job: str) -> list[str]:
-    """Build the task's image and let pytest collect the tests inside a container of it."""
+async def gate_collect(
+    backend: Any, task_dir: Path, weighted: Iterable[str], job: str
+) -> list[str]:
+    """Build the task's image and let pytest collect the tests inside a container of it; every
+    test in `weighted` must be collected."""
     from ttgen.errors import ImageBuildError, SandboxError
 
     task = Task.load(task_dir)
@@ -279,7 +284,7 @@ async def gate_collect(backend: Any, task_dir: Path, draft: TaskDraft, job: str)
             + _tail(output)
         ]
     collected = {line.split("::")[-1].split("[")[0] for line in output.splitlines() if "::" in line}
-    not_collected = sorted(set(draft.weights) - collected)
+    not_collected = sorted(set(weighted) - collected)
     if not_collected:
         return ["pytest does not collect these weighted tests: " + ", ".join(not_collected)]
     return []
@@ -295,6 +300,11 @@ async def gate_validate(backend: Any, task_dir: Path, work_dir: Path, job: str) 
     if trial_dir.exists():
         shutil.rmtree(trial_dir)
     result = await Trial(spec, backend, trial_dir, job_id=job).run()
+    return judge_nop(result)
+
+
+def judge_nop(result: Any) -> list[str]:
+    """The validate gate's verdict on a finished do-nothing trial (local or on a Ray node)."""
     outcome = result.outcome
     if outcome == Outcome.BUILD_ERROR:
         return [f"the environment image does not build: {_first_error(result)}"]
@@ -322,16 +332,29 @@ def _first_error(result: Any) -> str:
 
 
 class GateRunner:
-    """Runs the configured gates on a staged task folder."""
+    """Runs the configured gates on a staged task folder.
 
-    def __init__(self, gates: tuple[str, ...], backend: Any = None, job: str = "synth") -> None:
+    The Docker gates run against `backend` (this machine's engine, at most one per core at a
+    time), or with `executor` (a started RayExecutor) on the nodes of a Ray cluster: the
+    staged folder travels to a node with a free slot, which builds the image and runs the
+    container against its own engine; the LLM calls and the novelty index stay here."""
+
+    def __init__(
+        self,
+        gates: tuple[str, ...],
+        backend: Any = None,
+        job: str = "synth",
+        *,
+        executor: Any = None,
+    ) -> None:
         unknown = sorted(set(gates) - set(ALL_GATES))
         if unknown:
             raise ValueError(f"unknown gate(s) {', '.join(unknown)}; known: {', '.join(ALL_GATES)}")
-        if backend is None and any(g in DOCKER_GATES for g in gates):
-            raise ValueError("the collect and validate gates need a Docker backend")
+        if backend is None and executor is None and any(g in DOCKER_GATES for g in gates):
+            raise ValueError("the collect and validate gates need a Docker backend or executor")
         self.gates = tuple(g for g in ALL_GATES if g in gates)
         self.backend = backend
+        self.executor = executor
         self.job = job
         # Image builds and containers: at most one Docker gate per core at a time.
         self._docker_slots = asyncio.Semaphore(max(1, os.cpu_count() or 2))
@@ -356,14 +379,50 @@ class GateRunner:
                 problems = gate_leak(draft, reference_solution)
             elif gate == "files":
                 problems = gate_files(draft)
+            elif self.executor is not None:
+                problems = await self._remote(gate, draft, task_dir, work_dir)
             elif gate == "collect":
                 async with self._docker_slots:
-                    problems = await gate_collect(self.backend, task_dir, draft, self.job)
+                    problems = await gate_collect(self.backend, task_dir, draft.weights, self.job)
             else:
                 async with self._docker_slots:
                     problems = await gate_validate(self.backend, task_dir, work_dir, self.job)
             results.append(GateResult(gate, not problems, problems, round(loop.time() - t0, 3)))
         return results
+
+    async def _remote(
+        self, gate: str, draft: TaskDraft, task_dir: Path, work_dir: Path
+    ) -> list[str]:
+        """A Docker gate on a Ray node (the executor picks one with a free slot)."""
+        from ttgen.rollout.executors import NodeCallError
+
+        if gate == "collect":
+            try:
+                out, node = await self.executor.run_on_node(
+                    "gate_collect", task_dir, {"weights": sorted(draft.weights)}
+                )
+            except NodeCallError as exc:
+                raise GateInfraError(f"collect gate: {exc}") from None
+            if "infra" in out:
+                raise GateInfraError(f"{out['infra']} (on Ray node {node.get('host')})")
+            return list(out["problems"])
+        from ttgen.rollout.job import JobOptions
+        from ttgen.rollout.trial import TrialSpec
+
+        spec = TrialSpec(task=Task.load(task_dir), trial_name="nop", agent=AgentSpec(name="nop"))
+        trial_dir = work_dir / "validate-nop"
+        if trial_dir.exists():
+            shutil.rmtree(trial_dir)
+        trial_dir.parent.mkdir(parents=True, exist_ok=True)
+        result = await self.executor.run_trial(
+            spec,
+            trial_dir,
+            job_id=self.job,
+            options=JobOptions(),
+            history=[],
+            known_build_error=None,
+        )
+        return judge_nop(result)
 
 
 def parse_gate_list(spec: str | None, *, validate: bool) -> tuple[str, ...]:
