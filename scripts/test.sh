@@ -10,4 +10,8 @@ python -m ruff check src tests benchmarks
 if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
   if is_root && command -v apt-get >/dev/null; then apt_install chromium; else say "warning: no chromium; tests/test_report.py will fail"; fi
 fi
+# tests/test_ray_two_engines.py gives a second dockerd its own bridge with `ip` (iproute2).
+if ! command -v ip >/dev/null; then
+  if is_root && command -v apt-get >/dev/null; then apt_install iproute2; else say "warning: no ip; tests/test_ray_two_engines.py will fail"; fi
+fi
 exec python -m pytest "$@"
