@@ -643,3 +643,40 @@ def test_cli_synth_and_eval_on_ray(cluster, docker_ready, make_task, tmp_path, m
     assert report["accuracy"] == 0.5 and report["n_trials"] == 4
     config = json.loads((tmp_path / "eval" / "job" / "config.json").read_text())
     assert config["runs"][0]["options"]["executor"] == "ray"
+
+
+def test_pipeline_synth_source_runs_its_gates_on_ray(cluster, docker_ready, tmp_path,
+                                                     monkeypatch):  # fmt: skip
+    """A synth source with `executor: ray` in PIPELINE.yaml: its collect gate runs on the nodes."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from test_cli import scripted_server
+    from ttgen.cli import app
+    from ttgen.config import host_ca_bundle
+
+    monkeypatch.chdir(tmp_path)
+    cfg = {
+        "name": "r",
+        "sources": [{"synth": "seeds", "seeds": str(TESTS.parent / "examples/synth/seeds.jsonl"),
+                     "limit": 1, "gates": "static,collect", "executor": "ray",
+                     "address": cluster.address, "per_node": 1}],
+    }  # fmt: skip
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(cfg))
+    env = {"COLUMNS": "200", "TTGEN_IMAGE_ALIASES": f"ubuntu:*={BASE_IMAGE}",
+           "TTGEN_EXTRA_CA_CERT": str(host_ca_bundle())}  # fmt: skip
+    with scripted_server(
+        [], default=lambda body: "OK" if len(body["messages"]) == 1 else GOOD
+    ) as s:
+        res = CliRunner().invoke(
+            app,
+            ["run", "p.yaml", "--until", "sources", "--model", "m", "--base-url", s.base_url],
+            env=env,
+        )
+    assert res.exit_code == 0, res.output
+    assert "Ray executor: 2 node(s)" in res.output
+    stages = json.loads((tmp_path / "runs" / "r" / "run.json").read_text())["stages"]
+    assert stages["sources"]["counts"]["by_source"] == {"synth-seeds": 1}
+    (record,) = (tmp_path / "runs" / "r" / "tasks" / "synth-seeds" / "generation").glob("*.json")
+    gates = json.loads(record.read_text())["attempts"][0]["gates"]
+    assert [(g["gate"], g["ok"]) for g in gates] == [("static", True), ("collect", True)]
