@@ -21,6 +21,7 @@ from typing import ClassVar
 import pytest
 
 from conftest import BASE_IMAGE, job_containers
+from test_synth_docker import BAD_IMPORT, GOOD, GOOD2, TRIVIAL
 from ttgen.agents import AgentContext, ModelInfo
 from ttgen.rollout.executors import RayExecutor, pack_trial, unpack_trial
 from ttgen.rollout.job import Job, JobOptions, rollout_specs
@@ -432,18 +433,9 @@ def test_cli_rollout_and_validate_on_ray(cluster, docker_ready, make_task, tmp_p
 
 # -- synthesis: the Docker gates on the nodes ----------------------------------------------------
 
-SYNTH_DATA = TESTS / "data" / "synth"
-GOOD = (SYNTH_DATA / "sensor_rollup.xml").read_text()
-GOOD2 = (SYNTH_DATA / "token_audit.xml").read_text()
-# Passes every gate but the do-nothing agent's: a test only checks an input file.
-TRIVIAL = GOOD.replace("greenhouse", "glasshouse").replace(
-    'def test_hourly_file_exists():\n    assert (OUT / "hourly.csv").is_file()',
-    'def test_hourly_file_exists():\n    assert Path("/app/data/readings.csv").is_file()',
-)
-# Imports a package the image lacks: pytest cannot collect it.
-BAD_IMPORT = GOOD2.replace("import json\n", "import json\nimport polars\n", 1).replace(
-    "API token audit", "API token audit with polars"
-)
+# Synthesis answers (test_synth_docker): GOOD, GOOD2 pass every gate; with TRIVIAL a
+# do-nothing agent scores > 0 (validate fails); BAD_IMPORT imports what the image lacks
+# (collect fails).
 ALL_GATES = ("static", "leak", "files", "collect", "validate")
 
 
