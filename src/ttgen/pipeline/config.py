@@ -60,7 +60,8 @@ class Teacher(_Strict):
 
 
 class Executor(_Strict):
-    """Where trials run: this machine's Docker engine, or the nodes of a Ray cluster."""
+    """Where a stage's containers run (trials; synthesis's Docker gates): this machine's Docker
+    engine, or the nodes of a Ray cluster."""
 
     executor: Literal["local", "ray"] = "local"
     address: str | None = None  # Ray: an address, "auto", or None (RAY_ADDRESS / a local Ray)

@@ -14,10 +14,10 @@ can be sent back to the generator in a repair round.
     validate  in Docker, only with --validate: an agent that does nothing scores 0 and the
               verifier writes a reward
 
-The Docker gates run on this machine's engine or, with a RayExecutor, on Ray nodes.
 Host gates run first; the Docker gates run only when they pass (no image is built for a task
-that is already known to be broken). An infrastructure failure in a Docker gate raises
-`GateInfraError`: the item is recorded as an error and retried by the next run, never dropped.
+that is already known to be broken), on this machine's engine or, with a RayExecutor, on the
+nodes of a Ray cluster. An infrastructure failure in a Docker gate raises `GateInfraError`: the
+item is recorded as an error and retried by the next run, never dropped.
 """
 
 from __future__ import annotations
