@@ -21,7 +21,7 @@ from typing import ClassVar
 import pytest
 
 from conftest import BASE_IMAGE, job_containers
-from test_synth_docker import BAD_IMPORT, GOOD, GOOD2, TRIVIAL
+from test_synth_docker import BAD_IMPORT, GOOD, GOOD2, TRIVIAL, _item
 from ttgen.agents import AgentContext, ModelInfo
 from ttgen.rollout.executors import RayExecutor, pack_trial, unpack_trial
 from ttgen.rollout.job import Job, JobOptions, rollout_specs
@@ -439,24 +439,6 @@ def test_cli_rollout_and_validate_on_ray(cluster, docker_ready, make_task, tmp_p
 ALL_GATES = ("static", "leak", "files", "collect", "validate")
 
 
-def _synth_items():
-    from ttgen.sources.synth import prompts
-    from ttgen.sources.synth.engine import WorkItem
-
-    return [
-        WorkItem(
-            id=f"general_task_{i:04d}",
-            kind="skills",
-            system=prompts.skill_system_prompt("## Domain: General"),
-            user=f"task {i}",
-            novelty_key="general",
-            image="ttgen/domain:general",
-            metadata={"source": "skill_synth", "domain": "general"},
-        )
-        for i in range(3)
-    ]
-
-
 async def _synth(out: Path, gates) -> tuple[dict, list[str]]:
     """Items 0-2 against [GOOD | TRIVIAL -> repaired to GOOD2 | BAD_IMPORT twice -> dropped]
     (one at a time, so the script's order is the items'); the summary and the repair prompts."""
@@ -467,7 +449,7 @@ async def _synth(out: Path, gates) -> tuple[dict, list[str]]:
     async with ScriptedLLMServer(script) as server:
         config = LLMConfig(model="m", base_url=server.base_url, max_retries=0)
         options = SynthOptions(out=out, concurrency=1, novelty_threshold=1.0)
-        summary = await Synthesizer(config, options, gates).run(_synth_items())
+        summary = await Synthesizer(config, options, gates).run([_item(i) for i in range(3)])
         repairs = [_timeless(r.messages[-1]["content"]) for r in server.requests[2::2]]
     return summary, repairs
 

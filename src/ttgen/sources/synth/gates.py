@@ -413,7 +413,6 @@ class GateRunner:
         trial_dir = work_dir / "validate-nop"
         if trial_dir.exists():
             shutil.rmtree(trial_dir)
-        trial_dir.parent.mkdir(parents=True, exist_ok=True)
         result = await self.executor.run_trial(
             spec,
             trial_dir,
