@@ -138,3 +138,13 @@ def make_task(tmp_path: Path) -> TaskFactory:
 def unique_dockerfile(extra: str = "") -> str:
     """A Dockerfile whose content (and so image tag) no earlier test run has built."""
     return f"FROM ubuntu:24.04\nWORKDIR /app\nLABEL test.nonce={uuid.uuid4().hex}\n{extra}"
+
+
+@pytest.fixture
+def umask_022():
+    """The usual umask of a shared machine for one test (files 0644, folders 0755)."""
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)

@@ -394,3 +394,50 @@ def test_large_batch_in_processes_matches_serial_in_order(tmp_path):
     n_valid = sum(r.valid for r in serial)
     assert n_valid == sum(1 for i in range(600) if i % len(builders) < 2)
     assert 0 < n_valid < 600
+
+
+# -- unknown keys and text shown through rich -----------------------------------------------------
+
+
+def test_unknown_keys_warn_naming_the_table_and_the_nearest_known_key(tmp_path):
+    toml = "[verifier]\ntimeout = 5\n[environment]\nfoo_bar = 1\n"
+    result = check_task(make(tmp_path / "typo", toml=toml))
+    assert result.valid, result.problems  # kept, as Harbor's added keys are: not a problem
+    assert 'task.toml: [verifier] unknown key "timeout" (kept); did you mean "timeout_sec"?' in (
+        result.warnings
+    )
+    assert 'task.toml: [environment] unknown key "foo_bar" (kept)' in result.warnings
+
+
+def test_cli_shows_table_names_in_reasons(tmp_path, runner):
+    make(tmp_path / "s" / "bad", toml='[verifier]\ntimeout_sec = "soon"\n', dockerfile=None)
+    res = runner.invoke(app, ["tasks", "check", str(tmp_path / "s")], env={"COLUMNS": "400"})
+    assert res.exit_code == 1, res.output
+    assert "task.toml: [verifier] timeout_sec:" in res.stdout
+    assert "task.toml sets no [environment] docker_image" in res.stdout
+
+
+def test_cli_error_prints_a_bracketed_path_literally(tmp_path, runner):
+    missing = tmp_path / "[x]" / "nowhere"
+    res = runner.invoke(app, ["tasks", "check", str(missing)], env={"COLUMNS": "400"})
+    assert res.exit_code == 2
+    assert f"{missing}: no such file or directory" in res.stderr
+
+
+def test_cli_task_paths_with_brackets_are_shown_literally(tmp_path, runner):
+    make(tmp_path / "s" / "[draft] task", instruction=None)
+    res = runner.invoke(app, ["tasks", "check", str(tmp_path / "s")], env={"COLUMNS": "400"})
+    assert res.exit_code == 1, res.output
+    assert str(tmp_path / "s" / "[draft] task") in res.stdout
+
+
+def test_cli_unknown_key_warnings(tmp_path, runner):
+    make(tmp_path / "s" / "typo", toml="[verifier]\ntimeout = 5\n")
+    res = runner.invoke(app, ["tasks", "check", str(tmp_path / "s")], env={"COLUMNS": "400"})
+    assert res.exit_code == 0, res.output  # a warning never makes a task invalid
+    # Without -v: the count, and how to see them.
+    counts = {line.split()[0]: line for line in res.stdout.splitlines() if line.strip()}
+    assert counts["with"].split()[2] == "1" and "-v" in counts["with"]
+    res = runner.invoke(app, ["tasks", "check", "-v", str(tmp_path / "s")], env={"COLUMNS": "400"})
+    assert res.exit_code == 0, res.output
+    assert '[verifier] unknown key "timeout" (kept); did you mean "timeout_sec"?' in res.stdout

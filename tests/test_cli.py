@@ -174,6 +174,35 @@ def test_env_exec_missing_task_exits_2_naming_the_path(runner, tmp_path):
     assert str(missing) in res.stderr
 
 
+def test_errors_show_bracketed_paths_and_table_names_literally(runner, tmp_path):
+    # Rich markup must not eat "[x]" in a path or "[verifier]" in a task.toml problem.
+    missing = tmp_path / "[x]" / "no-such-task"
+    res = runner.invoke(app, ["env", "exec", str(missing), "--", "true"], env=WIDE)
+    assert res.exit_code == 2
+    assert f"{missing}: not a directory" in res.stderr
+    task = write_task(tmp_path / "[wip] task", toml='[verifier]\ntimeout_sec = "soon"\n')
+    res = runner.invoke(app, ["env", "exec", str(task), "--", "true"], env=WIDE)
+    assert res.exit_code == 2
+    assert f"{task / 'task.toml'}: [verifier] timeout_sec:" in res.stderr
+
+
+def test_async_errors_are_printed_literally(capsys):
+    # A build error carries Docker's log, whose lines look like markup ("[internal] load ...").
+    import typer
+
+    from ttgen.cli import _run
+    from ttgen.errors import ImageBuildError
+
+    async def build() -> None:
+        raise ImageBuildError("build of [wip] task failed", "#1 [internal] load build definition")
+
+    with pytest.raises(typer.Exit):
+        _run(build())
+    err = capsys.readouterr().err
+    assert "error: build of [wip] task failed" in err
+    assert "#1 [internal] load build definition" in err
+
+
 def test_env_exec_invalid_task_exits_2_naming_the_file(runner, tmp_path):
     task = write_task(tmp_path / "broken", instruction=None)
     res = runner.invoke(app, ["env", "exec", str(task), "--", "true"])

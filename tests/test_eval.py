@@ -187,6 +187,21 @@ def test_trials_of_other_tasks_or_attempts_are_ignored():
     assert (s["n_trials"], s["n_passed"], s["accuracy"]) == (2, 2, 1.0)
 
 
+def test_the_category_table_shows_names_as_written():
+    import io
+
+    from rich.console import Console
+
+    from ttgen.rollout.evaluate import category_table
+
+    s = evaluate(grid({"a": "PF"}), {"a": "[draft] security"}, 2)
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(category_table(s, "eval: terminus-2 / org/[beta]-model"))
+    text = console.export_text()
+    assert "[draft] security" in text
+    assert "org/[beta]-model" in text
+
+
 # -- the command, with real containers ------------------------------------------------------------
 
 CHECK = "#!/bin/sh\nif [ -f /tmp/done ]; then echo 1; else echo 0; fi > /logs/verifier/reward.txt\n"

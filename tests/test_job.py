@@ -320,3 +320,33 @@ def test_ctrl_c_stops_within_seconds_and_leaves_no_containers(
     assert done.returncode == 0, done.stdout + done.stderr
     assert all(r["outcome"] == "passed" for r in results(out).values())
     assert len(results(out)) == 6
+
+
+def test_progress_shows_names_and_paths_as_written():
+    """JobProgress prints through rich: a job folder, trial or label with [brackets] must not
+    be taken for markup."""
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from ttgen.rollout.models import Outcome
+    from ttgen.rollout.progress import JobProgress
+
+    plain = Console(width=200, record=True, file=io.StringIO(), force_terminal=False)
+    progress = JobProgress(plain, "[draft] x1")
+    progress.job_started(SimpleNamespace(kind="rollout", out=Path("/runs/[x]/job")), 2, [])
+    progress.trial_retrying(
+        SimpleNamespace(trial_name="[wip]-task__1"),
+        SimpleNamespace(outcome=Outcome.BUILD_ERROR),
+        1.0,
+    )
+    text = plain.export_text()
+    assert "rollout /runs/[x]/job: 2 trials" in text
+    assert "retry [wip]-task__1: build_error" in text
+
+    live = Console(width=200, record=True, file=io.StringIO(), force_terminal=True)
+    progress = JobProgress(live, "[draft] x1")
+    progress.job_started(SimpleNamespace(kind="rollout", out=Path("/runs/job")), 2, [])
+    live.print(progress.progress.get_renderable())
+    assert "[draft] x1" in live.export_text()

@@ -26,7 +26,7 @@ def _write(tmp_path: Path, data: dict) -> Path:
 
 
 def test_config_errors_name_the_file_and_the_key(tmp_path):
-    with pytest.raises(PipelineConfigError, match=r"p.yaml: sources.0.adapterr: Extra inputs"):
+    with pytest.raises(PipelineConfigError, match=r"p.yaml: sources\[0\]\.adapterr: unknown key"):
         load_pipeline(_write(tmp_path, {"sources": [{"adapterr": "math"}]}))
     with pytest.raises(PipelineConfigError, match="exactly one of adapter, tasks, synth"):
         load_pipeline(_write(tmp_path, {"sources": [{"adapter": "math", "input": "x",
@@ -50,7 +50,40 @@ def test_config_errors_name_the_file_and_the_key(tmp_path):
     assert c.path("adapters/math.jsonl") == REPO / "examples" / "adapters" / "math.jsonl"
 
 
-def test_the_quickstart_runs_offline_end_to_end_and_resumes(docker_ready, tmp_path, monkeypatch):
+def test_unknown_keys_suggest_the_nearest_known_key(tmp_path):
+    def message(data: dict) -> str:
+        with pytest.raises(PipelineConfigError) as info:
+            load_pipeline(_write(tmp_path, data))
+        return str(info.value)
+
+    base = {"sources": [{"tasks": "t"}]}
+    msg = message({**base, "rollouts": {"attempt": 2}})
+    assert msg == f'{tmp_path / "p.yaml"}: rollouts.attempt: unknown key; did you mean "attempts"?'
+    msg = message({"sources": [{"tasks": "t", "nmae": "x"}]})
+    assert 'sources[0].nmae: unknown key; did you mean "name"?' in msg
+    msg = message({**base, "export": {"sft": {"tokenizer": "toy", "max_length": 9}}})
+    assert 'export.sft.max_length: unknown key; did you mean "max_len"?' in msg
+    assert 'rollout: unknown key; did you mean "rollouts"?' in message({**base, "rollout": {}})
+    # Nothing close: the keys the section does know.
+    msg = message({**base, "curation": {"zzz": 1}})
+    assert "curation.zzz: unknown key (known here: benchmarks, decontaminate," in msg
+
+
+def test_run_prints_config_errors_literally(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "[x]"
+    folder.mkdir()
+    _write(folder, {"sources": [{"tasks": "t"}], "rollouts": {"attempt": 2}})
+    res = CliRunner().invoke(app, ["run", str(folder / "p.yaml")], env=WIDE)
+    assert res.exit_code == 2, res.output
+    assert f'{folder / "p.yaml"}: rollouts.attempt: unknown key; did you mean "attempts"?' in (
+        res.stderr
+    )
+
+
+def test_the_quickstart_runs_offline_end_to_end_and_resumes(
+    docker_ready, tmp_path, monkeypatch, umask_022
+):
     monkeypatch.chdir(REPO)  # the repository's ttgen.toml maps the examples' base images
     runner = CliRunner()
     run = tmp_path / "run"
@@ -87,6 +120,16 @@ def test_the_quickstart_runs_offline_end_to_end_and_resumes(docker_ready, tmp_pa
     assert len(sft) == 26 and all(sum(r["loss_mask"]) == r["n_trained_tokens"] > 0 for r in sft)
     assert "toy tokenizer" in stages["export"]["note"]
     assert (run / "report" / "index.html").is_file()
+    # why tasks leave: the 5 tasks without tests have no solution for the oracle stand-in
+    assert roll["tasks"] == 14
+    assert roll["left_out"] == {"no reference solution for the oracle stand-in": 5}
+    assert "tasks left out: no reference solution for the oracle stand-in 5" in res.stdout
+    # every artifact is readable by the other users of a shared machine (umask 022 here)
+    for rel in ("run.json", "rollouts/result.json", "rollouts/config.json",
+                "rollouts/hello-world__0/result.json", "curated/records.jsonl",
+                "curated/curate.json", "export/corpus.parquet", "export/sft.parquet",
+                "export/corpus.parquet.export.json", "report/index.html"):  # fmt: skip
+        assert (run / rel).stat().st_mode & 0o777 == 0o644, rel
 
     # a second run skips every stage
     res = runner.invoke(app, ["run", "examples/quickstart.yaml", "--out", str(run)], env=WIDE)

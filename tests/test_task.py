@@ -385,6 +385,28 @@ def test_unknown_os_is_rejected():
         TaskConfig.from_toml('[environment]\nos = "macos"\n')
 
 
+def test_unknown_keys_name_their_table_and_the_nearest_known_key():
+    from ttgen.task import unknown_keys
+
+    cfg = TaskConfig.from_toml(
+        "[enviroment]\ncpus = 2\n"
+        "[environment]\nmemroy_mb = 512\nfoo_bar = 1\n"
+        '[environment.helthcheck]\ncommand = "true"\n'
+        '[[task.authors]]\nname = "a"\nmail = "a@x"\n'
+        '[[task.authors]]\nname = "b"\nmail = "b@x"\n'
+        '[metadata]\nanything = 1\n[verifier.env]\nANY = "1"\n'  # free-form: never unknown
+    )
+    assert unknown_keys(cfg) == [
+        "unknown table [enviroment] (kept); did you mean [environment]?",
+        '[task.authors] unknown key "mail" (kept); did you mean "email"?',  # once, not per author
+        '[environment] unknown key "memroy_mb" (kept); did you mean "memory_mb"?',
+        '[environment] unknown key "foo_bar" (kept)',
+        "unknown table [environment.helthcheck] (kept); did you mean [environment.healthcheck]?",
+    ]
+    # Legacy keys Harbor maps are known.
+    assert unknown_keys(TaskConfig.from_toml(TB2_LEGACY)) == []
+
+
 # -- Task.load --------------------------------------------------------------------------------
 
 

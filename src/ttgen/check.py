@@ -23,6 +23,7 @@ from ttgen.task import (
     TESTS_DIR,
     Task,
     read_instruction,
+    unknown_keys,
 )
 
 _FROM_RE = re.compile(r"^\s*FROM\s+\S", re.IGNORECASE | re.MULTILINE)
@@ -125,6 +126,7 @@ def _check(root: Path) -> CheckResult:
         warnings.append(f"{SOLUTION_DIR}/: no solve.sh, so the oracle cannot run")
 
     if task is not None:
+        warnings.extend(f"task.toml: {line}" for line in unknown_keys(task.config))
         if task.config.environment.os != "linux":
             problems.append(
                 f"task.toml: [environment] os = {task.config.environment.os!r} is not supported"

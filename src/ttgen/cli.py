@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ttgen import __version__
@@ -56,14 +57,66 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     except TtgenError as exc:
         err_console.print(
-            f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True
+            f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
         )
         raise typer.Exit(2) from None
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print `message` (plain text: brackets in paths or errors are shown as they are)."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+class _Ticker:
+    """Progress of a long step without a bar: on a terminal one transient status line (gone when
+    the step ends, so the summary below is the only count left on screen); elsewhere (logs) a
+    line every LOG_SEC at most. Nothing for a step shorter than the first interval."""
+
+    LOG_SEC = 10.0
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self._t0 = time.monotonic()
+        self._last = self._t0
+        self._status: Any = None
+        self._printed: str | None = None
+        self._latest: str | None = None
+
+    def __enter__(self) -> _Ticker:
+        self._t0 = self._last = time.monotonic()
+        return self
+
+    def tick(self, text: str) -> None:
+        if self.quiet:
+            return
+        t = time.monotonic()
+        if err_console.is_terminal:
+            if self._status is None:
+                if t - self._t0 < 1.0:
+                    return
+                self._status = err_console.status(escape(text))
+                self._status.start()
+            elif t - self._last >= 0.2:
+                self._status.update(escape(text))
+            else:
+                return
+            self._last = t
+        else:
+            self._latest = text
+            if t - self._last >= self.LOG_SEC:
+                self._last = t
+                self._printed = text
+                err_console.print(escape(text), highlight=False)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+        # in a log, the last progress line is the final count (never a stale one above the
+        # summary)
+        if exc[0] is None and self._printed is not None and self._latest != self._printed:
+            err_console.print(escape(self._latest or ""), highlight=False)
 
 
 def _version(value: bool) -> None:
@@ -132,19 +185,21 @@ def tasks_check(
         for r in shown:
             status = "[green]valid[/]" if r.valid else "[red]invalid[/]"
             reasons = r.problems or (r.warnings if verbose else [])
-            table.add_row(r.path, status, reasons[0] if reasons else "")
+            table.add_row(escape(r.path), status, escape(reasons[0]) if reasons else "")
             for extra in reasons[1:]:
-                table.add_row("", "", extra)
+                table.add_row("", "", escape(extra))
             if verbose and r.problems:
                 for w in r.warnings:
-                    table.add_row("", "[yellow]warning[/]", w)
+                    table.add_row("", "[yellow]warning[/]", escape(w))
         console.print(table)
     n_warn = sum(1 for r in results if r.warnings)
     summary = Table.grid(padding=(0, 2))
     summary.add_row("tasks", str(len(results)))
     summary.add_row("valid", f"[green]{len(results) - len(invalid)}[/]")
     summary.add_row("invalid", f"[red]{len(invalid)}[/]" if invalid else "0")
-    summary.add_row("with warnings", str(n_warn))
+    summary.add_row(
+        "with warnings", f"{n_warn}  (-v lists them)" if n_warn and not verbose else str(n_warn)
+    )
     summary.add_row("time", f"{elapsed:.2f} s")
     console.print(summary)
     raise typer.Exit(1 if invalid else 0)
@@ -165,13 +220,13 @@ def tasks_import_tb1(
         report = import_tb1_tasks(src, dest, overwrite=overwrite)
     except TtgenError as exc:
         raise _fail(str(exc)) from None
-    table = Table(title=f"Terminal-Bench 1 → Harbor ({dest})")
+    table = Table(title=f"Terminal-Bench 1 → Harbor ({escape(str(dest))})")
     table.add_column("task", overflow="fold")
     table.add_column("result")
     table.add_column("detail", overflow="fold")
     for item in report:
         colour = {"converted": "green", "skipped": "yellow"}.get(item.status, "red")
-        table.add_row(item.name, f"[{colour}]{item.status}[/]", item.detail)
+        table.add_row(escape(item.name), f"[{colour}]{item.status}[/]", escape(item.detail))
     console.print(table)
     failed = [i for i in report if i.status == "failed"]
     console.print(
@@ -202,19 +257,20 @@ def images_bootstrap(
         async with DockerBackend() as backend:
             await backend.ping()
             if not force and await backend.image_exists(tag):
-                console.print(f"{tag} already exists (use --force to rebuild)")
+                console.print(f"{tag} already exists (use --force to rebuild)", markup=False)
                 return
-            with console.status(f"debootstrap {suite} → {tag} ...") as status:
+            with console.status(escape(f"debootstrap {suite} → {tag} ...")) as status:
                 result = await bootstrap_base_image(
                     backend.docker,
                     tag=tag,
                     suite=suite,
                     mirror=mirror,
                     extra_packages=tuple(package),
-                    on_line=lambda line: status.update(f"debootstrap: {line[:100]}"),
+                    on_line=lambda line: status.update(escape(f"debootstrap: {line[:100]}")),
                 )
             console.print(
-                f"[green]built[/] {result.tag} ({result.image_id[:19]}) in {result.seconds:.0f} s"
+                f"[green]built[/] {escape(result.tag)} ({result.image_id[:19]}) "
+                f"in {result.seconds:.0f} s"
             )
 
     _run(go())
@@ -277,9 +333,11 @@ def images_build(
                     try:
                         task = Task.load(path)
                         ref = await backend.ensure_image(task, force_build=force_build)
-                        return True, (task.name, ref.tag, ref.source, f"{ref.seconds:.1f}", "")
+                        row = (task.name, ref.tag, ref.source, f"{ref.seconds:.1f}", "")
+                        return True, tuple(escape(x) for x in row)
                     except TtgenError as exc:
-                        return False, (path.name, "", "[red]failed[/]", "", str(exc))
+                        failed = (escape(path.name), "", "[red]failed[/]", "", escape(str(exc)))
+                        return False, failed
 
             with console.status("building images ..."):
                 rows = await asyncio.gather(*(one(p) for p in find_tasks(paths)))
@@ -322,7 +380,11 @@ def _build_domains(domains: list[str], base: str | None, force: bool) -> int:
                 )
         console.print(table)
         for d, exc in failures:
-            err_console.print(f"[bold red]{d} failed:[/] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[bold red]{escape(d)} failed:[/] {escape(str(exc))}",
+                highlight=False,
+                soft_wrap=True,
+            )
         return len(failures)
 
     return _run(go())
@@ -369,7 +431,9 @@ def images_domains(
                     size = info["Size"] / 1e6 if info and "Size" in info else None
                     out[d] = (await domain_image_state(backend, d), size)
         except DockerUnavailableError as exc:
-            err_console.print(f"[yellow]warning:[/] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[yellow]warning:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+            )
         return out
 
     found = _run(states())
@@ -400,12 +464,13 @@ def images_domains(
         )
         state = f"[{colours.get(r['state'], 'dim')}]{r['state']}[/]"
         size = "" if r["size_mb"] is None else str(r["size_mb"])
-        table.add_row(r["domain"], r["tag"], state, size, installs)
+        table.add_row(escape(r["domain"]), escape(r["tag"]), state, size, escape(installs))
     console.print(table)
     common = domain_packages(DOMAIN_IMAGES[0], "common")
     console.print(
         f"common set: apt {' '.join(common['apt'])}; pip {' '.join(common['pip'])}",
         highlight=False,
+        markup=False,
         soft_wrap=True,
     )
 
@@ -424,10 +489,10 @@ def images_aliases() -> None:
     table.add_column("image")
     table.add_column("from", overflow="fold")
     for a in settings.aliases:
-        table.add_row(a.pattern, a.image, a.source)
+        table.add_row(escape(a.pattern), escape(a.image), escape(a.source))
     console.print(table)
-    console.print(f"extra CA bundle: {settings.extra_ca_cert or 'none'}")
-    console.print(f"config sources: {', '.join(settings.sources) or 'defaults only'}")
+    console.print(f"extra CA bundle: {settings.extra_ca_cert or 'none'}", markup=False)
+    console.print(f"config sources: {', '.join(settings.sources) or 'defaults only'}", markup=False)
 
 
 # -- env --------------------------------------------------------------------------------------
@@ -478,6 +543,11 @@ def env_exec(
                 f"[red]timed out after {timeout:g} s; the command's processes were killed[/]"
             )
             return 124
+        if res.exit_code != 0:
+            from ttgen.sandbox.diagnose import TLS_HINT, tls_intercepted
+
+            if tls_intercepted(res.stdout + res.stderr):
+                err_console.print(f"[yellow]hint:[/] {escape(TLS_HINT)}", highlight=False)
         return res.exit_code if res.exit_code is not None else 1
 
     raise typer.Exit(_run(go()))
@@ -526,7 +596,7 @@ def env_shell(
     # A closed terminal (SIGHUP) or a kill (SIGTERM) still removes the container.
     for sig in (signal.SIGHUP, signal.SIGTERM):
         signal.signal(sig, _exit_on_signal)
-    console.print(f"[dim]container {name}; exit the shell to remove it[/]")
+    console.print(f"[dim]container {escape(name)}; exit the shell to remove it[/]")
     try:
         shell = "if command -v bash >/dev/null; then exec bash; else exec sh; fi"
         rc = subprocess.call([docker_cli, "exec", "-it", cid, "sh", "-c", shell])
@@ -557,9 +627,9 @@ def env_gc(
 
     removed = _run(go())
     for name in removed["containers"]:
-        console.print(f"removed container {name}")
+        console.print(f"removed container {name}", markup=False)
     for name in removed["networks"]:
-        console.print(f"removed network {name}")
+        console.print(f"removed network {name}", markup=False)
     console.print(
         f"{len(removed['containers'])} containers, {len(removed['networks'])} networks removed"
     )
@@ -601,13 +671,13 @@ def env_smoke(
             table.add_column(col, overflow="fold")
         for r in rows:
             table.add_row(
-                r.task,
+                escape(r.task),
                 "[green]ok[/]" if r.check_ok else "[red]invalid[/]",
-                f"{r.image_source or '-'}",
+                escape(f"{r.image_source or '-'}"),
                 f"{r.build_sec:.1f}" if r.build_sec is not None else "-",
                 f"{r.start_to_exec_ms:.0f}" if r.start_to_exec_ms is not None else "-",
                 "-" if r.exit_code is None else str(r.exit_code),
-                r.error or r.output_head,
+                escape(r.error or r.output_head),
             )
         console.print(table)
         ok = sum(r.ok for r in rows)
@@ -707,11 +777,13 @@ def adapt_cmd(
         SpinnerColumn(), "{task.description}", TimeElapsedColumn(), console=console,
         disable=not live, transient=True,
     ) as bar:  # fmt: skip
-        task_id = bar.add_task(f"adapt {kind}", total=None)
+        task_id = bar.add_task(escape(f"adapt {kind}"), total=None)
 
         def progress(s) -> None:  # AdaptSummary
             if s.read % 50 == 0:
-                bar.update(task_id, description=f"adapt {kind}: {s.read} read, {s.tasks} tasks")
+                bar.update(
+                    task_id, description=escape(f"adapt {kind}: {s.read} read, {s.tasks} tasks")
+                )
 
         try:
             summary = adapt(kind, source, out, options, progress=progress if live else None)
@@ -720,7 +792,9 @@ def adapt_cmd(
     if as_json:
         sys.stdout.write(json.dumps(summary.to_dict()) + "\n")
         raise typer.Exit(1 if summary.n_bad else 0)
-    console.print(f"[bold]adapt {kind}[/]: {source} → {out}", highlight=False)
+    console.print(
+        f"[bold]adapt {escape(kind)}[/]: {escape(source)} → {escape(str(out))}", highlight=False
+    )
     table = Table.grid(padding=(0, 2))
     table.add_row("records read", str(summary.read))
     table.add_row("tasks", str(summary.tasks))
@@ -740,8 +814,10 @@ def adapt_cmd(
                 f"  {bad.origin}: {bad.problem}", highlight=False, markup=False, soft_wrap=True
             )
         if summary.n_bad > 20:
-            err_console.print(f"  ... and {summary.n_bad - 20} more; see {summary.manifest}")
-    console.print(f"manifest: {summary.manifest}", highlight=False)
+            err_console.print(
+                f"  ... and {summary.n_bad - 20} more; see {summary.manifest}", markup=False
+            )
+    console.print(f"manifest: {summary.manifest}", highlight=False, markup=False)
     raise typer.Exit(1 if summary.n_bad else 0)
 
 
@@ -827,7 +903,7 @@ def _check_executor(executor: str, address: str | None, per_node: int | None) ->
         import importlib.util
 
         if importlib.util.find_spec("ray") is None:
-            raise _fail("--executor ray needs Ray: pip install 'terminal-task-gen\\[ray]'")
+            raise _fail("--executor ray needs Ray: pip install 'terminal-task-gen[ray]'")
 
 
 def _job_options(
@@ -921,7 +997,7 @@ def _stats_table(stats: dict[str, Any], title: str) -> Table:
 def _preflight(check: Any, name: str) -> None:
     """One check before the work starts (`check()`: a coroutine asking the endpoint what the
     work will ask); a failure stops here, with nothing started."""
-    err_console.print(f"checking {name}'s model endpoint ...", highlight=False)
+    err_console.print(f"checking {name}'s model endpoint ...", highlight=False, markup=False)
     try:
         line = asyncio.run(check())
     except LLMError as exc:
@@ -937,7 +1013,7 @@ def _preflight(check: Any, name: str) -> None:
             f"{name}: the model endpoint failed a test request, so nothing was started: "
             f"{str(exc).rstrip('.')}.{hint} (--no-preflight skips this check.)"
         ) from None
-    err_console.print(f"ok: {line}", highlight=False)
+    err_console.print(f"ok: {line}", highlight=False, markup=False)
 
 
 @app.command("rollout")
@@ -1048,7 +1124,10 @@ def rollout(
     )
     tasks, bad = load_tasks(found)
     for b in bad:
-        err_console.print(f"[yellow]skipped[/] {b['file']}: {b['problem']}", highlight=False)
+        err_console.print(
+            f"[yellow]skipped[/] {escape(str(b['file']))}: {escape(str(b['problem']))}",
+            highlight=False,
+        )
     if not tasks:
         raise _fail("no valid tasks to run")
 
@@ -1068,12 +1147,14 @@ def rollout(
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
     else:
-        console.print(_stats_table(stats, f"rollout: {out}"))
+        console.print(_stats_table(stats, escape(f"rollout: {out}")))
         if result["removed_containers"]:
             console.print(
                 f"removed {len(result['removed_containers'])} container(s) left by an earlier run"
             )
-        console.print(f"job folder: {out}  (result.json, trials.jsonl, one folder per trial)")
+        console.print(
+            f"job folder: {out}  (result.json, trials.jsonl, one folder per trial)", markup=False
+        )
     raise typer.Exit(1 if stats["n_errored_trials"] or stats["n_cancelled_trials"] else 0)
 
 
@@ -1160,7 +1241,7 @@ def validate(
         for v in verdicts:
             sys.stdout.write(json.dumps(v.to_dict()) + "\n")
     else:
-        table = Table(title=f"validation: {out}")
+        table = Table(title=escape(f"validation: {out}"))
         for col in ("task", "verdict", "oracle", "nop", "reasons"):
             table.add_column(col, overflow="fold")
         colors = {"valid": "green", "no_solution": "cyan", "no_tests": "cyan"}
@@ -1168,20 +1249,20 @@ def validate(
             fmt = lambda r: "-" if r is None else f"{r:g}"  # noqa: E731
             color = colors.get(v.verdict, "red")
             table.add_row(
-                v.task,
+                escape(v.task),
                 f"[{color}]{v.verdict}[/]",
                 fmt(v.rewards.get("oracle")) if "oracle" in v.rewards else "n/a",
                 fmt(v.rewards.get("nop")),
-                "; ".join(v.reasons),
+                escape("; ".join(v.reasons)),
             )
         console.print(table)
         counts = summarize(verdicts)
         console.print(
             ", ".join(f"{k} {n}" for k, n in counts.items()) + f"  ({len(verdicts)} tasks)"
         )
-        console.print(f"verdicts: {out / 'validation.jsonl'}")
+        console.print(f"verdicts: {out / 'validation.jsonl'}", markup=False)
         if keep_set:
-            console.print(f"kept {len(kept)} task(s) in {keep_dir or out / 'kept'}")
+            console.print(f"kept {len(kept)} task(s) in {keep_dir or out / 'kept'}", markup=False)
     bad = [v for v in verdicts if v.verdict not in GOOD_VERDICTS]
     infra = [v for v in verdicts if v.verdict == "infra_error"]
     raise typer.Exit(1 if infra or (strict and bad) else 0)
@@ -1304,7 +1385,9 @@ class _SynthProgress:
         self.progress.update(self.bar, advance=1, description=self._describe())
         if not self.live and not self.quiet:
             reason = f": {record.get('reason')}" if status != "written" else ""
-            err_console.print(f"{record['id']} {status}{reason}"[:300], highlight=False)
+            err_console.print(
+                f"{record['id']} {status}{reason}"[:300], highlight=False, markup=False
+            )
 
 
 def _synth_config(
@@ -1392,7 +1475,7 @@ def _run_synth(
             executor=executor,
             address=address,
             per_node=per_node,
-            log=lambda message: err_console.print(message, highlight=False),
+            log=lambda message: err_console.print(message, highlight=False, markup=False),
             preparing=console.status,
         )
 
@@ -1411,7 +1494,7 @@ def _run_synth(
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:
-        table = Table(title=f"{label}: {out}", show_header=False)
+        table = Table(title=escape(f"{label}: {out}"), show_header=False)
         table.add_column("", style="bold")
         table.add_column("")
         table.add_row("items", str(summary["n_items"]))
@@ -1442,7 +1525,8 @@ def _run_synth(
         console.print(table)
         console.print(
             f"tasks in {out}; one generation record per item in {out / 'generation'}; "
-            f"index {out / 'synth.jsonl'}"
+            f"index {out / 'synth.jsonl'}",
+            markup=False,
         )
     raise typer.Exit(1 if summary["errors"] else 0)
 
@@ -1602,7 +1686,7 @@ def synth_seeds(
     except (TtgenError, ValueError) as exc:
         raise _fail(str(exc)) from None
     for bad in loaded.bad[:20]:
-        err_console.print(f"[yellow]skipped[/] {bad}", highlight=False)
+        err_console.print(f"[yellow]skipped[/] {escape(str(bad))}", highlight=False)
     if len(loaded.bad) > 20:
         err_console.print(f"... and {len(loaded.bad) - 20} more bad seed records")
     if loaded.duplicates:
@@ -1652,19 +1736,19 @@ def synth_taxonomy(
             table.add_column(col, overflow="fold")
         for row in describe(tax):
             table.add_row(
-                row["id"],
-                row["title"],
+                escape(row["id"]),
+                escape(row["title"]),
                 str(row["n_primitives"]),
-                ", ".join(row["skill_types"]),
-                row["image"],
+                escape(", ".join(row["skill_types"])),
+                escape(row["image"]),
             )
         console.print(table)
         return
-    table = Table(title=f"{picked.title}: {len(picked.primitives)} primitive skills")
+    table = Table(title=escape(f"{picked.title}: {len(picked.primitives)} primitive skills"))
     for col in ("id", "type", "skill"):
         table.add_column(col, overflow="fold")
     for p in picked.primitives:
-        table.add_row(p.id, p.type, p.skill)
+        table.add_row(escape(p.id), escape(p.type), escape(p.skill))
     console.print(table)
 
 
@@ -1771,31 +1855,32 @@ def curate_cmd(
         dedup=dedup,
         dedup_threshold=dedup_threshold,
     )
-    last = [0.0]
+    from ttgen.curate.pipeline import NothingKeptError
 
-    def progress(c: dict[str, int]) -> None:
-        t = time.monotonic()
-        if not as_json and t - last[0] >= 2:
-            last[0] = t
-            err_console.print(
-                f"{c['trials']} trials: {c['kept']} kept, {c['dropped']} dropped", highlight=False
-            )
-
+    ticker = _Ticker(quiet=as_json)
     try:
-        manifest = curate(jobs, out, options, progress=progress)
+        with ticker:
+            manifest = curate(
+                jobs, out, options,
+                progress=lambda c: ticker.tick(
+                    f"{c['trials']} trials: {c['kept']} kept, {c['dropped']} dropped"
+                ),
+            )  # fmt: skip
+    except NothingKeptError as exc:
+        raise _fail(str(exc), code=1) from None
     except (CurateError, ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
     if as_json:
         console.print_json(json.dumps(manifest))
         return
     c = manifest["counts"]
-    table = Table(title=f"curated {out}")
+    table = Table(title=escape(f"curated {out}"))
     table.add_column("")
     table.add_column("count", justify="right")
     table.add_row("trials", str(c["trials"]))
     table.add_row("records read", str(c["records_in"]))
     for reason, n in manifest["dropped"].items():
-        table.add_row(f"dropped: {reason}", str(n))
+        table.add_row(escape(f"dropped: {reason}"), str(n))
     table.add_row("[bold]kept[/]", f"[bold]{c['kept']}[/]")
     console.print(table)
     if manifest["kept_by_source"]:
@@ -1803,6 +1888,7 @@ def curate_cmd(
             "kept by source: "
             + ", ".join(f"{k} {v}" for k, v in manifest["kept_by_source"].items()),
             highlight=False,
+            markup=False,
         )
     decon = manifest["decontamination"]
     if decon.get("enabled"):
@@ -1811,10 +1897,11 @@ def curate_cmd(
             f"with the benchmark ({decon.get('records_dropped', 0)} record(s) dropped); "
             f"see {out / 'dropped.jsonl'}",
             highlight=False,
+            markup=False,
         )
         for bad in decon.get("bad_items", [])[:10]:
-            err_console.print(f"[yellow]benchmark item skipped[/] {bad['origin']}: {bad['problem']}",
-                              highlight=False)  # fmt: skip
+            err_console.print(f"[yellow]benchmark item skipped[/] {escape(str(bad['origin']))}: "
+                              f"{escape(str(bad['problem']))}", highlight=False)  # fmt: skip
 
 
 @app.command("export")
@@ -1919,27 +2006,23 @@ def export_cmd(
         hub_private=private,
         hub_token=os.environ.get("HF_TOKEN"),
     )
-    last = [time.monotonic()]
-
-    def progress(n: int) -> None:
-        t = time.monotonic()
-        if not as_json and t - last[0] >= 2:
-            last[0] = t
-            err_console.print(f"{n} rows ...", highlight=False)
-
+    ticker = _Ticker(quiet=as_json)
     try:
-        summary = export(data, out, options, progress=progress)
+        with ticker:
+            summary = export(data, out, options, progress=lambda n: ticker.tick(f"{n} rows ..."))
     except (ExportError, ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
+    for w in summary.get("warnings", []):
+        err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
     if as_json:
         console.print_json(json.dumps(summary))
     else:
-        table = Table(title=f"export ({fmt}): {summary['records']} record(s) read")
+        table = Table(title=escape(f"export ({fmt}): {summary['records']} record(s) read"))
         cols = ["file", "rows"] + (["tokens", "trained", "truncated"] if fmt == "sft" else [])
         for col in cols:
             table.add_column(col, justify="left" if col == "file" else "right")
         for o in summary["outputs"].values():
-            row = [o["path"], str(o["rows"])]
+            row = [escape(str(o["path"])), str(o["rows"])]
             if fmt == "sft":
                 row += [str(o["tokens"]), str(o["trained_tokens"]), str(o["truncated"])]
             table.add_row(*row)
@@ -1948,10 +2031,12 @@ def export_cmd(
             console.print(f"dropped as longer than {max_len}: {summary['dropped_overlong']}")
         for name, d in (summary.get("datasets") or {}).items():
             console.print(
-                f"{name}: " + ", ".join(f"{k} {v}" for k, v in d.items()), highlight=False
+                f"{name}: " + ", ".join(f"{k} {v}" for k, v in d.items()),
+                highlight=False,
+                markup=False,
             )
     for p in summary["problems"][:20]:
-        err_console.print(f"[yellow]skipped[/] {p}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]skipped[/] {escape(str(p))}", highlight=False, soft_wrap=True)
     if summary["skipped"]:
         err_console.print(f"{summary['skipped']} record(s) skipped", highlight=False)
         raise typer.Exit(1)
@@ -1978,11 +2063,13 @@ def stats_cmd(
     if as_json:
         console.print_json(json.dumps(st))
         return
-    console.print(f"[bold]{st['records']}[/] record(s) in {data}", highlight=False)
+    console.print(f"[bold]{st['records']}[/] record(s) in {escape(str(data))}", highlight=False)
     for key in ("by_subset", "by_source", "by_domain", "by_difficulty"):
         if st[key]:
             console.print(
-                f"{key[3:]}: " + ", ".join(f"{k} {v}" for k, v in st[key].items()), highlight=False
+                f"{key[3:]}: " + ", ".join(f"{k} {v}" for k, v in st[key].items()),
+                highlight=False,
+                markup=False,
             )
     dist = Table(title="distributions")
     for col in ("subset", "n", "tokens mean", "tokens median", "turns mean", "turns median",
@@ -1991,7 +2078,7 @@ def stats_cmd(
 
     def _row(name: str, tokens: dict, turns: dict, comp: Any, succ: Any, verified: int) -> None:
         dist.add_row(
-            name,
+            escape(name),
             str(turns.get("n", 0)),
             str(tokens.get("mean", "-")),
             str(tokens.get("median", "-")),
@@ -2011,8 +2098,8 @@ def stats_cmd(
         hist = st[what].get("histogram")
         if not hist:
             continue
-        table = Table(title=f"{what} histogram" + (
-            f" (counted by: {', '.join(st['tokens_counted_by'])})" if what == "tokens" else ""))  # fmt: skip
+        table = Table(title=escape(f"{what} histogram" + (
+            f" (counted by: {', '.join(st['tokens_counted_by'])})" if what == "tokens" else "")))  # fmt: skip
         table.add_column("bin")
         table.add_column("count", justify="right")
         table.add_column("")
@@ -2021,13 +2108,14 @@ def stats_cmd(
             table.add_row(label, str(count), "#" * round(30 * count / top))
         console.print(table)
     if st["truncated"]:
-        console.print(f"truncated at export: {st['truncated']}", highlight=False)
+        console.print(f"truncated at export: {st['truncated']}", highlight=False, markup=False)
     cur = st.get("curation")
     if cur:
         console.print(
             f"curation: {cur['trials']} trials, {cur['records_in']} records read, {cur['kept']} kept; "
             "dropped: " + (", ".join(f"{k} {v}" for k, v in cur["dropped"].items()) or "none"),
             highlight=False,
+            markup=False,
         )
         d = cur["decontamination"]
         if d.get("enabled"):
@@ -2037,7 +2125,7 @@ def stats_cmd(
                 highlight=False,
             )
     for p in st["problems"][:20]:
-        err_console.print(f"[yellow]skipped[/] {p}", highlight=False)
+        err_console.print(f"[yellow]skipped[/] {escape(str(p))}", highlight=False)
 
 
 @app.command("eval")
@@ -2128,7 +2216,10 @@ def eval_cmd(
     )
     tasks, bad = load_tasks(found)
     for b in bad:
-        err_console.print(f"[yellow]skipped[/] {b['file']}: {b['problem']}", highlight=False)
+        err_console.print(
+            f"[yellow]skipped[/] {escape(str(b['file']))}: {escape(str(b['problem']))}",
+            highlight=False,
+        )
     if not tasks:
         raise _fail("no valid tasks to evaluate")
     specs = rollout_specs(tasks, AgentSpec(name=agent, kwargs=kwargs), attempts)
@@ -2158,7 +2249,11 @@ def eval_cmd(
         console.print(category_table(summary, title))
         for line in report_lines(summary):
             console.print(line, highlight=False)
-        console.print(f"eval.json: {out / 'eval.json'}  job folder: {out / 'job'}", highlight=False)
+        console.print(
+            f"eval.json: {out / 'eval.json'}  job folder: {out / 'job'}",
+            highlight=False,
+            markup=False,
+        )
     raise typer.Exit(1 if summary["n_missing"] else 0)
 
 
@@ -2222,7 +2317,9 @@ def run_cmd(
         if as_json:
             console.print_json(json.dumps(plan))
             return
-        console.print(f"run folder: {plan['run']}\nteacher: {plan['teacher']}", highlight=False)
+        console.print(
+            f"run folder: {plan['run']}\nteacher: {plan['teacher']}", highlight=False, markup=False
+        )
         table = Table(title="plan")
         table.add_column("stage")
         table.add_column("state")
@@ -2261,9 +2358,11 @@ def run_cmd(
         console.print_json(json.dumps(manifest, default=str))
         return
     report = (manifest["stages"].get("report") or {}).get("outputs", {}).get("report")
-    console.print(f"run folder: {run_dir}  (manifest: {run_dir / 'run.json'})", highlight=False)
+    console.print(
+        f"run folder: {run_dir}  (manifest: {run_dir / 'run.json'})", highlight=False, markup=False
+    )
     if report:
-        console.print(f"report: {run_dir / report}", highlight=False)
+        console.print(f"report: {run_dir / report}", highlight=False, markup=False)
 
 
 @app.command("report")
@@ -2294,7 +2393,7 @@ def report_cmd(
         index = write_report(run, out, ReportOptions(max_trajectories=max_trajectories))
     except (ReportError, OSError, ValueError) as exc:
         raise _fail(str(exc)) from None
-    console.print(str(index), highlight=False, soft_wrap=True)
+    console.print(str(index), highlight=False, markup=False, soft_wrap=True)
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:

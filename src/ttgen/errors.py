@@ -36,7 +36,13 @@ class DockerUnavailableError(SandboxError):
 
 
 class ImageBuildError(SandboxError):
-    """An environment image failed to build; carries the tail of the build log."""
+    """An environment image failed to build; carries the tail of the build log.
+
+    A failure of the task's own environment (a RUN step that fails, a COPY of a missing file, a
+    Dockerfile syntax error) is deterministic: building again gives the same error, so it is not
+    retried. `BuildInfraError` is the other kind."""
+
+    retryable = False
 
     def __init__(self, message: str, log_tail: str = "", *, timed_out: bool = False) -> None:
         self.log_tail = log_tail
@@ -45,6 +51,13 @@ class ImageBuildError(SandboxError):
         if log_tail:
             text += "\n--- build log (tail) ---\n" + log_tail.rstrip("\n")
         super().__init__(text)
+
+
+class BuildInfraError(ImageBuildError):
+    """A build that failed for a reason outside the task (the engine or the network unreachable,
+    a registry timing out): worth retrying. The message says which sign was seen."""
+
+    retryable = True
 
 
 class ImageNotFoundError(SandboxError):

@@ -17,10 +17,10 @@ caller set), in canonical form.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import shutil
-import tempfile
 import tomllib
 import uuid
 from collections.abc import Iterable, Mapping
@@ -32,6 +32,7 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ttgen.errors import TaskError
+from ttgen.fileio import make_dir_temp
 
 INSTRUCTION_FILE = "instruction.md"
 CONFIG_FILE = "task.toml"
@@ -263,6 +264,44 @@ def format_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def unknown_keys(config: TaskConfig) -> list[str]:
+    """One line per key of task.toml that ttgen does not know, naming its table and, when one
+    is close, the known key it may be a typo of::
+
+        [verifier] unknown key "timeout" (kept); did you mean "timeout_sec"?
+
+    Such keys are kept and written back (Harbor adds keys), but ttgen does not act on them, so
+    a typo would silently fall back to the default. Free-form tables (metadata, env) have no
+    unknown keys.
+    """
+    lines: list[str] = []
+    _collect_unknown(config, "", lines)
+    return list(dict.fromkeys(lines))  # [[task.authors]] may repeat the same line
+
+
+def _collect_unknown(model: BaseModel, table: str, out: list[str]) -> None:
+    fields = type(model).model_fields
+    known = [info.alias or name for name, info in fields.items()]
+    for key, value in (model.model_extra or {}).items():
+        close = difflib.get_close_matches(key.lower(), known, n=1, cutoff=0.6)
+        if isinstance(value, Mapping):
+            where = f"{table}.{key}" if table else key
+            line = f"unknown table [{where}] (kept)"
+            if close:
+                line += f"; did you mean [{f'{table}.{close[0]}' if table else close[0]}]?"
+        else:
+            line = (f"[{table}] " if table else "") + f'unknown key "{key}" (kept)'
+            if close:
+                line += f'; did you mean "{close[0]}"?'
+        out.append(line)
+    for name, info in fields.items():
+        value = getattr(model, name)
+        sub = f"{table}.{info.alias or name}" if table else info.alias or name
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, BaseModel):
+                _collect_unknown(item, sub, out)
+
+
 @dataclass
 class Task:
     """A task directory: the parsed config and instruction, plus where its files live.
@@ -345,7 +384,7 @@ class Task:
         if target.exists() and not overwrite:
             raise TaskError(target, "already exists (pass overwrite=True to replace it)")
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        tmp = make_dir_temp(target.parent, f".{target.name}.tmp-")
         try:
             if self.path is not None and self.path.is_dir():
                 for entry in os.scandir(self.path):
@@ -367,7 +406,6 @@ class Task:
                     out.chmod(0o755)
             (tmp / INSTRUCTION_FILE).write_text(self.instruction, encoding="utf-8")
             (tmp / CONFIG_FILE).write_text(self.config.to_toml(), encoding="utf-8")
-            os.chmod(tmp, 0o755)
             _replace_dir(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -114,6 +114,30 @@ def _is_trial(path: Path) -> bool:
         return False
 
 
+def _no_conversation(agent: str) -> str:
+    text = f"agent {agent} kept no messages.json"
+    if agent == "oracle":
+        text += (
+            " (the oracle records a conversation only when asked: `ttgen rollout --agent oracle "
+            "--ak transcript=true` writes its reference solution as a stand-in conversation, "
+            "labelled stand_in, as `ttgen run` does without a teacher)"
+        )
+    elif agent == "nop":
+        text += " (the nop agent does nothing, so it has no conversation to train on)"
+    return text
+
+
+def looks_like_tasks(path: Path) -> int:
+    """How many task folders (task.toml) lie in `path` (itself or up to two levels down): the
+    common mistake of giving curate the tasks instead of a rollout job."""
+    if (path / "task.toml").is_file():
+        return 1
+    n = 0
+    for pattern in ("*/task.toml", "*/*/task.toml"):
+        n += sum(1 for _ in path.glob(pattern))
+    return n
+
+
 def read_trial(trial_dir: Path) -> tuple[list[dict[str, Any]], list[Drop]]:
     """The records of one trial folder (see the module docstring) and what was dropped."""
     result = read_trial_result(trial_dir)
@@ -130,7 +154,7 @@ def read_trial(trial_dir: Path) -> tuple[list[dict[str, Any]], list[Drop]]:
     main = agent_dir / "messages.json"
     if not main.is_file():
         return [], [
-            Drop(base_id, "no_conversation", f"agent {result.agent_info.name} kept no messages.json",
+            Drop(base_id, "no_conversation", _no_conversation(result.agent_info.name),
                  result.task_name, outcome)
         ]  # fmt: skip
     contexts = sorted(

@@ -18,10 +18,10 @@ the ledger).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ttgen import __version__
-from ttgen.curate.collect import Drop, find_trials, read_trial
+from ttgen.curate.collect import Drop, find_trials, looks_like_tasks, read_trial
 from ttgen.curate.decontaminate import (
     BENCH_FIELDS,
     DEFAULT_NGRAM,
@@ -38,6 +38,7 @@ from ttgen.curate.decontaminate import (
     load_benchmark,
 )
 from ttgen.curate.filters import FilterOptions, Filters
+from ttgen.fileio import temp_beside
 from ttgen.rollout.models import now
 from ttgen.textsim import NearDuplicateIndex
 
@@ -66,6 +67,44 @@ class CurateOptions:
 
 class CurateError(Exception):
     """A usage or input problem that stops curation before anything is written."""
+
+
+class NothingKeptError(CurateError):
+    """Every trajectory was dropped: the output folder is left as it was (an empty result where
+    data was expected is an error); `manifest` says what was read and why each was dropped."""
+
+    def __init__(self, message: str, manifest: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.manifest = manifest
+
+
+def _no_trials_message(inputs: list[Path], out: Path) -> str:
+    names = ", ".join(str(p) for p in inputs)
+    n_tasks = sum(looks_like_tasks(p) for p in inputs)
+    if n_tasks:
+        return (
+            f"no trial folders in {names}: it holds {n_tasks} task folder(s) (task.toml), not "
+            "rollouts. Curation reads rollout jobs: run the tasks first, e.g. `ttgen rollout "
+            f"{names} --agent terminus-2 --model M --base-url URL --out JOB`, then `ttgen curate "
+            f"JOB --out {out}`. Nothing was written."
+        )
+    return (
+        f"no trial folders in {names}: curation reads rollout jobs (the --out folder of `ttgen "
+        "rollout`, RUN/rollouts of `ttgen run`), single trials or folders of jobs. "
+        "Nothing was written."
+    )
+
+
+def _nothing_kept_message(manifest: dict[str, Any], first: dict[str, str], out: Path) -> str:
+    c = manifest["counts"]
+    reasons = "; ".join(
+        f"{reason} {n}" + (f" (e.g. {first[reason]})" if first.get(reason) else "")
+        for reason, n in manifest["dropped"].items()
+    )
+    return (
+        f"no record kept from {c['trials']} trial(s) ({c['records_in']} conversation(s) read): "
+        f"dropped: {reasons or 'none'}. {out} was left as it was."
+    )
 
 
 def build_index(options: CurateOptions) -> tuple[NGramIndex | None, dict[str, Any]]:
@@ -108,13 +147,14 @@ class _Output:
     """The three output files, written beside their final names and renamed at the end."""
 
     def __init__(self, out: Path) -> None:
+        self._created = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
         self.out = out
         self._tmp: dict[str, Path] = {}
         self.files: dict[str, IO[str]] = {}
         for name in (RECORDS, DROPPED):
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out)
-            self._tmp[name] = Path(tmp)
+            fd, tmp = temp_beside(out / name)
+            self._tmp[name] = tmp
             self.files[name] = os.fdopen(fd, "w", encoding="utf-8")
 
     def write(self, name: str, obj: dict[str, Any]) -> None:
@@ -137,6 +177,9 @@ class _Output:
             f.close()
         for tmp in self._tmp.values():
             tmp.unlink(missing_ok=True)
+        if self._created:
+            with contextlib.suppress(OSError):
+                self.out.rmdir()  # only if still empty
 
 
 def curate(
@@ -165,11 +208,14 @@ def curate(
     dropped: Counter[str] = Counter()
     kept_by: dict[str, Counter[str]] = {"subset": Counter(), "source": Counter()}
     matches: Counter[str] = Counter()
+    first_detail: dict[str, str] = {}  # one example per drop reason, for an empty result
     trials = 0
     try:
         trial_iter = list(find_trials(inputs))
     except OSError as exc:
         raise CurateError(str(exc)) from exc
+    if not trial_iter:
+        raise CurateError(_no_trials_message(inputs, out))
     output = _Output(out)
     try:
         for trial_dir in trial_iter:
@@ -177,6 +223,7 @@ def curate(
             records, drops = read_trial(trial_dir)
             for d in drops:
                 dropped[d.reason] += 1
+                first_detail.setdefault(d.reason, d.detail)
                 output.write(DROPPED, d.to_json())
             for rec in records:
                 counts["records_in"] += 1
@@ -187,6 +234,7 @@ def curate(
                 )
                 if drop is not None:
                     dropped[drop.reason] += 1
+                    first_detail.setdefault(drop.reason, drop.detail)
                     if drop.reason == "near_duplicate":
                         dup_tasks.add(rec["task"])
                     if drop.reason == "decontamination":
@@ -245,6 +293,8 @@ def curate(
             },
             "elapsed_sec": round(time.perf_counter() - started, 3),
         }
+        if counts["kept"] == 0:
+            raise NothingKeptError(_nothing_kept_message(manifest, first_detail, out), manifest)
         output.commit(manifest)
         return manifest
     except BaseException:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ttgen import __version__
-from ttgen.curate.pipeline import RECORDS, read_records
+from ttgen.curate.pipeline import RECORDS, read_manifest, read_records
 from ttgen.export.corpus import CORPUS_SCHEMA, corpus_row
 from ttgen.export.mixes import (
     DEFAULT_STAGE1,
@@ -202,6 +202,11 @@ def export(
                 n_done += 1
                 if progress is not None and n_done % 64 == 0:
                     progress(n_done)
+        # An empty file where data was expected is an error (nothing is written); a scaling
+        # subset too small to hold a row is only a warning.
+        empty = [o for o in outs.values() if o.rows == 0 and o.plan.fraction is None]
+        if empty:
+            raise ExportError(_empty_message(inputs, files, empty, counts, problems, options))
         for o in outs.values():
             o.writer.close()
     except BaseException:
@@ -249,12 +254,58 @@ def export(
             }
             for name, o in outs.items()
         },
+        "warnings": [
+            f"{o.plan.path}: 0 rows (the {o.plan.fraction:g} subset of {counts['records']} "
+            "record(s) rounds to none)"
+            for o in outs.values()
+            if o.rows == 0 and o.plan.fraction is not None
+        ],
         "elapsed_sec": round(time.perf_counter() - started, 3),
     }
     if options.save_to_disk is not None or options.push_to_hub:
         summary["datasets"] = publish(list(outs.values()), options)
     write_json_atomic(summary_path(out), summary)
     return summary
+
+
+def _empty_message(
+    inputs: list[Path],
+    files: list[Path],
+    empty: list[_Out],
+    counts: Counter[str],
+    problems: list[str],
+    options: ExportOptions,
+) -> str:
+    """Why an output would have no rows (an empty file where data was expected is an error)."""
+    names = ", ".join(str(o.plan.path) for o in empty)
+    if counts["records"] == 0:
+        why = []
+        for f in files:
+            manifest = read_manifest(f if f.is_dir() else f.parent)
+            if manifest and manifest.get("kind") == "curate":
+                c = manifest.get("counts", {})
+                drops = ", ".join(f"{k} {v}" for k, v in (manifest.get("dropped") or {}).items())
+                why.append(
+                    f"{f}: curation kept {c.get('kept', 0)} of {c.get('records_in', 0)} "
+                    f"conversation(s) from {c.get('trials', 0)} trial(s)"
+                    + (f" (dropped: {drops})" if drops else "")
+                )
+            else:
+                why.append(f"{f}: no records")
+        reason = "the input holds no records: " + "; ".join(why) if why else "no input"
+    elif counts["records"] == len(problems) or counts["records"] == counts["dropped_overlong"]:
+        reason = (
+            f"all {counts['records']} record(s) were skipped"
+            + (f" (e.g. {problems[0]})" if problems else f" as longer than {options.max_len}")
+        )
+    else:
+        stages = {o.plan.stage for o in empty}
+        reason = f"none of the {counts['records']} record(s) goes there"
+        if 1 in stages:
+            reason += f" (no record of subsets {', '.join(options.stage1_subsets)} for stage 1)"
+        elif 2 in stages:
+            reason += f" (every record is of subsets {', '.join(options.stage1_subsets)}: stage 1)"
+    return f"{names} would have 0 rows: {reason}. Nothing was written."
 
 
 def summary_path(out: Path) -> Path:

@@ -15,13 +15,14 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from ttgen.fileio import temp_beside
 
 
 def format_of(path: Path) -> str:
@@ -61,11 +62,8 @@ class RowWriter:
         self.n_rows = 0
         self._buffer: list[dict[str, Any]] = []
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
-        )
+        fd, self._tmp = temp_beside(self.path)
         os.close(fd)
-        self._tmp = Path(tmp)
         self._parquet: pq.ParquetWriter | None = None
         self._text: IO[str] | None = None
         if self.format == "parquet":

@@ -27,7 +27,9 @@ Relative paths are relative to the YAML file's folder.
 
 from __future__ import annotations
 
+import difflib
 import os
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -195,6 +197,43 @@ class PipelineConfig(_Strict):
         return Path(os.path.normpath(p if p.is_absolute() else self.base_dir / p))
 
 
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    """("sources", 0, "input") → "sources[0].input", as the key is written in the YAML."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _unknown_key(loc: tuple[int | str, ...]) -> str:
+    """The message for a key the section does not have: the nearest known key, or the known
+    keys when none is close."""
+    model: type[BaseModel] | None = PipelineConfig
+    for part in loc[:-1]:
+        if model is None:
+            break
+        if isinstance(part, str):
+            field = model.model_fields.get(part)
+            model = _model_in(field.annotation) if field is not None else None
+    if model is None:
+        return "unknown key"
+    known = [name for name, f in model.model_fields.items() if not f.exclude]
+    close = difflib.get_close_matches(str(loc[-1]).lower(), known, n=1, cutoff=0.6)
+    if close:
+        return f'unknown key; did you mean "{close[0]}"?'
+    return f"unknown key (known here: {', '.join(known)})"
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The settings model inside a field's type (Teacher, list[Source], Sft | None, ...)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        if model := _model_in(arg):
+            return model
+    return None
+
+
 def load_pipeline(path: Path) -> PipelineConfig:
     """Read and check PIPELINE.yaml."""
     try:
@@ -210,8 +249,11 @@ def load_pipeline(path: Path) -> PipelineConfig:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            where = ".".join(str(x) for x in err["loc"]) or "(top)"
-            problems.append(f"{where}: {err['msg']}")
+            where = _key_path(err["loc"]) or "(top)"
+            if err["type"] == "extra_forbidden":
+                problems.append(f"{where}: {_unknown_key(err['loc'])}")
+            else:
+                problems.append(f"{where}: {err['msg']}")
         raise PipelineConfigError(f"{path}: " + "; ".join(problems)) from None
     config.base_dir = path.resolve().parent
     names = [s.folder_name for s in config.sources]
@@ -220,4 +262,30 @@ def load_pipeline(path: Path) -> PipelineConfig:
         raise PipelineConfigError(
             f"{path}: sources share the folder name(s) {dup}; give them distinct `name`s"
         )
+    _check_paths(path, config)
     return config
+
+
+def _check_paths(path: Path, config: PipelineConfig) -> None:
+    """Every input the file names must exist now (not after an hour of rollouts): the error
+    names the YAML file, the key, the value and the path it resolved to."""
+    wanted: list[tuple[str, str | None, str]] = []  # (key, value, what it should be)
+    for i, s in enumerate(config.sources):
+        wanted.append((f"sources[{i}].input", s.input, "the adapter's input file"))
+        wanted.append((f"sources[{i}].tasks", s.tasks, "a task folder or a folder of tasks"))
+        wanted.append((f"sources[{i}].seeds", s.seeds, "the seed problems file"))
+    for i, b in enumerate(config.curation.benchmarks):
+        wanted.append((f"curation.benchmarks[{i}]", b, "a benchmark folder or JSONL file"))
+    if config.export.sft is not None:
+        wanted.append(("export.sft.chat_template", config.export.sft.chat_template,
+                       "a chat template file"))  # fmt: skip
+    problems = []
+    for key, value, what in wanted:
+        if not value:
+            continue
+        resolved = config.path(value)
+        if not resolved.exists():
+            problems.append(f"{key}: {value!r} does not exist (resolved to {resolved}; {what}; "
+                            "relative paths are relative to this file's folder)")  # fmt: skip
+    if problems:
+        raise PipelineConfigError(f"{path}: " + "; ".join(problems))

@@ -314,9 +314,18 @@ class Runner:
             tasks, out, _job_options(v), events=events)))  # fmt: skip
         kept = [vd.path for vd in verdicts if vd.verdict in v.keep]
         _write_lines(out / "kept.txt", kept)
-        counts = {"tasks": len(verdicts), "verdicts": summarize(verdicts), "kept": len(kept)}
+        summary = summarize(verdicts)
+        left = {verdict: n for verdict, n in summary.items() if verdict not in v.keep}
+        counts = {"tasks": len(verdicts), "verdicts": summary, "kept": len(kept),
+                  "left_out": left}  # fmt: skip
+        note = (
+            "left out (verdict not in validation.keep): "
+            + ", ".join(f"{k} {n}" for k, n in left.items())
+            if left
+            else ""
+        )
         return StageResult(
-            "done", {"validation": "validation", "kept": "validation/kept.txt"}, counts
+            "done", {"validation": "validation", "kept": "validation/kept.txt"}, counts, note
         )
 
     def _kept_tasks(self) -> list[Path]:
@@ -335,6 +344,9 @@ class Runner:
         r, t = self.config.rollouts, self.config.teacher
         tasks, bad = load_tasks(self._kept_tasks())
         note = ""
+        left: dict[str, int] = {}
+        if bad:
+            left["unreadable task"] = len(bad)
         if t.configured:
             kwargs = {**t.params, **r.agent_kwargs, "model": t.model, "base_url": t.base_url}
             if t.price_input_per_mtok is not None:
@@ -346,7 +358,12 @@ class Runner:
             if hasattr(agent, "preflight"):
                 asyncio.run(agent.preflight())
         elif r.stand_in == "oracle":
-            tasks = [x for x in tasks if x.solve_script is not None]
+            with_solution = [x for x in tasks if x.solve_script is not None]
+            if len(with_solution) < len(tasks):
+                left["no reference solution for the oracle stand-in"] = (
+                    len(tasks) - len(with_solution)
+                )
+            tasks = with_solution
             spec = AgentSpec(name="oracle", kwargs={"transcript": True})
             note = "no teacher: the oracle agent stands in (records labelled stand_in)"
         else:
@@ -360,7 +377,14 @@ class Runner:
                   skipped_tasks=bad)  # fmt: skip
         result = asyncio.run(_with_events(events, job.run()))
         st = result["stats"]
+        if left:
+            note = "; ".join(
+                [*([note] if note else []), "tasks left out: "
+                 + ", ".join(f"{k} {n}" for k, n in left.items())]
+            )  # fmt: skip
         counts = {
+            "tasks": len(tasks),
+            "left_out": left,
             "trials": st.get("n_trials", len(job.specs)),
             "outcomes": st.get("outcomes", {}),
             "agent": spec.name,
@@ -556,6 +580,8 @@ def _brief(counts: dict[str, Any]) -> str:
     parts = []
     for k, v in counts.items():
         if isinstance(v, dict):
+            if not v:
+                continue  # e.g. nothing left out
             v = ", ".join(f"{a} {b}" for a, b in v.items()) or "-"
             parts.append(f"{k}: {v}")
         else:

@@ -284,7 +284,7 @@ def category_table(summary: dict[str, Any], title: str) -> Table:
     """The per-category table (the paper's Table 4) with an `overall` row; pass@k at the k
     evaluated; `mean reward` when rewards are partial, `missing` when trials are missing."""
     kmax = str(summary["k"])
-    table = Table(title=title)
+    table = Table(title=escape(title))
     cols = ["category", "tasks", "trials", "passed", "accuracy %", "± SE", f"pass@{kmax} %"]
     if summary["partial_rewards"]:
         cols.append("mean reward")
@@ -294,7 +294,7 @@ def category_table(summary: dict[str, Any], title: str) -> Table:
         table.add_column(col, justify="left" if col == "category" else "right")
     rows = [*summary["categories"].items(), ("overall", summary)]
     for i, (name, c) in enumerate(rows):
-        cells = [name, str(c["n_tasks"]), str(c["n_trials"]), str(c["n_passed"]),
+        cells = [escape(name), str(c["n_tasks"]), str(c["n_trials"]), str(c["n_passed"]),
                  _pct(c["accuracy"]), _pct(c["accuracy_se"]), _pct(c["pass_at_k"].get(kmax))]  # fmt: skip
         if summary["partial_rewards"]:
             cells.append("-" if c["mean_reward"] is None else f"{c['mean_reward']:.3f}")

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ttgen import __version__
-from ttgen.errors import ConfigError, TaskError
+from ttgen.errors import BuildInfraError, ConfigError, TaskError
 from ttgen.rollout.executors import TrialExecutor, make_executor
 from ttgen.rollout.models import (
     INFRA_OUTCOMES,
@@ -167,6 +167,13 @@ def rollout_specs(tasks: Sequence[Task], agent: AgentSpec, attempts: int) -> lis
     ]
 
 
+def build_retryable(result: TrialResult) -> bool:
+    """A failed build is worth another try only when its log showed infrastructure (the engine,
+    the network, a registry): BuildInfraError. The task's own failures fail the same way again."""
+    info = result.exception_info
+    return info is not None and info.exception_type == BuildInfraError.__name__
+
+
 def _source(task: Task) -> str | None:
     src = getattr(task.config, "source", None)
     if isinstance(src, str) and src:
@@ -192,6 +199,19 @@ def load_tasks(paths: Iterable[Path]) -> tuple[list[Task], list[dict[str, str]]]
 
 class JobLockedError(ConfigError):
     pass
+
+
+def _agents_text(agents: Iterable[Any]) -> str:
+    """'agent oracle', 'agents nop, terminus-2 (model=m)': how a user names agents."""
+    names = []
+    for a in agents:
+        if not isinstance(a, dict):
+            names.append(str(a))
+            continue
+        kw = {k: v for k, v in (a.get("kwargs") or {}).items() if "key" not in k.lower()}
+        opts = ", ".join(f"{k}={v}" for k, v in sorted(kw.items()))
+        names.append(f"{a.get('name')}" + (f" ({opts})" if opts else ""))
+    return ("agent " if len(names) == 1 else "agents ") + ", ".join(names)
 
 
 class Job:
@@ -232,21 +252,36 @@ class Job:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def run(self) -> dict[str, Any]:
-        """Run every unfinished trial; return the job result (also written to result.json)."""
+        """Run every unfinished trial; return the job result (also written to result.json).
+
+        A start that is refused (another kind of job or another agent in the folder, a job
+        running elsewhere) or that fails before the first trial (engine unreachable, a dead Ray
+        cluster) leaves every file of an existing job as it was, and no folder behind for a new
+        one: result.json is rewritten only once the run has really started."""
+        self._read_config()  # refuse a mismatched job before touching anything
         executor = self._executor or make_executor(self.options, self._backend)
+        created = not self.out.exists()
         self.out.mkdir(parents=True, exist_ok=True)
-        self._acquire_lock()
+        try:
+            self._acquire_lock()
+        except BaseException:
+            if created:
+                shutil.rmtree(self.out, ignore_errors=True)
+            raise
         self._t0 = time.monotonic()
         status = "finished"
+        started = False
         try:
-            self._load_config()
-            self._log(f"run started (pid {os.getpid()}, {len(self.specs)} trials planned)")
+            config = self._read_config()  # again, now that this process holds the job
             self.removed_containers = await executor.start(self.job_id, self._log)
+            pending = self._scan()
+            self._write_config(config)
+            started = True
+            self._log(f"run started (pid {os.getpid()}, {len(self.specs)} trials planned)")
             if self.removed_containers:
                 self._log(
                     f"removed {len(self.removed_containers)} container(s) left by an earlier run"
                 )
-            pending = self._scan()
             self.events.job_started(self, len(self.specs), list(self.summaries.values()))
             writer = asyncio.create_task(self._write_periodically())
             try:
@@ -266,14 +301,17 @@ class Job:
             raise
         finally:
             try:
-                result = self._write_result(status)
-                self._write_index()
-                self._log(f"run {status}: {json.dumps(result['stats']['outcomes'])}")
+                if started:
+                    result = self._write_result(status)
+                    self._write_index()
+                    self._log(f"run {status}: {json.dumps(result['stats']['outcomes'])}")
             finally:
                 try:
                     await executor.close()
                 finally:
                     self._release_lock()
+                    if created and not started:
+                        shutil.rmtree(self.out, ignore_errors=True)
         return result
 
     def _acquire_lock(self) -> None:
@@ -302,9 +340,38 @@ class Job:
         agents = sorted({s.agent.key for s in self.specs})
         return {"kind": self.kind, "agents": [json.loads(a) for a in agents]}
 
-    def _load_config(self) -> None:
+    def _read_config(self) -> dict[str, Any] | None:
+        """The job's config.json (None for a new job); refuses (ConfigError) a folder that holds
+        another kind of job or other agents' trials. Reads only."""
         path = self.out / "config.json"
+        if not path.exists():
+            if not self.job_id:
+                self.job_id = uuid.uuid4().hex[:12]
+            return None
         identity = self._identity()
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+            self.job_id = config["job_id"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{path}: not a ttgen job config ({exc})") from None
+        old = config.get("identity", {})
+        if old.get("kind") != identity["kind"]:
+            raise ConfigError(
+                f"{self.out} holds a {old.get('kind')} job; this is a {identity['kind']}. "
+                "Use another --out folder."
+            )
+        old_agents = {json.dumps(a, sort_keys=True) for a in old.get("agents", [])}
+        new_agents = {json.dumps(a, sort_keys=True) for a in identity["agents"]}
+        if not new_agents <= old_agents:
+            raise ConfigError(
+                f"{self.out} was run with {_agents_text(old.get('agents', []))}; this command "
+                f"asks for {_agents_text(json.loads(a) for a in sorted(new_agents - old_agents))}. "
+                "Results of different agents do not mix in one job: use another --out folder. "
+                "Nothing in it was changed."
+            )
+        return config
+
+    def _write_config(self, config: dict[str, Any] | None) -> None:
         run_info = {
             "started_at": now().isoformat(),
             "pid": os.getpid(),
@@ -313,36 +380,16 @@ class Job:
             "ttgen_version": __version__,
             "options": self.options.to_dict(),
         }
-        if path.exists():
-            try:
-                config = json.loads(path.read_text(encoding="utf-8"))
-                self.job_id = config["job_id"]
-            except (OSError, ValueError, KeyError) as exc:
-                raise ConfigError(f"{path}: not a ttgen job config ({exc})") from None
-            old = config.get("identity", {})
-            if old.get("kind") != identity["kind"]:
-                raise ConfigError(
-                    f"{self.out} holds a {old.get('kind')} job; this is a {identity['kind']}. "
-                    "Use another --out folder."
-                )
-            old_agents = {json.dumps(a, sort_keys=True) for a in old.get("agents", [])}
-            new_agents = {json.dumps(a, sort_keys=True) for a in identity["agents"]}
-            if not new_agents <= old_agents:
-                raise ConfigError(
-                    f"{self.out} was run with agent(s) {sorted(old_agents)}; this command asks "
-                    f"for {sorted(new_agents - old_agents)}. Results of different agents do not "
-                    "mix in one job: use another --out folder."
-                )
-            config.setdefault("runs", []).append(run_info)
-        else:
-            self.job_id = uuid.uuid4().hex[:12]
+        if config is None:
             config = {
                 "job_id": self.job_id,
                 "created_at": now().isoformat(),
-                "identity": identity,
+                "identity": self._identity(),
                 "runs": [run_info],
             }
-        write_json_atomic(path, config)
+        else:
+            config.setdefault("runs", []).append(run_info)
+        write_json_atomic(self.out / "config.json", config)
 
     def _scan(self) -> list[tuple[TrialSpec, list[RetryRecord]]]:
         """Split the planned trials into finished ones (kept) and the rest (to run)."""
@@ -420,6 +467,12 @@ class Job:
                 if result.outcome in RETRYABLE_OUTCOMES and n < opts.retries:
                     if result.outcome == Outcome.BUILD_ERROR and key in self._build_failures:
                         break  # failed fast on a build already known to fail: nothing to retry
+                    if result.outcome == Outcome.BUILD_ERROR and not build_retryable(result):
+                        self._log(
+                            f"{spec.trial_name}: build_error of the task's own environment "
+                            "(deterministic): not retried"
+                        )
+                        break
                     history.append(RetryRecord.of(result))
                     wait = min(opts.retry_max_wait_sec, opts.retry_min_wait_sec * 2**n)
                     wait *= random.uniform(0.5, 1.0)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ttgen.fileio import write_json_atomic  # noqa: F401  (re-exported: the trial files' writer)
 
 
 def now() -> datetime:
@@ -225,26 +225,6 @@ def finite_number(value: Any) -> bool:
 
 
 # -- files --------------------------------------------------------------------------------------
-
-
-def write_json_atomic(
-    path: Path, data: str | dict[str, Any] | list[Any], *, fsync: bool = True
-) -> None:
-    """Write JSON through a temporary file and a rename: readers see all or nothing; with
-    `fsync` (for commit points such as result.json) even after a power loss."""
-    text = data if isinstance(data, str) else json.dumps(data, indent=2, default=str)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_trial_result(trial_dir: Path) -> TrialResult | None:

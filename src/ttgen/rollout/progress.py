@@ -10,6 +10,7 @@ from collections import Counter
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -94,12 +95,14 @@ class JobProgress:
         for s in finished:
             self._count(s)
         self.done = len(finished)
-        self._task = self.progress.add_task(
-            self.label, total=n_total, completed=self.done, status=self.status()
+        self._task = self.progress.add_task(  # the label holds names: plain text
+            escape(self.label), total=n_total, completed=self.done, status=self.status()
         )
         if not self.live:
             kept = f", {self.done} already finished" if self.done else ""
-            self.console.print(f"{job.kind} {job.out}: {n_total} trials{kept}", highlight=False)
+            self.console.print(
+                f"{job.kind} {job.out}: {n_total} trials{kept}", highlight=False, markup=False
+            )
 
     def trial_started(self, spec: Any) -> None:
         pass
@@ -110,6 +113,7 @@ class JobProgress:
             self.console.print(
                 f"  retry {spec.trial_name}: {result.outcome.value} (waiting {wait_sec:.1f}s)",
                 highlight=False,
+                markup=False,
             )
         self._refresh()
 

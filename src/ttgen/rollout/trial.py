@@ -65,6 +65,7 @@ from ttgen.rollout.models import (
     primary_reward,
     write_json_atomic,
 )
+from ttgen.sandbox.diagnose import TLS_HINT, tls_intercepted
 from ttgen.sandbox.docker import DockerBackend, DockerSandbox, container_name, resolve_env
 from ttgen.task import Task
 
@@ -543,6 +544,10 @@ class Trial:
                 f"{exc} (test.sh exited {run.exit_code}; see verifier/test-stdout.txt)"
             ) from None
         result.verifier_result = VerifierResult(rewards=rewards)
+        reward = primary_reward(rewards)
+        if (reward is None or reward < 1) and tls_intercepted(out):
+            result.warnings.append(f"verifier output: {TLS_HINT}")
+            tlog("verifier output shows TLS interception (see warnings)")
 
     async def _copy_out(
         self, remote: str, local: Path, result: TrialResult, *, skip_existing: bool = False

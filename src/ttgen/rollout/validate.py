@@ -35,6 +35,7 @@ from ttgen.rollout.models import (
     write_json_atomic,
 )
 from ttgen.rollout.trial import TrialSpec
+from ttgen.sandbox.diagnose import TLS_HINT
 from ttgen.sandbox.docker import DockerBackend
 from ttgen.task import Task
 
@@ -103,6 +104,7 @@ def judge(nop: TrialResult | None, oracle: TrialResult | None) -> tuple[str, lis
             reasons.append("solve.sh ran past the agent timeout")
         elif meta.get("exit_code") not in (0, None):
             reasons.append(f"solve.sh exited {meta['exit_code']}")
+        reasons += [w for w in oracle.warnings if TLS_HINT in w]
         return "oracle_failed", reasons
     return "valid", []
 

@@ -39,6 +39,7 @@ import aiohttp
 
 from ttgen.config import Settings, load_settings
 from ttgen.errors import (
+    BuildInfraError,
     DockerUnavailableError,
     ImageBuildError,
     ImageNotFoundError,
@@ -54,6 +55,7 @@ from ttgen.sandbox.context import (
     ca_env,
     make_build_context,
 )
+from ttgen.sandbox.diagnose import TLS_HINT, infrastructure_sign, tls_intercepted
 from ttgen.sandbox.execd import HELPER, ExecChannel, UserSwitchError
 from ttgen.task import Task
 
@@ -178,6 +180,33 @@ class _NetworkGoneError(SandboxError):
 def _network_gone(exc: aiodocker.DockerError) -> bool:
     message = str(exc.message).lower()
     return "network" in message and "not found" in message
+
+
+
+def build_failure(
+    name: str, what: str, detail: str, log_tail: str, log: str, *, timed_out: bool = False
+) -> ImageBuildError:
+    """The error for a failed build, by what its log shows, said before the engine's detail
+    (which repeats the failing command and can be long): TLS interception (names the setting
+    that fixes it; not retried: every try fails the same way until it is set), a sign of
+    infrastructure (BuildInfraError, retried; the sign is named) or the task's own failure
+    (ImageBuildError, deterministic, not retried)."""
+    tail = f": {detail}" if detail else ""
+    if tls_intercepted(log):
+        return ImageBuildError(f"{name}: {what}. {TLS_HINT} Build error{tail}", log_tail,
+                               timed_out=timed_out)  # fmt: skip
+    sign = infrastructure_sign(log)
+    if sign is not None:
+        return BuildInfraError(
+            f"{name}: {what} (looks like infrastructure, will be retried: {sign}){tail}",
+            log_tail,
+            timed_out=timed_out,
+        )
+    return ImageBuildError(
+        f"{name}: {what} (the task's own environment failed to build: not retried){tail}",
+        log_tail,
+        timed_out=timed_out,
+    )
 
 
 class DockerBackend:
@@ -419,24 +448,33 @@ class DockerBackend:
                 if "error" in chunk or "errorDetail" in chunk:
                     detail = chunk.get("errorDetail", {}).get("message") or chunk.get("error")
                     lines.append(str(detail))
-                    raise ImageBuildError(
-                        f"{name}: image build failed: {detail}",
+                    raise build_failure(
+                        name,
+                        "image build failed",
+                        str(detail),
                         "\n".join(lines[-BUILD_LOG_TAIL_LINES:]),
+                        "\n".join(lines),
                     )
                 del lines[:-200]
 
         try:
             await asyncio.wait_for(consume(), timeout)
         except TimeoutError:
-            raise ImageBuildError(
-                f"{name}: image build exceeded build_timeout_sec={timeout:g}",
+            raise build_failure(
+                name,
+                f"image build exceeded build_timeout_sec={timeout:g}",
+                "",
                 "\n".join(lines[-BUILD_LOG_TAIL_LINES:]),
+                "\n".join(lines),
                 timed_out=True,
             ) from None
         except aiodocker.DockerError as exc:
-            raise ImageBuildError(
-                f"{name}: image build failed: {exc.message}",
+            raise build_failure(
+                name,
+                "image build failed",
+                str(exc.message),
                 "\n".join(lines[-BUILD_LOG_TAIL_LINES:]),
+                "\n".join([*lines, str(exc.message)]),
             ) from exc
         if not await self.image_exists(tag):
             raise ImageBuildError(
