@@ -298,7 +298,9 @@ def test_curate_progress_never_leaves_a_stale_count_above_the_table(
         monkeypatch.setattr(ttgen.cli._Ticker, "LOG_SEC", log_sec)
     job = tmp_path / "job"
     for i in range(9):
-        msgs = conversation(f"Task number {i}: print {i}.", [terminus_turn(f"echo {i}", complete=True)])
+        msgs = conversation(
+            f"Task number {i}: print {i}.", [terminus_turn(f"echo {i}", complete=True)]
+        )
         write_trial(job, f"t{i}__0", task=f"t{i}", messages=None if i < 2 else msgs,
                     agent="nop" if i < 2 else "terminus-2")  # fmt: skip
     res = runner.invoke(app, ["curate", str(job), "--out", str(tmp_path / "d"), "--no-decontam",
@@ -309,3 +311,12 @@ def test_curate_progress_never_leaves_a_stale_count_above_the_table(
         assert lines == []  # a short run prints no progress at all
     else:
         assert lines and lines[-1] == "9 trials: 7 kept, 2 dropped"
+
+
+def test_adapting_an_empty_input_is_an_error_and_writes_nothing(runner, tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    res = runner.invoke(app, ["adapt", "math", "--input", str(tmp_path / "empty.jsonl"),
+                              "--out", str(tmp_path / "tasks")], env=WIDE)  # fmt: skip
+    assert res.exit_code == 2
+    assert "empty.jsonl: no records (empty input); nothing was written" in res.output
+    assert not (tmp_path / "tasks").exists()

@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ttgen.cli import app
+from ttgen.curate.filters import FilterOptions
 from ttgen.curate.pipeline import CurateOptions, curate
 from ttgen.report import ReportOptions, collect_report, detect_kind, write_report
 from ttgen.report.collect import build_trajectory, clip, parse_assistant
@@ -540,3 +541,343 @@ def test_a_plain_rollout_job_and_a_curated_folder_report_in_chromium(tmp_path):
         )
         assert dom.by_id("next").attrs.get("disabled") is not None
     assert dom.find_all(id="hist-turns") and not dom.find_all(id="outcomes")
+
+
+# -- a run like the quickstart demo's (no teacher: the oracle stands in) ----------------------------
+
+MATH = {"source": "adapter", "adapter": "math", "dataset": "math.jsonl"}
+SWE = {"source": "adapter", "adapter": "swe", "dataset": "swe.jsonl"}
+# a category longer than any label the charts used to have room for
+LONG_CATEGORY = "infrastructure-automation-and-observability"
+BUNDLED = {
+    "csv-report": {"difficulty": "easy", "category": LONG_CATEGORY},
+    "hello-world": {"difficulty": "medium", "category": "file-operations"},
+}
+# one terminal line far wider than any screen, with no place to break it
+WIDE_LINE = "root@box:/app# " + "x" * 3000
+STANDIN_SOURCES = {"adapter-math": 3, "adapter-swe": 1, "tasks": 2, "synth-skills": 0}
+
+
+WORDS = [f"{w}{i}" for i, w in enumerate("abcdefghijklmnopqrstuvwxyz")]
+
+
+def _task_with_files(root: Path, name: str, meta: dict[str, str], solution: bool) -> Path:
+    _write_task(root, name, meta)
+    # distinct instructions (curation drops near-duplicates)
+    k = sum(map(ord, name))
+    words = [WORDS[(k * (i + 3) + i * i) % len(WORDS)] for i in range(30)]
+    (root / name / "instruction.md").write_text(f"{name}: {' '.join(words)}\n")
+    if solution:
+        for f in ("solution/solve.sh", "tests/test.sh"):
+            (root / name / f).parent.mkdir(parents=True, exist_ok=True)
+            (root / name / f).write_text("#!/bin/bash\ntrue\n")
+    return (root / name).resolve()
+
+
+def make_standin_run(root: Path) -> Path:
+    """19 tasks in the demo, 6 here: adapter tasks in the run's tasks/ (one SWE task without
+    tests or solution), two bundled tasks of a `tasks:` source outside the run folder, a skipped
+    synthesis source; every rollout from the oracle standing in; one record dropped by curation."""
+    run = root / "run"
+    tasks: dict[str, tuple[Path, dict[str, str]]] = {}
+    for i in range(3):
+        p = _task_with_files(run / "tasks" / "adapter-math", f"math-{i}", MATH, True)
+        tasks[p.name] = (p, MATH)
+    p = _task_with_files(run / "tasks" / "adapter-swe", "swe-repo-1", SWE, False)
+    tasks[p.name] = (p, SWE)
+    for name, meta in BUNDLED.items():
+        p = _task_with_files(root / "examples" / "tasks", name, meta, True)
+        tasks[name] = (p, meta)
+    (run / "validation").mkdir()
+    no_tests = "the task has no tests/ (by design, like the paper's adapter tasks)"
+    (run / "validation" / "validation.jsonl").write_text("".join(
+        json.dumps({"task": t, "path": str(p), "verdict": "no_tests" if t == "swe-repo-1" else
+                    "valid", "reasons": [no_tests] if t == "swe-repo-1" else []}) + "\n"
+        for t, (p, _) in tasks.items()))  # fmt: skip
+    (run / "validation" / "kept.txt").write_text("".join(f"{p}\n" for p, _ in tasks.values()))
+    n = 0
+    for t, (p, meta) in tasks.items():
+        if t == "swe-repo-1":
+            continue  # no solution: the oracle cannot stand in
+        for attempt in range(2):
+            turns = [terminus_turn("bash /solution/solve.sh\n"), terminus_turn("", complete=True)]
+            if t == "hello-world" and attempt == 1:
+                turns = _turns(6)  # dropped by curation (max_turns)
+            observation = f"{WIDE_LINE}\n$ " if t == "csv-report" and attempt == 0 else "$ "
+            write_trial(run / "rollouts", f"{t}__{attempt}", task=t, task_path=str(p),
+                        task_metadata=meta, agent="oracle", model="", attempt=attempt,
+                        messages=conversation(f"Solve {t}.", turns, observation=observation))  # fmt: skip
+            n += 1
+    m = curate([run / "rollouts"], run / "curated",
+               CurateOptions(decontaminate=False, filters=FilterOptions(max_turns=4)))  # fmt: skip
+    stage = {"status": "done", "started_at": "2026-11-01T12:00:00.123456+00:00",
+             "finished_at": "2026-11-01T12:05:00.654321+00:00"}  # fmt: skip
+    (run / "run.json").write_text(json.dumps({
+        "kind": "ttgen-run", "name": "standin-run", "created_at": "2026-11-01T12:00:00+00:00",
+        "ttgen_version": "0",
+        "config": {
+            "sources": [{"adapter": "math", "input": "math.jsonl", "tasks": None, "synth": None},
+                        {"adapter": "swe", "input": "swe.jsonl", "tasks": None, "synth": None},
+                        {"adapter": None, "tasks": "tasks", "synth": None},
+                        {"adapter": None, "tasks": None, "synth": "skills"}],
+            "validation": {"enabled": True, "keep": ["valid", "no_solution", "no_tests"]},
+            "rollouts": {"agent": "terminus-2", "attempts": 2, "stand_in": "oracle"},
+        },
+        "stages": {
+            "sources": {**stage, "outputs": {"tasks": "tasks"},
+                        "counts": {"by_source": STANDIN_SOURCES, "generated": 6, "bad": 0},
+                        "note": "synth-skills skipped: synthesis needs a teacher "
+                                "(--model/--base-url)"},
+            "validation": {**stage, "outputs": {"validation": "validation",
+                                                "kept": "validation/kept.txt"},
+                           "counts": {"tasks": 6, "verdicts": {"valid": 5, "no_tests": 1},
+                                      "kept": 6}},
+            "rollouts": {**stage, "outputs": {"rollouts": "rollouts"},
+                         "counts": {"tasks": 5, "trials": n, "outcomes": {"passed": n},
+                                    "agent": "oracle", "stand_in": True, "cost_usd": None,
+                                    "left_out": {"no reference solution for the oracle "
+                                                 "stand-in": 1}},
+                         "note": "no teacher: the oracle agent stands in"},
+            "curation": {**stage, "outputs": {"curated": "curated"},
+                         "counts": {**m["counts"], "dropped_by": m["dropped"]}},
+            "export": {"status": "pending"},
+            "report": {"status": "pending"},
+        },
+    }))  # fmt: skip
+    return run
+
+
+def test_all_tasks_are_counted_and_missing_difficulty_is_no_bucket(tmp_path):
+    """The tasks section counts what the funnel counts (the bundled tasks of a `tasks:` source
+    live outside the run folder), by pipeline source; adapter tasks have no difficulty: they are
+    not a difficulty bucket ("-"), they are said to have none."""
+    run = make_standin_run(tmp_path)
+    data = collect_report(run)
+    steps = {s["key"]: s for s in data["funnel"]}
+    tasks = data["tasks"]
+    assert tasks["count"] == steps["generated"]["count"] == 6
+    assert tasks["by_origin"] == {"adapter-math": 3, "tasks": 2, "adapter-swe": 1}
+    assert tasks["by_difficulty"] == {"easy": 1, "medium": 1}
+    assert tasks["no_difficulty"] == {"n/a (adapter)": 4}
+    kept = data["kept"]
+    assert kept["records"] == 9
+    assert kept["by_difficulty"] == {"easy": 2, "medium": 1}
+    assert kept["no_difficulty"] == {"n/a (adapter)": 6}
+    assert kept["stand_in"]["by_difficulty"] == {"easy": 2, "medium": 1}
+    # a copied run folder lists its tasks where they were: still 6 tasks, not 10
+    shutil.copytree(run, tmp_path / "copy")
+    assert collect_report(tmp_path / "copy")["tasks"]["by_origin"] == tasks["by_origin"]
+
+
+def test_tasks_used_in_place_count_before_validation_ran(tmp_path):
+    """`ttgen run --until sources`: no validation lists yet; run.json's task_roots name the
+    folder of the `tasks:` source, so its tasks are counted with the run's own."""
+    run = make_standin_run(tmp_path)
+    shutil.rmtree(run / "validation")
+    manifest = json.loads((run / "run.json").read_text())
+    manifest["stages"]["sources"]["counts"]["task_roots"] = {
+        "tasks": str(tmp_path / "examples" / "tasks")
+    }
+    for stage in ("validation", "rollouts", "curation"):
+        manifest["stages"][stage] = {"status": "pending"}
+    (run / "run.json").write_text(json.dumps(manifest))
+    tasks = collect_report(run)["tasks"]
+    assert tasks["count"] == 6
+    assert tasks["by_origin"] == {"adapter-math": 3, "tasks": 2, "adapter-swe": 1}
+
+
+def test_a_relative_run_path_shows_each_trial_once(tmp_path, monkeypatch):
+    """`ttgen report runs/x` (relative) showed every kept trial twice: as a record and again as a
+    trial, the record's absolute trial_dir never matching the relative one."""
+    run = make_standin_run(tmp_path)
+    monkeypatch.chdir(run.parent)
+    items = collect_report(Path(run.name))["trajectories"]["items"]
+    assert [it["kind"] for it in items].count("record") == 9
+    # the one trial curation dropped (max_turns) is the only trial shown
+    assert [it["id"] for it in items if it["kind"] == "trial"] == ["job1/hello-world__1"]
+
+
+def test_the_funnel_says_why_tasks_leave_each_step(tmp_path):
+    run = make_standin_run(tmp_path)
+    steps = {s["key"]: s for s in collect_report(run)["funnel"]}
+    _funnel_says_why(steps)
+    # a run.json from before rollouts.left_out: the report tells it from the task folders
+    manifest = json.loads((run / "run.json").read_text())
+    del manifest["stages"]["rollouts"]["counts"]["left_out"]
+    (run / "run.json").write_text(json.dumps(manifest))
+    _funnel_says_why({s["key"]: s for s in collect_report(run)["funnel"]})
+
+
+def _funnel_says_why(steps: dict[str, dict]) -> None:
+
+    def why(key: str) -> dict[tuple[str, str], int | None]:
+        return {(w["kind"], w["what"]): w["n"] for w in steps[key]["why"]}
+
+    gen = why("generated")
+    assert gen[("source", "adapter-math")] == 3 and gen[("source", "tasks")] == 2
+    assert gen[("source", "synth-skills")] == 0
+    assert any("synthesis needs a teacher" in (w.get("detail") or "")
+               for w in steps["generated"]["why"] if w["what"] == "synth-skills")  # fmt: skip
+    assert why("valid") == {("kept", "valid"): 5, ("kept", "no_tests"): 1}
+    assert "has no tests" in next(w["detail"] for w in steps["valid"]["why"]
+                                  if w["what"] == "no_tests")  # fmt: skip
+    ro = why("rolled_out")
+    not_rolled = [w for w in steps["rolled_out"]["why"] if w["kind"] == "not_rolled_out"]
+    assert [(w["what"], w["n"], w["unit"]) for w in not_rolled] == [
+        ("no reference solution for the oracle stand-in", 1, "tasks")
+    ]
+    assert "no_tests" in not_rolled[0]["detail"] and "oracle" in not_rolled[0]["detail"]
+    assert ("stand_in", "from a stand-in agent (oracle)") in ro
+    kept = why("kept")
+    assert kept[("drop", "max_turns")] == 1
+    assert steps["kept"]["stand_in"] == 9 and steps["rolled_out"]["stand_in"] == 10
+
+
+_MEASURE = r"""<script>
+(function () {
+  "use strict";
+  function name(e) {
+    var s = e.tagName.toLowerCase();
+    if (e.id) s += "#" + e.id;
+    var c = e.getAttribute("class");
+    if (c) s += "." + c.trim().split(/\s+/).join(".");
+    var sec = e.closest("section");
+    return (sec ? sec.id + " " : "") + s + " \"" + (e.textContent || "").trim().slice(0, 40) + "\"";
+  }
+  function shown(e) { var r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0; }
+  // what a reader can open is measured open (the prompt, the instruction, the configuration)
+  document.querySelectorAll("details").forEach(function (d) { d.open = true; });
+  var de = document.documentElement;
+  var out = { page: [de.scrollWidth, de.clientWidth], wide: [], clipped: [], outside: [],
+              bars: [], legends: {} };
+  // cards (sections, banners) wider than themselves: something in them sticks out
+  document.querySelectorAll("section, .standin-banner, .viewer, .traj-view").forEach(function (e) {
+    if (shown(e) && e.scrollWidth > e.clientWidth + 1) out.wide.push(name(e) + " " + e.scrollWidth + ">" + e.clientWidth);
+  });
+  // text cut by overflow: hidden / clip or by text-overflow: ellipsis
+  document.querySelectorAll("body *").forEach(function (e) {
+    if (e instanceof SVGElement || !shown(e) || !(e.textContent || "").trim()) return;
+    var cs = getComputedStyle(e);
+    var hides = /hidden|clip/.test(cs.overflowX) || cs.textOverflow === "ellipsis";
+    if (hides && e.scrollWidth > e.clientWidth + 1) out.clipped.push(name(e) + " " + e.scrollWidth + ">" + e.clientWidth);
+  });
+  // chart labels (SVG text, or text in an HTML chart) drawn outside their chart
+  document.querySelectorAll("svg text, .chart *").forEach(function (e) {
+    if (e.children.length && !(e instanceof SVGTextElement)) return;
+    if (!(e.textContent || "").trim() || e.closest("title")) return;
+    var chart = e.closest(".chart") || e.closest("svg");
+    if (!chart || !shown(e)) return;
+    var r = e.getBoundingClientRect(), c = chart.getBoundingClientRect();
+    if (r.left < c.left - 1 || r.right > c.right + 1 || r.top < c.top - 1 || r.bottom > c.bottom + 1) {
+      out.outside.push(name(e) + " in " + (chart.id || chart.getAttribute("class")));
+    }
+  });
+  // the colour a reader sees in the middle of every data bar
+  document.querySelectorAll("rect.bar, rect.hbar, .chart .bar, .chart .hbar, .step .bar, .rate span").forEach(function (b) {
+    if (!shown(b)) return;
+    b.scrollIntoView({ block: "center" });
+    var r = b.getBoundingClientRect();
+    var top = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+    if (!top) return;
+    var cs = getComputedStyle(top);
+    var colour = top instanceof SVGElement ? cs.fill : cs.backgroundColor;
+    var where = b.closest("[id]");
+    var row = b.closest("[data-step], tr, [data-label]");
+    out.bars.push({ where: where ? where.id : "", row: row ? (row.getAttribute("data-step") || row.getAttribute("data-label") || row.getAttribute("data-domain") || "") : "",
+                    standin_row: !!(row && row.getAttribute("data-stand-in") === "1"), colour: colour });
+  });
+  window.scrollTo(0, 0);
+  var standin = getComputedStyle(de).getPropertyValue("--standin").trim();
+  var probe = document.createElement("span");
+  probe.style.color = standin;
+  document.body.appendChild(probe);
+  out.standin = getComputedStyle(probe).color;
+  probe.remove();
+  ["funnel", "mix-kept", "distributions", "rollouts"].forEach(function (id) {
+    var box = document.getElementById(id);
+    out.legends[id] = !!(box && box.querySelector(".legend .sw.standin"));
+  });
+  document.body.setAttribute("data-measure", JSON.stringify(out));
+})();
+</script>
+</body>"""
+
+
+def _measure(index: Path, width: int, fragment: str, tmp: Path) -> tuple[_Node, dict]:
+    """The page at `width` px with a measuring script (a test-only copy of the page)."""
+    copy = tmp / f"measure-{width}.html"
+    copy.write_text(index.read_text().replace("</body>", _MEASURE, 1))
+    url = copy.resolve().as_uri() + fragment
+    cmd = [_chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+           "--disable-dev-shm-usage", "--disable-extensions", f"--user-data-dir={tmp / 'prof'}",
+           "--hide-scrollbars", f"--window-size={width},1200", "--virtual-time-budget=5000",
+           "--dump-dom", url]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    tree = _Tree()
+    tree.feed(proc.stdout)
+    body = tree.root.find_all("body")[0]
+    assert body.attrs.get("data-errors") == "", body.attrs.get("data-errors")
+    assert body.attrs.get("data-measure"), "the measuring script did not run"
+    return tree.root, json.loads(body.attrs["data-measure"])
+
+
+def _shown_text(node: _Node) -> str:
+    """Text a reader sees (tooltips, i.e. <title>, left out)."""
+    return "".join(c if isinstance(c, str) else "" if c.tag == "title" else _shown_text(c)
+                   for c in node.children)  # fmt: skip
+
+
+@pytest.mark.parametrize("width", [1000, 1400])
+def test_nothing_is_wider_than_the_page_or_cut_in_chromium(tmp_path, width):
+    """What a reader of the demo's report saw at 1000 and 1400 px: the page scrolled sideways
+    (raw JSON counts, a long terminal line in the viewer), bar labels were cut, bars of stand-in
+    data were drawn in the teacher's colour."""
+    run = make_standin_run(tmp_path)
+    index = write_report(run)
+    # the trajectory with the wide terminal line, at its first turn
+    dom, m = _measure(index, width, "#traj=job1/csv-report__0&turn=1", tmp_path)
+    assert dom.by_id("traj-view").attrs["data-id"] == "job1/csv-report__0"
+    assert WIDE_LINE in dom.by_id("observation").text()
+    assert m["page"][0] <= m["page"][1], f"the page scrolls sideways: {m['page']}"
+    assert m["wide"] == [], m["wide"]
+    assert m["clipped"] == [], m["clipped"]
+    assert m["outside"] == [], m["outside"]
+    # every label in full (no "…" cut), the stand-in part included
+    for chart in ("mix-kept-domain", "mix-tasks-domain"):
+        assert LONG_CATEGORY in _shown_text(dom.by_id(chart)), chart
+    assert "6 (6 stand-in)" in _shown_text(dom.by_id("mix-kept-domain"))
+
+    # the run table's counts: a small key/value table, not JSON
+    counts = dom.by_id("stages").find_all("tr", data_stage="sources")[0]
+    assert "{" not in _shown_text(counts)
+    kv = {tr.attrs["data-key"]: _shown_text(tr.find_all("td")[-1]).strip()
+          for tr in counts.find_all("tr") if "data-key" in tr.attrs}  # fmt: skip
+    assert [kv[k] for k in ("generated", "bad", "adapter-math", "synth-skills")] == list("6030")
+
+    # every bar that shows stand-in data (all rollouts here) is in the stand-in colour, and a
+    # legend says what the colour means; task bars (no agent involved) are not
+    standin = m["standin"]
+    bars = m["bars"]
+    kept_bars = [b for b in bars if b["where"].startswith(("mix-kept", "hist-"))]
+    assert kept_bars and all(b["colour"] == standin for b in kept_bars), kept_bars
+    funnel = {b["row"]: b["colour"] for b in bars if b["where"] == "funnel"}
+    assert funnel["rolled_out"] == funnel["kept"] == standin, funnel
+    assert funnel["generated"] != standin
+    rates = [b for b in bars if b["standin_row"]]
+    assert rates and all(b["colour"] == standin for b in rates), rates
+    assert all(b["colour"] != standin for b in bars if b["where"].startswith("mix-tasks"))
+    assert m["legends"] == {"funnel": True, "mix-kept": True, "distributions": True,
+                            "rollouts": True}  # fmt: skip
+
+    # the headings count what the funnel counts; difficulty is no "-" bucket
+    assert _shown_text(dom.by_id("mix-tasks").find_all("h3")[0]).startswith("all tasks (6)")
+    for chart in ("mix-kept-difficulty", "mix-tasks-difficulty"):
+        labels = [n.attrs["data-label"] for n in dom.by_id(chart).iter() if "data-label" in n.attrs]
+        assert labels and "-" not in labels and not any("n/a" in x for x in labels), labels
+    assert "n/a (adapter)" in _shown_text(dom.by_id("mix-tasks"))
+    # the funnel says why: verdicts, tasks not rolled out, curation drops
+    funnel_text = _shown_text(dom.by_id("funnel"))
+    for words in ("no_tests", "no reference solution", "max_turns", "synth-skills",
+                  "needs a teacher", "adapter-math"):  # fmt: skip
+        assert words in funnel_text, words

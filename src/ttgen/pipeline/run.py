@@ -219,6 +219,8 @@ class Runner:
                 if not path.exists():
                     raise PipelineError(f"sources: {path}: no such folder of tasks")
                 n, bad = len(find_tasks([path])), 0
+                # used in place: the report (and a reader of run.json) finds them here
+                counts.setdefault("task_roots", {})[s.folder_name] = str(path)
             counts["by_source"][s.folder_name] = n
             bad_total += bad
         counts["generated"] = sum(counts["by_source"].values())

@@ -2,7 +2,8 @@
 
 `collect.collect_report` gathers every figure into one JSON-able dict (unit-testable);
 `html.write_report` writes it into a folder whose index.html opens from file:// with no server
-and no network (data, script and styles inline; charts drawn as inline SVG by our own code).
+and no network (data, script and styles inline; charts drawn as inline SVG and HTML by our own
+code).
 """
 
 from ttgen.report.collect import ReportError, ReportOptions, collect_report, detect_kind

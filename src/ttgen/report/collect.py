@@ -11,9 +11,14 @@ The input is one of (``detect_kind``):
 Sections (each None when its stage is missing; ``missing`` says which and why):
 
 * ``funnel``: generated tasks → valid tasks → rolled-out trials → kept records, each step with its
-  count, unit and drop reasons (failed synthesis gates; validation verdicts; infrastructure
-  outcomes and unfinished trials; curation drops);
-* ``tasks`` (subset/domain/difficulty of the generated tasks), ``validation`` (verdicts),
+  count, unit, ``drops`` and ``why``: lines saying where the count comes from and why things left
+  (tasks per pipeline source and why a source made none; verdicts kept and dropped with the
+  validator's reasons; kept tasks not rolled out and why, from run.json's ``left_out`` or the
+  task folders; infrastructure outcomes; curation drops with an example; the stand-in share);
+* ``tasks`` (every task of the run: the run's tasks/ and the task folders of a ``tasks:`` source
+  that the validation stage lists; by pipeline source, subset, domain and difficulty: a task
+  without a difficulty is no bucket, it is counted in ``no_difficulty`` with why, e.g.
+  "n/a (adapter)"), ``validation`` (verdicts),
   ``rollouts`` (outcomes by type with infrastructure outcomes apart, pass rates by domain and by
   agent, cost and tokens), ``kept`` (``ttgen stats`` of the curated records, plus what of it
   comes from a stand-in agent), ``export`` (rows per exported file);
@@ -203,11 +208,96 @@ def _task_dirs(root: Path) -> list[Path]:
     return out
 
 
-def collect_tasks(root: Path) -> dict[str, Any]:
-    by = {k: Counter() for k in ("subset", "domain", "difficulty", "source")}
+def no_difficulty(subset: str | None) -> str:
+    """What the report shows for a task or record without a difficulty (never a difficulty
+    bucket): adapter tasks carry none by design (their prompt datasets have no such field)."""
+    return "n/a (adapter)" if subset == "dataset_adapters" else "not set"
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _listed_tasks(run: Path, validation: Path | None) -> list[Path]:
+    """Task folders named by the validation stage (kept.txt, validation.jsonl): every task of
+    every source, those of a `tasks:` source (bundled tasks, outside the run folder) included."""
+    if validation is None:
+        return []
+    paths: list[str] = []
+    kept = validation / "kept.txt"
+    if kept.is_file():
+        paths += [x.strip() for x in kept.read_text(encoding="utf-8").splitlines() if x.strip()]
+    rows = validation / "validation.jsonl"
+    if rows.is_file():
+        with rows.open(encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    v = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(v, dict) and isinstance(v.get("path"), str):
+                    paths.append(v["path"])
+    out: dict[str, Path] = {}
+    for p in paths:
+        path = Path(p) if Path(p).is_absolute() else run / p
+        if (path / "task.toml").is_file():
+            out.setdefault(str(path.resolve()), path)
+    return list(out.values())
+
+
+def _root_tasks(manifest: dict[str, Any]) -> list[Path]:
+    """Task folders of the `tasks:` sources as run.json's sources stage recorded them
+    (`counts.task_roots`), so they count even when validation never ran."""
+    from ttgen.task import find_tasks
+
+    stage = (manifest.get("stages") or {}).get("sources") or {}
+    roots = (stage.get("counts") or {}).get("task_roots") or {}
+    found: list[Path] = []
+    for root in roots.values() if isinstance(roots, dict) else []:
+        try:
+            found += find_tasks([Path(str(root))])
+        except Exception:  # a root since moved or removed: the validation lists still count
+            continue
+    return found
+
+
+def _tasks_source_name(path: Path, manifest: dict[str, Any]) -> str:
+    """The pipeline source (its folder name, as run.json's by_source says) of a task folder
+    outside the run's tasks/: the `tasks:` source whose path ends the task's parent folders."""
+    config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
+    sources = [s for s in config.get("sources") or [] if isinstance(s, dict) and s.get("tasks")]
+    names = [str(s.get("name") or "tasks") for s in sources]
+    if len(names) == 1:
+        return names[0]
+    parents = path.resolve().parts
+    for s, name in zip(sources, names, strict=True):
+        want = tuple(x for x in Path(str(s["tasks"])).parts if x not in (".", "..", "/"))
+        for end in (len(parents) - 1, len(parents)):
+            if want and parents[:end][-len(want) :] == want:
+                return name
+    return "outside the run folder"
+
+
+def collect_tasks(
+    root: Path, extra: list[Path] | None = None, manifest: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Subset, domain, difficulty and pipeline source of the task folders under `root` (the run's
+    tasks/<source>/<task>) and of `extra` task folders (outside `root`: a `tasks:` source)."""
+    by = {k: Counter() for k in ("subset", "domain", "difficulty", "source", "origin")}
+    missing_difficulty: Counter[str] = Counter()
     unreadable = 0
-    dirs = _task_dirs(root)
-    for d in dirs:
+    dirs = [(d, d.parent.name if d.parent != root else root.name) for d in _task_dirs(root)]
+    # a run folder copied or moved still lists its tasks where they were: the same task
+    inside = {(d.parent.name, d.name) for d, _ in dirs}
+    outside = [
+        p for p in extra or [] if not _inside(p, root) and (p.parent.name, p.name) not in inside
+    ]
+    dirs += [(p, _tasks_source_name(p, manifest or {})) for p in outside]
+    for d, origin in dirs:
         try:
             data = tomllib.loads((d / "task.toml").read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -215,13 +305,22 @@ def collect_tasks(root: Path) -> dict[str, Any]:
             data = {}
         meta = data.get("metadata")
         prov = _task_provenance(meta if isinstance(meta, dict) else {})
-        for k in by:
+        for k in ("subset", "domain", "source"):
             by[k][prov[k] or "-"] += 1
+        by["origin"][origin] += 1
+        if prov["difficulty"]:
+            by["difficulty"][prov["difficulty"]] += 1
+        else:
+            missing_difficulty[no_difficulty(prov["subset"])] += 1
     return {
         "path": str(root),
         "count": len(dirs),
+        "in_run_folder": len(dirs) - len(outside),
+        "outside_run_folder": len(outside),
+        "outside_by_origin": dict(Counter(o for _, o in dirs[len(dirs) - len(outside) :])),
         "unreadable": unreadable,
         **{f"by_{k}": dict(v.most_common()) for k, v in by.items()},
+        "no_difficulty": dict(missing_difficulty.most_common()),
     }
 
 
@@ -263,9 +362,11 @@ def collect_validation(folder: Path) -> dict[str, Any]:
 # -- rollouts -------------------------------------------------------------------------------------
 
 
-def collect_rollouts(folder: Path, sample: _Sample) -> dict[str, Any]:
+def collect_rollouts(
+    folder: Path, sample: _Sample, task_paths: set[str] | None = None
+) -> dict[str, Any]:
     """Outcomes, pass rates by domain and agent, cost of a rollout job's trials; trials with a
-    conversation are offered to `sample`."""
+    conversation are offered to `sample`; the trials' task folders are added to `task_paths`."""
     outcomes: Counter[str] = Counter()
     stand_in_outcomes: Counter[str] = Counter()
     infra_reasons: Counter[str] = Counter()
@@ -288,6 +389,8 @@ def collect_rollouts(folder: Path, sample: _Sample) -> dict[str, Any]:
         if stand_in:
             stand_in_outcomes[outcome] += 1
         tasks.add(r.task_name)
+        if task_paths is not None and r.config.task_path:
+            task_paths.add(str(Path(r.config.task_path).resolve()))
         prov = _provenance(r)
         scored = not r.is_infra and r.outcome != Outcome.UNVERIFIED
         passed = scored and r.reward is not None and r.reward >= 1
@@ -388,6 +491,8 @@ def collect_rollouts(folder: Path, sample: _Sample) -> dict[str, Any]:
         "by_domain": by_domain,
         "by_agent": by_agent,
         "stand_in_trials": sum(stand_in_outcomes.values()),
+        "stand_in_model_outcome_trials": sum(stand_in_outcomes[o] for o in MODEL_OUTCOMES),
+        "stand_in_agents": sorted({a for a, row in agents.items() if row["stand_in"]}),
         "cost": {
             "cost_usd": round(cost, 6) if n_cost else None,
             "trials_with_cost": n_cost,
@@ -434,6 +539,10 @@ def collect_curated(folder: Path, sample: _Sample) -> dict[str, Any]:
     records = folder / "records.jsonl"
     stand_in: Counter[str] = Counter()
     stand_in_domain: Counter[str] = Counter()
+    stand_in_subset: Counter[str] = Counter()
+    stand_in_difficulty: Counter[str] = Counter()
+    difficulty: Counter[str] = Counter()
+    missing_difficulty: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
     agents: Counter[str] = Counter()
     si_tokens: list[int] = []
@@ -450,9 +559,17 @@ def collect_curated(folder: Path, sample: _Sample) -> dict[str, Any]:
                     continue
                 agents[str(head.get("agent") or "-")] += 1
                 outcomes[str(head.get("outcome") or "-")] += 1
+                level = str(head.get("difficulty") or "")
+                if level:
+                    difficulty[level] += 1
+                else:
+                    missing_difficulty[no_difficulty(head.get("subset"))] += 1
                 if head.get("stand_in"):
                     stand_in[str(head.get("agent") or "-")] += 1
                     stand_in_domain[str(head.get("domain") or "-")] += 1
+                    stand_in_subset[str(head.get("subset") or "-")] += 1
+                    if level:
+                        stand_in_difficulty[level] += 1
                     if head.get("n_tokens") is not None:
                         si_tokens.append(int(head["n_tokens"]))
                     if head.get("n_turns") is not None:
@@ -480,10 +597,15 @@ def collect_curated(folder: Path, sample: _Sample) -> dict[str, Any]:
     out["problems"] = (out["problems"] or [])[:50]
     out["by_outcome"] = dict(outcomes.most_common())
     out["by_agent"] = dict(agents.most_common())
+    # a record without a difficulty is no difficulty bucket ("-"): said apart, with why
+    out["by_difficulty"] = dict(difficulty.most_common())
+    out["no_difficulty"] = dict(missing_difficulty.most_common())
     out["stand_in"] = {
         "records": sum(stand_in.values()),
         "agents": dict(stand_in.most_common()),
         "by_domain": dict(stand_in_domain.most_common()),
+        "by_subset": dict(stand_in_subset.most_common()),
+        "by_difficulty": dict(stand_in_difficulty.most_common()),
         "tokens_histogram": histogram(np.asarray(si_tokens, dtype=np.int64), TOKEN_BIN, TOKEN_BINS),
         "turns_histogram": histogram(np.asarray(si_turns, dtype=np.int64), TURN_BIN, TURN_BINS),
     }
@@ -689,14 +811,15 @@ def collect_trajectories(
             meta["stand_in"] = bool(rec.get("stand_in"))
             items.append(build_trajectory(meta, rec["messages"], options))
             if rec.get("trial_dir") and "#ctx" not in str(rec.get("id")):
-                shown_dirs.add(str(rec["trial_dir"]))  # the trial's final conversation
+                # the trial's final conversation (resolved: RUN may be given as a relative path)
+                shown_dirs.add(str(Path(rec["trial_dir"]).resolve()))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             problems.append(f"{path} at byte {offset}: {exc}")
     room = k - len(items)
     for t in trials:
         if room <= 0:
             break
-        if t["dir"] in shown_dirs:
+        if str(Path(t["dir"]).resolve()) in shown_dirs:
             continue
         try:
             messages = _load_messages(Path(t["dir"]) / "agent" / "messages.json")
@@ -720,14 +843,103 @@ def _stage_counts(manifest: dict[str, Any], stage: str) -> dict[str, Any]:
     return counts if isinstance(counts, dict) else {}
 
 
+def _why(kind: str, what: str, n: int | None, unit: str, detail: str | None = None) -> dict:
+    """One line of a funnel step: why tasks (trials, records) are there or left.
+    kind: source (tasks per pipeline source), kept (kept verdicts), drop (left at this step),
+    not_rolled_out (kept tasks without a trial), stand_in (of the step's count), note."""
+    return {"kind": kind, "what": what, "n": n, "unit": unit, "detail": detail}
+
+
+def _stage_note(manifest: dict[str, Any], stage: str) -> str:
+    info = (manifest.get("stages") or {}).get(stage)
+    note = info.get("note") if isinstance(info, dict) else None
+    return note if isinstance(note, str) else ""
+
+
+def _keep_verdicts(manifest: dict[str, Any], validation: dict[str, Any]) -> set[str]:
+    """The verdicts the run kept (its validation.keep), else the default good verdicts."""
+    config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
+    v = config.get("validation") if isinstance(config.get("validation"), dict) else {}
+    keep = v.get("keep")
+    if isinstance(keep, list) and keep:
+        return {str(k) for k in keep}
+    return set(validation["good_verdicts"])
+
+
+def _reasons_text(pairs: list[list[Any]] | None, total: int, n: int = 2) -> str | None:
+    """The most common reasons, with their counts unless one reason covers them all."""
+    if not pairs:
+        return None
+    if len(pairs) == 1 and pairs[0][1] == total:
+        return str(pairs[0][0])
+    return "; ".join(f"{r} ({c})" for r, c in pairs[:n])
+
+
+def not_rolled_out(
+    run: Path,
+    validation_folder: Path | None,
+    task_paths: set[str],
+    stand_in_agents: list[str],
+) -> list[dict[str, Any]] | None:
+    """Tasks that validation kept but no rollout trial ran, grouped by why (None when that cannot
+    be told: no kept list, or trials that do not name their task folder)."""
+    if validation_folder is None or not task_paths:
+        return None
+    kept_file = validation_folder / "kept.txt"
+    if not kept_file.is_file():
+        return None
+    verdicts: dict[str, str] = {}
+    rows = validation_folder / "validation.jsonl"
+    if rows.is_file():
+        for line in rows.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                v = json.loads(line)
+                verdicts[str(Path(v["path"]).resolve())] = str(v["verdict"])
+            except (ValueError, KeyError, TypeError):
+                continue
+    groups: dict[str, Counter[str]] = {}
+    for line in kept_file.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        path = Path(line.strip()) if Path(line.strip()).is_absolute() else run / line.strip()
+        key = str(path.resolve())
+        if key in task_paths:
+            continue
+        if not (path / "task.toml").is_file():
+            why = "unreadable task"
+        elif stand_in_agents and not (path / "solution" / "solve.sh").is_file():
+            # the pipeline's own words (run.json rollouts.left_out)
+            why = f"no reference solution for the {'/'.join(stand_in_agents)} stand-in"
+        else:
+            why = "no trial in the rollout job"
+        groups.setdefault(why, Counter())[verdicts.get(key, "no verdict")] += 1
+    out = []
+    for why, by_verdict in sorted(groups.items(), key=lambda kv: -sum(kv[1].values())):
+        detail = "verdict " + ", ".join(f"{v} {n}" for v, n in by_verdict.most_common())
+        if why.startswith("no reference solution"):
+            detail = (f"the stand-in agent ({', '.join(stand_in_agents)}) runs a task's reference "
+                      f"solution (solution/solve.sh), so a task without one is not rolled out; "
+                      f"{detail}")  # fmt: skip
+        elif why == "unreadable task":
+            detail += " (the task folder is gone or its task.toml cannot be read)"
+        elif why.startswith("no trial"):
+            detail += " (an unloadable task, or a job that stopped early)"
+        out.append(_why("not_rolled_out", why, sum(by_verdict.values()), "tasks", detail))
+    return out
+
+
 def _funnel(
     manifest: dict[str, Any],
     tasks: dict[str, Any] | None,
     validation: dict[str, Any] | None,
     rollouts: dict[str, Any] | None,
     kept: dict[str, Any] | None,
+    unrolled: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
+    """The four steps, each with its count, unit, `drops` (reason: count, in the step's unit)
+    and `why`: every line that says where the step's count comes from and why things left."""
     steps = []
+    # -- generated: tasks per pipeline source (run.json), rejected inputs
     src = _stage_counts(manifest, "sources")
     count, origin = None, None
     if isinstance(src.get("generated"), int):
@@ -736,52 +948,135 @@ def _funnel(
         count, origin = tasks["count"], "tasks/"
     elif validation is not None:
         count, origin = validation["tasks"], "validation.jsonl (tasks validated)"
+    why = []
+    notes = [n.strip() for n in _stage_note(manifest, "sources").split(";") if n.strip()]
+    by_source = src.get("by_source") if isinstance(src.get("by_source"), dict) else None
+    if by_source is None and tasks is not None:
+        by_source = tasks["by_origin"]
+    for name, n in (by_source or {}).items():
+        said = [x for x in notes if x.startswith(f"{name} ")]
+        notes = [x for x in notes if x not in said]
+        outside = (tasks or {}).get("outside_by_origin", {}).get(name)
+        if outside:
+            said.append(f"{outside} task folder(s) outside the run folder, used where they are")
+        detail = "; ".join(said) or None
+        why.append(_why("source", str(name), n if isinstance(n, int) else None, "tasks", detail))
     drops = {}
     if src.get("bad"):
         drops["rejected by synthesis/adapter checks"] = src["bad"]
+        why.append(_why("drop", "rejected by synthesis/adapter checks", src["bad"], "inputs",
+                        "prompt records or synthesis items that made no task"))  # fmt: skip
+    why += [_why("note", x, None, "") for x in notes]
+    if tasks is not None and count is not None and tasks["count"] != count:
+        why.append(_why("note", f"{tasks['count']} task folder(s) found (tasks/ and the "
+                        "validation list) but run.json says {count}".format(count=count),
+                        None, ""))  # fmt: skip
     steps.append({"key": "generated", "label": "generated", "unit": "tasks", "count": count,
-                  "from": origin, "drops": drops})  # fmt: skip
+                  "from": origin, "drops": drops, "why": why})  # fmt: skip
+    # -- valid: verdicts kept / dropped, with the validator's reasons
+    vc = _stage_counts(manifest, "validation")
+    vstatus = ((manifest.get("stages") or {}).get("validation") or {}).get("status")
     if validation is not None:
-        good = set(validation["good_verdicts"])
+        keep = _keep_verdicts(manifest, validation)
+        why = []
+        for v, n in validation["verdicts"].items():
+            reasons = _reasons_text((validation.get("reasons") or {}).get(v), n)
+            why.append(_why("kept" if v in keep else "drop", v, n, "tasks", reasons))
         steps.append({
-            "key": "valid", "label": "valid", "unit": "tasks", "count": validation["good"],
+            "key": "valid", "label": "valid", "unit": "tasks",
+            "count": sum(n for v, n in validation["verdicts"].items() if v in keep),
             "from": "validation.jsonl",
-            "drops": {v: n for v, n in validation["verdicts"].items() if v not in good},
-            "detail": {v: n for v, n in validation["verdicts"].items() if v in good},
+            "drops": {v: n for v, n in validation["verdicts"].items() if v not in keep},
+            "detail": {v: n for v, n in validation["verdicts"].items() if v in keep},
+            "why": why,
         })  # fmt: skip
+    elif vstatus == "skipped" and isinstance(vc.get("kept"), int):
+        steps.append({"key": "valid", "label": "valid", "unit": "tasks", "count": vc["kept"],
+                      "from": "run.json", "drops": {},
+                      "why": [_why("note", "validation disabled: every task goes on", None, "")]})  # fmt: skip
     else:
         steps.append({"key": "valid", "label": "valid", "unit": "tasks", "count": None,
-                      "from": None, "drops": {}})  # fmt: skip
+                      "from": None, "drops": {}, "why": []})  # fmt: skip
+    # -- rolled out: trials with a model outcome; kept tasks not rolled out; infrastructure
     ro = _stage_counts(manifest, "rollouts")
+    left = ro.get("left_out")
+    if isinstance(left, dict):  # the pipeline's count of kept tasks it did not roll out
+        derived = {w["what"]: w for w in unrolled or []}
+        unrolled = [
+            _why("not_rolled_out", str(k), v, "tasks", (derived.get(str(k)) or {}).get("detail"))
+            for k, v in left.items()
+            if v
+        ]
+    why = list(unrolled or [])
     if rollouts is not None:
         drops = {o: n for o, n in rollouts["outcomes"].items() if o in INFRA_OUTCOME_NAMES}
         if rollouts["unfinished"]:
             drops["unfinished"] = rollouts["unfinished"]
+        infra = {}
+        for text, n in rollouts.get("infra_reasons") or []:
+            o, _, kind = str(text).partition(": ")
+            infra.setdefault(o, []).append(f"{kind} ({n})")
+        for o, n in drops.items():
+            detail = "; ".join(infra.get(o, [])) or (
+                "no result.json (still running, or killed)" if o == "unfinished" else None
+            )
+            why.append(_why("drop", o, n, "trials", (detail + "; " if detail else "") +
+                            "an infrastructure outcome: no data, not the model's failure"))  # fmt: skip
+        si = rollouts.get("stand_in_model_outcome_trials") or 0
+        if si:
+            agents = ", ".join(rollouts.get("stand_in_agents") or [])
+            why.append(_why("stand_in", f"from a stand-in agent ({agents})", si, "trials",
+                            "not a teacher model: shows the pipeline working, not teacher data"))  # fmt: skip
         steps.append({
             "key": "rolled_out", "label": "rolled out", "unit": "trials",
             "count": rollouts["model_outcome_trials"], "from": "rollout trials",
-            "drops": drops, "tasks": rollouts["tasks"],
+            "drops": drops, "tasks": rollouts["tasks"], "stand_in": si, "why": why,
         })  # fmt: skip
     else:
         n = ro.get("trials") if isinstance(ro.get("trials"), int) else None
         outs = ro.get("outcomes") if isinstance(ro.get("outcomes"), dict) else {}
         if n is not None and outs:
             n -= sum(v for k, v in outs.items() if k in INFRA_OUTCOME_NAMES)
+        drops = {k: v for k, v in outs.items() if k in INFRA_OUTCOME_NAMES}
+        why += [_why("drop", k, v, "trials", "an infrastructure outcome") for k, v in drops.items()]
+        si = n if ro.get("stand_in") and n else 0
+        if si:
+            why.append(_why("stand_in", f"from a stand-in agent ({ro.get('agent')})", si,
+                            "trials", "not a teacher model"))  # fmt: skip
         steps.append({
             "key": "rolled_out", "label": "rolled out", "unit": "trials", "count": n,
-            "from": "run.json" if n is not None else None,
-            "drops": {k: v for k, v in outs.items() if k in INFRA_OUTCOME_NAMES},
+            "from": "run.json" if n is not None else None, "drops": drops, "stand_in": si,
+            "why": why,
         })  # fmt: skip
+    # -- kept: curation drops (the infrastructure ones are shown a step up)
     if kept is not None:
         cur = kept.get("curation") or {}
         dropped = {k: v for k, v in (cur.get("dropped") or {}).items() if k not in TRIAL_DROPS}
+        why = []
+        for reason, n in dropped.items():
+            ex = (kept.get("dropped_examples") or {}).get(reason) or []
+            detail = None
+            if ex:
+                x = ex[0]
+                detail = "e.g. " + ": ".join(filter(None, [x.get("task") or x.get("id"),
+                                                          x.get("detail")]))  # fmt: skip
+            why.append(_why("drop", reason, n, "records", detail))
+        si = (kept.get("stand_in") or {}).get("records") or 0
+        if si:
+            agents = ", ".join(sorted((kept.get("stand_in") or {}).get("agents") or {}))
+            why.append(_why("stand_in", f"from a stand-in agent ({agents})", si, "records",
+                            "labelled stand_in: not teacher data"))  # fmt: skip
         steps.append({"key": "kept", "label": "kept", "unit": "records", "count": kept["records"],
-                      "from": "records.jsonl", "drops": dropped})  # fmt: skip
+                      "from": "records.jsonl", "drops": dropped, "stand_in": si,
+                      "why": why})  # fmt: skip
     else:
         cc = _stage_counts(manifest, "curation")
         n = cc.get("kept") if isinstance(cc.get("kept"), int) else None
+        by = cc.get("dropped_by") if isinstance(cc.get("dropped_by"), dict) else {}
+        dropped = {k: v for k, v in by.items() if k not in TRIAL_DROPS}
         steps.append({"key": "kept", "label": "kept", "unit": "records", "count": n,
-                      "from": "run.json" if n is not None else None, "drops": {}})  # fmt: skip
+                      "from": "run.json" if n is not None else None, "drops": dropped,
+                      "why": [_why("drop", k, v, "records") for k, v in dropped.items()]})  # fmt: skip
     return steps
 
 
@@ -812,10 +1107,14 @@ def collect_report(path: Path, options: ReportOptions | None = None) -> dict[str
     trial_sample = _Sample(2 * options.max_trajectories)
     record_sample = _Sample(options.max_trajectories)
     tasks = validation = rollouts = kept = export = None
+    # every task the validation stage saw (a `tasks:` source's folders lie outside the run)
+    listed = _listed_tasks(path, folders["validation"]) if kind == "run" else []
+    if kind == "run":  # and the folders run.json says `tasks:` sources used in place
+        listed = list({str(p.resolve()): p for p in [*listed, *_root_tasks(manifest)]}.values())
     f = folders["sources"]
     if f is not None:
-        if f.is_dir():
-            tasks = collect_tasks(f)
+        if f.is_dir() or listed:
+            tasks = collect_tasks(f, listed, manifest)
         else:
             absent("sources", f"no task folder ({f.name}/)")
     f = folders["validation"]
@@ -825,9 +1124,10 @@ def collect_report(path: Path, options: ReportOptions | None = None) -> dict[str
         else:
             absent("validation", f"no {f.name}/validation.jsonl")
     f = folders["rollouts"]
+    task_paths: set[str] = set()
     if f is not None:
         if f.is_dir():
-            rollouts = collect_rollouts(f, trial_sample)
+            rollouts = collect_rollouts(f, trial_sample, task_paths)
         else:
             absent("rollouts", f"no rollout job folder ({f.name}/)")
     f = folders["curation"]
@@ -843,11 +1143,20 @@ def collect_report(path: Path, options: ReportOptions | None = None) -> dict[str
         else:
             absent("export", f"no export folder ({f.name}/)")
     trajectories = collect_trajectories(record_sample.items(), trial_sample.items(), options)
+    unrolled = None
+    if kind == "run" and rollouts is not None:
+        ro_counts = _stage_counts(manifest, "rollouts")
+        # the reason "no reference solution" holds when only stand-in agents rolled out
+        only = rollouts["stand_in_trials"] == rollouts["finished"]
+        agents = rollouts["stand_in_agents"] if only else []
+        if not rollouts["finished"] and ro_counts.get("stand_in"):
+            agents = [str(ro_counts.get("agent") or "oracle")]
+        unrolled = not_rolled_out(path, folders["validation"], task_paths, agents)
     stand_in_records = kept["stand_in"]["records"] if kept else 0
     stand_in_trials = rollouts["stand_in_trials"] if rollouts else 0
     run = None
     if kind == "run":
-        keys = ("status", "started_at", "finished_at", "counts", "outputs", "error")
+        keys = ("status", "started_at", "finished_at", "counts", "outputs", "error", "note")
         stages = {
             s: {k: v for k, v in info.items() if k in keys}
             for s, info in stage_info.items()
@@ -872,7 +1181,7 @@ def collect_report(path: Path, options: ReportOptions | None = None) -> dict[str
         "input": {"path": str(path), "kind": kind, "name": (run or {}).get("name") or path.name},
         "run": run,
         "missing": missing,
-        "funnel": _funnel(manifest, tasks, validation, rollouts, kept),
+        "funnel": _funnel(manifest, tasks, validation, rollouts, kept, unrolled),
         "tasks": tasks,
         "validation": validation,
         "rollouts": rollouts,

@@ -78,5 +78,4 @@ def write_report(path: Path, out: Path | None = None, options: ReportOptions | N
     out.mkdir(parents=True, exist_ok=True)
     index = out / INDEX
     write_json_atomic(index, page, fsync=False)
-    index.chmod(0o644)  # a page to share, not a private file
     return index

@@ -210,6 +210,7 @@ def adapt(
     summary = AdaptSummary(kind=kind, dataset=dataset, out=str(out_dir))
     started = time.perf_counter()
     entries = iter_records(source, config=options.config, split=options.split)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     seen: dict[bytes, str] = {}  # prompt key → origin of its first record
     names: set[str] = set()
@@ -235,11 +236,16 @@ def adapt(
                     break
             manifest.flush()
             os.fsync(manifest.fileno())
+        if summary.read == 0:  # an empty input is no run: nothing is written
+            raise AdaptError(f"{dataset}: no records (empty input); nothing was written")
         os.replace(manifest_tmp, out_dir / MANIFEST)
         done = True
     finally:
         if not done:
             manifest_tmp.unlink(missing_ok=True)
+            if created:
+                with contextlib.suppress(OSError):
+                    out_dir.rmdir()  # only if still empty
     summary.elapsed_sec = time.perf_counter() - started
     return summary
 

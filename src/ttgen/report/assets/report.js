@@ -79,11 +79,33 @@
     return s;
   }
 
-  function table(cls, headers, rows) {
+  /* A table in a box that scrolls sideways when the table is wider than its card (the page
+   * itself never does). */
+  function table(cls, headers, rows, id) {
     var thead = el("thead", null, el("tr", null, headers.map(function (h) {
       return el("th", { "class": h.num ? "num" : null, text: h.label || h });
     })));
-    return el("table", { "class": cls }, thead, el("tbody", null, rows));
+    return el("div", { "class": "tscroll" },
+      el("table", { "class": cls, id: id || null }, thead, el("tbody", null, rows)));
+  }
+
+  /* A small key / value table (nested objects as nested tables), e.g. a stage's counts. */
+  function kvTable(obj) {
+    return el("table", { "class": "kv" }, el("tbody", null, entries(obj).map(function (e) {
+      var v = e[1];
+      var cell = v !== null && typeof v === "object" && !Array.isArray(v) ?
+        el("td", null, entries(v).length ? kvTable(v) : "—") :
+        el("td", { "class": typeof v === "number" ? "num" : null,
+          text: Array.isArray(v) ? v.join(", ") : typeof v === "boolean" ? (v ? "yes" : "no") : num(v) });
+      return el("tr", { "data-key": e[0] }, el("th", { text: e[0] }), cell);
+    })));
+  }
+
+  /* 2026-11-01T12:00:00.123456+00:00 -> 2026-11-01 12:00:00 (the full value in the tooltip). */
+  function when(ts) {
+    if (!ts) return el("span", { text: "—" });
+    var m = /^(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)/.exec(ts);
+    return el("span", { title: ts, text: m ? m[1] + " " + m[2] : ts });
   }
 
   function card(value, label, attrs) {
@@ -123,35 +145,32 @@
     return svg;
   }
 
-  /* A horizontal bar chart of [label, count] pairs; standin maps label -> stand-in count. */
+  /* A horizontal bar chart of [label, count] pairs; standin maps label -> stand-in count (drawn
+   * in the stand-in colour at the end of the bar). HTML, not SVG: labels and values are text in
+   * their own grid columns, so they wrap or take the room they need and are never cut. */
   function hbarChart(id, pairs, standin) {
-    var rowH = 22, left = 170, W = 560, right = 60;
-    var H = Math.max(rowH * pairs.length + 8, 30);
     var max = Math.max.apply(null, pairs.map(function (p) { return p[1]; }).concat([1]));
-    var svg = sv("svg", { id: id, "class": "chart hbars", viewBox: "0 0 " + W + " " + H, role: "img" });
-    pairs.forEach(function (p, i) {
-      var y = 4 + i * rowH;
-      var w = (W - left - right) * p[1] / max;
-      var label = p[0].length > 26 ? p[0].slice(0, 25) + "…" : p[0];
-      put(svg, sv("text", { x: left - 6, y: y + 14, "text-anchor": "end", text: label }, sv("title", { text: p[0] })));
-      put(svg, sv("rect", { "class": "hbar", x: left, y: y + 3, width: Math.max(w, 1), height: rowH - 7,
-        "data-label": p[0], "data-count": p[1] }, sv("title", { text: p[0] + ": " + num(p[1]) })));
+    var box = el("div", { id: id, "class": "chart hbars", role: "img" });
+    pairs.forEach(function (p) {
       var s = standin ? standin[p[0]] || 0 : 0;
-      if (s > 0) {
-        var sw = (W - left - right) * s / max;
-        put(svg, sv("rect", { "class": "hbar-standin", x: left + w - sw, y: y + 3, width: Math.max(sw, 1),
-          height: rowH - 7, "data-count": s }, sv("title", { text: p[0] + ": " + num(s) + " from a stand-in agent" })));
-      }
-      put(svg, sv("text", { "class": "v", x: left + w + 6, y: y + 14, text: num(p[1]) +
-        (s > 0 ? " (" + num(s) + " stand-in)" : "") }));
+      var bar = el("span", { "class": "hbar", style: "width:" + (100 * p[1] / max).toFixed(2) + "%",
+        title: p[0] + ": " + num(p[1]) + (s > 0 ? ", " + num(s) + " from a stand-in agent" : "") },
+        s > 0 ? el("span", { "class": "hbar-standin", "data-count": s,
+          style: "width:" + (100 * Math.min(s, p[1]) / Math.max(p[1], 1)).toFixed(2) + "%" }) : null);
+      put(box, el("div", { "class": "hrow", "data-label": p[0], "data-count": p[1], "data-standin": s },
+        el("span", { "class": "hlabel", text: p[0] }),
+        el("span", { "class": "htrack" }, bar),
+        el("span", { "class": "hvalue", text: num(p[1]) + (s > 0 ? " (" + num(s) + " stand-in)" : "") })));
     });
-    return svg;
+    if (!pairs.length) put(box, el("span", { "class": "empty", text: "none" }));
+    return box;
   }
 
-  function legend(withStandin) {
+  /* Says what the colours mean wherever the stand-in colour is used. */
+  function legend(withStandin, first, firstCls) {
     if (!withStandin) return null;
-    return el("div", { "class": "legend" }, el("span", { "class": "sw teacher" }), "teacher model",
-      el("span", { "class": "sw standin" }), "stand-in agent (not teacher data)");
+    return el("div", { "class": "legend" }, el("span", { "class": "sw " + (firstCls || "teacher") }), first || "teacher model",
+      el("span", { "class": "sw standin" }), "stand-in agent (oracle/nop: not teacher data)");
   }
 
   // -- sections --------------------------------------------------------------------------------
@@ -184,23 +203,53 @@
     }
   }
 
+  var WHY_PREFIX = { source: "from source ", kept: "kept · ", drop: "dropped · ",
+    not_rolled_out: "not rolled out · ", stand_in: "", note: "" };
+
+  function whyItem(w) {
+    var li = el("li", { "class": "why-" + w.kind, "data-kind": w.kind, "data-reason": w.what });
+    if (w.kind === "stand_in") put(li, el("span", { "class": "sw standin" }));
+    put(li, document.createTextNode(WHY_PREFIX[w.kind] === undefined ? "" : WHY_PREFIX[w.kind]));
+    if (w.kind === "note") {
+      put(li, document.createTextNode(w.what));
+      return li;
+    }
+    put(li, el("span", { "class": "what", text: w.what }));
+    if (w.n !== null && w.n !== undefined) {
+      put(li, document.createTextNode(": "));
+      put(li, el("span", { "class": "n", text: num(w.n) }));
+      put(li, document.createTextNode(" " + w.unit));
+    }
+    if (w.detail) put(li, el("span", { "class": "detail", text: " — " + w.detail }));
+    return li;
+  }
+
   function renderFunnel(steps) {
     var s = section("funnel", "Stage funnel");
-    put(s, el("p", { "class": "note", text: "generated tasks → valid tasks → rolled-out trials (with a model outcome) → kept records. Units differ between steps; drops are listed under each step." }));
+    put(s, el("p", { "class": "note", text: "generated tasks → valid tasks → rolled-out trials (with a model outcome) → kept records. Units differ between steps; under each step: where its count comes from and why tasks, trials or records left." }));
+    var anyStandin = steps.some(function (st) { return st.stand_in > 0; });
+    put(s, legend(anyStandin, "tasks, or a teacher model's trials / records"));
     var max = Math.max.apply(null, steps.map(function (st) { return st.count || 0; }).concat([1]));
     var box = el("div", { "class": "funnel" });
     steps.forEach(function (st) {
       var absent = st.count === null || st.count === undefined;
-      var drops = entries(st.drops).filter(function (e) { return e[1]; });
-      var body = el("div", null,
+      var why = (st.why || []).filter(function (w) { return w.kind !== "source" || w.n !== null; });
+      if (!st.why) {
+        why = entries(st.drops).filter(function (e) { return e[1]; }).map(function (e) {
+          return { kind: "drop", what: e[0], n: e[1], unit: st.unit };
+        });
+      }
+      var si = st.stand_in || 0;
+      var bar = absent ? null : el("div", { "class": "bar", style: "width:" + (100 * st.count / max).toFixed(2) + "%",
+        title: num(st.count) + " " + st.unit + (si ? ", " + num(si) + " from a stand-in agent" : "") },
+        si > 0 ? el("div", { "class": "bar-standin", "data-count": si,
+          style: "width:" + (100 * Math.min(si, st.count) / Math.max(st.count, 1)).toFixed(2) + "%" }) : null);
+      var body = el("div", { "class": "body" },
         el("div", null, el("span", { "class": "count", text: absent ? "—" : num(st.count) }),
           el("span", { "class": "unit", text: st.unit + (st.tasks ? " (" + num(st.tasks) + " tasks)" : "") +
             (absent ? " · not in this input" : st.from ? " · from " + st.from : "") })),
-        absent ? null : el("div", { "class": "bar", style: "width:" + (100 * st.count / max).toFixed(2) + "%" }),
-        st.detail ? el("div", { "class": "note", text: entries(st.detail).map(function (e) { return e[0] + " " + num(e[1]); }).join(", ") }) : null,
-        drops.length ? el("ul", { "class": "drops" }, drops.map(function (e) {
-          return el("li", { "data-reason": e[0] }, "dropped · " + e[0] + ": ", el("span", { "class": "n", text: num(e[1]) }));
-        })) : null);
+        bar,
+        why.length ? el("ul", { "class": "why" }, why.map(whyItem)) : null);
       put(box, el("div", { "class": "step" + (absent ? " absent" : ""), "data-step": st.key,
         "data-count": absent ? "" : st.count }, el("div", { "class": "label", text: st.label }), body));
     });
@@ -214,16 +263,29 @@
     put(s, el("div", { "class": "meta" }, "created " + (run.created_at || "—") + " · ttgen " + (run.ttgen_version || "—")));
     var rows = entries(run.stages).map(function (e) {
       var st = e[1] || {};
-      return el("tr", { "data-stage": e[0] }, el("td", { text: e[0] }),
+      var counts = st.counts && entries(st.counts).length ? kvTable(st.counts) : el("span", { "class": "empty", text: "—" });
+      var said = [st.note ? el("div", { "class": "note", text: "note: " + st.note }) : null,
+        st.error ? el("div", { "class": "warn", text: "error: " + st.error }) : null].filter(Boolean);
+      return [el("tr", { "data-stage": e[0], "class": said.length ? "has-note" : null }, el("td", { text: e[0] }),
         el("td", null, el("span", { "class": "badge " + (st.status || ""), text: st.status || "—" })),
-        el("td", { text: st.started_at || "—" }), el("td", { text: st.finished_at || "—" }),
-        el("td", null, el("code", { text: st.counts ? JSON.stringify(st.counts) : "" })));
+        el("td", { "class": "time" }, when(st.started_at)), el("td", { "class": "time" }, when(st.finished_at)),
+        el("td", { "class": "counts" }, counts)),
+        said.length ? el("tr", { "class": "stage-note", "data-note-of": e[0] }, el("td", { colspan: 5 }, said)) : null];
     });
     if (rows.length) put(s, table("stages", ["stage", "status", "started", "finished", "counts"], rows));
     if (run.config) {
       put(s, el("details", null, el("summary", { text: "configuration" }),
         el("pre", { "class": "text", text: JSON.stringify(run.config, null, 2) })));
     }
+  }
+
+  /* The records or tasks without a difficulty: no bucket of the chart, said apart (why). */
+  function noDifficulty(missing, unit) {
+    var e = entries(missing).filter(function (x) { return x[1]; });
+    if (!e.length) return null;
+    return el("p", { "class": "note no-difficulty" }, e.map(function (x) {
+      return x[0] + ": " + num(x[1]) + " " + unit;
+    }).join(" · ") + (missing["n/a (adapter)"] ? " (adapter tasks carry no difficulty; not counted above)" : " (not counted above)"));
   }
 
   function renderMix(d) {
@@ -236,15 +298,25 @@
       put(grid, el("div", { id: "mix-kept" },
         el("h3", { text: "kept records (" + num(kept.records) + ")" }), legend(si.records > 0),
         el("h4", { text: "by domain" }), hbarChart("mix-kept-domain", entries(kept.by_domain), si.by_domain),
-        el("h4", { text: "by difficulty" }), hbarChart("mix-kept-difficulty", entries(kept.by_difficulty)),
-        el("h4", { text: "by subset" }), hbarChart("mix-kept-subset", entries(kept.by_subset)),
+        el("h4", { text: "by difficulty" }), hbarChart("mix-kept-difficulty", entries(kept.by_difficulty), si.by_difficulty),
+        noDifficulty(kept.no_difficulty, "records"),
+        el("h4", { text: "by subset" }), hbarChart("mix-kept-subset", entries(kept.by_subset), si.by_subset),
         el("h4", { text: "by agent" }), hbarChart("mix-kept-agent", entries(kept.by_agent), si.agents)));
     }
     if (tasks) {
+      var origin = entries(tasks.by_origin).map(function (e) { return e[0] + " " + num(e[1]); }).join(" · ");
+      var gen = (d.funnel || []).filter(function (st) { return st.key === "generated"; })[0];
       put(grid, el("div", { id: "mix-tasks" },
-        el("h3", { text: "generated tasks (" + num(tasks.count) + ")" }),
+        el("h3", { text: "all tasks (" + num(tasks.count) + ")" }),
+        el("p", { "class": "note", text: "every task of every source: " + origin +
+          (tasks.outside_run_folder ? " (" + num(tasks.outside_run_folder) + " in task folders outside the run folder)" : "") +
+          ". No agent is involved: these bars are never stand-in data." }),
+        gen && typeof gen.count === "number" && gen.count !== tasks.count ?
+          el("p", { "class": "warn", text: "run.json counts " + num(gen.count) + " generated tasks; " + num(tasks.count) + " task folders were found" }) : null,
+        el("h4", { text: "by pipeline source" }), hbarChart("mix-tasks-origin", entries(tasks.by_origin)),
         el("h4", { text: "by domain" }), hbarChart("mix-tasks-domain", entries(tasks.by_domain)),
         el("h4", { text: "by difficulty" }), hbarChart("mix-tasks-difficulty", entries(tasks.by_difficulty)),
+        noDifficulty(tasks.no_difficulty, "tasks"),
         el("h4", { text: "by subset" }), hbarChart("mix-tasks-subset", entries(tasks.by_subset)),
         tasks.unreadable ? el("p", { "class": "warn", text: num(tasks.unreadable) + " task.toml file(s) could not be read" }) : null));
     }
@@ -325,8 +397,7 @@
     model.forEach(function (o) { rows.push(orow(o)); });
     if (infra.length) rows.push(el("tr", { "class": "group" }, el("td", { colspan: 4, text: "infrastructure outcomes (never the model's failure; never data)" })));
     infra.forEach(function (o) { rows.push(orow(o)); });
-    put(s, table("outcomes", ["outcome", { label: "trials", num: true }, { label: "share", num: true }, { label: "from a stand-in agent", num: true }], rows));
-    s.lastChild.id = "outcomes";
+    put(s, table("outcomes", ["outcome", { label: "trials", num: true }, { label: "share", num: true }, { label: "from a stand-in agent", num: true }], rows, "outcomes"));
     if (r.infra_reasons && r.infra_reasons.length) {
       put(s, el("details", null, el("summary", { text: "infrastructure errors by type" }),
         el("ul", null, r.infra_reasons.map(function (e) { return el("li", { text: e[0] + ": " + num(e[1]) }); }))));
@@ -334,18 +405,18 @@
     // pass rates by domain
     put(s, el("h3", { text: "pass rates by domain" }));
     put(s, el("p", { "class": "note", text: "pass rate = trials with reward 1 / scored trials (model outcomes of tasks with tests; a missing reward counts as 0). Infrastructure outcomes and unverified trials are left out." }));
+    put(s, legend(r.stand_in_trials > 0, "pass rate of a teacher model", "good"));
     var drows = r.by_domain.map(function (row) {
       return el("tr", { "class": row.stand_in ? "standin" : null, "data-domain": row.domain, "data-subset": row.subset, "data-stand-in": row.stand_in ? "1" : "0" },
         el("td", { text: row.subset }), el("td", null, row.domain + " ", row.stand_in ? standinBadge(row.agents.join(", ")) : null),
         el("td", { text: row.agents.join(", ") }),
         el("td", { "class": "num", text: num(row.trials) }), el("td", { "class": "num", text: num(row.scored) }),
         el("td", { "class": "num", text: num(row.passed) }),
-        el("td", { "class": "num pass-rate" }, el("span", { "class": "rate" }, el("span", { style: "width:" + ((row.pass_rate || 0) * 100).toFixed(1) + "%" })), pct(row.pass_rate)),
+        el("td", { "class": "num pass-rate" }, el("span", { "class": "rate" + (row.stand_in ? " standin" : "") }, el("span", { style: "width:" + ((row.pass_rate || 0) * 100).toFixed(1) + "%" })), pct(row.pass_rate)),
         el("td", { "class": "num", text: num(row.unverified) }), el("td", { "class": "num", text: num(row.infra) }));
     });
     var pt = table("pass-rates", ["subset", "domain", "agents", { label: "trials", num: true }, { label: "scored", num: true },
-      { label: "passed", num: true }, { label: "pass rate", num: true }, { label: "unverified", num: true }, { label: "infra", num: true }], drows);
-    pt.id = "pass-rates";
+      { label: "passed", num: true }, { label: "pass rate", num: true }, { label: "unverified", num: true }, { label: "infra", num: true }], drows, "pass-rates");
     put(s, pt);
     // agents
     put(s, el("h3", { text: "by agent" }));
@@ -356,8 +427,7 @@
           el("td", { text: entries(a.models).map(function (e) { return e[0]; }).join(", ") || "—" }),
           el("td", { "class": "num", text: num(a.trials) }), el("td", { "class": "num", text: num(a.scored) }),
           el("td", { "class": "num", text: pct(a.pass_rate) }));
-      }));
-    at.id = "agents";
+      }), "agents");
     put(s, at);
     // cost
     var c = r.cost || {};
@@ -382,8 +452,7 @@
         el("td", null, el("span", { "class": "badge " + (good[e[0]] ? "done" : "failed"), text: e[0] })),
         el("td", { "class": "num", text: num(e[1]) }),
         el("td", null, ((v.reasons || {})[e[0]] || []).map(function (r) { return el("div", { "class": "note", text: r[0] + " (" + r[1] + ")" }); })));
-    }));
-    vt.id = "verdicts";
+    }), "verdicts");
     put(s, vt);
   }
 
