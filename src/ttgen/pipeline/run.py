@@ -176,7 +176,8 @@ class Runner:
                     entry["note"] = res.note
                 self._save()
                 self.log(
-                    f"[{stage}] {res.status}: {_brief(res.counts)}"
+                    f"[{stage}] {res.status}"
+                    + (f": {brief}" if (brief := _brief(res.counts)) else "")
                     + (f" ({res.note})" if res.note else "")
                 )
                 if res.status == "stopped":
@@ -379,11 +380,6 @@ class Runner:
                   skipped_tasks=bad)  # fmt: skip
         result = asyncio.run(_with_events(events, job.run()))
         st = result["stats"]
-        if left:
-            note = "; ".join(
-                [*([note] if note else []), "tasks left out: "
-                 + ", ".join(f"{k} {n}" for k, n in left.items())]
-            )  # fmt: skip
         counts = {
             "tasks": len(tasks),
             "left_out": left,
@@ -581,6 +577,8 @@ def _write_lines(path: Path, lines: list[str]) -> None:
 def _brief(counts: dict[str, Any]) -> str:
     parts = []
     for k, v in counts.items():
+        if v is None or k == "task_roots":  # nothing to say / paths (in run.json)
+            continue
         if isinstance(v, dict):
             if not v:
                 continue  # e.g. nothing left out

@@ -588,8 +588,12 @@ def collect_curated(folder: Path, sample: _Sample) -> dict[str, Any]:
                 if not isinstance(d, dict):
                     continue
                 ex = dropped_examples.setdefault(str(d.get("reason")), [])
-                if len(ex) < 3:
-                    ex.append({k: str(d.get(k) or "")[:300] for k in ("id", "task", "detail")})
+                item = {k: str(d.get(k) or "")[:300] for k in ("id", "task", "detail")}
+                # examples of different tasks or details (attempts of one task repeat them)
+                if len(ex) < 3 and all(
+                    (e["task"], e["detail"]) != (item["task"], item["detail"]) for e in ex
+                ):
+                    ex.append(item)
     keys = ("records", "by_subset", "by_source", "by_domain", "by_difficulty", "tokens",
             "tokens_counted_by", "turns", "token_bins", "turn_bins", "completion_rate",
             "success_rate", "verified", "truncated", "per_subset", "problems")  # fmt: skip
