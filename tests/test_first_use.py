@@ -320,3 +320,18 @@ def test_adapting_an_empty_input_is_an_error_and_writes_nothing(runner, tmp_path
     assert res.exit_code == 2
     assert "empty.jsonl: no records (empty input); nothing was written" in res.output
     assert not (tmp_path / "tasks").exists()
+
+
+def test_stats_say_adapter_records_have_no_difficulty_instead_of_a_dash(runner, tmp_path):
+    job = tmp_path / "job"
+    for name, meta in (("m", {"source": "adapter"}), ("s", {"source": "skill_synth",
+                                                            "difficulty": "hard"})):  # fmt: skip
+        msgs = conversation(f"Task {name}: count the files.", [terminus_turn("ls", complete=True)])
+        write_trial(job, f"{name}__0", task=name, task_metadata=meta, messages=msgs)
+    data = tmp_path / "d"
+    assert (
+        runner.invoke(app, ["curate", str(job), "--out", str(data), "--no-decontam"]).exit_code == 0
+    )
+    res = runner.invoke(app, ["stats", str(data), "--json"], env=WIDE)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["by_difficulty"] == {"n/a (adapter)": 1, "hard": 1}

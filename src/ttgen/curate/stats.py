@@ -28,6 +28,12 @@ TURN_BINS = 10  # 0-4 ... 45-49, then 50+
 DECON_KEYS = ("enabled", "ngram", "tasks_matched", "records_dropped", "matches_by_item")
 
 
+def no_difficulty(subset: str | None) -> str:
+    """What is shown for a task or record without a difficulty (never a "-" bucket): adapter
+    tasks carry none by design (their prompt datasets have no such field)."""
+    return "n/a (adapter)" if subset == "dataset_adapters" else "not set"
+
+
 def token_bin_labels() -> list[str]:
     labels = [f"{i * 5}-{(i + 1) * 5}K" for i in range(TOKEN_BINS)]
     return [*labels, f">{TOKEN_BINS * 5}K"]
@@ -109,7 +115,9 @@ def compute_stats(path: Path) -> dict[str, Any]:
         subset = str(row.get("subset") or _subset_of_source(row.get("source")) or "other")
         for key in by:
             value = row.get(key) if key != "subset" else subset
-            by[key][str(value) if value not in (None, "") else "-"] += 1
+            if value in (None, ""):
+                value = no_difficulty(subset) if key == "difficulty" else "-"
+            by[key][str(value)] += 1
         messages = row.get("messages") or row.get("conversations") or []
         n_turns = row.get("n_assistant_turns") or row.get("n_turns")
         if n_turns is None:

@@ -57,6 +57,7 @@ from ttgen.curate.stats import (
     TURN_BINS,
     compute_stats,
     histogram,
+    no_difficulty,
 )
 from ttgen.rollout.models import INFRA_OUTCOMES, Outcome, now, read_trial_result
 
@@ -206,12 +207,6 @@ def _task_dirs(root: Path) -> list[Path]:
         else:
             out += [dd for dd in children(d) if (dd / "task.toml").is_file()]
     return out
-
-
-def no_difficulty(subset: str | None) -> str:
-    """What the report shows for a task or record without a difficulty (never a difficulty
-    bucket): adapter tasks carry none by design (their prompt datasets have no such field)."""
-    return "n/a (adapter)" if subset == "dataset_adapters" else "not set"
 
 
 def _inside(path: Path, root: Path) -> bool:
