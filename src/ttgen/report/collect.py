@@ -41,6 +41,7 @@ import itertools
 import json
 import tomllib
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -226,22 +227,30 @@ def _listed_tasks(run: Path, validation: Path | None) -> list[Path]:
     kept = validation / "kept.txt"
     if kept.is_file():
         paths += [x.strip() for x in kept.read_text(encoding="utf-8").splitlines() if x.strip()]
-    rows = validation / "validation.jsonl"
-    if rows.is_file():
-        with rows.open(encoding="utf-8", errors="replace") as f:
-            for line in f:
-                try:
-                    v = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(v, dict) and isinstance(v.get("path"), str):
-                    paths.append(v["path"])
+    for v in _json_objects(validation / "validation.jsonl"):
+        if isinstance(v.get("path"), str):
+            paths.append(v["path"])
     out: dict[str, Path] = {}
     for p in paths:
         path = Path(p) if Path(p).is_absolute() else run / p
         if (path / "task.toml").is_file():
             out.setdefault(str(path.resolve()), path)
     return list(out.values())
+
+
+def _json_objects(path: Path) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a JSONL file, skipping lines that are not one (a report shows what it
+    can read); nothing when the file is missing."""
+    if not path.is_file():
+        return
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                yield obj
 
 
 def _root_tasks(manifest: dict[str, Any]) -> list[Path]:
@@ -572,23 +581,14 @@ def collect_curated(folder: Path, sample: _Sample) -> dict[str, Any]:
                 ident = str(head.get("id") or f"{records}:{at}")
                 sample.offer(_key(ident), (str(records), at))
     dropped_examples: dict[str, list[dict[str, Any]]] = {}
-    dropped = folder / "dropped.jsonl"
-    if dropped.is_file():
-        with dropped.open(encoding="utf-8", errors="replace") as f:
-            for line in f:
-                try:
-                    d = json.loads(line)
-                except ValueError:
-                    continue
-                if not isinstance(d, dict):
-                    continue
-                ex = dropped_examples.setdefault(str(d.get("reason")), [])
-                item = {k: str(d.get(k) or "")[:300] for k in ("id", "task", "detail")}
-                # examples of different tasks or details (attempts of one task repeat them)
-                if len(ex) < 3 and all(
-                    (e["task"], e["detail"]) != (item["task"], item["detail"]) for e in ex
-                ):
-                    ex.append(item)
+    for d in _json_objects(folder / "dropped.jsonl"):
+        ex = dropped_examples.setdefault(str(d.get("reason")), [])
+        item = {k: str(d.get(k) or "")[:300] for k in ("id", "task", "detail")}
+        # examples of different tasks or details (attempts of one task repeat them)
+        if len(ex) < 3 and all(
+            (e["task"], e["detail"]) != (item["task"], item["detail"]) for e in ex
+        ):
+            ex.append(item)
     keys = ("records", "by_subset", "by_source", "by_domain", "by_difficulty", "tokens",
             "tokens_counted_by", "turns", "token_bins", "turn_bins", "completion_rate",
             "success_rate", "verified", "truncated", "per_subset", "problems")  # fmt: skip
