@@ -849,6 +849,16 @@ PhaseMultiplier = Annotated[float | None, typer.Option(min=0.01, show_default=Fa
 JsonOut = Annotated[
     bool, typer.Option("--json", help="Print the result as JSON (no progress bar).")
 ]
+VerifierIsolation = Annotated[
+    str,
+    typer.Option(
+        "--verifier-isolation",
+        help="snapshot (default): tests run in a copy of the agent's container that nothing the "
+        "agent left running can reach (its services still answer on localhost), so rewards "
+        "cannot be forged; shared: in the agent's container itself, as Harbor does (for tests "
+        "that inspect the agent's processes).",
+    ),
+]
 Executor = Annotated[
     str,
     typer.Option(
@@ -923,12 +933,16 @@ def _job_options(
     executor: str = "local",
     address: str | None = None,
     per_node: int | None = None,
+    verifier_isolation: str = "snapshot",
 ):  # -> JobOptions
     from ttgen.rollout.job import JobOptions
     from ttgen.rollout.trial import TimeoutPolicy
 
     _check_executor(executor, address, per_node)
+    if verifier_isolation not in ("snapshot", "shared"):
+        raise _fail(f"--verifier-isolation must be snapshot or shared, not {verifier_isolation!r}")
     return JobOptions(
+        verifier_isolation=verifier_isolation,
         n_concurrent=concurrency,
         retries=retries,
         rerun_errors=not keep_errors,
@@ -1071,6 +1085,7 @@ def rollout(
         ),
     ] = True,
     executor: Executor = "local",
+    verifier_isolation: VerifierIsolation = "snapshot",
     address: RayAddress = None,
     per_node: PerNode = None,
     as_json: JsonOut = False,
@@ -1121,6 +1136,7 @@ def rollout(
         executor=executor,
         address=address,
         per_node=per_node,
+        verifier_isolation=verifier_isolation,
     )
     tasks, bad = load_tasks(found)
     for b in bad:
@@ -1186,6 +1202,7 @@ def validate(
         bool, typer.Option(help="Exit 1 unless every task is valid, no_solution or no_tests.")
     ] = False,
     executor: Executor = "local",
+    verifier_isolation: VerifierIsolation = "snapshot",
     address: RayAddress = None,
     per_node: PerNode = None,
     as_json: JsonOut = False,
@@ -1230,6 +1247,7 @@ def validate(
         executor=executor,
         address=address,
         per_node=per_node,
+        verifier_isolation=verifier_isolation,
     )
 
     async def go(progress):
@@ -1818,6 +1836,10 @@ def curate_cmd(
     max_tokens: Annotated[
         int | None, typer.Option(min=1, help="Drop trajectories with more tokens (estimate).")
     ] = None,
+    keep_tampered: Annotated[
+        bool,
+        typer.Option(help="Keep trajectories of trials flagged `tampered` (dropped by default)."),
+    ] = False,
     dedup: Annotated[
         bool, typer.Option("--dedup/--no-dedup", help="Remove near-duplicate tasks.")
     ] = True,
@@ -1851,6 +1873,7 @@ def curate_cmd(
             success_only=success_only,
             max_turns=max_turns,
             max_tokens=max_tokens,
+            keep_tampered=keep_tampered,
         ),
         dedup=dedup,
         dedup_threshold=dedup_threshold,
@@ -2166,6 +2189,7 @@ def eval_cmd(
         bool, typer.Option(help="Test the model endpoint with one request before starting.")
     ] = True,
     executor: Executor = "local",
+    verifier_isolation: VerifierIsolation = "snapshot",
     address: RayAddress = None,
     per_node: PerNode = None,
     as_json: JsonOut = False,
@@ -2213,6 +2237,7 @@ def eval_cmd(
         executor=executor,
         address=address,
         per_node=per_node,
+        verifier_isolation=verifier_isolation,
     )
     tasks, bad = load_tasks(found)
     for b in bad:

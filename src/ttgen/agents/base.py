@@ -10,12 +10,13 @@ worth keeping through the context. Agents never see tests/: the verifier uploads
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from ttgen.sandbox.base import Sandbox
+    from ttgen.sandbox.base import ExecResult, Sandbox
     from ttgen.task import Task
 
 
@@ -84,3 +85,25 @@ class Agent(Protocol):
     # Optional: ``def finish(self, ctx: AgentContext) -> None``, called on the host after the
     # container's /logs/agent was copied into ctx.logs_dir (also after a timeout or an error),
     # for work on the copied logs (Terminus 2 merges its keystrokes into the recording there).
+
+
+async def exec_until_exit(
+    sandbox: Sandbox,
+    script: str,
+    *,
+    env: dict[str, str] | None = None,
+    user: str | None = None,
+    timeout: float | None = None,
+) -> ExecResult:
+    """Run `script` (sh syntax) and return as soon as it exits, as Harbor's exec-based agents do.
+
+    A plain exec waits until every process holding its output pipe is gone, so a service that a
+    solution leaves running (`nohup python3 -m http.server &`) would keep it waiting until the
+    agent timeout, then be killed. Here the script's output goes to a file in the container and
+    is read back by the same command: background processes hold the file, not the pipe, and keep
+    running for the verifier. stdout holds stdout and stderr together, in order."""
+    log = f"/tmp/.ttgen-exec-{uuid.uuid4().hex[:12]}.log"
+    command = (
+        f"( {script}\n) >{log} 2>&1 </dev/null; rc=$?; cat {log} 2>/dev/null; rm -f {log}; exit $rc"
+    )
+    return await sandbox.exec(command, env=env, user=user, timeout=timeout)

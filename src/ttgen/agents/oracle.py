@@ -2,7 +2,8 @@
 
 As in Harbor: solution/ is uploaded to /solution (only for this agent), then solve.sh runs with
 `[solution] env`, from the container's working directory, as the task's agent user; its output
-goes to agent/oracle.txt.
+goes to agent/oracle.txt. The agent returns when solve.sh exits: services it started in the
+background (`nohup python3 -m http.server 8000 &`) keep running for the verifier.
 
 With ``transcript=True`` (the offline quickstart's stand-in for a teacher) it also writes
 agent/messages.json in Terminus 2's shape: the Terminus 2 prompt with the instruction, one action
@@ -17,7 +18,7 @@ import json
 from typing import ClassVar
 
 from ttgen import __version__
-from ttgen.agents.base import AgentContext, ModelInfo
+from ttgen.agents.base import AgentContext, ModelInfo, exec_until_exit
 from ttgen.agents.terminus2.prompts import completion_message, render_prompt
 from ttgen.agents.terminus2.tmux import limit_output_length
 from ttgen.errors import AgentError
@@ -50,8 +51,9 @@ class OracleAgent:
 
     async def run(self, instruction: str, sandbox: Sandbox, ctx: AgentContext) -> None:
         env = resolve_env(ctx.task.config.solution.env)
-        result = await sandbox.exec(
-            f"chmod +x {SOLUTION_DIR}/solve.sh; exec 2>&1; bash {SOLUTION_DIR}/solve.sh",
+        result = await exec_until_exit(
+            sandbox,
+            f"chmod +x {SOLUTION_DIR}/solve.sh; bash {SOLUTION_DIR}/solve.sh",
             env=env,
             user=ctx.user,
             timeout=ctx.time_left(),

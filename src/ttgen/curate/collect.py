@@ -214,6 +214,7 @@ def read_trial(trial_dir: Path) -> tuple[list[dict[str, Any]], list[Drop]]:
                 for m in messages
             ),
             "cost_usd": result.agent_result.cost_usd if result.agent_result and final else None,
+            **({"tamper_evidence": result.tamper_evidence} if result.tamper_evidence else {}),
             "task_path": result.config.task_path,
             "task_checksum": result.task_checksum,
             "trial_dir": str(trial_dir),

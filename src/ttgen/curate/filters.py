@@ -74,9 +74,11 @@ class FilterOptions:
     success_only: bool = False
     max_turns: int | None = None
     max_tokens: int | None = None
+    keep_tampered: bool = False  # trajectories whose trial was flagged `tampered` (dropped)
 
     def describe(self) -> dict[str, Any]:
         return {
+            "keep_tampered": self.keep_tampered,
             "identity": self.identity,
             "identity_patterns": len(self.identity_patterns) if self.identity else 0,
             "cjk": self.cjk,
@@ -113,6 +115,9 @@ class Filters:
 
     def check(self, record: dict[str, Any]) -> tuple[str, str] | None:
         o = self.options
+        if not o.keep_tampered and record.get("outcome") == "tampered":
+            ev = record.get("tamper_evidence") or [{}]
+            return "tampered", f"{ev[0].get('path', '?')}: {ev[0].get('why', '')}"
         messages = record.get("messages") or []
         if self._identity is not None or self._identity_extra is not None:
             # one keyword pass over all assistant text clears most records at once

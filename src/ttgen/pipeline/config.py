@@ -122,12 +122,14 @@ class Source(Executor):
 
 class Validation(Executor):
     enabled: bool = True
+    verifier_isolation: Literal["snapshot", "shared"] = "snapshot"
     keep: list[str] = Field(default_factory=lambda: ["valid", "no_solution", "no_tests"])
     concurrency: int = Field(default=4, ge=1)
 
 
 class Rollouts(Executor):
     agent: str = "terminus-2"
+    verifier_isolation: Literal["snapshot", "shared"] = "snapshot"
     attempts: int = Field(default=1, ge=1)
     concurrency: int = Field(default=4, ge=1)
     agent_kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -148,6 +150,7 @@ class Curation(_Strict):
     success_only: bool = False
     max_turns: int | None = None
     max_tokens: int | None = None
+    keep_tampered: bool = False
     dedup: bool = True
     dedup_threshold: float = Field(default=0.8, gt=0, le=1)
 

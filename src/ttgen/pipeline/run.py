@@ -409,6 +409,7 @@ class Runner:
                 success_only=c.success_only,
                 max_turns=c.max_turns,
                 max_tokens=c.max_tokens,
+                keep_tampered=c.keep_tampered,
             ),
             dedup=c.dedup,
             dedup_threshold=c.dedup_threshold,
@@ -552,6 +553,7 @@ def _job_options(stage: Any) -> Any:
         executor=stage.executor,
         ray_address=stage.address,
         per_node=stage.per_node,
+        verifier_isolation=stage.verifier_isolation,
     )
 
 

@@ -166,6 +166,7 @@ class LocalExecutor:
             timeouts=options.timeouts,
             force_build=options.force_build,
             verifier_env=options.verifier_env,
+            verifier_isolation=options.verifier_isolation,
             history=history,
             known_build_error=known_build_error,
         )
@@ -539,6 +540,7 @@ class NodeRunner:
                     timeouts=TimeoutPolicy(**payload["timeouts"]),
                     force_build=payload["force_build"],
                     verifier_env=payload["verifier_env"],
+                    verifier_isolation=payload.get("verifier_isolation", "snapshot"),
                     history=[RetryRecord.model_validate(h) for h in payload["history"]],
                     known_build_error=payload["known_build_error"],
                 )
@@ -1065,6 +1067,7 @@ class RayExecutor:
                 "timeouts": dict(options.timeouts.__dict__),
                 "force_build": options.force_build,
                 "verifier_env": dict(options.verifier_env),
+                "verifier_isolation": options.verifier_isolation,
                 "history": [h.model_dump(mode="json") for h in history],
                 "known_build_error": known_build_error,
                 "max_archive_bytes": self.max_archive_bytes,

@@ -74,6 +74,10 @@ class JobOptions:
     timeouts: TimeoutPolicy = field(default_factory=TimeoutPolicy)
     force_build: bool = False
     verifier_env: dict[str, str] = field(default_factory=dict)
+    # "snapshot": the verifier runs in a copy of the agent's container that nothing the agent
+    # left running can reach (rewards cannot be forged); "shared": in the agent's container
+    # itself, as Harbor does (for tests that inspect the agent's processes).
+    verifier_isolation: str = "snapshot"
     # Where trials run (executors.py): "local" (this process's Docker engine) or "ray" (the
     # nodes of a Ray cluster at `ray_address`, `per_node` trials at a time on each).
     executor: str = "local"

@@ -31,6 +31,9 @@ class Outcome(StrEnum):
     REWARD_MISSING = "reward_missing"  # no (parsable) reward file
     # The task has no tests (the paper's adapter tasks): the agent ran, nothing scored it.
     UNVERIFIED = "unverified"
+    # The agent changed what the tests run on (a Python start-up hook, a shim before the real
+    # tool on PATH, ...): its reward cannot be trusted; counted as a model outcome, reward 0.
+    TAMPERED = "tampered"
     BUILD_ERROR = "build_error"
     ENVIRONMENT_ERROR = "environment_error"
     AGENT_ERROR = "agent_error"
@@ -194,6 +197,11 @@ class TrialResult(_Model):
     # The task's task.toml [metadata] when the trial ran (source, domain, difficulty, ...): the
     # provenance curation needs, kept with the trial so it survives the task folder moving.
     task_metadata: dict[str, Any] = Field(default_factory=dict)
+    # How the verifier ran ("snapshot": in a copy of the agent's container that nothing the agent
+    # left running can reach; "shared": in the agent's container, as Harbor does) and what the
+    # tamper check found (path, change, why); findings make the outcome `tampered`.
+    verifier_isolation: str | None = None
+    tamper_evidence: list[dict[str, str]] = Field(default_factory=list)
 
     @property
     def is_infra(self) -> bool:

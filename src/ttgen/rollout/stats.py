@@ -146,6 +146,7 @@ def compute_stats(
         "n_pending_trials": max(0, n_total - len(summaries) - n_running),
         "n_retries": sum(s.n_retries for s in summaries),
         "n_passed": main["n_passed"],
+        "n_tampered": outcomes.get(Outcome.TAMPERED.value, 0),
         "outcomes": {o.value: outcomes.get(o.value, 0) for o in Outcome if outcomes.get(o.value)},
         "mean_reward": main["mean_reward"],
         "pass_at_k": main["pass_at_k"],

@@ -47,6 +47,7 @@ from ttgen.errors import (
     VerifierOutputParseError,
     VerifierTimeoutError,
 )
+from ttgen.rollout import tamper
 from ttgen.rollout.models import (
     AgentInfo,
     AgentResultModel,
@@ -75,6 +76,12 @@ AGENT_LOGS = "/logs/agent"
 VERIFIER_LOGS = "/logs/verifier"
 ARTIFACT_LOGS = "/logs/artifacts"
 TESTS_DIR = "/tests"
+# A listing of the uploaded tests (sha256 per file; caches that running them writes left out),
+# taken before and after test.sh: a file of the tests that changed while they ran is evidence.
+_TESTS_DIGEST = (
+    f"cd {TESTS_DIR} && find . -type f ! -path '*/__pycache__/*' ! -path '*/.pytest_cache/*' "
+    "-exec sha256sum {} + | sort -k 2"
+)
 AGENT_SETUP_TIMEOUT_SEC = 360.0  # Harbor's
 # Folders copied back from the container are capped: an agent could fill them with gigabytes.
 MAX_LOG_DIR_BYTES = 64 * 1024 * 1024
@@ -174,6 +181,18 @@ def _classify(exc: BaseException, phase: str) -> Outcome:
     return Outcome.ENVIRONMENT_ERROR
 
 
+def _changed_files(before: str, after: str) -> list[str]:
+    """Files of the `before` listing (sha256sum lines) that are gone or differ `after`."""
+
+    def table(text: str) -> dict[str, str]:
+        rows = (line.split(None, 1) for line in text.splitlines() if line.strip())
+        return {r[1]: r[0] for r in rows if len(r) == 2}
+
+    old, new = table(before), table(after)
+    return sorted(f"{name.removeprefix('./')} ({'removed' if name not in new else 'changed'})"
+                  for name, digest in old.items() if new.get(name) != digest)  # fmt: skip
+
+
 def parse_rewards(verifier_dir: Path) -> dict[str, float | int]:
     """Read reward.json (first) or reward.txt as Harbor does; raise the matching error."""
     json_path = verifier_dir / "reward.json"
@@ -232,6 +251,7 @@ class Trial:
         timeouts: TimeoutPolicy | None = None,
         force_build: bool = False,
         verifier_env: Mapping[str, str] | None = None,
+        verifier_isolation: str = "snapshot",
         history: list[RetryRecord] | None = None,
         known_build_error: str | None = None,
     ) -> None:
@@ -242,6 +262,9 @@ class Trial:
         self.policy = timeouts or TimeoutPolicy()
         self.force_build = force_build
         self.verifier_env = dict(verifier_env or {})
+        if verifier_isolation not in ("snapshot", "shared"):
+            raise ValueError(f"verifier isolation must be snapshot or shared, not {verifier_isolation!r}")
+        self.verifier_isolation = verifier_isolation
         self.sandbox: DockerSandbox | None = None
         self.history = history or []
         # Set when this job already failed to build the task's image: fail fast, same error.
@@ -307,7 +330,12 @@ class Trial:
                 result.reward = primary_reward(
                     result.verifier_result.rewards if result.verifier_result else None
                 )
-                if timed_out:
+                if result.tamper_evidence:
+                    # what the verifier said stays in verifier_result; the reward is not trusted
+                    result.outcome = Outcome.TAMPERED
+                    result.reward = 0.0
+                    tlog(f"tampered: {len(result.tamper_evidence)} finding(s), reward set to 0")
+                elif timed_out:
                     result.outcome = Outcome.AGENT_TIMEOUT
                 elif result.reward is not None and result.reward >= 1.0:
                     result.outcome = Outcome.PASSED
@@ -500,11 +528,60 @@ class Trial:
             )
 
     async def _verify(self, result: TrialResult, timeouts: Timeouts, tlog: _TrialLog) -> None:
+        """Run tests/test.sh and read the reward.
+
+        With isolation "snapshot" (the default) the tests run in a new container made from the
+        agent's files as they are now, in the agent container's network namespace (services the
+        agent left running answer on localhost) but with its own files and processes: nothing
+        the agent left running can rewrite the tests or the reward. Before the tests, the
+        engine's diff of the agent's container is checked for changes that alter how tests run
+        (tamper.py); after them, /tests must be as uploaded."""
         assert self.sandbox is not None
-        sb, task = self.sandbox, self.spec.task
+        agent_sb, task = self.sandbox, self.spec.task
         result.verifier = TimingInfo(started_at=now())
         if task.test_script is None or task.path is None:
             raise RewardFileNotFoundError("the task has no tests/test.sh, so nothing can score it")
+        result.verifier_isolation = self.verifier_isolation
+        sb = agent_sb
+        if self.verifier_isolation == "snapshot":
+            t0 = time.monotonic()
+            sb = await self.backend.start_snapshot(agent_sb)
+            tlog(f"verifier container {sb.name} from a snapshot ({time.monotonic() - t0:.2f}s)")
+        try:
+            await self._check_tampering(agent_sb, sb, result, tlog)
+            await self._run_tests(sb, result, timeouts, tlog)
+        finally:
+            if sb is not agent_sb:
+                await asyncio.shield(sb.stop())
+
+    async def _check_tampering(
+        self, agent_sb: DockerSandbox, sb: DockerSandbox, result: TrialResult, tlog: _TrialLog
+    ) -> None:
+        changes = await agent_sb.changes()
+        path = await sb.exec('printf %s "$PATH"', user="root", timeout=30)
+        path_dirs = [d for d in path.stdout.split(":") if d] or None
+
+        async def read(p: str) -> bytes | None:
+            try:
+                return await sb.read_file(p, max_bytes=65536)
+            except Exception:  # a symlink, a folder, gone: not a plain file
+                return None
+
+        async def which(names: list[str]) -> dict[str, list[str]]:
+            res = await sb.exec(["sh", "-c", tamper.WHICH_ALL, "ttgen-which", *names],
+                                user="root", timeout=30)  # fmt: skip
+            return tamper.parse_which(res.stdout)
+
+        found = await tamper.findings(changes, read, which, path_dirs)
+        result.tamper_evidence = [f.to_dict() for f in found]
+        if found:
+            tlog("tamper evidence: " + "; ".join(f"{f.path} ({f.why})" for f in found[:5]))
+
+    async def _run_tests(
+        self, sb: DockerSandbox, result: TrialResult, timeouts: Timeouts, tlog: _TrialLog
+    ) -> None:
+        task = self.spec.task
+        assert task.path is not None
         # The agent may have planted files where the verifier looks: start from a clean slate.
         prep = await sb.exec(
             f"rm -rf {TESTS_DIR} {VERIFIER_LOGS}/reward.txt {VERIFIER_LOGS}/reward.json && "
@@ -515,8 +592,10 @@ class Trial:
         if prep.exit_code is None or not prep.ok:
             raise SandboxError(f"cannot prepare the verifier: {prep.output.strip()[:500]}")
         await sb.upload_dir(task.path / "tests", TESTS_DIR)
-        await sb.exec(
-            f"chmod -R a+rX {TESTS_DIR} && chmod a+x {TESTS_DIR}/test.sh", user="root", timeout=60
+        before = await sb.exec(
+            f"chmod -R a+rX {TESTS_DIR} && chmod a+x {TESTS_DIR}/test.sh && {_TESTS_DIGEST}",
+            user="root",
+            timeout=60,
         )
         env = {**resolve_env(task.config.verifier.env), **self.verifier_env}
         run = await sb.exec(
@@ -526,12 +605,19 @@ class Trial:
             timeout=timeouts.verifier_sec,
         )
         verifier_dir = self.dir / "verifier"
-        await self._copy_out(VERIFIER_LOGS, verifier_dir, result)
+        await self._copy_out(VERIFIER_LOGS, verifier_dir, result, sandbox=sb)
         out = run.stdout
         if run.stdout_omitted_bytes:
             out += f"\n[ttgen: {run.stdout_omitted_bytes} bytes of output omitted in the middle]\n"
         (verifier_dir / "test-stdout.txt").write_text(out, encoding="utf-8")
         result.verifier.finished_at = now()
+        if not run.timed_out:
+            after = await sb.exec(_TESTS_DIGEST, user="root", timeout=60)
+            changed = _changed_files(before.stdout, after.stdout)
+            if changed:
+                result.tamper_evidence.append(tamper.Finding(
+                    TESTS_DIR, "modified", "the tests changed while they ran: "
+                    + ", ".join(changed[:10])).to_dict())  # fmt: skip
         if run.timed_out:
             raise VerifierTimeoutError(
                 f"tests/test.sh ran past the verifier timeout of {timeouts.verifier_sec:g}s"
@@ -550,16 +636,23 @@ class Trial:
             tlog("verifier output shows TLS interception (see warnings)")
 
     async def _copy_out(
-        self, remote: str, local: Path, result: TrialResult, *, skip_existing: bool = False
+        self,
+        remote: str,
+        local: Path,
+        result: TrialResult,
+        *,
+        skip_existing: bool = False,
+        sandbox: DockerSandbox | None = None,
     ) -> None:
         """Copy a /logs folder out of the container, capped; reward files get a second chance."""
-        assert self.sandbox is not None
+        sb = sandbox or self.sandbox
+        assert sb is not None
         target = local
         if skip_existing:  # the agent's host-side logs win over files of the same name
             target = local.parent / f".{local.name}.incoming"
             shutil.rmtree(target, ignore_errors=True)
         try:
-            await self.sandbox.download_dir(remote, target, max_bytes=MAX_LOG_DIR_BYTES)
+            await sb.download_dir(remote, target, max_bytes=MAX_LOG_DIR_BYTES)
         except FileNotFoundError:
             return
         except TooLargeError as exc:
@@ -567,7 +660,7 @@ class Trial:
             if remote == VERIFIER_LOGS:
                 for name in ("reward.json", "reward.txt"):
                     try:
-                        data = await self.sandbox.read_file(
+                        data = await sb.read_file(
                             f"{remote}/{name}", max_bytes=MAX_REWARD_FILE_BYTES
                         )
                     except (FileNotFoundError, IsADirectoryError, TooLargeError):

@@ -66,6 +66,9 @@ LABEL_JOB = "ttgen.job"
 LABEL_OWNER = "ttgen.owner"  # "<hostname>:<pid>" of the process that started the container
 LABEL_TASK = "ttgen.task"
 LABEL_CA = "ttgen.ca"
+LABEL_SNAPSHOT = "ttgen.snapshot"  # on a snapshot image (verifier containers): its job
+LABEL_ROLE = "ttgen.role"  # "verifier" on a container started from a snapshot
+_SLUG = re.compile(r"[^a-z0-9_.-]+")  # what an image repository name may hold
 NETWORK_NAME = "ttgen-isolated"
 EXEC_MARKER = "TTGEN_EXEC_ID"
 BUILD_LOG_TAIL_LINES = 40
@@ -620,6 +623,7 @@ class DockerBackend:
                 await asyncio.shield(made.delete(force=True, v=True))
             raise
         sandbox = DockerSandbox(self, container, name, image.tag, task.name)
+        sandbox._create_config = config
         try:
             image_workdir, image_user = await self._image_defaults(image.tag)
             sandbox.workdir = envcfg.workdir or image_workdir
@@ -647,6 +651,71 @@ class DockerBackend:
 
     # -- garbage collection -----------------------------------------------------------------
 
+    async def start_snapshot(self, source: DockerSandbox, role: str = "verifier") -> DockerSandbox:
+        """A new container of `source`'s files as they are now, for a verifier no process of
+        `source` can reach.
+
+        The files are committed to an image (the engine pauses `source` while it takes them);
+        the new container runs from it with `source`'s limits, environment, user and working
+        directory, in `source`'s network namespace (services `source` left running answer on
+        localhost) but in mount and process namespaces of its own: nothing still running in
+        `source` can read or write its files, its /tests or its reward. Its stop() removes it
+        and the image; `gc` removes both after a crash (labels `ttgen.snapshot`, `ttgen.role`)."""
+        cfg = source._create_config
+        if cfg is None:
+            raise SandboxError(f"{source.name}: only containers ttgen started can be snapshotted")
+        labels = dict(cfg.get("Labels") or {})
+        repo = f"ttgen-snapshot/{_SLUG.sub('-', source.name.lower()).strip('-.')[:100] or 'c'}"
+        tag = uuid.uuid4().hex[:12]
+        image = f"{repo}:{tag}"
+        try:
+            await source.container.commit(
+                repository=repo,
+                tag=tag,
+                changes=[
+                    f"LABEL {LABEL_SNAPSHOT}={labels.get(LABEL_JOB, 'adhoc')}",
+                    f"LABEL {LABEL_OWNER}={owner_id()}",
+                ],
+                pause=True,
+            )
+        except aiodocker.DockerError as exc:
+            raise SandboxError(f"{source.name}: cannot snapshot the container: {exc.message}") from exc
+        config = {
+            **cfg,
+            "Image": image,
+            "Labels": {**labels, LABEL_ROLE: role, LABEL_OWNER: owner_id()},
+            "HostConfig": {**cfg["HostConfig"], "NetworkMode": f"container:{source.id}"},
+        }
+        name = f"{source.name}-{role}"[:200]
+        create = asyncio.ensure_future(self.docker.containers.create(config, name=name))
+        try:
+            container = await asyncio.shield(create)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                if isinstance(exc, asyncio.CancelledError):
+                    made = await create
+                    await asyncio.shield(made.delete(force=True, v=True))
+                await asyncio.shield(self.docker.images.delete(image, force=True))
+            if isinstance(exc, aiodocker.DockerError):
+                raise SandboxError(
+                    f"{source.name}: cannot create the {role} container: {exc.message}"
+                ) from exc
+            raise
+        sandbox = DockerSandbox(self, container, name, image, source.task)
+        sandbox.workdir = source.workdir
+        sandbox._default_user = source._default_user
+        sandbox._owned_image = image
+        try:
+            await container.start()
+        except BaseException as exc:
+            await asyncio.shield(sandbox.stop())
+            if isinstance(exc, aiodocker.DockerError):
+                raise SandboxError(
+                    f"{source.name}: cannot start the {role} container: {exc.message}"
+                ) from exc
+            raise
+        return sandbox
+
     async def gc(
         self, *, job: str | None = None, everything: bool = False, keep_network: bool = False
     ) -> dict[str, list[str]]:
@@ -664,13 +733,8 @@ class DockerBackend:
         host = socket.gethostname()
         for c in containers:
             labels = c._container.get("Labels") or {}
-            if not everything and job is None:
-                owner = labels.get(LABEL_OWNER, "")
-                owner_host, _, pid = owner.rpartition(":")
-                if owner_host == host and pid.isdigit() and pid_alive(int(pid)):
-                    continue
-                if owner_host and owner_host != host:
-                    continue  # another machine's container on a shared engine: not ours to judge
+            if not everything and job is None and _owner_alive(labels, host):
+                continue  # its process runs, or another machine's container on a shared engine
             try:
                 await c.delete(force=True, v=True)
                 names = c._container.get("Names") or [c.id]
@@ -680,6 +744,7 @@ class DockerBackend:
                     raise SandboxError(
                         f"cannot remove container {c.id[:12]}: {exc.message}"
                     ) from exc
+        await self._gc_snapshots(job, everything, host)
         networks: list[str] = []
         if keep_network:
             return {"containers": removed, "networks": networks}
@@ -693,6 +758,31 @@ class DockerBackend:
         except aiodocker.DockerError:
             pass
         return {"containers": removed, "networks": networks}
+
+    async def _gc_snapshots(self, job: str | None, everything: bool, host: str) -> None:
+        """Remove the snapshot images (verifier containers) that crashed runs left: those of
+        `job`, or whose process is gone. An image still in use is left."""
+        label = LABEL_SNAPSHOT if job is None else f"{LABEL_SNAPSHOT}={job}"
+        try:
+            images = await self.docker.images.list(filters={"label": [label]})
+        except aiodocker.DockerError:
+            return
+        for img in images:
+            labels = img.get("Labels") or {}
+            if not everything and job is None and _owner_alive(labels, host):
+                continue
+            for ref in img.get("RepoTags") or [img["Id"]]:
+                with contextlib.suppress(aiodocker.DockerError):
+                    await self.docker.images.delete(ref, force=False)
+
+
+def _owner_alive(labels: Mapping[str, str], host: str) -> bool:
+    """Whether the process that made a container or image may still use it (another machine's
+    are never judged here)."""
+    owner_host, _, pid = labels.get(LABEL_OWNER, "").rpartition(":")
+    if owner_host == host and pid.isdigit() and pid_alive(int(pid)):
+        return True
+    return bool(owner_host and owner_host != host)
 
 
 def _tree_signature(root: Path) -> tuple:
@@ -767,6 +857,9 @@ class DockerSandbox:
         self._channel_can_switch_user = True
         self._docker_execs = 0
         self._channel_mode: bool | Literal["eager"] = backend.exec_channel
+        # how it was created (for a snapshot of it), and an image it owns (a snapshot's)
+        self._create_config: dict[str, Any] | None = None
+        self._owned_image: str | None = None
 
     async def __aenter__(self) -> DockerSandbox:
         return self
@@ -1219,6 +1312,19 @@ class DockerSandbox:
         finally:
             if self._channel is not None:
                 await self._channel.close()
+            if self._owned_image is not None:
+                with contextlib.suppress(aiodocker.DockerError):
+                    await asyncio.shield(self.backend.docker.images.delete(self._owned_image))
+
+    async def changes(self) -> list[dict[str, Any]]:
+        """What differs between the container's files and its image (`docker diff`): a list of
+        {"Path": ..., "Kind": 0 modified | 1 added | 2 deleted}."""
+        try:
+            async with self.backend.docker._query(f"containers/{self.id}/changes") as resp:
+                data = await resp.json()
+        except aiodocker.DockerError as exc:
+            raise SandboxError(f"{self.name}: cannot list its changes: {exc.message}") from exc
+        return list(data or [])
 
 
 async def _close_stdin(stream: Any) -> None:
