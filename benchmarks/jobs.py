@@ -8,7 +8,10 @@ concurrency n twice, floor first, then ttgen (rounds alternate to spread noise):
   * floor: raw Engine API calls (aiodocker), the minimum a trial needs: create (Init, 1 CPU,
     2 GiB, `sleep infinity`), start, put_archive solution/, exec solve.sh, put_archive tests/,
     exec test.sh, read reward.txt, delete;
-  * ttgen: the same trials through `ttgen.rollout.job.Job` (oracle agent, retries 0).
+  * ttgen: the same trials through `ttgen.rollout.job.Job` (oracle agent, retries 0), with the
+    verifier in a snapshot of the agent's container (the default: rewards cannot be forged);
+  * ttgen shared: the same, the verifier in the agent's container itself (Harbor's way), to
+    show what the snapshot and the tamper check cost per trial.
 Prints trials/min (median over rounds) and their ratio, per-trial latency p50/p90 (floor: wall
 time of the trial; ttgen: result.json finished_at - started_at) and per-phase medians side by
 side, so the overhead can be placed. Also checks that every ttgen trial passed and that no
@@ -149,10 +152,13 @@ async def floor_round(tag: str, tars: dict[str, bytes], trials: int, n: int, run
 # -- ttgen: the job runner ------------------------------------------------------------------------
 
 
-async def ttgen_round(task: Task, trials: int, n: int, out: Path, job_ids: list[str]):
+async def ttgen_round(
+    task: Task, trials: int, n: int, out: Path, job_ids: list[str], isolation: str = "snapshot"
+):
     specs = rollout_specs([task], AgentSpec(name="oracle"), attempts=trials)
     async with DockerBackend() as backend:
-        job = Job(out, specs, JobOptions(n_concurrent=n, retries=0), backend=backend)
+        opts = JobOptions(n_concurrent=n, retries=0, verifier_isolation=isolation)
+        job = Job(out, specs, opts, backend=backend)
         t0 = time.perf_counter()
         try:
             await job.run()
@@ -204,6 +210,8 @@ async def bench(trials: int, n: int, rounds: int) -> None:
         await ttgen_round(task, 1, 1, tmp / "job-warmup", job_ids)
 
         f_walls, t_walls, f_rows, t_rows, f_fails, fails, leftovers = [], [], [], [], [], [], []
+        s_walls: list[float] = []
+        s_rows: list[tuple[float, dict[str, float]]] = []
         for r in range(rounds):
             wall, rows, failed = await floor_round(image.tag, tars, trials, n, run_id)
             f_walls.append(wall)
@@ -216,7 +224,16 @@ async def bench(trials: int, n: int, rounds: int) -> None:
             fails += failed
             if left:
                 leftovers.append(f"job {job_ids[-1]}: {left} container(s) left")
-            print(f"   ttgen {wall:6.1f} s", flush=True)
+            print(f"   ttgen {wall:6.1f} s", end="", flush=True)
+            wall, rows, failed, left = await ttgen_round(
+                task, trials, n, tmp / f"job-shared-{r}", job_ids, isolation="shared"
+            )
+            s_walls.append(wall)
+            s_rows += rows
+            fails += failed
+            if left:
+                leftovers.append(f"job {job_ids[-1]}: {left} container(s) left")
+            print(f"   ttgen shared {wall:6.1f} s", flush=True)
 
         checks = [f"FAIL: {line}" for line in leftovers]
         if fails:
@@ -258,9 +275,26 @@ async def bench(trials: int, n: int, rounds: int) -> None:
             tp = statistics.median(row[1][p] for row in t_rows) * 1000
             print(f"  {p:<28}{fp:7.1f} ms {tp:7.1f} ms    {tp - fp:+8.1f} ms")
         print()
+        if s_rows:
+            s_tpm = statistics.median(trials / w * 60 for w in s_walls)
+            s_lat = [row[0] for row in s_rows]
+            s_ver = statistics.median(row[1]["verifier"] for row in s_rows)
+            t_ver = statistics.median(row[1]["verifier"] for row in t_rows)
+            f_ver = statistics.median(row[1]["verifier"] for row in f_rows)
+            cost = statistics.median(t_lat) - statistics.median(s_lat)
+            print("what unforgeable rewards cost (snapshot verifier + tamper check vs shared)")
+            print(f"  ttgen shared throughput       {s_tpm:7.1f} trials/min   "
+                  f"ratio to floor {s_tpm / f_tpm:5.2f}")  # fmt: skip
+            print(f"  ttgen shared latency          {fmt(s_lat)}")
+            print(f"  verifier phase p50            floor {f_ver * 1000:6.1f} ms   shared "
+                  f"{s_ver * 1000:6.1f} ms   snapshot {t_ver * 1000:6.1f} ms")  # fmt: skip
+            print(f"  per-trial cost p50            {cost * 1000:+7.1f} ms = "
+                  f"{cost / statistics.median(f_lat):.2f} x the floor's whole trial")  # fmt: skip
+            print()
         print(
             "\n".join(checks)
-            or f"checks: all {len(t_rows)} ttgen trials passed; no job containers left   OK"
+            or f"checks: all {len(t_rows) + len(s_rows)} ttgen trials passed; "
+            "no job containers left   OK"
         )
     finally:
         await remove_labelled([f"{FLOOR_LABEL}={run_id}", *(f"{LABEL_JOB}={j}" for j in job_ids)])

@@ -92,6 +92,11 @@ async def test_forging_agents_never_pass_and_an_honest_one_does(
     # the loops cannot reach the verifier's copy: the tests ran and failed honestly
     for name in ("reward-writer", "tests-rewriter", "planted-reward"):
         assert {r["outcome"] for r in by_task[name]} == {"failed"}, name
+    # a snapshot where something of the agent still runs; in place (cheaper) where nothing does
+    for name in ("reward-writer", "tests-rewriter"):
+        assert {r["verifier_isolation"] for r in by_task[name]} == {"snapshot"}, name
+    for name in ("honest", "planted-reward", "pth-hook", "path-shim"):
+        assert {r["verifier_isolation"] for r in by_task[name]} == {"in_place"}, name
     # what changes how tests run is found, with its evidence, and is its own outcome
     expected = {
         "pth-hook": "/usr/local/lib/python3.11/dist-packages/zz_speedup.pth",
@@ -111,13 +116,17 @@ async def test_forging_agents_never_pass_and_an_honest_one_does(
 async def test_in_the_agents_container_the_tests_rewriter_forges_a_pass(
     docker_ready, forging_tasks, tmp_path
 ):
-    """The same attack with the verifier in the agent's container (Harbor's way, `shared`):
-    the forger wins, which is what the snapshot prevents."""
+    """The same attack with the verifier in the agent's container (Harbor's way, `shared`): the
+    loop reaches the tests every time. It forges a pass when it rewrote them before their
+    digest was taken, and is caught as `tampered` when it rewrote them after; never an honest
+    failure, which is what the snapshot gives."""
     task = next(t for t in forging_tasks if t.name == "tests-rewriter")
     out = tmp_path / "job"
     opts = JobOptions(n_concurrent=1, retries=0, verifier_isolation="shared")
-    result = await Job(out, rollout_specs([task], AgentSpec(name="oracle"), 1), opts).run()
-    assert result["stats"]["outcomes"] == {"passed": 1}
+    result = await Job(out, rollout_specs([task], AgentSpec(name="oracle"), 3), opts).run()
+    assert set(result["stats"]["outcomes"]) <= {"passed", "tampered"}, result["stats"]["outcomes"]
+    rows = [json.loads(p.read_text()) for p in sorted(out.glob("*/result.json"))]
+    assert {r["verifier_isolation"] for r in rows} == {"shared"}
 
 
 SERVICE_SOLVE = """#!/bin/bash
@@ -144,7 +153,9 @@ async def test_a_service_the_solution_leaves_running_validates(docker_ready, mak
     oracle = json.loads((tmp_path / "val" / "service__oracle" / "result.json").read_text())
     assert oracle["agent_result"]["metadata"]["exit_code"] == 0
     assert oracle["agent_result"]["metadata"]["duration_sec"] < 10  # returned when solve.sh did
-    assert (tmp_path / "val" / "service__oracle" / "agent" / "oracle.txt").read_text() == "started\n"
+    assert (
+        tmp_path / "val" / "service__oracle" / "agent" / "oracle.txt"
+    ).read_text() == "started\n"
 
 
 def _run(coro):
@@ -198,3 +209,55 @@ def test_tamper_rules(changes, files, which, flagged):
 
     found = _run(findings(changes, read, lookup))
     assert [f.path for f in found] == flagged, [f.to_dict() for f in found]
+
+
+def test_curation_drops_tampered_trajectories_unless_asked_and_stats_count_them(tmp_path):
+    from typer.testing import CliRunner
+
+    from ttgen.cli import app
+    from ttgen.testing.trials import conversation, terminus_turn, write_trial
+
+    job = tmp_path / "job"
+    for name, outcome in (("honest", Outcome.PASSED), ("forger", Outcome.TAMPERED)):
+        d = write_trial(job, f"{name}__0", task=name, outcome=outcome,
+                        reward=1.0 if outcome == Outcome.PASSED else 0.0,
+                        messages=conversation(f"Task {name}: write hello.",
+                                              [terminus_turn("echo hello", complete=True)]))  # fmt: skip
+        if outcome == Outcome.TAMPERED:
+            r = json.loads((d / "result.json").read_text())
+            r["tamper_evidence"] = [{"path": "/usr/local/bin/python3", "change": "added",
+                                     "why": "placed on PATH before /usr/bin/python3"}]  # fmt: skip
+            (d / "result.json").write_text(json.dumps(r))
+    runner = CliRunner()
+    res = runner.invoke(app, ["curate", str(job), "--out", str(tmp_path / "d"), "--no-decontam"])
+    assert res.exit_code == 0, res.output
+    dropped = [json.loads(x) for x in (tmp_path / "d" / "dropped.jsonl").read_text().splitlines()]
+    assert [(d["task"], d["reason"]) for d in dropped] == [("forger", "tampered")]
+    assert "/usr/local/bin/python3" in dropped[0]["detail"]
+    res = runner.invoke(app, ["stats", str(tmp_path / "d")], env={"COLUMNS": "200"})
+    assert "dropped: tampered 1" in res.output
+    res = runner.invoke(app, ["curate", str(job), "--out", str(tmp_path / "k"), "--no-decontam",
+                              "--keep-tampered"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["stats", str(tmp_path / "k"), "--json"])
+    assert json.loads(res.stdout)["tampered"] == 1
+
+
+async def test_the_fast_diff_matches_the_engines(backend, job_name, make_task):
+    """Tamper evidence reads the container's upper layer on the host (milliseconds) instead of
+    the engine's diff endpoint (~0.5 s of engine CPU per call): both give the same changes."""
+    task = Task.load(make_task("diff", dockerfile=DOCKERFILE))
+    sb = await backend.start(task, job=job_name)
+    try:
+        r = await sb.exec("echo x > /root/new && echo y >> /etc/issue && rm /etc/debian_version "
+                          "&& mkdir -p /opt/a/b && touch /opt/a/b/c && ln -s /bin/true /usr/local/bin/python3",
+                          user="root")  # fmt: skip
+        assert r.ok, r.output
+        fast = await sb.changes()
+        async with backend.docker._query(f"containers/{sb.id}/changes") as resp:
+            engine = await resp.json()
+        key = lambda cs: sorted((c["Path"], c["Kind"]) for c in cs)  # noqa: E731
+        assert key(fast) == key(engine)
+        assert ("/etc/debian_version", 2) in key(fast) and ("/root/new", 1) in key(fast)
+    finally:
+        await sb.stop()

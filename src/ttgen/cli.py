@@ -2132,6 +2132,12 @@ def stats_cmd(
         console.print(table)
     if st["truncated"]:
         console.print(f"truncated at export: {st['truncated']}", highlight=False, markup=False)
+    if st.get("tampered"):
+        console.print(
+            f"tampered (kept with --keep-tampered; rewards not trusted): {st['tampered']}",
+            highlight=False,
+            markup=False,
+        )
     cur = st.get("curation")
     if cur:
         console.print(

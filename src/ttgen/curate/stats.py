@@ -108,6 +108,7 @@ def compute_stats(path: Path) -> dict[str, Any]:
     passed: Counter[str] = Counter()
     n_with_completion: Counter[str] = Counter()
     truncated = 0
+    tampered = 0  # records of trials flagged `tampered` (kept only with --keep-tampered)
     token_kind: Counter[str] = Counter()
     n = 0
     for row in _rows(path, problems):
@@ -133,6 +134,8 @@ def compute_stats(path: Path) -> dict[str, Any]:
             ] += 1
         if row.get("truncated"):
             truncated += 1
+        if row.get("outcome") == "tampered":
+            tampered += 1
         if "completed" in row:
             n_with_completion[subset] += 1
             completed[subset] += bool(row["completed"])
@@ -168,6 +171,7 @@ def compute_stats(path: Path) -> dict[str, Any]:
         "success_rate": _rate(sum(passed.values()), sum(verified.values())),
         "verified": sum(verified.values()),
         "truncated": truncated,
+        "tampered": tampered,
         "per_subset": per_subset,
         "problems": problems,
     }

@@ -533,7 +533,9 @@ class Trial:
         With isolation "snapshot" (the default) the tests run in a new container made from the
         agent's files as they are now, in the agent container's network namespace (services the
         agent left running answer on localhost) but with its own files and processes: nothing
-        the agent left running can rewrite the tests or the reward. Before the tests, the
+        the agent left running can rewrite the tests or the reward. When no process of the agent
+        runs any more (checked on the host), nothing can, and the tests run in the agent's
+        container ("in_place", each command a fresh `docker exec`, not the exec helper). Before the tests, the
         engine's diff of the agent's container is checked for changes that alter how tests run
         (tamper.py); after them, /tests must be as uploaded."""
         assert self.sandbox is not None
@@ -541,12 +543,26 @@ class Trial:
         result.verifier = TimingInfo(started_at=now())
         if task.test_script is None or task.path is None:
             raise RewardFileNotFoundError("the task has no tests/test.sh, so nothing can score it")
-        result.verifier_isolation = self.verifier_isolation
+        mode = self.verifier_isolation
+        running: list[str] | None = None
+        if mode == "snapshot":
+            running = await agent_sb.foreign_processes()
+            if running == []:
+                # Nothing of the agent runs, so nothing can start or reach the tests: verify in
+                # the agent's container (much cheaper), each command a fresh `docker exec`.
+                mode = "in_place"
+        result.verifier_isolation = mode
         sb = agent_sb
-        if self.verifier_isolation == "snapshot":
+        if mode == "snapshot":
             t0 = time.monotonic()
             sb = await self.backend.start_snapshot(agent_sb)
-            tlog(f"verifier container {sb.name} from a snapshot ({time.monotonic() - t0:.2f}s)")
+            why = (f"{len(running)} process(es) of the agent still running, e.g. {running[0]}"
+                   if running else "the agent's processes cannot be listed here")  # fmt: skip
+            tlog(f"verifier container {sb.name} from a snapshot ({time.monotonic() - t0:.2f}s; "
+                 f"{why})")  # fmt: skip
+        elif mode == "in_place":
+            await agent_sb.close_exec_channel()
+            tlog("no process of the agent runs: verifying in its container")
         try:
             await self._check_tampering(agent_sb, sb, result, tlog)
             await self._run_tests(sb, result, timeouts, tlog)

@@ -25,6 +25,7 @@ import re
 import shlex
 import signal
 import socket
+import stat
 import tarfile
 import tempfile
 import time
@@ -860,6 +861,7 @@ class DockerSandbox:
         # how it was created (for a snapshot of it), and an image it owns (a snapshot's)
         self._create_config: dict[str, Any] | None = None
         self._owned_image: str | None = None
+        self._channel_exec: Any = None  # the exec running the helper (its pid is ttgen's)
 
     async def __aenter__(self) -> DockerSandbox:
         return self
@@ -1019,6 +1021,7 @@ class DockerSandbox:
     async def _start_channel(self) -> None:
         try:
             ex = await self.container.exec(["python3", "-c", HELPER], stdin=True, user="root")
+            self._channel_exec = ex
             stream = ex.start(detach=False)
             await stream.__aenter__()
             channel = ExecChannel(stream)
@@ -1316,15 +1319,160 @@ class DockerSandbox:
                 with contextlib.suppress(aiodocker.DockerError):
                     await asyncio.shield(self.backend.docker.images.delete(self._owned_image))
 
+    async def close_exec_channel(self) -> None:
+        """Stop the exec helper: later commands each get a fresh `docker exec` process."""
+        self._channel_mode = False
+        if self._channel_task is not None:
+            self._channel_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._channel_task
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+
+    async def foreign_processes(self) -> list[str] | None:
+        """The processes running in the container besides ttgen's own (its init, the keep-alive
+        command, the exec helper): what an agent left running, as "pid command" lines. None when
+        they cannot be listed from here (a remote engine): assume there are some."""
+        if not await self._engine_is_local():
+            return None
+        try:
+            init = int((await self.container.show())["State"].get("Pid") or 0)
+            ours = {init}
+            if self._channel_exec is not None:
+                with contextlib.suppress(aiodocker.DockerError, KeyError, TypeError, ValueError):
+                    ours.add(int((await self._channel_exec.inspect())["Pid"]))
+        except (aiodocker.DockerError, KeyError, TypeError, ValueError):
+            return None
+        return await asyncio.to_thread(_foreign_pids, init, ours)
+
     async def changes(self) -> list[dict[str, Any]]:
         """What differs between the container's files and its image (`docker diff`): a list of
-        {"Path": ..., "Kind": 0 modified | 1 added | 2 deleted}."""
+        {"Path": ..., "Kind": 0 modified | 1 added | 2 deleted}.
+
+        The engine's own endpoint costs ~0.5 s of its CPU per call (it compares the whole file
+        tree); on a local overlay2 engine the container's upper layer is read directly instead
+        (milliseconds: only what the container wrote)."""
+        try:
+            info = await self.container.show()
+            gd = info.get("GraphDriver") or {}
+            data = gd.get("Data") or {}
+            upper = data.get("UpperDir")
+            if gd.get("Name") == "overlay2" and upper and os.access(upper, os.R_OK | os.X_OK):
+                lowers = [d for d in str(data.get("LowerDir") or "").split(":") if d]
+                return await asyncio.to_thread(_overlay_changes, upper, lowers)
+        except (OSError, aiodocker.DockerError):
+            pass
         try:
             async with self.backend.docker._query(f"containers/{self.id}/changes") as resp:
                 data = await resp.json()
         except aiodocker.DockerError as exc:
             raise SandboxError(f"{self.name}: cannot list its changes: {exc.message}") from exc
         return list(data or [])
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, start time in clock ticks) of a host process, None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return fields[0].decode(), int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "?"
+
+
+def _descendants(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        if p in found:
+            continue
+        found.add(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children", encoding="ascii") as f:
+                    todo += [int(x) for x in f.read().split()]
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _foreign_pids(init: int, ours: set[int]) -> list[str] | None:
+    """Host pids in the cgroup of container process `init`, minus `ours` and the keep-alive
+    command (the first child init started: nothing the agent runs can start before it; an
+    orphan re-parented to init and named like it starts later), minus zombies."""
+    try:
+        with open(f"/proc/{init}/cgroup", encoding="ascii") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    candidates = []
+    for line in lines:
+        _, ctrl, path = line.split(":", 2)
+        if ctrl == "pids":
+            candidates.insert(0, f"/sys/fs/cgroup/pids{path}/cgroup.procs")
+        elif ctrl == "":
+            candidates += [f"/sys/fs/cgroup/unified{path}/cgroup.procs",
+                           f"/sys/fs/cgroup{path}/cgroup.procs"]  # fmt: skip
+    pids: list[int] | None = None
+    for c in candidates:
+        try:
+            with open(c, encoding="ascii") as f:
+                pids = [int(x) for x in f.read().split()]
+            break
+        except (OSError, ValueError):
+            continue
+    if pids is None:
+        return None
+    try:
+        children = []
+        for task in os.listdir(f"/proc/{init}/task"):
+            with open(f"/proc/{init}/task/{task}/children", encoding="ascii") as f:
+                children += [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        return None
+    keepalive = (" ".join(KEEPALIVE_CMD), KEEPALIVE_CMD[-1])  # sh may exec its command
+    started = sorted((st[1], pid) for pid in children if (st := _proc_stat(pid)) is not None)
+    if started and _cmdline(started[0][1]) in keepalive:
+        # it and what it runs (`sh -c` forks the sleep): no agent process can be its child
+        ours = {*ours, *_descendants(started[0][1])}
+    out = []
+    for pid in pids:
+        if pid in ours:
+            continue
+        st = _proc_stat(pid)
+        if st is None or st[0] in ("Z", "X"):
+            continue  # gone, or a zombie: runs nothing
+        out.append(f"{pid} {_cmdline(pid)[:200]}")
+    return out
+
+
+def _overlay_changes(upper: str, lowers: list[str]) -> list[dict[str, Any]]:
+    """`docker diff` from an overlay2 container's upper layer: a whiteout (a 0:0 character
+    device) is a deletion; a path present in a lower layer was modified, else added."""
+    out: list[dict[str, Any]] = []
+    for root, dirs, files in os.walk(upper):
+        for name in [*dirs, *files]:
+            full = os.path.join(root, name)
+            rel = "/" + os.path.relpath(full, upper)
+            try:
+                st = os.lstat(full)
+            except OSError:
+                continue
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                out.append({"Path": rel, "Kind": 2})
+                continue
+            below = any(os.path.lexists(os.path.join(low, rel.lstrip("/"))) for low in lowers)
+            out.append({"Path": rel, "Kind": 0 if below else 1})
+    return sorted(out, key=lambda c: c["Path"])
 
 
 async def _close_stdin(stream: Any) -> None:

@@ -8,7 +8,8 @@
   var OUTCOME_LABEL = {
     passed: "passed", failed: "failed", agent_timeout: "agent timeout",
     verifier_timeout: "verifier timeout", reward_missing: "reward missing",
-    unverified: "unverified (no tests)", build_error: "build error",
+    unverified: "unverified (no tests)", tampered: "tampered (reward not trusted)",
+    build_error: "build error",
     environment_error: "environment error", agent_error: "agent error", llm_error: "LLM error",
     cancelled: "cancelled", unfinished: "unfinished (no result.json)"
   };
