@@ -11,7 +11,10 @@ concurrency n twice, floor first, then ttgen (rounds alternate to spread noise):
   * ttgen: the same trials through `ttgen.rollout.job.Job` (oracle agent, retries 0), with the
     verifier in a snapshot of the agent's container (the default: rewards cannot be forged);
   * ttgen shared: the same, the verifier in the agent's container itself (Harbor's way), to
-    show what the snapshot and the tamper check cost per trial.
+    show what unforgeable rewards cost per trial: the tamper check, and the verifier in place
+    (nothing of the agent runs) or in a snapshot;
+  * ttgen snapshot: the default again, on a variant of the task whose solution leaves a
+    process running (a service would), so that every verifier runs in a snapshot.
 Prints trials/min (median over rounds) and their ratio, per-trial latency p50/p90 (floor: wall
 time of the trial; ttgen: result.json finished_at - started_at) and per-phase medians side by
 side, so the overhead can be placed. Also checks that every ttgen trial passed and that no
@@ -55,8 +58,10 @@ def fmt(values: list[float]) -> str:
     return f"p50 {statistics.median(values) * 1000:7.1f} ms   p90 {pct(values, 0.9) * 1000:7.1f} ms"
 
 
-def make_task(root: Path) -> Task:
-    task = root / "bench-job-task"
+def make_task(root: Path, background: bool = False) -> Task:
+    """The benchmark task; `background`: its solution also leaves a process running (as a
+    service would), so the verifier must run in a snapshot of the container."""
+    task = root / ("bench-job-task-bg" if background else "bench-job-task")
     for d in ("environment", "solution", "tests"):
         (task / d).mkdir(parents=True)
     (task / "environment" / "Dockerfile").write_text("FROM ttgen/base:bookworm\nWORKDIR /app\n")
@@ -65,7 +70,10 @@ def make_task(root: Path) -> Task:
         'schema_version = "1.2"\n[agent]\ntimeout_sec = 60\n[verifier]\ntimeout_sec = 60\n'
     )
     solve = task / "solution" / "solve.sh"
-    solve.write_text("#!/bin/bash\necho 42 > /app/answer.txt\n")
+    solve.write_text(
+        "#!/bin/bash\necho 42 > /app/answer.txt\n"
+        + ("nohup sleep 600 >/dev/null 2>&1 &\n" if background else "")
+    )
     test = task / "tests" / "test.sh"
     test.write_text(
         "#!/bin/bash\n"
@@ -199,6 +207,7 @@ async def bench(trials: int, n: int, rounds: int) -> None:
     job_ids: list[str] = []
     try:
         task = make_task(tmp)
+        bg_task = make_task(tmp, background=True)
         assert task.path is not None
         async with DockerBackend() as backend:
             await backend.ping()
@@ -212,6 +221,8 @@ async def bench(trials: int, n: int, rounds: int) -> None:
         f_walls, t_walls, f_rows, t_rows, f_fails, fails, leftovers = [], [], [], [], [], [], []
         s_walls: list[float] = []
         s_rows: list[tuple[float, dict[str, float]]] = []
+        b_walls: list[float] = []
+        b_rows: list[tuple[float, dict[str, float]]] = []
         for r in range(rounds):
             wall, rows, failed = await floor_round(image.tag, tars, trials, n, run_id)
             f_walls.append(wall)
@@ -233,7 +244,16 @@ async def bench(trials: int, n: int, rounds: int) -> None:
             fails += failed
             if left:
                 leftovers.append(f"job {job_ids[-1]}: {left} container(s) left")
-            print(f"   ttgen shared {wall:6.1f} s", flush=True)
+            print(f"   ttgen shared {wall:6.1f} s", end="", flush=True)
+            wall, rows, failed, left = await ttgen_round(
+                bg_task, trials, n, tmp / f"job-bg-{r}", job_ids
+            )
+            b_walls.append(wall)
+            b_rows += rows
+            fails += failed
+            if left:
+                leftovers.append(f"job {job_ids[-1]}: {left} container(s) left")
+            print(f"   ttgen snapshot {wall:6.1f} s", flush=True)
 
         checks = [f"FAIL: {line}" for line in leftovers]
         if fails:
@@ -281,19 +301,28 @@ async def bench(trials: int, n: int, rounds: int) -> None:
             s_ver = statistics.median(row[1]["verifier"] for row in s_rows)
             t_ver = statistics.median(row[1]["verifier"] for row in t_rows)
             f_ver = statistics.median(row[1]["verifier"] for row in f_rows)
+            b_tpm = statistics.median(trials / w * 60 for w in b_walls)
+            b_lat = [row[0] for row in b_rows]
+            b_ver = statistics.median(row[1]["verifier"] for row in b_rows)
+            f_p50 = statistics.median(f_lat)
             cost = statistics.median(t_lat) - statistics.median(s_lat)
-            print("what unforgeable rewards cost (snapshot verifier + tamper check vs shared)")
-            print(f"  ttgen shared throughput       {s_tpm:7.1f} trials/min   "
-                  f"ratio to floor {s_tpm / f_tpm:5.2f}")  # fmt: skip
-            print(f"  ttgen shared latency          {fmt(s_lat)}")
+            b_cost = statistics.median(b_lat) - statistics.median(s_lat)
+            print("what unforgeable rewards cost (vs the verifier in the agent's container)")
+            print(f"  ttgen shared                  {s_tpm:7.1f} trials/min   "
+                  f"ratio to floor {s_tpm / f_tpm:5.2f}   latency {fmt(s_lat)}")  # fmt: skip
+            print(f"  ttgen snapshot (background)   {b_tpm:7.1f} trials/min   "
+                  f"ratio to floor {b_tpm / f_tpm:5.2f}   latency {fmt(b_lat)}")  # fmt: skip
             print(f"  verifier phase p50            floor {f_ver * 1000:6.1f} ms   shared "
-                  f"{s_ver * 1000:6.1f} ms   snapshot {t_ver * 1000:6.1f} ms")  # fmt: skip
-            print(f"  per-trial cost p50            {cost * 1000:+7.1f} ms = "
-                  f"{cost / statistics.median(f_lat):.2f} x the floor's whole trial")  # fmt: skip
+                  f"{s_ver * 1000:6.1f} ms   default (in place) {t_ver * 1000:6.1f} ms   "
+                  f"snapshot {b_ver * 1000:6.1f} ms")  # fmt: skip
+            print(f"  per-trial cost p50, in place  {cost * 1000:+7.1f} ms = "
+                  f"{cost / f_p50:.2f} x the floor's whole trial")  # fmt: skip
+            print(f"  per-trial cost p50, snapshot  {b_cost * 1000:+7.1f} ms = "
+                  f"{b_cost / f_p50:.2f} x the floor's whole trial")  # fmt: skip
             print()
         print(
             "\n".join(checks)
-            or f"checks: all {len(t_rows) + len(s_rows)} ttgen trials passed; "
+            or f"checks: all {len(t_rows) + len(s_rows) + len(b_rows)} ttgen trials passed; "
             "no job containers left   OK"
         )
     finally:

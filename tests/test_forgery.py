@@ -261,3 +261,21 @@ async def test_the_fast_diff_matches_the_engines(backend, job_name, make_task):
         assert ("/etc/debian_version", 2) in key(fast) and ("/root/new", 1) in key(fast)
     finally:
         await sb.stop()
+
+
+async def test_no_agent_process_can_reach_into_the_exec_helper(backend, job_name, make_task):
+    """Verifying in place trusts the exec helper: it is not dumpable, so a root process of the
+    agent cannot open its memory (as it can any ordinary process's) or ptrace it."""
+    task = Task.load(make_task("helper", dockerfile=DOCKERFILE))
+    sb = await backend.start(task, job=job_name, exec_channel="eager")
+    try:
+        assert sb._channel is not None and sb._channel.sealed
+        probe = (
+            "p=$(pgrep -f 'import json, os, pwd' | head -1); "
+            "python3 -c \"open('/proc/$p/mem','rb')\" 2>&1 | tail -1; "
+            "sleep 30 & python3 -c \"open('/proc/$!/mem','rb'); print('other: readable')\""
+        )
+        r = await sb.exec(["sh", "-c", probe], user="root")
+        assert "PermissionError" in r.stdout and "other: readable" in r.stdout, r.output
+    finally:
+        await sb.stop()

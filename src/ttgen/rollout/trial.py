@@ -535,7 +535,7 @@ class Trial:
         agent left running answer on localhost) but with its own files and processes: nothing
         the agent left running can rewrite the tests or the reward. When no process of the agent
         runs any more (checked on the host), nothing can, and the tests run in the agent's
-        container ("in_place", each command a fresh `docker exec`, not the exec helper). Before the tests, the
+        container ("in_place", through an exec helper no agent process could have touched). Before the tests, the
         engine's diff of the agent's container is checked for changes that alter how tests run
         (tamper.py); after them, /tests must be as uploaded."""
         assert self.sandbox is not None
@@ -549,7 +549,7 @@ class Trial:
             running = await agent_sb.foreign_processes()
             if running == []:
                 # Nothing of the agent runs, so nothing can start or reach the tests: verify in
-                # the agent's container (much cheaper), each command a fresh `docker exec`.
+                # the agent's container (much cheaper), through a trusted exec helper.
                 mode = "in_place"
         result.verifier_isolation = mode
         sb = agent_sb
@@ -561,7 +561,7 @@ class Trial:
             tlog(f"verifier container {sb.name} from a snapshot ({time.monotonic() - t0:.2f}s; "
                  f"{why})")  # fmt: skip
         elif mode == "in_place":
-            await agent_sb.close_exec_channel()
+            await agent_sb.trusted_exec_channel()
             tlog("no process of the agent runs: verifying in its container")
         try:
             await self._check_tampering(agent_sb, sb, result, tlog)

@@ -1319,16 +1319,23 @@ class DockerSandbox:
                 with contextlib.suppress(aiodocker.DockerError):
                     await asyncio.shield(self.backend.docker.images.delete(self._owned_image))
 
-    async def close_exec_channel(self) -> None:
-        """Stop the exec helper: later commands each get a fresh `docker exec` process."""
-        self._channel_mode = False
+    async def trusted_exec_channel(self) -> None:
+        """Make sure no process the agent ran could have tampered with the exec helper: keep it
+        when it sealed itself (not dumpable: no ptrace into it without CAP_SYS_PTRACE), else
+        replace it by a fresh process; without python3 commands use `docker exec`."""
+        if self._channel is not None and self._channel.alive and self._channel.sealed:
+            return
         if self._channel_task is not None:
             self._channel_task.cancel()
             with contextlib.suppress(BaseException):
                 await self._channel_task
+            self._channel_task = None
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
+        self._channel_exec = None
+        if self._channel_mode:
+            await self._start_channel()
 
     async def foreign_processes(self) -> list[str] | None:
         """The processes running in the container besides ttgen's own (its init, the keep-alive
