@@ -228,3 +228,16 @@ def test_with_a_teacher_the_same_file_runs_synthesis_and_terminus_2(docker_ready
     assert len(corpus) == 4 and {r["model"] for r in corpus} == {"teacher-m"}
     assert {r["agent"] for r in corpus} == {"terminus-2"}
     assert "seed_based/" in " ".join(r["source"] for r in corpus)
+
+
+def test_settings_added_later_do_not_redo_earlier_runs():
+    """A run folder made before `verifier_isolation` / `keep_tampered` existed keeps its
+    fingerprints (nothing is redone after an upgrade) while they are at their defaults."""
+    from ttgen.pipeline.config import Curation, Rollouts, Validation
+    from ttgen.pipeline.run import _settings
+
+    assert "verifier_isolation" not in _settings(Validation())
+    assert "verifier_isolation" not in _settings(Rollouts())
+    assert "keep_tampered" not in _settings(Curation())
+    assert _settings(Rollouts(verifier_isolation="shared"))["verifier_isolation"] == "shared"
+    assert _settings(Curation(keep_tampered=True))["keep_tampered"] is True

@@ -59,8 +59,17 @@ class StageResult:
 _PLACEMENT = {"executor", "address", "per_node", "concurrency"}
 
 
+# Settings added after fingerprints existed: left out while at their default, so that run
+# folders made before them are not redone after an upgrade.
+_LATER_DEFAULTS = {"verifier_isolation": "snapshot", "keep_tampered": False}
+
+
 def _settings(model: Any) -> dict[str, Any]:
-    return {k: v for k, v in model.model_dump(mode="json").items() if k not in _PLACEMENT}
+    return {
+        k: v
+        for k, v in model.model_dump(mode="json").items()
+        if k not in _PLACEMENT and not (k in _LATER_DEFAULTS and _LATER_DEFAULTS[k] == v)
+    }
 
 
 def _fingerprint(*parts: Any) -> str:
@@ -125,7 +134,7 @@ class Runner:
                                       teacher if any(s.synth for s in c.sources) else None)  # fmt: skip
         out["validation"] = _fingerprint(out["sources"], _settings(c.validation))
         out["rollouts"] = _fingerprint(out["validation"], _settings(c.rollouts), teacher)
-        out["curation"] = _fingerprint(out["rollouts"], c.curation.model_dump(mode="json"))
+        out["curation"] = _fingerprint(out["rollouts"], _settings(c.curation))
         out["export"] = _fingerprint(out["curation"], c.export.model_dump(mode="json"))
         out["report"] = _fingerprint(out["export"], c.report)
         return out
