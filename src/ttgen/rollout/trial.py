@@ -535,9 +535,9 @@ class Trial:
         agent left running answer on localhost) but with its own files and processes: nothing
         the agent left running can rewrite the tests or the reward. When no process of the agent
         runs any more (checked on the host), nothing can, and the tests run in the agent's
-        container ("in_place", through an exec helper no agent process could have touched). Before the tests, the
-        engine's diff of the agent's container is checked for changes that alter how tests run
-        (tamper.py); after them, /tests must be as uploaded."""
+        container ("in_place", through an exec helper no agent process could have touched).
+        Before the tests, the engine's diff of the agent's container is checked for changes that
+        alter how tests run (tamper.py); after them, /tests must be as uploaded."""
         assert self.sandbox is not None
         agent_sb, task = self.sandbox, self.spec.task
         result.verifier = TimingInfo(started_at=now())
@@ -583,7 +583,7 @@ class Trial:
             except Exception:  # a symlink, a folder, gone: not a plain file
                 return None
 
-        async def which(names: list[str]) -> dict[str, list[str]]:
+        async def which(names: list[str]) -> dict[str, list[tuple[str, str]]]:
             res = await sb.exec(["sh", "-c", tamper.WHICH_ALL, "ttgen-which", *names],
                                 user="root", timeout=30)  # fmt: skip
             return tamper.parse_which(res.stdout)
