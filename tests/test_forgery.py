@@ -279,3 +279,16 @@ async def test_no_agent_process_can_reach_into_the_exec_helper(backend, job_name
         assert "PermissionError" in r.stdout and "other: readable" in r.stdout, r.output
     finally:
         await sb.stop()
+
+
+def test_the_report_counts_tampered_trials_as_their_own_model_outcome(tmp_path):
+    from ttgen.report import collect_report
+    from ttgen.testing.trials import conversation, terminus_turn, write_trial
+
+    job = tmp_path / "job"
+    msgs = conversation("Write hello.", [terminus_turn("echo hello", complete=True)])
+    write_trial(job, "a__0", task="a", outcome=Outcome.PASSED, reward=1.0, messages=msgs)
+    write_trial(job, "b__0", task="b", outcome=Outcome.TAMPERED, reward=0.0, messages=msgs)
+    rollouts = collect_report(job)["rollouts"]
+    rows = {r["outcome"]: r for r in rollouts["outcome_table"]}
+    assert rows["tampered"]["trials"] == 1 and rows["tampered"]["infra"] is False
