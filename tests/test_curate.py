@@ -411,6 +411,35 @@ def test_near_duplicate_tasks_keep_one_per_cluster_with_all_its_trajectories(tmp
     assert loose["counts"]["kept"] == 8
 
 
+def test_problems_that_differ_in_a_number_are_never_near_duplicates(tmp_path):
+    """Two math problems that differ only in one number have different answers: both stay, for
+    synthesized tasks too. Adapter tasks are not near-deduplicated by default (as in the
+    paper); `dedup_adapters` turns it on, and the number rule still holds there."""
+    ca15 = ("In triangle ABC, AB = 13, BC = 14 and CA = 15. Find the area of the triangle. Work "
+            "in the terminal: compute the area with a short Python or awk program of your own, "
+            "check it with Heron's formula, and write the area as a single integer, with no "
+            "other text, to /app/answer.txt.")  # fmt: skip
+    ca16 = ca15.replace("CA = 15", "CA = 16")  # Jaccard 0.82 to ca15: a near-duplicate by words
+    reworded = ca15.replace("with no other text", "and no other text")  # Jaccard 0.82 too
+    job = tmp_path / "job"
+    for meta, prefix in ((ADAPTER, "ad"), (SKILL, "sk")):
+        for name, text in (("15", ca15), ("16", ca16), ("15b", reworded)):
+            write_trial(job, f"{prefix}-{name}__0", task=f"{prefix}-{name}", task_metadata=meta,
+                        messages=conversation(text, _turns()))  # fmt: skip
+    m = curate([job], tmp_path / "d", CurateOptions(decontaminate=False))
+    kept = sorted(r["task"] for r in _read(tmp_path / "d" / "records.jsonl"))
+    # adapters: all three stay; synthesized: CA = 16 stays, the reworded CA = 15 goes
+    assert kept == ["ad-15", "ad-15b", "ad-16", "sk-15", "sk-16"]
+    assert [(d["task"], d["reason"]) for d in _read(tmp_path / "d" / "dropped.jsonl")] == [
+        ("sk-15b", "near_duplicate")]  # fmt: skip
+    assert m["options"]["dedup_adapters"] is False
+    m = curate([job], tmp_path / "d2", CurateOptions(decontaminate=False, dedup_adapters=True))
+    kept = sorted(r["task"] for r in _read(tmp_path / "d2" / "records.jsonl"))
+    # now the adapters' reworded CA = 15 goes too, and the synthesized copies of the same
+    # problems go as duplicates of the adapter tasks read before them; CA = 16 stays
+    assert kept == ["ad-15", "ad-16"]
+
+
 def test_trials_are_found_in_jobs_folders_of_jobs_and_single_trials(tmp_path):
     job = _job(tmp_path)
     names = [p.name for p in find_trials([tmp_path])]

@@ -1847,6 +1847,13 @@ def curate_cmd(
         float,
         typer.Option(min=0.05, max=1.0, help="Jaccard of word 5-grams that makes a duplicate."),
     ] = 0.8,
+    dedup_adapters: Annotated[
+        bool,
+        typer.Option(
+            help="Also remove near-duplicates among dataset-adapter tasks (the paper does not: "
+            "their prompt sets were deduplicated upstream)."
+        ),
+    ] = False,
     as_json: JsonOut = False,
 ) -> None:
     """Gather trajectories from rollout folders into a curated data folder: decontaminate
@@ -1877,6 +1884,7 @@ def curate_cmd(
         ),
         dedup=dedup,
         dedup_threshold=dedup_threshold,
+        dedup_adapters=dedup_adapters,
     )
     from ttgen.curate.pipeline import NothingKeptError
 

@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -63,6 +64,9 @@ class CurateOptions:
     dedup: bool = True
     dedup_threshold: float = 0.8
     dedup_shingle_words: int = 5
+    # The paper removes no near-duplicates from dataset-adapter prompts (their datasets were
+    # deduplicated upstream): near-duplicate removal applies to synthesized tasks unless asked.
+    dedup_adapters: bool = False
 
 
 class CurateError(Exception):
@@ -204,6 +208,8 @@ def curate(
     dup_verdict: dict[str, tuple[str, str, float] | None] = {}
     task_of_key: dict[str, str] = {}
     dup_tasks: set[str] = set()
+    numbers_of: dict[str, tuple[str, ...]] = {}  # kept instruction -> its numbers
+    distinct: set[str] = set()  # instructions read
     counts: Counter[str] = Counter()
     dropped: Counter[str] = Counter()
     kept_by: dict[str, Counter[str]] = {"subset": Counter(), "source": Counter()}
@@ -228,9 +234,12 @@ def curate(
             for rec in records:
                 counts["records_in"] += 1
                 key = hashlib.sha1(rec["instruction"].encode("utf-8")).hexdigest()
+                distinct.add(key)
                 rec["instruction_sha1"] = key
                 drop = _judge(
-                    rec, key, index, decon_verdict, filters, dedup, dup_verdict, task_of_key
+                    rec, key, index, decon_verdict, filters,
+                    dedup if options.dedup_adapters or rec["subset"] != ADAPTER_SUBSET else None,
+                    dup_verdict, task_of_key, numbers_of,
                 )
                 if drop is not None:
                     dropped[drop.reason] += 1
@@ -268,13 +277,14 @@ def curate(
                 "dedup": options.dedup,
                 "dedup_threshold": options.dedup_threshold,
                 "dedup_shingle_words": options.dedup_shingle_words,
+                "dedup_adapters": options.dedup_adapters,
             },
             "counts": {
                 "trials": trials,
                 "records_in": counts["records_in"],
                 "kept": counts["kept"],
                 "dropped": sum(dropped.values()),
-                "distinct_instructions": len(decon_verdict) or len(dup_verdict),
+                "distinct_instructions": len(distinct),
             },
             "dropped": dict(sorted(dropped.items())),
             "kept_by_subset": dict(sorted(kept_by["subset"].items())),
@@ -311,6 +321,7 @@ def _judge(
     dedup: NearDuplicateIndex | None,
     dup_verdict: dict[str, tuple[str, str, float] | None],
     task_of_key: dict[str, str],
+    numbers_of: dict[str, tuple[str, ...]],
 ) -> Drop | None:
     rid, task = rec["id"], rec["task"]
     if index is not None:
@@ -331,18 +342,35 @@ def _judge(
             return Drop(rid, "near_duplicate", f"same instruction as task {first} (Jaccard 1.000)",
                         task, rec["outcome"])  # fmt: skip
         if key not in dup_verdict:
-            hits = dedup.add_unless_near(key, rec["instruction"])
-            if hits:
-                other, sim = hits[0]
+            text = rec["instruction"]
+            nums = numbers_in(text)
+            hits = dedup.add_unless_near(key, text)
+            # Problems that differ in a number are different problems (another answer), however
+            # alike their words: only a match with the same numbers is a duplicate.
+            same = [(k, sim) for k, sim in hits if numbers_of.get(str(k)) == nums]
+            if hits and not same:
+                dedup.add(key, text)
+            if same:
+                other, sim = same[0]
                 dup_verdict[key] = (str(other), task_of_key.get(str(other), "?"), sim)
             else:
                 dup_verdict[key] = None
                 task_of_key[key] = task
+                numbers_of[key] = nums
         d = dup_verdict[key]
         if d is not None:
             return Drop(rid, "near_duplicate", f"similar to task {d[1]} (Jaccard {d[2]:.3f})",
                         task, rec["outcome"])  # fmt: skip
     return None
+
+
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+ADAPTER_SUBSET = "dataset_adapters"
+
+
+def numbers_in(text: str) -> tuple[str, ...]:
+    """The numbers a text states, sorted (a problem's numbers, whatever their order)."""
+    return tuple(sorted(_NUMBER.findall(text)))
 
 
 def read_records(data: Path, problems: list[str] | None = None) -> Iterator[dict[str, Any]]:

@@ -153,6 +153,7 @@ class Curation(_Strict):
     keep_tampered: bool = False
     dedup: bool = True
     dedup_threshold: float = Field(default=0.8, gt=0, le=1)
+    dedup_adapters: bool = False
 
 
 class Sft(_Strict):

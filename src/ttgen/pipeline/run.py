@@ -422,6 +422,7 @@ class Runner:
             ),
             dedup=c.dedup,
             dedup_threshold=c.dedup_threshold,
+            dedup_adapters=c.dedup_adapters,
         )
         try:
             m = curate([self.run / "rollouts"], self.run / "curated", options)
