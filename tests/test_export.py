@@ -271,3 +271,47 @@ def test_sft_cli_passes_template_args_and_a_template_override(tmp_path, monkeypa
         trained = [i for i, m in zip(row["input_ids"], row["loss_mask"], strict=True) if m]
         text = decoder.decode(trained, skip_special_tokens=False)
         assert text.count("[no-think]") == row["n_assistant_turns"] == text.count("<|im_end|>")
+
+
+def test_source_selection_makes_each_ablation_one_command(tmp_path):
+    """The paper's per-source rows (Table 5: math / code / skill ... alone and mixed) are one
+    export each: --source keeps a source or a prefix of it, --exclude-source leaves one out;
+    scaling subsets are stratified over the selection only."""
+    from typer.testing import CliRunner
+
+    from ttgen.cli import app
+
+    data = _curated(tmp_path, {"math": 4, "code": 3, "sec": 2, "dp": 5})
+
+    def sources(path: Path) -> Counter:
+        return Counter(r["source"] for r in pq.read_table(path).to_pylist())
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["export", str(data), "--out", str(tmp_path / "m.parquet"),
+                              "--source", "dataset_adapters/math"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert sources(tmp_path / "m.parquet") == {"dataset_adapters/math": 4}
+    assert "source selection: 4 of 14 record(s) selected" in " ".join(res.output.split())
+    # adapters + one skill domain, without the rest
+    out = tmp_path / "a.parquet"
+    res = runner.invoke(app, ["export", str(data), "--out", str(out), "--source",
+                              "dataset_adapters", "--source", "skill_based",
+                              "--exclude-source", "skill_based/medium"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert sources(out) == {"dataset_adapters/math": 4, "dataset_adapters/code": 3,
+                            "skill_based/easy/security": 2}  # fmt: skip
+    summary = json.loads((tmp_path / "a.parquet.export.json").read_text())
+    assert summary["not_selected"] == 5
+    assert summary["options"]["exclude_sources"] == ["skill_based/medium"]
+    # a 50% subset of the selection (7 records -> 4 rows, largest remainders), nothing of the
+    # others
+    export([data], tmp_path / "f.parquet", ExportOptions(
+        fractions=[0.5], exclude_sources=("skill_based",)))  # fmt: skip
+    assert sources(tmp_path / "f.frac0.5.parquet") == {"dataset_adapters/math": 2,
+                                                       "dataset_adapters/code": 2}  # fmt: skip
+    # a selection nothing matches is an error that says so, and writes nothing
+    res = runner.invoke(app, ["export", str(data), "--out", str(tmp_path / "none.parquet"),
+                              "--source", "seed_based"])  # fmt: skip
+    assert res.exit_code == 2
+    assert "none of the 14 record(s) is of the selected sources" in " ".join(res.output.split())
+    assert not (tmp_path / "none.parquet").exists()

@@ -1989,6 +1989,19 @@ def export_cmd(
         typer.Option(help="Scaling subset of this fraction, stratified by source (repeatable)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the scaling subsets.")] = 0,
+    source: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--source",
+            help="Only records of this source or source prefix, e.g. dataset_adapters/math, "
+            "skill_based, seed_based (repeatable: any of them). For the paper's per-source "
+            "ablations.",
+        ),
+    ] = None,
+    exclude_source: Annotated[
+        list[str] | None,
+        typer.Option(help="Leave out records of this source or source prefix (repeatable)."),
+    ] = None,
     save_to_disk: Annotated[
         Path | None, typer.Option(help="Also save with datasets' save_to_disk to this folder.")
     ] = None,
@@ -2027,6 +2040,8 @@ def export_cmd(
         stage1_subsets=tuple(x.strip() for x in stage1.split(",") if x.strip()),
         fractions=list(fraction or []),
         seed=seed,
+        include_sources=tuple(source or ()),
+        exclude_sources=tuple(exclude_source or ()),
         tokenizer=spec,
         max_len=max_len,
         overlong=overlong,
@@ -2060,6 +2075,12 @@ def export_cmd(
         console.print(table)
         if summary["dropped_overlong"]:
             console.print(f"dropped as longer than {max_len}: {summary['dropped_overlong']}")
+        if source or exclude_source:
+            console.print(
+                f"source selection: {summary['records'] - summary['not_selected']} of "
+                f"{summary['records']} record(s) selected",
+                highlight=False,
+            )
         for name, d in (summary.get("datasets") or {}).items():
             console.print(
                 f"{name}: " + ", ".join(f"{k} {v}" for k, v in d.items()),

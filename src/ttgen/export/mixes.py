@@ -18,7 +18,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,8 +123,29 @@ class Strata:
         return record_hash(self.seed, record_id) < self.threshold(fraction, source)
 
 
-def scan_strata(lines: Iterable[str], fractions: Sequence[float], seed: int) -> Strata:
-    """One pass over records.jsonl lines: hashes per source and each fraction's quotas."""
+def source_selected(source: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
+    """Whether a record of `source` (`dataset_adapters/math`, `skill_based/medium/security`) is
+    in the selection: a pattern names a source or any prefix of it on `/` boundaries
+    (`dataset_adapters`, `skill_based/medium`). With `include`, a record must match one; it must
+    match no `exclude`."""
+
+    def match(p: str) -> bool:
+        p = p.strip("/")
+        return source == p or source.startswith(p + "/")
+
+    if include and not any(match(p) for p in include):
+        return False
+    return not any(match(p) for p in exclude)
+
+
+def scan_strata(
+    lines: Iterable[str],
+    fractions: Sequence[float],
+    seed: int,
+    keep: Callable[[str], bool] | None = None,
+) -> Strata:
+    """One pass over records.jsonl lines: hashes per source and each fraction's quotas (over
+    the records whose source `keep` accepts)."""
     buckets: dict[str, list[int]] = {}
     for line in lines:
         if not line.strip():
@@ -133,6 +154,8 @@ def scan_strata(lines: Iterable[str], fractions: Sequence[float], seed: int) -> 
         if got is None:
             continue  # reported by the main pass
         rid, source = got
+        if keep is not None and not keep(source):
+            continue
         buckets.setdefault(source, []).append(record_hash(seed, rid))
     strata = Strata(seed)
     for source, values in buckets.items():

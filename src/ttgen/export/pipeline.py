@@ -30,6 +30,7 @@ from ttgen.export.mixes import (
     Strata,
     plan_outputs,
     scan_strata,
+    source_selected,
     targets,
 )
 from ttgen.export.writers import RowWriter, format_of
@@ -49,6 +50,9 @@ class ExportOptions:
     stage1_subsets: tuple[str, ...] = DEFAULT_STAGE1
     fractions: list[float] = field(default_factory=list)
     seed: int = 0
+    # source selection (the paper's per-source ablations): prefixes of `source` on `/`
+    include_sources: tuple[str, ...] = ()
+    exclude_sources: tuple[str, ...] = ()
     # sft
     tokenizer: Any = None  # a TokenizerSpec (ttgen.export.sft)
     max_len: int | None = 32768
@@ -115,8 +119,13 @@ def export(
     files = _record_files(inputs)
     started = time.perf_counter()
     strata: Strata | None = None
+    def keep(source: str) -> bool:
+        return source_selected(source, options.include_sources, options.exclude_sources)
+
+    selecting = bool(options.include_sources or options.exclude_sources)
     if options.fractions:
-        strata = scan_strata(_lines(files), options.fractions, options.seed)
+        strata = scan_strata(_lines(files), options.fractions, options.seed,
+                             keep if selecting else None)  # fmt: skip
 
     schema = CORPUS_SCHEMA
     batch_builder = None
@@ -144,6 +153,10 @@ def export(
             for f in files:
                 for rec in read_records(f, problems):
                     counts["records"] += 1
+                    if selecting and not keep(str(rec.get("source") or "other")):
+                        counts["not_selected"] += 1
+                        counts["unselected_source"] += 1
+                        continue
                     dest = targets(rec, plans, strata, options.stage1_subsets)
                     if dest:
                         yield rec, dest
@@ -224,6 +237,8 @@ def export(
             "stage1_subsets": list(options.stage1_subsets),
             "fractions": sorted(options.fractions),
             "seed": options.seed,
+            "include_sources": list(options.include_sources),
+            "exclude_sources": list(options.exclude_sources),
             "tokenizer": _describe_tokenizer(options.tokenizer),
             "max_len": options.max_len if options.format == "sft" else None,
             "overlong": options.overlong if options.format == "sft" else None,
@@ -297,6 +312,12 @@ def _empty_message(
         reason = (
             f"all {counts['records']} record(s) were skipped"
             + (f" (e.g. {problems[0]})" if problems else f" as longer than {options.max_len}")
+        )
+    elif counts["unselected_source"] == counts["records"]:
+        reason = (
+            f"none of the {counts['records']} record(s) is of the selected sources "
+            f"(include {list(options.include_sources) or 'all'}, exclude "
+            f"{list(options.exclude_sources) or 'none'})"
         )
     else:
         stages = {o.plan.stage for o in empty}

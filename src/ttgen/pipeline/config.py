@@ -170,6 +170,8 @@ class Export(_Strict):
     mix: Literal["mixed", "curriculum"] = "mixed"
     fractions: list[float] = Field(default_factory=list)
     seed: int = 0
+    include_sources: list[str] = Field(default_factory=list)
+    exclude_sources: list[str] = Field(default_factory=list)
 
 
 class Estimate(_Strict):

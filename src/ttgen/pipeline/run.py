@@ -61,7 +61,12 @@ _PLACEMENT = {"executor", "address", "per_node", "concurrency"}
 
 # Settings added after fingerprints existed: left out while at their default, so that run
 # folders made before them are not redone after an upgrade.
-_LATER_DEFAULTS = {"verifier_isolation": "snapshot", "keep_tampered": False}
+_LATER_DEFAULTS: dict[str, Any] = {
+    "verifier_isolation": "snapshot",
+    "keep_tampered": False,
+    "include_sources": [],
+    "exclude_sources": [],
+}
 
 
 def _settings(model: Any) -> dict[str, Any]:
@@ -135,7 +140,7 @@ class Runner:
         out["validation"] = _fingerprint(out["sources"], _settings(c.validation))
         out["rollouts"] = _fingerprint(out["validation"], _settings(c.rollouts), teacher)
         out["curation"] = _fingerprint(out["rollouts"], _settings(c.curation))
-        out["export"] = _fingerprint(out["curation"], c.export.model_dump(mode="json"))
+        out["export"] = _fingerprint(out["curation"], _settings(c.export))
         out["report"] = _fingerprint(out["export"], c.report)
         return out
 
@@ -442,7 +447,9 @@ class Runner:
         outputs: dict[str, str] = {}
         counts: dict[str, Any] = {}
         note = ""
-        common = {"mix": e.mix, "fractions": list(e.fractions), "seed": e.seed}
+        common = {"mix": e.mix, "fractions": list(e.fractions), "seed": e.seed,
+                  "include_sources": tuple(e.include_sources),
+                  "exclude_sources": tuple(e.exclude_sources)}  # fmt: skip
         if e.corpus:
             s = export([data], out_dir / e.corpus, ExportOptions(format="corpus", **common))
             outputs["corpus"] = f"export/{e.corpus}"
