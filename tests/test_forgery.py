@@ -273,7 +273,7 @@ async def test_no_agent_process_can_reach_into_the_exec_helper(backend, job_name
         probe = (
             "p=$(pgrep -f 'import json, os, pwd' | head -1); "
             "python3 -c \"open('/proc/$p/mem','rb')\" 2>&1 | tail -1; "
-            "sleep 30 & python3 -c \"open('/proc/$!/mem','rb'); print('other: readable')\""
+            "sleep 30 >/dev/null 2>&1 & python3 -c \"open('/proc/$!/mem','rb'); print('other: readable')\""
         )
         r = await sb.exec(["sh", "-c", probe], user="root")
         assert "PermissionError" in r.stdout and "other: readable" in r.stdout, r.output
