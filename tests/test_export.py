@@ -315,3 +315,32 @@ def test_source_selection_makes_each_ablation_one_command(tmp_path):
     assert res.exit_code == 2
     assert "none of the 14 record(s) is of the selected sources" in " ".join(res.output.split())
     assert not (tmp_path / "none.parquet").exists()
+
+
+def test_the_sft_export_states_its_reasoning_choice(tmp_path):
+    from typer.testing import CliRunner
+
+    from ttgen.cli import app
+    from ttgen.testing.tokenizer import build_test_tokenizer
+
+    data = _curated(tmp_path, {"sec": 2})
+    tok = build_test_tokenizer(tmp_path / "tok", template="qwen3")
+    runner = CliRunner()
+    outs = {}
+    for mode in ("template", "keep"):
+        out = tmp_path / f"{mode}.parquet"
+        res = runner.invoke(app, ["export", str(data), "--format", "sft", "--tokenizer", str(tok),
+                                  "--reasoning", mode, "--out", str(out), "--workers", "1"],
+                            env={"COLUMNS": "200"})  # fmt: skip
+        assert res.exit_code == 0, res.output
+        assert f"reasoning: {mode} (" in res.output
+        summary = json.loads((tmp_path / f"{mode}.parquet.export.json").read_text())
+        assert summary["options"]["reasoning"] == mode
+        outs[mode] = pq.read_table(out).to_pylist()
+    # these trajectories have 2-4 assistant turns, each with reasoning: keeping it all trains
+    # more tokens than the template's rule
+    for a, b in zip(outs["template"], outs["keep"], strict=True):
+        assert b["n_trained_tokens"] > a["n_trained_tokens"]
+    res = runner.invoke(app, ["export", str(data), "--format", "sft", "--tokenizer", str(tok),
+                              "--reasoning", "some", "--out", str(tmp_path / "x.parquet")])  # fmt: skip
+    assert res.exit_code == 2 and "--reasoning must be one of template, keep, drop" in res.output

@@ -577,3 +577,43 @@ def test_sft_rows_and_record_batch(tok_dirs):
     )
     assert slim.schema == sft_schema(False) and "input_ids" not in slim.schema.names
     assert pa.Table.from_pylist(rows, schema=SFT_SCHEMA).to_pylist() == table
+
+
+def _runs(tok: ChatTokenizer, chat) -> tuple[str, str]:
+    """(the whole sequence, the trained tokens) as text."""
+    ids = chat.input_ids.tolist()
+    trained = [i for i, m in zip(ids, chat.loss_mask.tolist(), strict=True) if m]
+    return tok.tokenizer.decode(ids, skip_special_tokens=False), tok.tokenizer.decode(
+        trained, skip_special_tokens=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "in_sequence", "trained"),
+    [
+        # Qwen3's rule: reasoning only after the last user message (the third turn)
+        ("template", [False, False, True], [False, False, True]),
+        ("keep", [True, True, True], [True, True, True]),
+        ("drop", [False, False, False], [False, False, False]),
+    ],
+)
+def test_reasoning_of_every_turn_is_an_explicit_choice(tok_dirs, mode, in_sequence, trained):
+    """A 3-turn Terminus-like trajectory, each assistant turn with its own <think> reasoning,
+    through a template with Qwen3's rule: per choice, which turns' reasoning is in the
+    sequence and which is trained."""
+    tok = ChatTokenizer.load(tok_dirs["qwen3"])
+    msgs = [{"role": "user", "content": "Task: count the files in /app."}]
+    for i in range(3):
+        msgs.append({"role": "assistant", "content": f"<think>reason{i} about step {i}</think>\n\n"
+                     f'{{"analysis": "turn {i}", "commands": []}}'})  # fmt: skip
+        if i < 2:
+            msgs.append({"role": "user", "content": f"output of step {i}\nroot@box:/app# "})
+    chat = tok.encode_chat(msgs, reasoning=mode)
+    text, learned = _runs(tok, chat)
+    assert [f"reason{i} about step {i}" in text for i in range(3)] == in_sequence
+    assert [f"reason{i} about step {i}" in learned for i in range(3)] == trained
+    # every turn's action is trained whatever the choice; no user text ever is
+    assert all(f'"analysis": "turn {i}"' in learned for i in range(3))
+    assert "output of step" not in learned and "count the files" not in learned
+    if mode == "keep":  # the earlier reasoning is the teacher's text, verbatim
+        assert "<think>reason0 about step 0</think>\n\n" in text

@@ -1968,6 +1968,14 @@ def export_cmd(
     max_len: Annotated[
         int, typer.Option(min=1, help="sft: tokens per row; longer rows are truncated.")
     ] = 32768,
+    reasoning: Annotated[
+        str,
+        typer.Option(
+            help="sft: the <think> part of assistant turns. template (default): as the chat "
+            "template renders the conversation (Qwen3's keeps it only after the last user "
+            "message, as at inference); keep: verbatim and trained in every turn; drop: in none."
+        ),
+    ] = "template",
     overlong: Annotated[
         str, typer.Option(help="sft: truncate (default) or drop rows longer than --max-len.")
     ] = "truncate",
@@ -2024,13 +2032,17 @@ def export_cmd(
     if fmt == "sft":
         if tokenizer is None:
             raise _fail("--format sft needs --tokenizer (a local folder or a hub name)")
+        from ttgen.export.chat import REASONING_MODES
         from ttgen.export.sft import TokenizerSpec
 
+        if reasoning not in REASONING_MODES:
+            raise _fail(f"--reasoning must be one of {', '.join(REASONING_MODES)}")
         spec = TokenizerSpec(
             tokenizer,
             chat_template=chat_template,
             revision=revision,
             template_kwargs=_kv(template_arg, "--template-arg", parse_json=True),
+            reasoning=reasoning,
         )
     elif tokenizer is not None:
         raise _fail("--tokenizer is for --format sft")
@@ -2073,6 +2085,15 @@ def export_cmd(
                 row += [str(o["tokens"]), str(o["trained_tokens"]), str(o["truncated"])]
             table.add_row(*row)
         console.print(table)
+        if fmt == "sft":
+            console.print(
+                f"reasoning: {reasoning} ("
+                + {"template": "as the chat template renders it: a template like Qwen3's "
+                   "drops it from assistant turns before the last user message",
+                   "keep": "every assistant turn's reasoning kept and trained",
+                   "drop": "no reasoning in any turn"}[reasoning] + ")",
+                highlight=False, markup=False,
+            )  # fmt: skip
         if summary["dropped_overlong"]:
             console.print(f"dropped as longer than {max_len}: {summary['dropped_overlong']}")
         if source or exclude_source:

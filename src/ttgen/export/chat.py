@@ -378,6 +378,36 @@ def check_messages(messages: Any) -> None:
             )
 
 
+REASONING_MODES = ("template", "keep", "drop")
+# A leading <think>...</think> block and the blank space after it.
+_THINK = re.compile(r"^\s*<think>.*?</think>\s*", re.S)
+# Stand-ins of the same length for the think tags: a template that strips reasoning from earlier
+# turns (Qwen3 looks for '</think>') leaves the text alone, and the offsets stay exact.
+_OPEN_HIDDEN, _CLOSE_HIDDEN = "<\x1ehink>", "</\x1ehink>"
+
+
+def _hide_early_reasoning(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]] | None:
+    """The messages with the think tags of assistant turns before the last user message hidden
+    (None when there is nothing to hide)."""
+    users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+    if not users:
+        return None
+    last_user = users[-1]
+    out: list[dict[str, Any]] = []
+    changed = False
+    for i, m in enumerate(messages):
+        content = m["content"]
+        if "\x1e" in content:
+            raise ConversationError(
+                f"message {i} holds the character \\x1e, which reasoning=keep uses as a marker"
+            )
+        if i < last_user and m["role"] == "assistant" and "</think>" in content:
+            content = content.replace("<think>", _OPEN_HIDDEN).replace("</think>", _CLOSE_HIDDEN)
+            changed = True
+        out.append({**m, "content": content})
+    return out if changed else None
+
+
 @dataclass(frozen=True, slots=True)
 class _Delimiters:
     gen_prompt: str  # G
@@ -641,14 +671,37 @@ class ChatTokenizer:
     # -- encoding ----------------------------------------------------------------------------
 
     def encode_chat(
-        self, messages: Sequence[Mapping[str, Any]], *, max_len: int | None = None
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        max_len: int | None = None,
+        reasoning: str = "template",
     ) -> TokenizedChat:
         """Render ``messages`` once, tokenize once (no special tokens added: a chat template
         writes its own, as with transformers) and mask all but the assistant turns; keep the
-        first ``max_len`` tokens."""
+        first ``max_len`` tokens.
+
+        ``reasoning`` says what happens to the ``<think>…</think>`` part of assistant turns:
+        ``template`` leaves it to the chat template (Qwen3's drops it from every assistant turn
+        before the last user message, as it does at inference); ``keep`` keeps it, verbatim and
+        trained, in every turn (the template never sees it in the earlier turns); ``drop``
+        removes it from every turn."""
         check_messages(messages)
+        if reasoning not in REASONING_MODES:
+            raise ValueError(f"reasoning must be one of {', '.join(REASONING_MODES)}")
+        if reasoning == "drop":
+            messages = [
+                {**m, "content": _THINK.sub("", m["content"], count=1)}
+                if m["role"] == "assistant" else m
+                for m in messages
+            ]  # fmt: skip
+        hidden = reasoning == "keep" and _hide_early_reasoning(messages)
+        if hidden:
+            messages = hidden
         text = self.render(messages)
         spans = self.assistant_spans(messages, text)
+        if hidden:  # same lengths: the spans hold for the restored text
+            text = text.replace(_OPEN_HIDDEN, "<think>").replace(_CLOSE_HIDDEN, "</think>")
         enc = self.tokenizer.encode(text, add_special_tokens=False)
         mask = mask_from_encoding(enc, spans, len(text))
         ids = np.array(enc.ids, dtype=np.int32)

@@ -240,6 +240,7 @@ def export(
             "include_sources": list(options.include_sources),
             "exclude_sources": list(options.exclude_sources),
             "tokenizer": _describe_tokenizer(options.tokenizer),
+            "reasoning": getattr(options.tokenizer, "reasoning", None),
             "max_len": options.max_len if options.format == "sft" else None,
             "overlong": options.overlong if options.format == "sft" else None,
             "with_ids": options.with_ids if options.format == "sft" else None,

@@ -114,6 +114,9 @@ class TokenizerSpec:
     chat_template: str | None = None  # a file or template text; None: the folder's
     revision: str | None = None
     template_kwargs: dict[str, Any] = field(default_factory=dict)
+    # what happens to the <think> part of assistant turns: template | keep | drop
+    # (ChatTokenizer.encode_chat)
+    reasoning: str = "template"
 
     def load(self) -> ChatTokenizer:
         return ChatTokenizer.load(
@@ -150,11 +153,13 @@ def check_sft_messages(messages: Any) -> None:
         raise ConversationError("the conversation ends with a user message, not an assistant one")
 
 
-def _tokenize_one(tok: ChatTokenizer, messages: Any, max_len: int | None) -> TokenizedChat | str:
+def _tokenize_one(
+    tok: ChatTokenizer, messages: Any, max_len: int | None, reasoning: str = "template"
+) -> TokenizedChat | str:
     """A tokenization, or the problem as text (a bad record must not stop the stream)."""
     try:
         check_sft_messages(messages)
-        return tok.encode_chat(messages, max_len=max_len)
+        return tok.encode_chat(messages, max_len=max_len, reasoning=reasoning)
     except TtgenError as exc:  # ours say what is wrong already
         return str(exc)
     except Exception as exc:  # a worker must survive whatever one record does
@@ -176,19 +181,22 @@ def _result(record: Any, out: TokenizedChat | str) -> TokenizeResult:
 
 
 _WORKER_TOKENIZER: ChatTokenizer | None = None
+_WORKER_REASONING = "template"
 _DEFAULT_START = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def _init_worker(spec: TokenizerSpec) -> None:
-    global _WORKER_TOKENIZER
+    global _WORKER_TOKENIZER, _WORKER_REASONING
     # Each worker is one of several processes: tokenizers' own thread pool would oversubscribe.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     _WORKER_TOKENIZER = spec.load()
+    _WORKER_REASONING = spec.reasoning
 
 
 def _work(chunk: list[Any], max_len: int | None) -> list[TokenizedChat | str]:
     assert _WORKER_TOKENIZER is not None, "worker not initialized"
-    return [_tokenize_one(_WORKER_TOKENIZER, messages, max_len) for messages in chunk]
+    return [_tokenize_one(_WORKER_TOKENIZER, messages, max_len, _WORKER_REASONING)
+            for messages in chunk]  # fmt: skip
 
 
 def tokenize_records(
@@ -215,7 +223,7 @@ def tokenize_records(
     tok = spec.load()
     if workers == 1:
         for record in records:
-            yield _result(record, _tokenize_one(tok, _messages_of(record), max_len))
+            yield _result(record, _tokenize_one(tok, _messages_of(record), max_len, spec.reasoning))
         return
     # Workers load what was loaded here: the local folder and the template text.
     local = replace(

@@ -464,7 +464,8 @@ class Runner:
             elif not tok.startswith(("/", ".")) and self.config.path(tok).exists():
                 tok = str(self.config.path(tok))
             spec = TokenizerSpec(tok, chat_template=e.sft.chat_template,
-                                 template_kwargs=dict(e.sft.template_args))  # fmt: skip
+                                 template_kwargs=dict(e.sft.template_args),
+                                 reasoning=e.sft.reasoning)  # fmt: skip
             s = export([data], out_dir / e.sft.file,
                        ExportOptions(format="sft", tokenizer=spec, max_len=e.sft.max_len, **common))  # fmt: skip
             outputs["sft"] = f"export/{e.sft.file}"
