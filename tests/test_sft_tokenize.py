@@ -520,7 +520,7 @@ def _die(messages: Any, max_len: int | None) -> None:
 def test_a_dead_worker_is_a_clear_error(tok_dirs, monkeypatch):
     """A worker killed (e.g. by the OOM killer) ends the stream with the records it had."""
     monkeypatch.setattr(
-        sft, "_tokenize_one", lambda tok, messages, max_len: _die(messages, max_len)
+        sft, "_tokenize_one", lambda tok, messages, max_len, *_: _die(messages, max_len)
     )
     spec = TokenizerSpec(str(tok_dirs["chatml"]))
     stream = tokenize_records(
