@@ -343,4 +343,21 @@ def test_the_sft_export_states_its_reasoning_choice(tmp_path):
         assert b["n_trained_tokens"] > a["n_trained_tokens"]
     res = runner.invoke(app, ["export", str(data), "--format", "sft", "--tokenizer", str(tok),
                               "--reasoning", "some", "--out", str(tmp_path / "x.parquet")])  # fmt: skip
-    assert res.exit_code == 2 and "--reasoning must be one of template, keep, drop" in res.output
+    assert res.exit_code == 2 and "--reasoning must be one of template, keep, drop, per-turn" in res.output
+
+
+def test_per_turn_export_writes_one_row_per_assistant_turn(tmp_path):
+    from ttgen.export.sft import TokenizerSpec
+    from ttgen.testing.tokenizer import build_test_tokenizer
+
+    data = _curated(tmp_path, {"sec": 2})  # 2 and 3 assistant turns
+    tok = build_test_tokenizer(tmp_path / "tok", template="qwen3")
+    out = tmp_path / "turns.parquet"
+    export([data], out, ExportOptions(format="sft", tokenizer=TokenizerSpec(
+        str(tok), reasoning="per-turn")))  # fmt: skip
+    rows = pq.read_table(out).to_pylist()
+    assert [r["trajectory_id"] for r in rows] == [
+        "job1/sec-000__0#turn1", "job1/sec-000__0#turn2",
+        "job1/sec-001__0#turn1", "job1/sec-001__0#turn2", "job1/sec-001__0#turn3"]  # fmt: skip
+    assert [len(r["messages"]) for r in rows] == [2, 4, 2, 4, 6]
+    assert all(r["messages"][-1]["role"] == "assistant" and r["n_trained_tokens"] > 0 for r in rows)

@@ -617,3 +617,30 @@ def test_reasoning_of_every_turn_is_an_explicit_choice(tok_dirs, mode, in_sequen
     assert "output of step" not in learned and "count the files" not in learned
     if mode == "keep":  # the earlier reasoning is the teacher's text, verbatim
         assert "<think>reason0 about step 0</think>\n\n" in text
+
+
+def test_per_turn_samples_train_each_turn_with_its_own_reasoning_as_at_inference(tok_dirs):
+    """`per-turn`: one sample per assistant turn, cut after it; with Qwen3's rule that turn
+    keeps its reasoning (it follows the last user message) and only it is trained, while the
+    earlier turns of its context appear as the template renders them at inference (no
+    reasoning)."""
+    from ttgen.export.chat import per_turn_samples
+
+    tok = ChatTokenizer.load(tok_dirs["qwen3"])
+    msgs = [{"role": "user", "content": "Task: count the files in /app."}]
+    for i in range(3):
+        msgs.append({"role": "assistant", "content": f"<think>reason{i} about step {i}</think>\n\n"
+                     f'{{"analysis": "turn {i}", "commands": []}}'})  # fmt: skip
+        if i < 2:
+            msgs.append({"role": "user", "content": f"output of step {i}\nroot@box:/app# "})
+    samples = per_turn_samples(msgs)
+    assert [len(s) for s in samples] == [2, 4, 6]
+    for n, sample in enumerate(samples):
+        chat = tok.encode_chat(sample, reasoning="per-turn")
+        text, learned = _runs(tok, chat)
+        # the sequence is exactly the template's render of that context
+        assert text == tok.render(sample)
+        assert [f"reason{i} about step {i}" in text for i in range(n + 1)] == [False] * n + [True]
+        assert f"reason{n} about step {n}" in learned
+        assert f'"analysis": "turn {n}"' in learned
+        assert all(f'"analysis": "turn {i}"' not in learned for i in range(n))

@@ -1973,7 +1973,9 @@ def export_cmd(
         typer.Option(
             help="sft: the <think> part of assistant turns. template (default): as the chat "
             "template renders the conversation (Qwen3's keeps it only after the last user "
-            "message, as at inference); keep: verbatim and trained in every turn; drop: in none."
+            "message, as at inference); keep: verbatim and trained in every turn; drop: in none; "
+            "per-turn: one row per assistant turn, its own context and reasoning rendered as at "
+            "inference, only that turn trained."
         ),
     ] = "template",
     overlong: Annotated[
@@ -2091,7 +2093,9 @@ def export_cmd(
                 + {"template": "as the chat template renders it: a template like Qwen3's "
                    "drops it from assistant turns before the last user message",
                    "keep": "every assistant turn's reasoning kept and trained",
-                   "drop": "no reasoning in any turn"}[reasoning] + ")",
+                   "drop": "no reasoning in any turn",
+                   "per-turn": "one row per assistant turn, rendered as at inference, that "
+                   "turn trained"}[reasoning] + ")",
                 highlight=False, markup=False,
             )  # fmt: skip
         if summary["dropped_overlong"]:

@@ -378,12 +378,18 @@ def check_messages(messages: Any) -> None:
             )
 
 
-REASONING_MODES = ("template", "keep", "drop")
+REASONING_MODES = ("template", "keep", "drop", "per-turn")
 # A leading <think>...</think> block and the blank space after it.
 _THINK = re.compile(r"^\s*<think>.*?</think>\s*", re.S)
 # Stand-ins of the same length for the think tags: a template that strips reasoning from earlier
 # turns (Qwen3 looks for '</think>') leaves the text alone, and the offsets stay exact.
 _OPEN_HIDDEN, _CLOSE_HIDDEN = "<\x1ehink>", "</\x1ehink>"
+
+
+def per_turn_samples(messages: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
+    """One conversation per assistant turn: the messages up to and including it (its context as
+    the model saw it when it wrote that turn; a template then renders it as at inference)."""
+    return [list(messages[: i + 1]) for i, m in enumerate(messages) if m["role"] == "assistant"]
 
 
 def _hide_early_reasoning(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]] | None:
@@ -685,10 +691,13 @@ class ChatTokenizer:
         ``template`` leaves it to the chat template (Qwen3's drops it from every assistant turn
         before the last user message, as it does at inference); ``keep`` keeps it, verbatim and
         trained, in every turn (the template never sees it in the earlier turns); ``drop``
-        removes it from every turn."""
+        removes it from every turn; ``per-turn`` expects the conversation cut after one
+        assistant turn (`per_turn_samples`) and trains that last turn only, rendered as at
+        inference: its own context, its own reasoning."""
         check_messages(messages)
         if reasoning not in REASONING_MODES:
             raise ValueError(f"reasoning must be one of {', '.join(REASONING_MODES)}")
+        last_only = reasoning == "per-turn"
         if reasoning == "drop":
             messages = [
                 {**m, "content": _THINK.sub("", m["content"], count=1)}
@@ -702,6 +711,8 @@ class ChatTokenizer:
         spans = self.assistant_spans(messages, text)
         if hidden:  # same lengths: the spans hold for the restored text
             text = text.replace(_OPEN_HIDDEN, "<think>").replace(_CLOSE_HIDDEN, "</think>")
+        if last_only:
+            spans = spans[-1:]
         enc = self.tokenizer.encode(text, add_special_tokens=False)
         mask = mask_from_encoding(enc, spans, len(text))
         ids = np.array(enc.ids, dtype=np.int32)

@@ -185,10 +185,20 @@ def export(
             # Results come back in input order: the destinations wait in a FIFO beside them.
             destinations: deque[list[OutputPlan]] = deque()
 
+            from ttgen.export.chat import per_turn_samples
+
+            per_turn = getattr(options.tokenizer, "reasoning", None) == "per-turn"
+
             def records_only() -> Iterator[dict[str, Any]]:
                 for rec, dest in routed():
-                    destinations.append(dest)
-                    yield rec
+                    if not per_turn:
+                        destinations.append(dest)
+                        yield rec
+                        continue
+                    # one sample per assistant turn, in order, all going where the record goes
+                    for n, msgs in enumerate(per_turn_samples(rec.get("messages") or []), 1):
+                        destinations.append(dest)
+                        yield {**rec, "id": f"{rec.get('id')}#turn{n}", "messages": msgs}
 
             for rec, tok, error in sft.tokenize_records(
                 records_only(),

@@ -162,7 +162,7 @@ class Sft(_Strict):
     max_len: int = Field(default=32768, ge=1)
     chat_template: str | None = None
     template_args: dict[str, Any] = Field(default_factory=dict)
-    reasoning: Literal["template", "keep", "drop"] = "template"
+    reasoning: Literal["template", "keep", "drop", "per-turn"] = "template"
 
 
 class Export(_Strict):
