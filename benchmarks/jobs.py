@@ -229,31 +229,24 @@ async def bench(trials: int, n: int, rounds: int) -> None:
             f_rows += rows
             f_fails += failed
             print(f"round {r + 1}/{rounds}: floor {wall:6.1f} s", end="", flush=True)
-            wall, rows, failed, left = await ttgen_round(task, trials, n, tmp / f"job-{r}", job_ids)
-            t_walls.append(wall)
-            t_rows += rows
-            fails += failed
-            if left:
-                leftovers.append(f"job {job_ids[-1]}: {left} container(s) left")
-            print(f"   ttgen {wall:6.1f} s", end="", flush=True)
-            wall, rows, failed, left = await ttgen_round(
-                task, trials, n, tmp / f"job-shared-{r}", job_ids, isolation="shared"
+            # the default, Harbor's way, and the default where a process is left running
+            variants = (
+                ("ttgen", task, "snapshot", t_walls, t_rows),
+                ("ttgen shared", task, "shared", s_walls, s_rows),
+                ("ttgen snapshot", bg_task, "snapshot", b_walls, b_rows),
             )
-            s_walls.append(wall)
-            s_rows += rows
-            fails += failed
-            if left:
-                leftovers.append(f"job {job_ids[-1]}: {left} container(s) left")
-            print(f"   ttgen shared {wall:6.1f} s", end="", flush=True)
-            wall, rows, failed, left = await ttgen_round(
-                bg_task, trials, n, tmp / f"job-bg-{r}", job_ids
-            )
-            b_walls.append(wall)
-            b_rows += rows
-            fails += failed
-            if left:
-                leftovers.append(f"job {job_ids[-1]}: {left} container(s) left")
-            print(f"   ttgen snapshot {wall:6.1f} s", flush=True)
+            for label, t, isolation, walls, trows in variants:
+                folder = tmp / f"job-{label.replace(' ', '-')}-{r}"
+                wall, rows, failed, left = await ttgen_round(
+                    t, trials, n, folder, job_ids, isolation=isolation
+                )
+                walls.append(wall)
+                trows += rows
+                fails += failed
+                if left:
+                    leftovers.append(f"job {job_ids[-1]}: {left} container(s) left")
+                print(f"   {label} {wall:6.1f} s", end="", flush=True)
+            print(flush=True)
 
         checks = [f"FAIL: {line}" for line in leftovers]
         if fails:

@@ -579,6 +579,18 @@ def test_sft_rows_and_record_batch(tok_dirs):
     assert pa.Table.from_pylist(rows, schema=SFT_SCHEMA).to_pylist() == table
 
 
+def thinking_trajectory() -> list[dict]:
+    """A 3-turn Terminus-like trajectory, each assistant turn with its own <think> reasoning
+    ("reason{i} about step {i}") and action ('"analysis": "turn {i}"')."""
+    msgs = [{"role": "user", "content": "Task: count the files in /app."}]
+    for i in range(3):
+        msgs.append({"role": "assistant", "content": f"<think>reason{i} about step {i}</think>\n\n"
+                     f'{{"analysis": "turn {i}", "commands": []}}'})  # fmt: skip
+        if i < 2:
+            msgs.append({"role": "user", "content": f"output of step {i}\nroot@box:/app# "})
+    return msgs
+
+
 def _runs(tok: ChatTokenizer, chat) -> tuple[str, str]:
     """(the whole sequence, the trained tokens) as text."""
     ids = chat.input_ids.tolist()
@@ -602,12 +614,7 @@ def test_reasoning_of_every_turn_is_an_explicit_choice(tok_dirs, mode, in_sequen
     through a template with Qwen3's rule: per choice, which turns' reasoning is in the
     sequence and which is trained."""
     tok = ChatTokenizer.load(tok_dirs["qwen3"])
-    msgs = [{"role": "user", "content": "Task: count the files in /app."}]
-    for i in range(3):
-        msgs.append({"role": "assistant", "content": f"<think>reason{i} about step {i}</think>\n\n"
-                     f'{{"analysis": "turn {i}", "commands": []}}'})  # fmt: skip
-        if i < 2:
-            msgs.append({"role": "user", "content": f"output of step {i}\nroot@box:/app# "})
+    msgs = thinking_trajectory()
     chat = tok.encode_chat(msgs, reasoning=mode)
     text, learned = _runs(tok, chat)
     assert [f"reason{i} about step {i}" in text for i in range(3)] == in_sequence
@@ -627,12 +634,7 @@ def test_per_turn_samples_train_each_turn_with_its_own_reasoning_as_at_inference
     from ttgen.export.chat import per_turn_samples
 
     tok = ChatTokenizer.load(tok_dirs["qwen3"])
-    msgs = [{"role": "user", "content": "Task: count the files in /app."}]
-    for i in range(3):
-        msgs.append({"role": "assistant", "content": f"<think>reason{i} about step {i}</think>\n\n"
-                     f'{{"analysis": "turn {i}", "commands": []}}'})  # fmt: skip
-        if i < 2:
-            msgs.append({"role": "user", "content": f"output of step {i}\nroot@box:/app# "})
+    msgs = thinking_trajectory()
     samples = per_turn_samples(msgs)
     assert [len(s) for s in samples] == [2, 4, 6]
     for n, sample in enumerate(samples):

@@ -69,6 +69,12 @@ ReadFile = Callable[[str], Awaitable[bytes | None]]
 Lookup = Callable[[list[str]], Awaitable[dict[str, list[tuple[str, str]]]]]
 
 
+def may_touch_path(changes: Iterable[dict[str, Any]]) -> bool:
+    """Whether a change could be a shim or a rewritten tool (its name is one a verifier runs):
+    only then does `findings` need the container's PATH."""
+    return any(_SENSITIVE.match(posixpath.basename(str(c.get("Path", "")))) for c in changes)
+
+
 async def findings(
     changes: Iterable[dict[str, Any]],
     read: ReadFile,

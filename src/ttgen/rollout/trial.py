@@ -574,8 +574,10 @@ class Trial:
         self, agent_sb: DockerSandbox, sb: DockerSandbox, result: TrialResult, tlog: _TrialLog
     ) -> None:
         changes = await agent_sb.changes()
-        path = await sb.exec('printf %s "$PATH"', user="root", timeout=30)
-        path_dirs = [d for d in path.stdout.split(":") if d] or None
+        path_dirs = None
+        if tamper.may_touch_path(changes):  # else no shim check needs the container's PATH
+            path = await sb.exec('printf %s "$PATH"', user="root", timeout=30)
+            path_dirs = [d for d in path.stdout.split(":") if d] or None
 
         async def read(p: str) -> bytes | None:
             try:

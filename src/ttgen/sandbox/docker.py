@@ -862,6 +862,7 @@ class DockerSandbox:
         self._create_config: dict[str, Any] | None = None
         self._owned_image: str | None = None
         self._channel_exec: Any = None  # the exec running the helper (its pid is ttgen's)
+        self._init_pid = 0  # host pid of the container's init (known once _engine_is_local ran)
 
     async def __aenter__(self) -> DockerSandbox:
         return self
@@ -1067,6 +1068,7 @@ class DockerSandbox:
             self._local = False
             try:
                 pid = (await self.container.show())["State"].get("Pid") or 0
+                self._init_pid = int(pid)
                 with open(f"/proc/{pid}/cgroup") as f:
                     self._local = (
                         bool(pid)
@@ -1343,14 +1345,11 @@ class DockerSandbox:
         they cannot be listed from here (a remote engine): assume there are some."""
         if not await self._engine_is_local():
             return None
-        try:
-            init = int((await self.container.show())["State"].get("Pid") or 0)
-            ours = {init}
-            if self._channel_exec is not None:
-                with contextlib.suppress(aiodocker.DockerError, KeyError, TypeError, ValueError):
-                    ours.add(int((await self._channel_exec.inspect())["Pid"]))
-        except (aiodocker.DockerError, KeyError, TypeError, ValueError):
-            return None
+        init = self._init_pid  # the container's init: fixed for its life
+        ours = {init}
+        if self._channel_exec is not None:
+            with contextlib.suppress(aiodocker.DockerError, KeyError, TypeError, ValueError):
+                ours.add(int((await self._channel_exec.inspect())["Pid"]))
         return await asyncio.to_thread(_foreign_pids, init, ours)
 
     async def changes(self) -> list[dict[str, Any]]:
