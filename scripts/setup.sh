@@ -29,13 +29,23 @@ command -v "$PY" >/dev/null || die "python3 (>= 3.11) is required"
 stamp="$VENV/.ttgen-installed"
 want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  say "creating $VENV and installing ttgen[dev]"
+  say "creating $VENV and installing ttgen[dev,train]"
   if ! "$PY" -m venv "$VENV" 2>/dev/null; then
     apt_install python3-venv
     "$PY" -m venv "$VENV"
   fi
   "$VENV/bin/python" -m pip install -q --upgrade pip >&2
-  "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]" >&2
+  # The training extra needs torch. Without a GPU, take the CPU build when pip can (PyPI's default
+  # Linux wheel is a CUDA build of several GB); TTGEN_TORCH overrides the requirement.
+  if ! "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
+    if [ -n "${TTGEN_TORCH:-}" ]; then
+      "$VENV/bin/python" -m pip install -q "$TTGEN_TORCH" >&2
+    elif ! command -v nvidia-smi >/dev/null; then
+      "$VENV/bin/python" -m pip install -q "torch==2.13.0" >&2 \
+        || "$VENV/bin/python" -m pip install -q "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu >&2
+    fi
+  fi
+  "$VENV/bin/python" -m pip install -q -e "$ROOT[dev,train]" >&2
   echo "$want" > "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"

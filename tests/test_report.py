@@ -881,3 +881,42 @@ def test_nothing_is_wider_than_the_page_or_cut_in_chromium(tmp_path, width):
     for words in ("no_tests", "no reference solution", "max_turns", "synth-skills",
                   "needs a teacher", "adapter-math"):  # fmt: skip
         assert words in funnel_text, words
+
+
+def test_training_loss_curve_and_eval_table_in_chromium(tmp_path):
+    """A run with train and eval stages: the page draws the loss curve from metrics.jsonl and
+    the eval table from eval.json (what `ttgen run` with train/eval stages writes)."""
+    make_run(tmp_path)
+    run = tmp_path / "run"
+    train = run / "train"
+    train.mkdir()
+    (train / "train.json").write_text(json.dumps(
+        {"preset": "cpu-tiny", "backend": "trl", "recipe": {"model": "init:qwen3-tiny"}}))  # fmt: skip
+    lines = [json.dumps({"step": i, "loss": 6.0 * 0.97**i, "learning_rate": 1e-3,
+                         "tokens_per_sec": 1000.0 + i}) for i in range(1, 81)]  # fmt: skip
+    (train / "metrics.jsonl").write_text("\n".join([*lines, "{not json"]) + "\n")
+    (run / "eval").mkdir()
+    (run / "eval" / "eval.json").write_text(json.dumps({
+        "agent": "terminus-2", "model": "tiny", "checkpoint": str(train / "model"), "k": 1,
+        "n_tasks": 2, "n_trials": 2, "n_passed": 0, "accuracy": 0.0, "accuracy_se": 0.0,
+        "n_missing": 0, "outcomes": {"failed": 1, "parse_error": 1},
+        "categories": {"file-operations": {"n_tasks": 1, "n_trials": 1, "n_passed": 0,
+                                           "accuracy": 0.0},
+                       "data-science": {"n_tasks": 1, "n_trials": 1, "n_passed": 0,
+                                        "accuracy": 0.0}}}))  # fmt: skip
+    data = collect_report(run)
+    t = data["training"]
+    assert t["steps"] == 80 and t["first_loss"] > 4 * t["last_loss"] / 2
+    assert t["problems"] == [f"{train / 'metrics.jsonl'}: line 81 is not a metrics record"]
+    assert data["eval"]["accuracy"] == 0.0
+    index = write_report(run)
+    dom = _dump_dom(index, "", tmp_path / "profile")
+    body = dom.find_all("body")[0]
+    assert body.attrs.get("data-errors") == "" and body.attrs.get("data-ready") == "1"
+    curve = dom.by_id("loss-curve").find_all("path", class_="curve")
+    assert curve and curve[0].attrs["data-points"] == "80"
+    assert "80" in dom.by_id("training").text() and "cpu-tiny" in dom.by_id("training").text()
+    rows = dom.by_id("eval-table").find_all("tr", data_category="file-operations")
+    assert rows and "0.0%" in rows[0].text()
+    assert "parse_error" in dom.by_id("eval").text() or "parse" in dom.by_id("eval").text()
+    assert "line 81" in dom.by_id("problems").text()

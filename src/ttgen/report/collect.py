@@ -62,14 +62,18 @@ from ttgen.curate.stats import (
 )
 from ttgen.rollout.models import INFRA_OUTCOMES, Outcome, now, read_trial_result
 
-STAGES = ("sources", "validation", "rollouts", "curation", "export")
+STAGES = ("sources", "validation", "rollouts", "curation", "export", "train", "eval")
 STAGE_DIRS = {
     "sources": "tasks",
     "validation": "validation",
     "rollouts": "rollouts",
     "curation": "curated",
     "export": "export",
+    "train": "train",
+    "eval": "eval",
 }
+# Points of the loss curve the page draws at most (evenly thinned, first and last kept).
+MAX_CURVE_POINTS = 600
 MODEL_OUTCOMES = tuple(o.value for o in Outcome if o not in INFRA_OUTCOMES)
 INFRA_OUTCOME_NAMES = tuple(o.value for o in Outcome if o in INFRA_OUTCOMES)
 # Curation drop reasons that the funnel shows at the rollout step (a trial that never gave data).
@@ -642,6 +646,75 @@ def collect_export(folder: Path) -> dict[str, Any]:
     return {"path": str(folder), "files": files}
 
 
+def _thin(points: list[Any], limit: int) -> list[Any]:
+    if len(points) <= limit:
+        return points
+    step = (len(points) - 1) / (limit - 1)
+    return [points[round(i * step)] for i in range(limit)]
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def collect_training(folder: Path) -> dict[str, Any]:
+    """A `ttgen train` run folder: its settings (train.json) and the loss curve (metrics.jsonl:
+    one line per optimizer step)."""
+    config = _read_json(folder / "train.json")
+    config = config if isinstance(config, dict) else {}
+    points: list[list[Any]] = []
+    problems: list[str] = []
+    tokens_per_sec: list[float] = []
+    metrics = folder / "metrics.jsonl"
+    if metrics.is_file():
+        for i, line in enumerate(metrics.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                m = json.loads(line)
+                step, loss = int(m["step"]), float(m["loss"])
+            except (ValueError, KeyError, TypeError):
+                problems.append(f"{metrics}: line {i} is not a metrics record")
+                continue
+            lr = m.get("learning_rate", m.get("lr"))
+            points.append([step, loss, lr if isinstance(lr, int | float) else None])
+            tps = m.get("tokens_per_sec")
+            if isinstance(tps, int | float):
+                tokens_per_sec.append(float(tps))
+    else:
+        problems.append(f"{folder}: no metrics.jsonl")
+    losses = [p[1] for p in points]
+    head = max(1, min(10, len(losses) // 4 or 1))
+    recipe = config.get("recipe") if isinstance(config.get("recipe"), dict) else config
+    model_dir = folder / "model"
+    return {
+        "path": str(folder),
+        "preset": config.get("preset"),
+        "backend": config.get("backend"),
+        "model": recipe.get("model") if isinstance(recipe, dict) else None,
+        "status": config.get("status"),
+        "steps": len(points),
+        "first_loss": _mean(losses[:head]),
+        "last_loss": _mean(losses[-head:]),
+        "window": head,
+        "tokens_per_sec": _mean(tokens_per_sec),
+        "final_model": str(model_dir) if (model_dir / "config.json").is_file() else None,
+        "curve": _thin(points, MAX_CURVE_POINTS),
+        "problems": problems,
+    }
+
+
+def collect_eval(folder: Path) -> dict[str, Any] | None:
+    """An eval folder (eval.json from `ttgen eval` or the pipeline's eval stage)."""
+    e = _read_json(folder / "eval.json")
+    if not isinstance(e, dict):
+        return None
+    keys = ("agent", "model", "checkpoint", "k", "n_tasks", "n_trials", "n_passed", "accuracy",
+            "accuracy_se", "pass_at_k", "n_missing", "outcomes", "infra", "unverified",
+            "categories", "tasks", "served_by")  # fmt: skip
+    return {"path": str(folder), **{k: e.get(k) for k in keys}}
+
+
 # -- trajectories -----------------------------------------------------------------------------------
 
 
@@ -1105,7 +1178,7 @@ def collect_report(path: Path, options: ReportOptions | None = None) -> dict[str
 
     trial_sample = _Sample(2 * options.max_trajectories)
     record_sample = _Sample(options.max_trajectories)
-    tasks = validation = rollouts = kept = export = None
+    tasks = validation = rollouts = kept = export = training = evaluation = None
     # every task the validation stage saw (a `tasks:` source's folders lie outside the run)
     listed = _listed_tasks(path, folders["validation"]) if kind == "run" else []
     if kind == "run":  # and the folders run.json says `tasks:` sources used in place
@@ -1141,6 +1214,12 @@ def collect_report(path: Path, options: ReportOptions | None = None) -> dict[str
             export = collect_export(f)
         else:
             absent("export", f"no export folder ({f.name}/)")
+    f = folders["train"]
+    if f is not None and f.is_dir() and ((f / "train.json").is_file() or (f / "metrics.jsonl").is_file()):
+        training = collect_training(f)
+    f = folders["eval"]
+    if f is not None and (f / "eval.json").is_file():
+        evaluation = collect_eval(f)
     trajectories = collect_trajectories(record_sample.items(), trial_sample.items(), options)
     unrolled = None
     if kind == "run" and rollouts is not None:
@@ -1163,7 +1242,8 @@ def collect_report(path: Path, options: ReportOptions | None = None) -> dict[str
         }
         if not manifest:  # no run.json: the stages are the folders there are
             gone = {m["stage"] for m in missing}
-            stages = {s: {"status": "missing" if s in gone else "found"} for s in STAGES}
+            stages = {s: {"status": "missing" if s in gone else "found"} for s in STAGES
+                      if s in gone or (folders[s] is not None and folders[s].exists())}  # fmt: skip
         run = {
             "name": manifest.get("name") or path.resolve().name,
             "created_at": manifest.get("created_at"),
@@ -1186,6 +1266,8 @@ def collect_report(path: Path, options: ReportOptions | None = None) -> dict[str
         "rollouts": rollouts,
         "kept": kept,
         "export": export,
+        "training": training,
+        "eval": evaluation,
         "stand_in": {
             "records": stand_in_records,
             "trials": stand_in_trials,

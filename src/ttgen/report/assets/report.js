@@ -469,10 +469,77 @@
     })));
   }
 
+  /* A line chart of [x, y] points (the loss per optimizer step). */
+  function lineChart(id, points, caption) {
+    var W = 640, H = 240, top = 14, bottom = 34, left = 52, right = 12;
+    var xs = points.map(function (p) { return p[0]; }), ys = points.map(function (p) { return p[1]; });
+    var x0 = Math.min.apply(null, xs), x1 = Math.max.apply(null, xs);
+    var y0 = Math.min.apply(null, ys.concat([0])), y1 = Math.max.apply(null, ys);
+    if (x1 === x0) x1 = x0 + 1;
+    if (y1 === y0) y1 = y0 + 1;
+    function X(v) { return left + (W - left - right) * (v - x0) / (x1 - x0); }
+    function Y(v) { return H - bottom - (H - top - bottom) * (v - y0) / (y1 - y0); }
+    var svg = sv("svg", { id: id, "class": "chart line", viewBox: "0 0 " + W + " " + H, role: "img",
+      "aria-label": caption || id });
+    put(svg, sv("line", { "class": "axis", x1: left, x2: W - right, y1: H - bottom, y2: H - bottom }));
+    put(svg, sv("line", { "class": "axis", x1: left, x2: left, y1: top, y2: H - bottom }));
+    [y0, (y0 + y1) / 2, y1].forEach(function (v) {
+      put(svg, sv("text", { x: left - 6, y: Y(v) + 4, "text-anchor": "end", text: v.toFixed(2) }));
+    });
+    [x0, x1].forEach(function (v) {
+      put(svg, sv("text", { x: X(v), y: H - bottom + 16, "text-anchor": "middle", text: num(v) }));
+    });
+    put(svg, sv("text", { x: (left + W - right) / 2, y: H - 4, "text-anchor": "middle", text: "optimizer step" }));
+    var d = points.map(function (p, i) { return (i ? "L" : "M") + X(p[0]).toFixed(1) + " " + Y(p[1]).toFixed(1); }).join(" ");
+    put(svg, sv("path", { "class": "curve", d: d, "data-points": points.length }));
+    return svg;
+  }
+
+  function fixed(x, n) { return x === null || x === undefined ? "—" : Number(x).toFixed(n); }
+
+  function renderTraining(t) {
+    if (!t) return;
+    var s = section("training", "Training");
+    put(s, el("div", { "class": "cards" },
+      card(num(t.steps), "optimizer steps"),
+      card(fixed(t.first_loss, 3) + " → " + fixed(t.last_loss, 3), "loss on trained tokens (mean of first / last " + t.window + " steps)"),
+      card(t.tokens_per_sec === null || t.tokens_per_sec === undefined ? "—" : num(Math.round(t.tokens_per_sec)), "tokens/s"),
+      card((t.preset || "—") + " · " + (t.backend || "—"), "preset · backend")));
+    if (t.curve && t.curve.length) {
+      put(s, lineChart("loss-curve", t.curve, "training loss per optimizer step"));
+    } else {
+      put(s, el("p", { "class": "empty", text: "no training steps recorded" }));
+    }
+    put(s, el("p", { "class": "note", text: "model: " + (t.model || "—") + (t.final_model ? " · checkpoint: " + t.final_model : " · no final checkpoint yet") }));
+  }
+
+  function renderEval(e) {
+    if (!e) return;
+    var s = section("eval", "Evaluation");
+    var acc = e.accuracy === null || e.accuracy === undefined ? "—" :
+      pct(e.accuracy) + (e.accuracy_se !== null && e.accuracy_se !== undefined ? " ± " + (e.accuracy_se * 100).toFixed(1) : "");
+    put(s, el("div", { "class": "cards" },
+      card(acc, "accuracy (" + num(e.n_passed) + " of " + num(e.n_trials) + " trials)"),
+      card(num(e.n_tasks), "tasks × k=" + num(e.k)),
+      card(num(e.n_missing), "missing (infrastructure)"),
+      card(e.model || e.agent || "—", "model")));
+    var rows = entries(e.categories).map(function (c) {
+      var f = c[1] || {};
+      return el("tr", { "data-category": c[0] }, el("td", { text: c[0] }), el("td", { "class": "num", text: num(f.n_tasks) }),
+        el("td", { "class": "num", text: num(f.n_trials) }), el("td", { "class": "num", text: num(f.n_passed) }),
+        el("td", { "class": "num", text: pct(f.accuracy) }));
+    });
+    put(s, table("eval", ["category", { label: "tasks", num: true }, { label: "trials", num: true },
+      { label: "passed", num: true }, { label: "accuracy", num: true }], rows, "eval-table"));
+    var outcomes = entries(e.outcomes).map(function (o) { return (OUTCOME_LABEL[o[0]] || o[0]) + " " + num(o[1]); }).join(" · ");
+    put(s, el("p", { "class": "note", text: "outcomes: " + (outcomes || "none") + (e.checkpoint ? " · checkpoint: " + e.checkpoint : "") }));
+  }
+
   function renderProblems(d) {
     var list = [];
     if (d.kept) list = list.concat(d.kept.problems || []);
     if (d.validation) list = list.concat(d.validation.problems || []);
+    if (d.training) list = list.concat(d.training.problems || []);
     list = list.concat((d.trajectories || {}).problems || []);
     if (!list.length) return;
     var s = section("problems", "Problems while reading");
@@ -722,6 +789,8 @@
     renderRollouts(data.rollouts);
     renderValidation(data.validation);
     renderExport(data.export);
+    renderTraining(data.training);
+    renderEval(data.eval);
     renderViewer(data.trajectories || {});
     renderProblems(data);
   }
