@@ -44,6 +44,23 @@ into Python tuples costs ~7% of the encode and ``np.array`` over them ~17% more,
 path asks the encoding for the boundary tokens only (``char_to_token``/``token_to_chars``, two
 look-ups per turn, <1%); `mask_from_offsets` (``searchsorted`` over all offsets) is the
 reference and the path taken when a boundary character is covered by no token.
+
+veRL's rule (``encode_chat(rule="verl")``)
+-----------------------------------------
+veRL's multi-turn SFT dataset (``verl.utils.dataset.multiturn_sft_dataset``) does not render the
+conversation: it renders and tokenizes each message *alone* (``[message]``, no generation
+prompt), drops the first ``S`` tokens of every message after the first that is not a system
+message, concatenates, and trains every token of an assistant message's tokens but its first
+``P``. ``S`` and ``P`` are token counts it learns once from probe renders of an empty user
+message: ``S`` = what ``render([u])`` has beyond one turn (the template's default system prompt,
+a BOS token), ``P`` = what ``render([u], add_generation_prompt=True)`` adds (the generation
+prompt). So the trained part of an assistant turn is its lone rendering minus the prompt: the
+text, the end marker *and* whatever the template writes after the marker (``"\n"`` after
+``<|im_end|>``), which our rule leaves out. Where rendering messages alone differs from rendering
+the conversation (a Qwen3-style template keeps a lone assistant message's reasoning but drops it
+from earlier turns of a conversation), the ids differ from the conversation's, and veRL refuses
+the row unless ``data.ignore_input_ids_mismatch=True``; `TokenizedChat.rendering_differs` says
+so per row. `_encode_verl` reproduces this with the same counts and slices, without transformers.
 """
 
 from __future__ import annotations
@@ -105,6 +122,9 @@ class TokenizedChat:
     n_trained_tokens: int  # loss_mask.sum(), after truncation
     n_assistant_turns: int  # assistant messages in the conversation
     truncated: bool
+    # rule="verl": the messages rendered one by one give other ids than the conversation rendered
+    # whole (veRL then needs data.ignore_input_ids_mismatch=True); False under our rule
+    rendering_differs: bool = False
 
 
 # -- the Jinja environment, as transformers builds it -------------------------------------------
@@ -379,8 +399,22 @@ def check_messages(messages: Any) -> None:
 
 
 REASONING_MODES = ("template", "keep", "drop", "per-turn")
+# Which tokens are trained: ours (the conversation rendered once, assistant text + end marker) or
+# veRL's (each message rendered alone; see the module docstring).
+TRAINING_RULES = ("ttgen", "verl")
 # A leading <think>...</think> block and the blank space after it.
 _THINK = re.compile(r"^\s*<think>.*?</think>\s*", re.S)
+_PROBE_REASONING = "ttgen probe: some reasoning"
+
+
+def drop_reasoning(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The messages with the leading ``<think>...</think>`` block (and the blank space after it)
+    removed from every assistant message (``reasoning=drop``)."""
+    return [
+        {**m, "content": _THINK.sub("", m["content"], count=1)} if m["role"] == "assistant"
+        else dict(m)
+        for m in messages
+    ]  # fmt: skip
 # Stand-ins of the same length for the think tags: a template that strips reasoning from earlier
 # turns (Qwen3 looks for '</think>') leaves the text alone, and the offsets stay exact.
 _OPEN_HIDDEN, _CLOSE_HIDDEN = "<\x1ehink>", "</\x1ehink>"
@@ -445,6 +479,7 @@ class ChatTokenizer:
             raise TokenizerLoadError(f"{name}: the chat template does not compile: {exc}") from exc
         self._delimiters: _Delimiters | None = None
         self._probed = False
+        self._verl_counts: tuple[int, int] | None = None
 
     @classmethod
     def load(
@@ -682,10 +717,11 @@ class ChatTokenizer:
         *,
         max_len: int | None = None,
         reasoning: str = "template",
+        rule: str = "ttgen",
     ) -> TokenizedChat:
         """Render ``messages`` once, tokenize once (no special tokens added: a chat template
         writes its own, as with transformers) and mask all but the assistant turns; keep the
-        first ``max_len`` tokens.
+        first ``max_len`` tokens. ``rule="verl"``: veRL's ids and mask instead (`_encode_verl`).
 
         ``reasoning`` says what happens to the ``<think>…</think>`` part of assistant turns:
         ``template`` leaves it to the chat template (Qwen3's drops it from every assistant turn
@@ -697,13 +733,13 @@ class ChatTokenizer:
         check_messages(messages)
         if reasoning not in REASONING_MODES:
             raise ValueError(f"reasoning must be one of {', '.join(REASONING_MODES)}")
+        if rule == "verl":
+            return self._encode_verl(messages, max_len=max_len, reasoning=reasoning)
+        if rule != "ttgen":
+            raise ValueError(f"rule must be one of {', '.join(TRAINING_RULES)}")
         last_only = reasoning == "per-turn"
         if reasoning == "drop":
-            messages = [
-                {**m, "content": _THINK.sub("", m["content"], count=1)}
-                if m["role"] == "assistant" else m
-                for m in messages
-            ]  # fmt: skip
+            messages = drop_reasoning(messages)
         hidden = reasoning == "keep" and _hide_early_reasoning(messages)
         if hidden:
             messages = hidden
@@ -729,4 +765,121 @@ class ChatTokenizer:
             n_trained_tokens=int(mask.sum()),
             n_assistant_turns=sum(1 for m in messages if m["role"] == "assistant"),
             truncated=truncated,
+        )
+
+    # -- veRL's rule -------------------------------------------------------------------------
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def verl_prompt_counts(self) -> tuple[int, int]:
+        """``(S, P)``: the tokens veRL drops from each message after the first (the template's
+        default system prompt, a BOS token) and the generation prompt's tokens it leaves out of
+        an assistant message's loss, computed as veRL's ``extract_system_prompt_and_generation``
+        does (with the same slices, so the same edge cases)."""
+        if self._verl_counts is None:
+            empty = {"role": "user", "content": ""}
+            one = self._ids(self.render([empty]))
+            two = self._ids(self.render([empty, empty]))
+            prompted = self._ids(self.render([empty], add_generation_prompt=True))
+            system = one[: -(len(two) - len(one))]
+            self._verl_counts = (len(system), len(prompted[len(one) :]))
+        return self._verl_counts
+
+    def lone_message_keeps_reasoning(self) -> bool:
+        """Whether the template keeps the ``<think>`` part of an assistant message rendered
+        alone, as veRL renders every message (Qwen3's drops it: a lone message comes after no
+        user message; ours for tests keeps it)."""
+        reply = f"<think>{_PROBE_REASONING}</think>\n\n{_PROBE_ASSISTANT}"
+        return _PROBE_REASONING in self._render_alone({"role": "assistant", "content": reply}, 0)
+
+    def verl_rendering_differs(self) -> bool:
+        """Whether, on a probe conversation with reasoning in two turns, rendering the messages
+        one by one (veRL) gives other ids than rendering the conversation (veRL's own check then
+        fails: it needs ``data.ignore_input_ids_mismatch=True``)."""
+        reply = f"<think>{_PROBE_REASONING}</think>\n\n{_PROBE_ASSISTANT}"
+        probe = [{"role": "user", "content": _PROBE_USER}, {"role": "assistant", "content": reply},
+                 {"role": "user", "content": _PROBE_USER + " 2"},
+                 {"role": "assistant", "content": reply}]  # fmt: skip
+        return self._encode_verl(probe, max_len=None, reasoning="template").rendering_differs
+
+    def verl_prompt_is_exact(self) -> bool:
+        """Whether the ``P`` tokens veRL leaves untrained at the start of an assistant message
+        are the generation prompt. Not when the generation prompt differs from how the template
+        opens an assistant message (Qwen3's ``enable_thinking=false`` adds an empty think block
+        to the prompt only): veRL then leaves the reply's first tokens untrained instead."""
+        empty = {"role": "user", "content": ""}
+        one = self._ids(self.render([empty]))
+        prompt = self._ids(self.render([empty], add_generation_prompt=True))[len(one) :]
+        n_system, n_prompt = self.verl_prompt_counts()
+        reply = f"<think>{_PROBE_REASONING}</think>\n\n{_PROBE_ASSISTANT}"
+        ids = self._ids(self._render_alone({"role": "assistant", "content": reply}, 1))
+        return ids[n_system : n_system + n_prompt] == prompt
+
+    def _render_alone(self, message: Mapping[str, Any], i: int) -> str:
+        try:
+            return self.render([message])
+        except ChatTemplateError as exc:
+            raise ChatTemplateError(
+                f"message {i} ({message['role']}): veRL renders each message alone, and {exc} "
+                f"(veRL then renders it after a dummy user message given as a list of parts, "
+                f"which ttgen does not reproduce; use --target ttgen or trl with this template)"
+            ) from None
+
+    def _encode_verl(
+        self, messages: Sequence[Mapping[str, Any]], *, max_len: int | None, reasoning: str
+    ) -> TokenizedChat:
+        """veRL's ids and loss mask for ``messages`` (see the module docstring), truncated to
+        the first ``max_len`` tokens as veRL's ``truncation=right`` does. ``reasoning``:
+        ``template`` (what the template renders for a lone assistant message), ``keep`` (the
+        same, refused when the template drops a lone message's reasoning), ``drop`` (think
+        blocks removed from the messages first); ``per-turn`` is not expressible (veRL trains
+        every assistant message) and refused."""
+        if reasoning == "per-turn":
+            raise ValueError(
+                "reasoning=per-turn is not expressible under veRL's rule: veRL trains every "
+                "assistant message of a row; use --target ttgen or trl with --reasoning per-turn, "
+                "or template, keep or drop with --target verl"
+            )
+        if reasoning == "keep" and not self.lone_message_keeps_reasoning():
+            raise ChatTemplateError(
+                f"reasoning=keep cannot be trained by veRL with the chat template of {self.name}: "
+                f"it drops the <think> part of an assistant message rendered alone, as veRL "
+                f"renders every message; use --target ttgen or trl with --reasoning keep, or "
+                f"--reasoning template or drop with --target verl"
+            )
+        if reasoning == "drop":
+            messages = drop_reasoning(messages)
+        n_system, n_prompt = self.verl_prompt_counts()
+        id_parts: list[np.ndarray] = []
+        mask_parts: list[np.ndarray] = []
+        for i, m in enumerate(messages):
+            # only role and content: what the exported messages column holds for veRL
+            message = {"role": m["role"], "content": m["content"]}
+            ids = np.array(self._ids(self._render_alone(message, i)), dtype=np.int32)
+            if i != 0 and m["role"] != "system":
+                ids = ids[n_system:]
+            mask = np.zeros(len(ids), dtype=np.int8)
+            if m["role"] == "assistant":
+                mask[n_prompt:] = 1
+            id_parts.append(ids)
+            mask_parts.append(mask)
+        ids = np.concatenate(id_parts)
+        mask = np.concatenate(mask_parts)
+        whole = self._ids(self.render(messages))
+        differs = len(whole) != len(ids) or not np.array_equal(ids, np.asarray(whole))
+        n_full = len(ids)
+        truncated = max_len is not None and n_full > max_len
+        if truncated:
+            ids = ids[:max_len].copy()
+            mask = mask[:max_len].copy()
+        return TokenizedChat(
+            input_ids=ids,
+            loss_mask=mask,
+            n_tokens=len(ids),
+            n_tokens_full=n_full,
+            n_trained_tokens=int(mask.sum()),
+            n_assistant_turns=sum(1 for m in messages if m["role"] == "assistant"),
+            truncated=truncated,
+            rendering_differs=differs,
         )

@@ -10,6 +10,10 @@ written beside their final names and renamed into place when complete; a summary
 (``<out>.export.json``: rows per file, tokens, truncations, skipped records) is written last.
 ``--save-to-disk`` / ``--push-to-hub`` then load the finished files with `datasets` (memory-mapped)
 and save or upload them.
+
+``--target`` (`ttgen.export.targets`) picks the SFT columns for a trainer: ttgen (ours), trl
+(input_ids + assistant_masks), verl (messages for veRL, ids and mask under veRL's rule) or
+sharegpt (conversations + system, no tokens, and a dataset_info.json beside the files).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from ttgen.export.mixes import (
     source_selected,
     targets,
 )
+from ttgen.export.targets import check_target
 from ttgen.export.writers import RowWriter, format_of
 from ttgen.rollout.models import now, write_json_atomic
 
@@ -55,6 +60,9 @@ class ExportOptions:
     exclude_sources: tuple[str, ...] = ()
     # sft
     tokenizer: Any = None  # a TokenizerSpec (ttgen.export.sft)
+    target: str = "ttgen"  # the columns, for a trainer: ttgen | trl | verl | sharegpt
+    # sharegpt without a tokenizer: the reasoning choice (otherwise the TokenizerSpec's)
+    reasoning: str | None = None
     max_len: int | None = 32768
     overlong: str = "truncate"  # or "drop"
     with_ids: bool = True
@@ -114,8 +122,28 @@ def export(
         raise ExportError(str(exc)) from exc
     if options.overlong not in ("truncate", "drop"):
         raise ExportError(f"--overlong must be truncate or drop, got {options.overlong!r}")
-    if options.format == "sft" and options.tokenizer is None:
+    target = options.target
+    reasoning = _reasoning_of(options)
+    try:
+        check_target(target, fmt=options.format, with_ids=options.with_ids, reasoning=reasoning,
+                     overlong=options.overlong, out=out)  # fmt: skip
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+    if options.format == "sft" and options.tokenizer is None and target != "sharegpt":
         raise ExportError("--format sft needs --tokenizer (a hub name or a local folder)")
+    tokenizing = options.format == "sft" and target != "sharegpt"
+    spec = options.tokenizer
+    verl_probe: dict[str, bool] = {}
+    if tokenizing and target == "verl":
+        spec, verl_probe = _verl_spec(spec, reasoning)
+    if target == "sharegpt":
+        from ttgen.export.targets import read_dataset_info
+
+        try:  # a dataset_info.json we could not update must fail before anything is written
+            for folder in {p.path.parent for p in plans}:
+                read_dataset_info(folder)
+        except ValueError as exc:
+            raise ExportError(str(exc)) from None
     files = _record_files(inputs)
     started = time.perf_counter()
     strata: Strata | None = None
@@ -129,16 +157,20 @@ def export(
 
     schema = CORPUS_SCHEMA
     batch_builder = None
-    if options.format == "sft":
+    if target == "sharegpt":
+        from ttgen.export.targets import SHAREGPT_SCHEMA
+
+        schema = SHAREGPT_SCHEMA
+    elif options.format == "sft":
         from ttgen.export import sft
 
         # (tokenize_records loads the tokenizer before reading the first record: a bad one
         # fails there, and the outputs opened so far are dropped)
-        schema = sft.sft_schema(options.with_ids)
+        schema = sft.sft_schema(options.with_ids, target)
         with_ids = options.with_ids
 
         def batch_builder(rows: list[dict[str, Any]]) -> Any:
-            return sft.sft_record_batch(rows, with_ids=with_ids)
+            return sft.sft_record_batch(rows, with_ids=with_ids, target=target)
 
     problems: list[str] = []
     outs: dict[str, _Out] = {}
@@ -179,15 +211,19 @@ def export(
                 n_done += 1
                 if progress is not None and n_done % 256 == 0:
                     progress(n_done)
+        elif target == "sharegpt":
+            n_done = _write_sharegpt(routed(), outs, reasoning, problems, progress)
         else:
             from ttgen.export import sft
 
             # Results come back in input order: the destinations wait in a FIFO beside them.
             destinations: deque[list[OutputPlan]] = deque()
 
-            from ttgen.export.chat import per_turn_samples
+            from ttgen.export.chat import drop_reasoning, per_turn_samples
 
-            per_turn = getattr(options.tokenizer, "reasoning", None) == "per-turn"
+            per_turn = reasoning == "per-turn"
+            # veRL reads the messages column: with drop it must hold what was tokenized
+            strip_written = target == "verl" and reasoning == "drop"
 
             def records_only() -> Iterator[dict[str, Any]]:
                 for rec, dest in routed():
@@ -202,7 +238,7 @@ def export(
 
             for rec, tok, error in sft.tokenize_records(
                 records_only(),
-                options.tokenizer,
+                spec,
                 max_len=options.max_len,
                 workers=options.workers,
             ):
@@ -213,7 +249,10 @@ def export(
                 if options.overlong == "drop" and tok.n_tokens_full > (options.max_len or 0) > 0:
                     counts["dropped_overlong"] += 1
                     continue
-                row = sft.sft_row(rec, tok, with_ids=options.with_ids)
+                if strip_written:
+                    rec = {**rec, "messages": drop_reasoning(rec["messages"])}
+                row = sft.sft_row(rec, tok, with_ids=options.with_ids, target=target)
+                counts["rendering_differs"] += int(tok.rendering_differs)
                 for p in dest:
                     o = outs[p.name]
                     o.writer.write(row)
@@ -236,6 +275,11 @@ def export(
         for o in outs.values():
             o.writer.abort()
         raise
+    dataset_info = None
+    if target == "sharegpt":
+        from ttgen.export.targets import write_dataset_info
+
+        dataset_info = write_dataset_info([o.plan.path for o in outs.values()])
     summary: dict[str, Any] = {
         "kind": "export",
         "format": options.format,
@@ -250,10 +294,11 @@ def export(
             "include_sources": list(options.include_sources),
             "exclude_sources": list(options.exclude_sources),
             "tokenizer": _describe_tokenizer(options.tokenizer),
-            "reasoning": getattr(options.tokenizer, "reasoning", None),
+            "target": target if options.format == "sft" else None,
+            "reasoning": reasoning if options.format == "sft" else None,
             "max_len": options.max_len if options.format == "sft" else None,
             "overlong": options.overlong if options.format == "sft" else None,
-            "with_ids": options.with_ids if options.format == "sft" else None,
+            "with_ids": options.with_ids if tokenizing else None,
             "workers": options.workers,
         },
         "records": counts["records"],
@@ -273,7 +318,7 @@ def export(
                         "trained_tokens": o.trained_tokens,
                         "truncated": o.truncated,
                     }
-                    if options.format == "sft"
+                    if tokenizing
                     else {}
                 ),
                 "by_source": dict(sorted(o.by_source.items())),
@@ -288,6 +333,9 @@ def export(
         ],
         "elapsed_sec": round(time.perf_counter() - started, 3),
     }
+    if options.format == "sft":
+        summary["target"] = _describe_target(options, reasoning, outs, counts, verl_probe,
+                                             dataset_info)  # fmt: skip
     if options.save_to_disk is not None or options.push_to_hub:
         summary["datasets"] = publish(list(outs.values()), options)
     write_json_atomic(summary_path(out), summary)
@@ -338,6 +386,136 @@ def _empty_message(
         elif 2 in stages:
             reason += f" (every record is of subsets {', '.join(options.stage1_subsets)}: stage 1)"
     return f"{names} would have 0 rows: {reason}. Nothing was written."
+
+
+def _reasoning_of(options: ExportOptions) -> str:
+    """The reasoning choice: the tokenizer spec's, else the option's (sharegpt), else template."""
+    if options.tokenizer is not None and getattr(options.tokenizer, "reasoning", None):
+        return str(options.tokenizer.reasoning)
+    return options.reasoning or "template"
+
+
+def _verl_spec(spec: Any, reasoning: str) -> tuple[Any, dict[str, bool]]:
+    """The spec with veRL's rule, and what the template does under it (probed once here: a
+    reasoning choice veRL cannot train fails before anything is written)."""
+    from dataclasses import replace
+
+    tok = spec.load()
+    probe = {
+        "lone_message_keeps_reasoning": tok.lone_message_keeps_reasoning(),
+        "rendering_differs": tok.verl_rendering_differs(),
+        "prompt_is_exact": tok.verl_prompt_is_exact(),
+    }
+    if reasoning == "keep" and not probe["lone_message_keeps_reasoning"]:
+        raise ExportError(
+            f"--reasoning keep with --target verl: the chat template of {tok.name} drops the "
+            f"<think> part of an assistant message rendered alone, as veRL renders each message, "
+            f"so veRL cannot train it. Use --target ttgen or trl with --reasoning keep, or "
+            f"--reasoning template or drop with --target verl"
+        )
+    # workers load what was loaded here
+    local = replace(spec, name_or_path=str(tok.folder), chat_template=tok.chat_template,
+                    revision=None, rule="verl")  # fmt: skip
+    return local, probe
+
+
+def _describe_target(
+    options: ExportOptions,
+    reasoning: str,
+    outs: dict[str, _Out],
+    counts: Counter[str],
+    verl_probe: dict[str, bool],
+    dataset_info: Any,
+) -> dict[str, Any]:
+    """The summary's account of the target: its columns, rule, reasoning and trainer settings."""
+    from ttgen.export.targets import RULE_TEXT, RULES, reasoning_meaning, trainer_notes
+
+    target = options.target
+    rule = RULES[target]
+    if target == "sharegpt":
+        from ttgen.export.targets import SHAREGPT_SCHEMA
+
+        columns = list(SHAREGPT_SCHEMA.names)
+    else:
+        from ttgen.export.sft import sft_schema
+
+        columns = list(sft_schema(options.with_ids, target).names)
+    spec = options.tokenizer
+    ignore_mismatch = bool(verl_probe.get("rendering_differs")) or counts["rendering_differs"] > 0
+    out: dict[str, Any] = {
+        "name": target,
+        "rule": rule,
+        "rule_text": RULE_TEXT.get(rule or "", "the trainer tokenizes the text and decides "
+                                   "what is trained"),
+        "columns": columns,
+        "reasoning": reasoning,
+        "reasoning_text": reasoning_meaning(
+            target, reasoning, verl_probe.get("lone_message_keeps_reasoning")
+        ),
+    }
+    if target == "verl":
+        out["rows_rendering_differs"] = counts["rendering_differs"]
+        out["ignore_input_ids_mismatch"] = ignore_mismatch
+        out["template_rendering_differs"] = bool(verl_probe.get("rendering_differs"))
+        out["generation_prompt_exact"] = bool(verl_probe.get("prompt_is_exact"))
+    if target == "sharegpt" and spec is not None:
+        out["tokenizer_note"] = "not used: the trainer tokenizes"
+    trainer = trainer_notes(
+        target,
+        files={name: o.plan.path for name, o in outs.items()},
+        max_len=options.max_len,
+        overlong=options.overlong,
+        reasoning=reasoning,
+        template_kwargs=getattr(spec, "template_kwargs", None),
+        template_override=getattr(spec, "chat_template", None) is not None,
+        ignore_mismatch=ignore_mismatch,
+        dataset_info=dataset_info,
+        prompt_is_exact=verl_probe.get("prompt_is_exact", True),
+    )
+    if trainer is not None:
+        out["trainer"] = trainer
+    return out
+
+
+def _write_sharegpt(
+    routed: Iterable[tuple[dict[str, Any], list[OutputPlan]]],
+    outs: dict[str, _Out],
+    reasoning: str,
+    problems: list[str],
+    progress: Callable[[int], None] | None,
+) -> int:
+    """Write sharegpt rows (no tokenization): one per record, or one per assistant turn with
+    reasoning=per-turn; think blocks removed with reasoning=drop. Returns the records done."""
+    from ttgen.export.chat import ConversationError, drop_reasoning, per_turn_samples
+    from ttgen.export.sft import check_sft_messages
+    from ttgen.export.targets import sharegpt_row
+
+    n_done = 0
+    for rec, dest in routed:
+        messages = rec.get("messages")
+        try:
+            check_sft_messages(messages)
+        except ConversationError as exc:
+            problems.append(f"{rec.get('id', '?')}: {exc}")
+            continue
+        if reasoning == "drop":
+            messages = drop_reasoning(messages)
+        if reasoning == "per-turn":
+            samples = [({**rec, "id": f"{rec.get('id')}#turn{n}"}, msgs)
+                       for n, msgs in enumerate(per_turn_samples(messages), 1)]  # fmt: skip
+        else:
+            samples = [(rec, messages)]
+        for sample, msgs in samples:
+            row = sharegpt_row(sample, msgs)
+            for p in dest:
+                o = outs[p.name]
+                o.writer.write(row)
+                o.rows += 1
+                o.by_source[row["source"]] += 1
+        n_done += 1
+        if progress is not None and n_done % 256 == 0:
+            progress(n_done)
+    return n_done
 
 
 def summary_path(out: Path) -> Path:

@@ -22,7 +22,11 @@ A bad record (no messages, roles out of order, a template that raises) does not 
 stream: it comes back with ``chat=None`` and ``error`` saying what is wrong, for the caller to
 report as "record id: problem".
 
-`sft_row` builds a row of `SFT_SCHEMA`; `sft_record_batch` turns rows into an Arrow record batch.
+`sft_row` builds a row of `sft_schema(with_ids, target)` (`SFT_SCHEMA`: the ttgen target's);
+`sft_record_batch` turns rows into an Arrow record batch. The columns per target (see
+`ttgen.export.targets`): ``ttgen`` and ``verl`` write input_ids and loss_mask (under our rule
+and under veRL's), ``trl`` writes them as input_ids and assistant_masks, the names TRL's
+SFTTrainer reads.
 """
 
 from __future__ import annotations
@@ -43,15 +47,24 @@ from ttgen.errors import TtgenError
 from ttgen.export.chat import ChatTokenizer, ConversationError, TokenizedChat, check_messages
 
 _MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
-_ID_FIELDS = [
-    pa.field("input_ids", pa.list_(pa.int32())),
-    pa.field("loss_mask", pa.list_(pa.int8())),
-]
+# The name of the loss mask column per target: TRL's SFTTrainer builds its labels from
+# "assistant_masks" (and would ignore a "loss_mask" column).
+MASK_COLUMN = {"ttgen": "loss_mask", "verl": "loss_mask", "trl": "assistant_masks"}
 
 
-def sft_schema(with_ids: bool = True) -> pa.Schema:
-    """The SFT row schema; ``with_ids=False`` leaves out input_ids and loss_mask (the counts
-    stay), for exports that are re-tokenized by the trainer."""
+def _id_fields(target: str) -> list[pa.Field]:
+    return [
+        pa.field("input_ids", pa.list_(pa.int32())),
+        pa.field(MASK_COLUMN[target], pa.list_(pa.int8())),
+    ]
+
+
+def sft_schema(with_ids: bool = True, target: str = "ttgen") -> pa.Schema:
+    """The SFT row schema of ``target`` (ttgen, trl or verl); ``with_ids=False`` (ttgen only)
+    leaves out input_ids and loss_mask (the counts stay), for exports that are re-tokenized by
+    the trainer."""
+    if target not in MASK_COLUMN:
+        raise ValueError(f"no token columns for target {target!r}")
     fields = [
         pa.field("messages", pa.list_(_MESSAGE)),
         pa.field("trajectory_id", pa.string()),
@@ -67,15 +80,21 @@ def sft_schema(with_ids: bool = True) -> pa.Schema:
         pa.field("n_tokens_full", pa.int32()),
         pa.field("truncated", pa.bool_()),
     ]
-    return pa.schema(fields + (_ID_FIELDS if with_ids else []))
+    return pa.schema(fields + (_id_fields(target) if with_ids else []))
 
 
 SFT_SCHEMA = sft_schema(True)
 
 
-def sft_row(record: Mapping[str, Any], tok: TokenizedChat, *, with_ids: bool = True) -> dict:
-    """A row of `sft_schema(with_ids)` for a record and its tokenization. The token arrays stay
-    numpy arrays, which pyarrow takes without converting element by element."""
+def sft_row(
+    record: Mapping[str, Any],
+    tok: TokenizedChat,
+    *,
+    with_ids: bool = True,
+    target: str = "ttgen",
+) -> dict:
+    """A row of `sft_schema(with_ids, target)` for a record and its tokenization. The token
+    arrays stay numpy arrays, which pyarrow takes without converting element by element."""
     row = {
         "messages": [{"role": m["role"], "content": m["content"]} for m in record["messages"]],
         "trajectory_id": record.get("id"),
@@ -93,14 +112,17 @@ def sft_row(record: Mapping[str, Any], tok: TokenizedChat, *, with_ids: bool = T
     }
     if with_ids:
         row["input_ids"] = tok.input_ids
-        row["loss_mask"] = tok.loss_mask
+        row[MASK_COLUMN[target]] = tok.loss_mask
     return row
 
 
-def sft_record_batch(rows: list[dict], *, with_ids: bool = True) -> pa.RecordBatch:
-    """`sft_row` rows as one record batch of `sft_schema(with_ids)` (pyarrow copies the numpy
-    token arrays as blocks: ~1 ms for 50 rows of 13k tokens, against ~0.8 s to tokenize them)."""
-    return pa.RecordBatch.from_pylist(rows, schema=sft_schema(with_ids))
+def sft_record_batch(
+    rows: list[dict], *, with_ids: bool = True, target: str = "ttgen"
+) -> pa.RecordBatch:
+    """`sft_row` rows as one record batch of `sft_schema(with_ids, target)` (pyarrow copies the
+    numpy token arrays as blocks: ~1 ms for 50 rows of 13k tokens, against ~0.8 s to tokenize
+    them)."""
+    return pa.RecordBatch.from_pylist(rows, schema=sft_schema(with_ids, target))
 
 
 # -- tokenizing a stream of records ---------------------------------------------------------------
@@ -114,9 +136,11 @@ class TokenizerSpec:
     chat_template: str | None = None  # a file or template text; None: the folder's
     revision: str | None = None
     template_kwargs: dict[str, Any] = field(default_factory=dict)
-    # what happens to the <think> part of assistant turns: template | keep | drop
+    # what happens to the <think> part of assistant turns: template | keep | drop | per-turn
     # (ChatTokenizer.encode_chat)
     reasoning: str = "template"
+    # which tokens are trained: ttgen (ours) | verl (veRL's MultiTurnSFTDataset's)
+    rule: str = "ttgen"
 
     def load(self) -> ChatTokenizer:
         return ChatTokenizer.load(
@@ -154,12 +178,16 @@ def check_sft_messages(messages: Any) -> None:
 
 
 def _tokenize_one(
-    tok: ChatTokenizer, messages: Any, max_len: int | None, reasoning: str = "template"
+    tok: ChatTokenizer,
+    messages: Any,
+    max_len: int | None,
+    reasoning: str = "template",
+    rule: str = "ttgen",
 ) -> TokenizedChat | str:
     """A tokenization, or the problem as text (a bad record must not stop the stream)."""
     try:
         check_sft_messages(messages)
-        return tok.encode_chat(messages, max_len=max_len, reasoning=reasoning)
+        return tok.encode_chat(messages, max_len=max_len, reasoning=reasoning, rule=rule)
     except TtgenError as exc:  # ours say what is wrong already
         return str(exc)
     except Exception as exc:  # a worker must survive whatever one record does
@@ -182,20 +210,22 @@ def _result(record: Any, out: TokenizedChat | str) -> TokenizeResult:
 
 _WORKER_TOKENIZER: ChatTokenizer | None = None
 _WORKER_REASONING = "template"
+_WORKER_RULE = "ttgen"
 _DEFAULT_START = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def _init_worker(spec: TokenizerSpec) -> None:
-    global _WORKER_TOKENIZER, _WORKER_REASONING
+    global _WORKER_TOKENIZER, _WORKER_REASONING, _WORKER_RULE
     # Each worker is one of several processes: tokenizers' own thread pool would oversubscribe.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     _WORKER_TOKENIZER = spec.load()
     _WORKER_REASONING = spec.reasoning
+    _WORKER_RULE = spec.rule
 
 
 def _work(chunk: list[Any], max_len: int | None) -> list[TokenizedChat | str]:
     assert _WORKER_TOKENIZER is not None, "worker not initialized"
-    return [_tokenize_one(_WORKER_TOKENIZER, messages, max_len, _WORKER_REASONING)
+    return [_tokenize_one(_WORKER_TOKENIZER, messages, max_len, _WORKER_REASONING, _WORKER_RULE)
             for messages in chunk]  # fmt: skip
 
 
@@ -223,7 +253,8 @@ def tokenize_records(
     tok = spec.load()
     if workers == 1:
         for record in records:
-            yield _result(record, _tokenize_one(tok, _messages_of(record), max_len, spec.reasoning))
+            out = _tokenize_one(tok, _messages_of(record), max_len, spec.reasoning, spec.rule)
+            yield _result(record, out)
         return
     # Workers load what was loaded here: the local folder and the template text.
     local = replace(

@@ -20,6 +20,8 @@ export → report). Strict: an unknown key or a wrong type is an error naming th
     rollouts: {attempts: 1, stand_in: oracle}
     curation: {benchmarks: [examples/benchmarks/demo-benchmark.jsonl]}
     export: {corpus: corpus.parquet, sft: {tokenizer: toy}}
+    train: {preset: cpu-tiny}           # `ttgen train` on the SFT export (needs the train extra)
+    eval: {tasks: [examples/tasks]}     # serve the trained model, `ttgen eval` it (Terminus 2)
     report: true
 
 Relative paths are relative to the YAML file's folder.
@@ -34,11 +36,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from ttgen.errors import TtgenError
 
-STAGES = ("sources", "validation", "rollouts", "curation", "export", "report")
+STAGES = ("sources", "validation", "rollouts", "curation", "export", "train", "eval", "report")
 
 
 class PipelineConfigError(TtgenError):
@@ -157,12 +166,34 @@ class Curation(_Strict):
 
 
 class Sft(_Strict):
-    tokenizer: str  # a folder, a hub name, or "toy" (a small BPE trained on the run's data)
+    # a folder, a hub name, or "toy" (a small BPE trained on the run's data); optional only for
+    # target sharegpt (the trainer tokenizes)
+    tokenizer: str | None = None
     file: str = "sft.parquet"
     max_len: int = Field(default=32768, ge=1)
     chat_template: str | None = None
     template_args: dict[str, Any] = Field(default_factory=dict)
     reasoning: Literal["template", "keep", "drop", "per-turn"] = "template"
+    # the columns, for a trainer (`ttgen export --target`): ttgen | trl | verl | sharegpt
+    target: Literal["ttgen", "trl", "verl", "sharegpt"] = "ttgen"
+
+    @model_validator(mode="after")
+    def _tokenizer_needed(self) -> Sft:
+        if self.tokenizer is None and self.target != "sharegpt":
+            raise ValueError(f"tokenizer is required (target {self.target} writes token ids)")
+        if self.target == "verl" and self.reasoning == "per-turn":
+            raise ValueError("reasoning per-turn is not expressible with target verl (veRL "
+                             "trains every assistant message): use target ttgen or trl")  # fmt: skip
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_default_target(self, handler: Any) -> dict[str, Any]:
+        # target came after run fingerprints existed: left out at its default, so that run
+        # folders made before it are not re-exported after an upgrade
+        data = handler(self)
+        if data.get("target") == "ttgen":
+            data.pop("target")
+        return data
 
 
 class Export(_Strict):
@@ -173,6 +204,27 @@ class Export(_Strict):
     seed: int = 0
     include_sources: list[str] = Field(default_factory=list)
     exclude_sources: list[str] = Field(default_factory=list)
+
+
+class Train(_Strict):
+    """`ttgen train` on the export's SFT file: a recipe preset (the paper's qwen3-8b/14b/32b, or
+    cpu-tiny for a CPU loop), the backend, and overrides of any recipe value."""
+
+    preset: str = "cpu-tiny"
+    backend: Literal["trl", "verl"] = "trl"
+    model: str | None = None  # default: the preset's
+    set: dict[str, Any] = Field(default_factory=dict)  # recipe overrides, as `--set key=value`
+
+
+class Eval(_Strict):
+    """Serve the trained checkpoint and evaluate it Terminal-Bench style through Terminus 2."""
+
+    tasks: list[str] = Field(min_length=1)  # task folders or folders of tasks (with tests)
+    attempts: int = Field(default=1, ge=1)
+    concurrency: int = Field(default=2, ge=1)
+    agent_kwargs: dict[str, Any] = Field(default_factory=dict)
+    engine: Literal["auto", "transformers", "vllm"] = "auto"
+    verifier_isolation: Literal["snapshot", "shared"] = "snapshot"
 
 
 class Estimate(_Strict):
@@ -194,6 +246,8 @@ class PipelineConfig(_Strict):
     rollouts: Rollouts = Field(default_factory=Rollouts)
     curation: Curation = Field(default_factory=Curation)
     export: Export = Field(default_factory=Export)
+    train: Train | None = None
+    eval: Eval | None = None
     report: bool = True
     estimate: Estimate = Field(default_factory=Estimate)
     base_dir: Path = Field(default=Path("."), exclude=True)
@@ -269,6 +323,16 @@ def load_pipeline(path: Path) -> PipelineConfig:
         raise PipelineConfigError(
             f"{path}: sources share the folder name(s) {dup}; give them distinct `name`s"
         )
+    if config.train is not None and config.export.sft is None:
+        raise PipelineConfigError(
+            f"{path}: train: needs SFT data; add an export.sft section (e.g. "
+            "`sft: {tokenizer: toy}`)"
+        )
+    if config.eval is not None and config.train is None:
+        raise PipelineConfigError(
+            f"{path}: eval: evaluates the model the train stage makes; add a train section "
+            "(to evaluate another model, run `ttgen eval --model M --base-url URL`)"
+        )
     _check_paths(path, config)
     return config
 
@@ -286,6 +350,9 @@ def _check_paths(path: Path, config: PipelineConfig) -> None:
     if config.export.sft is not None:
         wanted.append(("export.sft.chat_template", config.export.sft.chat_template,
                        "a chat template file"))  # fmt: skip
+    if config.eval is not None:
+        for i, t in enumerate(config.eval.tasks):
+            wanted.append((f"eval.tasks[{i}]", t, "a task folder or a folder of tasks"))
     problems = []
     for key, value, what in wanted:
         if not value:

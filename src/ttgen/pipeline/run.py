@@ -141,7 +141,10 @@ class Runner:
         out["rollouts"] = _fingerprint(out["validation"], _settings(c.rollouts), teacher)
         out["curation"] = _fingerprint(out["rollouts"], _settings(c.curation))
         out["export"] = _fingerprint(out["curation"], _settings(c.export))
-        out["report"] = _fingerprint(out["export"], c.report)
+        out["train"] = _fingerprint(out["export"], _settings(c.train) if c.train else None)
+        out["eval"] = _fingerprint(out["train"], _settings(c.eval) if c.eval else None)
+        # (without train/eval, as before they existed: old run folders keep their report)
+        out["report"] = _fingerprint(out["eval"] if c.train or c.eval else out["export"], c.report)
         return out
 
     def stage_state(self, stage: str, fingerprints: dict[str, str]) -> str:
@@ -458,23 +461,124 @@ class Runner:
             from ttgen.export.sft import TokenizerSpec
 
             tok = e.sft.tokenizer
+            spec = None  # none with target sharegpt and no tokenizer: the trainer tokenizes
             if tok == "toy":
                 tok = str(self._toy_tokenizer(data, out_dir / "toy-tokenizer"))
                 note = "SFT token counts use a toy tokenizer trained on this run (for trying the pipeline, not for training)"
-            elif not tok.startswith(("/", ".")) and self.config.path(tok).exists():
+            elif tok and not tok.startswith(("/", ".")) and self.config.path(tok).exists():
                 tok = str(self.config.path(tok))
-            spec = TokenizerSpec(tok, chat_template=e.sft.chat_template,
-                                 template_kwargs=dict(e.sft.template_args),
-                                 reasoning=e.sft.reasoning)  # fmt: skip
+            if tok is not None:
+                spec = TokenizerSpec(tok, chat_template=e.sft.chat_template,
+                                     template_kwargs=dict(e.sft.template_args),
+                                     reasoning=e.sft.reasoning)  # fmt: skip
             s = export([data], out_dir / e.sft.file,
-                       ExportOptions(format="sft", tokenizer=spec, max_len=e.sft.max_len, **common))  # fmt: skip
+                       ExportOptions(format="sft", tokenizer=spec, max_len=e.sft.max_len,
+                                     target=e.sft.target, reasoning=e.sft.reasoning,
+                                     **common))  # fmt: skip
             outputs["sft"] = f"export/{e.sft.file}"
             counts["sft_rows"] = sum(o["rows"] for o in s["outputs"].values())
-            counts["sft_tokens"] = sum(o["tokens"] for o in s["outputs"].values())
-            counts["sft_truncated"] = sum(o["truncated"] for o in s["outputs"].values())
+            counts["sft_tokens"] = sum(o.get("tokens", 0) for o in s["outputs"].values())
+            counts["sft_truncated"] = sum(o.get("truncated", 0) for o in s["outputs"].values())
             if s["skipped"]:
                 counts["sft_skipped"] = s["skipped"]
         return StageResult("done", outputs, counts, note)
+
+    def _sft_files(self) -> list[Path]:
+        """The SFT files the export stage wrote (a mix writes one file per stage/fraction)."""
+        sft = self.config.export.sft
+        summary = self.run / "export" / f"{sft.file}.export.json" if sft else None
+        files: list[Path] = []
+        if summary is not None and summary.is_file():
+            outputs = json.loads(summary.read_text(encoding="utf-8")).get("outputs") or {}
+            files = [Path(str(o.get("path") or name)) for name, o in outputs.items()]
+            files = [f if f.is_absolute() else self.run / "export" / f.name for f in files]
+        if not files and sft is not None:
+            files = [self.run / "export" / sft.file]
+        return [f for f in files if f.is_file()]
+
+    def _stage_train(self) -> StageResult:
+        c = self.config.train
+        if c is None:
+            return StageResult("skipped", {}, {}, "no train section")
+        try:
+            from ttgen.train.recipe import resolve
+            from ttgen.train.trl_backend import train_trl
+        except ImportError as exc:
+            raise PipelineError(f"train: needs the train extra ({exc}); install it with "
+                                "pip install 'terminal-task-gen[train]'") from None  # fmt: skip
+        files = self._sft_files()
+        if not files:
+            raise PipelineError("train: the export stage wrote no SFT file (export.sft)")
+        overrides = dict(c.set)
+        if c.model is not None:
+            overrides["model"] = c.model
+        try:
+            cfg = resolve(c.preset, overrides)
+        except TtgenError as exc:
+            raise PipelineError(f"train: {exc}") from None
+        if c.backend == "verl":
+            from ttgen.train.verl_backend import write_verl_run
+
+            written = write_verl_run(self.run / "train", cfg, files)
+            return StageResult("done", {"train": "train"}, {"backend": "verl"},
+                               f"veRL config and launch scripts written ({written}); "
+                               "run them on a GPU cluster")  # fmt: skip
+        result = train_trl(self.run / "train", cfg, files, echo=self.log)
+        counts = {k: result.get(k) for k in ("steps", "final_loss", "first_loss",
+                                             "tokens_per_sec", "model")}  # fmt: skip
+        return StageResult("done", {"train": "train", "model": "train/model"},
+                           {k: v for k, v in counts.items() if v is not None})  # fmt: skip
+
+    def _stage_eval(self) -> StageResult:
+        import asyncio
+
+        c = self.config.eval
+        if c is None:
+            return StageResult("skipped", {}, {}, "no eval section")
+        from ttgen.rollout.evaluate import evaluate, task_category
+        from ttgen.rollout.job import Job, load_tasks, rollout_specs
+        from ttgen.rollout.models import AgentSpec
+        from ttgen.task import find_tasks
+        from ttgen.train.serve import ModelServer
+
+        model_dir = self.run / "train" / "model"
+        if not (model_dir / "config.json").is_file():
+            raise PipelineError(f"eval: no trained model in {model_dir} (the train stage "
+                                "writes it; with backend verl, train on a GPU cluster first)")  # fmt: skip
+        tasks, bad = load_tasks(find_tasks([self.config.path(t) for t in c.tasks]))
+        if not tasks:
+            raise PipelineError("eval: no valid task in eval.tasks")
+        out = self.run / "eval"
+        out.mkdir(parents=True, exist_ok=True)
+        with ModelServer(model_dir, c.engine, log_path=out / "server.log") as server:
+            kwargs = {**c.agent_kwargs, "model": server.model, "base_url": server.base_url}
+            spec = AgentSpec(name="terminus-2", kwargs=kwargs)
+            events = self.job_events(f"eval x{c.attempts}") if self.job_events else None
+            options = _job_options(c)
+            job = Job(out / "job", rollout_specs(tasks, spec, c.attempts), options,
+                      kind="eval", events=events, skipped_tasks=bad)  # fmt: skip
+            result = asyncio.run(_with_events(events, job.run()))
+        summary = evaluate(job.summaries.values(),
+                           {t.name: task_category(t.config.metadata) for t in tasks}, c.attempts)  # fmt: skip
+        report = {
+            "agent": "terminus-2",
+            "model": server.model,
+            "checkpoint": str(model_dir),
+            "served_by": server.engine,
+            "agent_kwargs": dict(c.agent_kwargs),
+            "job_folder": str(out / "job"),
+            "job_id": result["id"],
+            "skipped_tasks": bad,
+            **summary,
+        }
+        write_json_atomic(out / "eval.json", report)
+        counts = {"tasks": summary["n_tasks"], "trials": summary["n_trials"],
+                  "accuracy": summary["accuracy"], "missing": summary["n_missing"],
+                  "outcomes": summary["outcomes"]}  # fmt: skip
+        if summary["n_missing"]:
+            raise PipelineError(f"eval: {summary['n_missing']} trial(s) missing after retries "
+                                f"(infrastructure errors; see {out / 'job'}); re-run to resume")  # fmt: skip
+        return StageResult("done", {"eval": "eval/eval.json"}, counts)
 
     def _toy_tokenizer(self, data: Path, dest: Path) -> Path:
         from ttgen.curate.pipeline import read_records
@@ -568,9 +672,9 @@ def _job_options(stage: Any) -> Any:
 
     return JobOptions(
         n_concurrent=stage.concurrency,
-        executor=stage.executor,
-        ray_address=stage.address,
-        per_node=stage.per_node,
+        executor=getattr(stage, "executor", "local"),
+        ray_address=getattr(stage, "address", None),
+        per_node=getattr(stage, "per_node", None),
         verifier_isolation=stage.verifier_isolation,
     )
 
