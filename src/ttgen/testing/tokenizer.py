@@ -96,8 +96,11 @@ _CONFIG = {
     "chatml": {"bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"},
     "qwen3": {"bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"},
     "llama3": {
-        # The object form, as Llama's tokenizer_config.json has it for some fields.
-        "bos_token": {"content": "<|begin_of_text|>", "special": True},
+        # The object form, as Llama's tokenizer_config.json has it for some fields (with the
+        # "__type" marker that transformers needs to read it as a token).
+        "bos_token": {"__type": "AddedToken", "content": "<|begin_of_text|>", "lstrip": False,
+                      "normalized": False, "rstrip": False, "single_word": False,
+                      "special": True},
         "eos_token": "<|eot_id|>",
         "pad_token": None,
     },
