@@ -74,7 +74,12 @@ if ! engine_up; then
   fi
   is_root || die "the Docker engine is not running; start it (e.g. sudo systemctl start docker)"
   say "starting dockerd (log: /var/log/ttgen-dockerd.log)"
-  nohup dockerd >/var/log/ttgen-dockerd.log 2>&1 </dev/null &
+  # its own session: a job control kill of the caller's process group does not take the engine down
+  if command -v setsid >/dev/null; then
+    setsid nohup dockerd >/var/log/ttgen-dockerd.log 2>&1 </dev/null &
+  else
+    nohup dockerd >/var/log/ttgen-dockerd.log 2>&1 </dev/null &
+  fi
   for _ in $(seq 60); do engine_up && break; sleep 1; done
   engine_up || { tail -20 /var/log/ttgen-dockerd.log >&2; die "dockerd did not come up"; }
 fi

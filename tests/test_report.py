@@ -891,9 +891,10 @@ def test_training_loss_curve_and_eval_table_in_chromium(tmp_path):
     train = run / "train"
     train.mkdir()
     (train / "train.json").write_text(json.dumps(
-        {"preset": "cpu-tiny", "backend": "trl", "recipe": {"model": "init:qwen3-tiny"}}))  # fmt: skip
+        {"kind": "ttgen-train", "backend": "trl", "status": "done",
+         "config": {"preset": "cpu-tiny", "model": "init:qwen3-tiny"}}))  # fmt: skip
     lines = [json.dumps({"step": i, "loss": 6.0 * 0.97**i, "learning_rate": 1e-3,
-                         "tokens_per_sec": 1000.0 + i}) for i in range(1, 81)]  # fmt: skip
+                         "tokens_per_s": 1000.0 + i}) for i in range(1, 81)]  # fmt: skip
     (train / "metrics.jsonl").write_text("\n".join([*lines, "{not json"]) + "\n")
     (run / "eval").mkdir()
     (run / "eval" / "eval.json").write_text(json.dumps({

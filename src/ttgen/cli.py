@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import shutil
 import signal
 import subprocess
@@ -1985,6 +1986,16 @@ def export_cmd(
         bool,
         typer.Option("--ids/--no-ids", help="sft: include input_ids and loss_mask columns."),
     ] = True,
+    target: Annotated[
+        str,
+        typer.Option(
+            help="sft: the columns, for a trainer. ttgen (default): messages, metadata, input_ids, "
+            "loss_mask (our rule); trl: input_ids + assistant_masks for TRL's SFTTrainer; verl: "
+            "messages for veRL's multi-turn SFT dataset, with input_ids/loss_mask under veRL's "
+            "rule; sharegpt: conversations + system for LLaMA-Factory (no tokens; writes "
+            "dataset_info.json beside the file)."
+        ),
+    ] = "ttgen",
     workers: Annotated[
         int | None, typer.Option(min=1, help="sft: tokenizer processes (default: all cores).")
     ] = None,
@@ -2029,16 +2040,23 @@ def export_cmd(
     import os
 
     from ttgen.export.pipeline import ExportError, ExportOptions, export
+    from ttgen.export.targets import check_target
 
+    try:
+        check_target(target, fmt=fmt, with_ids=ids, reasoning=reasoning, overlong=overlong,
+                     out=out)  # fmt: skip
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     spec = None
     if fmt == "sft":
-        if tokenizer is None:
-            raise _fail("--format sft needs --tokenizer (a local folder or a hub name)")
         from ttgen.export.chat import REASONING_MODES
         from ttgen.export.sft import TokenizerSpec
 
         if reasoning not in REASONING_MODES:
             raise _fail(f"--reasoning must be one of {', '.join(REASONING_MODES)}")
+    if fmt == "sft" and (tokenizer is not None or target != "sharegpt"):
+        if tokenizer is None:
+            raise _fail("--format sft needs --tokenizer (a local folder or a hub name)")
         spec = TokenizerSpec(
             tokenizer,
             chat_template=chat_template,
@@ -2050,6 +2068,8 @@ def export_cmd(
         raise _fail("--tokenizer is for --format sft")
     options = ExportOptions(
         format=fmt,
+        target=target,
+        reasoning=reasoning if fmt == "sft" else None,
         mix=mix,
         stage1_subsets=tuple(x.strip() for x in stage1.split(",") if x.strip()),
         fractions=list(fraction or []),
@@ -2066,6 +2086,34 @@ def export_cmd(
         hub_private=private,
         hub_token=os.environ.get("HF_TOKEN"),
     )
+
+    def print_target(t: dict[str, Any]) -> None:
+        """The summary's target: columns, training rule, reasoning, the trainer's settings."""
+
+        def say(text: str) -> None:
+            console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+        say(f"target: {t['name']} (columns: {', '.join(t['columns'])})")
+        say(f"rule: {t['rule'] or 'none'} ({t['rule_text']})")
+        say(f"reasoning: {t['reasoning']} ({t['reasoning_text']})")
+        if t["name"] == "verl":
+            say(f"rows that veRL renders differently from the whole conversation: "
+                f"{t['rows_rendering_differs']}; data.ignore_input_ids_mismatch="
+                f"{t['ignore_input_ids_mismatch']}")  # fmt: skip
+        trainer = t.get("trainer")
+        if trainer:
+            say(f"{trainer['trainer']} reads: {trainer['reads']}")
+            if len(trainer.get("train_files") or ()) > 1:
+                say("train files: " + ", ".join(f"{k}={v}" for k, v in trainer["train_files"].items()))
+            if trainer.get("overrides"):
+                say("veRL overrides: " + " ".join(shlex.quote(o) for o in trainer["overrides"]))
+            elif trainer.get("config"):
+                say("settings: " + ", ".join(f"{k}={v}" for k, v in trainer["config"].items()))
+            for path in trainer.get("dataset_info") or []:
+                say(f"dataset_info: {path}")
+            for note in trainer.get("notes", []):
+                say(f"note: {note}")
+
     ticker = _Ticker(quiet=as_json)
     try:
         with ticker:
@@ -2077,27 +2125,20 @@ def export_cmd(
     if as_json:
         console.print_json(json.dumps(summary))
     else:
-        table = Table(title=escape(f"export ({fmt}): {summary['records']} record(s) read"))
-        cols = ["file", "rows"] + (["tokens", "trained", "truncated"] if fmt == "sft" else [])
+        title = f"export ({fmt}" + (f", target {target}" if fmt == "sft" else "") + ")"
+        table = Table(title=escape(f"{title}: {summary['records']} record(s) read"))
+        tokens = fmt == "sft" and target != "sharegpt"
+        cols = ["file", "rows"] + (["tokens", "trained", "truncated"] if tokens else [])
         for col in cols:
             table.add_column(col, justify="left" if col == "file" else "right")
         for o in summary["outputs"].values():
             row = [escape(str(o["path"])), str(o["rows"])]
-            if fmt == "sft":
+            if tokens:
                 row += [str(o["tokens"]), str(o["trained_tokens"]), str(o["truncated"])]
             table.add_row(*row)
         console.print(table)
         if fmt == "sft":
-            console.print(
-                f"reasoning: {reasoning} ("
-                + {"template": "as the chat template renders it: a template like Qwen3's "
-                   "drops it from assistant turns before the last user message",
-                   "keep": "every assistant turn's reasoning kept and trained",
-                   "drop": "no reasoning in any turn",
-                   "per-turn": "one row per assistant turn, rendered as at inference, that "
-                   "turn trained"}[reasoning] + ")",
-                highlight=False, markup=False,
-            )  # fmt: skip
+            print_target(summary["target"])
         if summary["dropped_overlong"]:
             console.print(f"dropped as longer than {max_len}: {summary['dropped_overlong']}")
         if source or exclude_source:
@@ -2252,6 +2293,32 @@ def eval_cmd(
     verifier_isolation: VerifierIsolation = "snapshot",
     address: RayAddress = None,
     per_node: PerNode = None,
+    serve: Annotated[
+        Path | None,
+        typer.Option(
+            "--serve",
+            help="Serve this model folder (a checkpoint in Hugging Face format, e.g. RUN/model) "
+            "with an OpenAI-compatible server for the eval: started first, stopped at the end; "
+            "it sets --model and --base-url. Log: OUT/server.log.",
+            show_default=False,
+        ),
+    ] = None,
+    serve_engine: Annotated[
+        str,
+        typer.Option(
+            "--serve-engine",
+            help="--serve: transformers (CPU or GPU), vllm (GPU), or auto (vllm when installed "
+            "and a GPU is present).",
+        ),
+    ] = "auto",
+    serve_port: Annotated[
+        int | None,
+        typer.Option(
+            "--serve-port",
+            help="--serve: the port (default: the one this OUT used before, else a free one).",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOut = False,
 ) -> None:
     """Evaluate an agent/model Terminal-Bench style: k trials per task, accuracy ± SE, pass@k,
@@ -2262,11 +2329,13 @@ def eval_cmd(
     std of the per-run accuracies / sqrt(k)); the binomial SE sqrt(p(1-p)/n) is in eval.json.
     Infrastructure errors are retried, never counted as failures, and reported apart; tasks
     without tests are left out. Exits 1 when trials are still missing (infrastructure errors).
+
+    With --serve MODEL_DIR the model folder is served for the eval (`ttgen serve`) and its
+    path is recorded in eval.json (`checkpoint`). A model that never answers in the agent's
+    format (an untrained one) fails every trial, as a model outcome. Bound the cost of a slow
+    model with --ak max_tokens=N (tokens per reply), --ak max_turns=N, --ak timeout_sec=S (per
+    request) and --timeout-multiplier (the tasks' agent timeouts).
     """
-    from ttgen.agents import create_agent
-    from ttgen.rollout.evaluate import category_table, evaluate, report_lines, task_category
-    from ttgen.rollout.job import Job, load_tasks, rollout_specs
-    from ttgen.rollout.models import AgentSpec, write_json_atomic
     from ttgen.task import find_tasks
 
     try:
@@ -2275,6 +2344,85 @@ def eval_cmd(
         raise _fail(str(exc)) from None
     kwargs = _kv(agent_kwargs, "--ak", parse_json=True)
     kwargs.update({k: v for k, v in (("model", model), ("base_url", base_url)) if v is not None})
+    server = None
+    if serve is not None:
+        if model is not None or base_url is not None:
+            raise _fail("--serve sets the model and the base URL: drop --model and --base-url")
+        server = _start_eval_server(serve, serve_engine, serve_port, out, agent)
+        kwargs.update(model=server.model, base_url=server.base_url)
+    try:
+        _eval_with(
+            kwargs, found, out, agent, attempts, concurrency, retries, keep_errors,
+            timeout_multiplier, force_build, preflight, executor, verifier_isolation, address,
+            per_node, as_json, server,
+        )  # fmt: skip
+    finally:
+        if server is not None:
+            server.stop()
+            if not as_json:
+                err_console.print("model server stopped", highlight=False, markup=False)
+
+
+def _start_eval_server(folder: Path, engine: str, port: int | None, out: Path, agent: str):
+    """`ttgen eval --serve`: the model server, started and ready (or the command fails)."""
+    from ttgen.train.serve import ENGINES, ModelServer, ServerError, port_free, previous_port
+
+    if engine not in ENGINES:
+        raise _fail(f"--serve-engine {engine!r}: use one of {', '.join(ENGINES)}")
+    if agent != "terminus-2" and ":" not in agent:
+        raise _fail(f"--serve: agent {agent!r} does not call a model (use terminus-2)")
+    try:
+        server = ModelServer(folder, engine, log_path=out / "server.log")
+    except ServerError as exc:
+        raise _fail(str(exc)) from None
+    if port is None:  # the port of an earlier run of this OUT, so that the job resumes
+        port = previous_port(out / "job" / "config.json", server.model)
+        if port is not None and not port_free(port):
+            port = None
+    server.port = port
+    err_console.print(
+        f"serving {server.folder} with {server.engine} (log: {server.log_path}) ...",
+        highlight=False,
+        markup=False,
+    )
+    try:
+        server.start()
+    except ServerError as exc:
+        raise _fail(str(exc)) from None
+    err_console.print(
+        f"model server ready in {server.startup_sec:.1f}s: {server.base_url} "
+        f"(model {server.model})",
+        highlight=False,
+        markup=False,
+    )
+    return server
+
+
+def _eval_with(
+    kwargs: dict[str, Any],
+    found: list[Path],
+    out: Path,
+    agent: str,
+    attempts: int,
+    concurrency: int,
+    retries: int,
+    keep_errors: bool,
+    timeout_multiplier: float,
+    force_build: bool,
+    preflight: bool,
+    executor: str,
+    verifier_isolation: str,
+    address: str | None,
+    per_node: int | None,
+    as_json: bool,
+    server: Any,
+) -> None:
+    """The eval itself (`eval_cmd`), against kwargs' model; `server`: the --serve server."""
+    from ttgen.agents import create_agent
+    from ttgen.rollout.evaluate import category_table, evaluate, report_lines, task_category
+    from ttgen.rollout.job import Job, load_tasks, rollout_specs
+    from ttgen.rollout.models import AgentSpec, write_json_atomic
+
     try:
         probe = create_agent(agent, **kwargs)
     except (TtgenError, ValueError) as exc:
@@ -2320,6 +2468,8 @@ def eval_cmd(
     report = {
         "agent": agent,
         "model": kwargs.get("model"),
+        "checkpoint": str(server.folder) if server is not None else None,
+        "server": server.describe() if server is not None else None,
         "agent_kwargs": {k: v for k, v in kwargs.items() if "key" not in k.lower()},
         "job_folder": str(out / "job"),
         "job_id": result["id"],
@@ -2340,6 +2490,301 @@ def eval_cmd(
             markup=False,
         )
     raise typer.Exit(1 if summary["n_missing"] else 0)
+
+
+_TRAIN_NEEDS = {
+    "trl": ("torch", "transformers", "trl", "datasets", "accelerate"),
+    "verl": ("torch", "transformers", "verl", "hydra"),
+}
+
+
+@app.command("train")
+def train_cmd(
+    data: Annotated[
+        list[Path],
+        typer.Argument(
+            help="SFT files from `ttgen export --format sft --tokenizer T` (parquet or JSONL, "
+            "or folders of them): input_ids + loss_mask, or TRL's input_ids + assistant_masks."
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Run folder: train.json, train.log, metrics.jsonl, checkpoints/, model/. "
+            "Re-run the same command to resume it.",
+        ),
+    ] = None,
+    preset: Annotated[
+        str,
+        typer.Option(
+            help="The recipe: qwen3-8b, qwen3-14b, qwen3-32b (the paper's) or cpu-tiny (a "
+            "model built from a config, trained on CPU)."
+        ),
+    ] = "cpu-tiny",
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="trl: TRL's SFTTrainer on this machine (CPU or one GPU); verl: "
+            "veRL's SFT trainer (config + launch scripts; runs on this node's GPUs)."
+        ),
+    ] = "trl",
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Model to train: Hub id, local folder or init:qwen3-<size> (tiny, "
+            "small, 300m); default: the preset's."
+        ),
+    ] = None,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            help="Tokenizer folder the data was exported with (default: the model's; "
+            "for init:... the one the export summary names)."
+        ),
+    ] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override a recipe value: KEY=VALUE (repeatable), e.g. "
+            "learning_rate=1e-5, epochs=1, max_steps=100, global_batch_size=64.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the plan (examples, tokens, steps, GPU-hours) and write nothing.",
+        ),
+    ] = False,
+    as_json: JsonOut = False,
+) -> None:
+    """Fine-tune a model on exported SFT rows with the paper's recipe (§5.1): loss on the
+    trained tokens of our masks, checkpoints in Hugging Face format, resumable after a kill.
+
+    The plan comes first: examples, tokens (total, trained, after truncation), optimizer
+    steps, warmup and a GPU-hours estimate (6·N·D + attention FLOPs over peak x MFU). With
+    --backend trl the run trains here and prints progress, then the final loss, tokens/s and
+    the model folder (RUN/model). With --backend verl it writes veRL's hydra config and
+    single-node, multi-node and Slurm launch scripts into RUN/verl and runs the single-node one
+    on this machine's GPUs.
+    """
+    from importlib.util import find_spec
+
+    from ttgen.train.data import TrainDataError, export_tokenizer, resolve_files
+    from ttgen.train.plan import format_plan, make_plan
+    from ttgen.train.recipe import RecipeError, parse_sets, resolve
+
+    if backend not in _TRAIN_NEEDS:
+        raise _fail(f"--backend {backend!r}: one of {', '.join(_TRAIN_NEEDS)}")
+    try:
+        overrides: dict[str, Any] = parse_sets(sets)
+        if model is not None:
+            overrides["model"] = model
+        if tokenizer is not None:
+            overrides["tokenizer"] = tokenizer
+        cfg = resolve(preset, overrides)
+        files = resolve_files(data)
+        plan = make_plan(files, cfg, cfg.tokenizer or export_tokenizer(files))
+    except (RecipeError, TrainDataError) as exc:
+        raise _fail(str(exc)) from None
+    report: dict[str, Any] = {"config": cfg.to_dict(), "plan": plan.to_dict()}
+    if not as_json:
+        console.print(format_plan(plan), highlight=False, markup=False, soft_wrap=True)
+    if dry_run:
+        if as_json:
+            sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    if out is None:
+        raise _fail("--out RUN is needed to train (or give --dry-run)")
+    missing = [m for m in _TRAIN_NEEDS[backend] if find_spec(m) is None]
+    if missing:
+        raise _fail(
+            f"`ttgen train --backend {backend}` needs the train extra ({', '.join(missing)} not "
+            "installed): pip install 'terminal-task-gen[train]'"
+        )
+    from ttgen.train.runfolder import TrainError
+
+    def echo(line: str) -> None:
+        if not as_json:
+            err_console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # a stopped run is marked so in train.json
+        signal.signal(sig, _exit_on_signal)
+    try:
+        if backend == "trl":
+            from ttgen.train.trl_backend import train_trl
+
+            result = train_trl(out, cfg, files, echo=echo)
+        else:
+            from ttgen.train.verl_backend import run_verl
+
+            result = run_verl(out, cfg, files, echo=echo)
+    except (TrainError, RecipeError, TrainDataError) as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        sys.stdout.write(json.dumps({**report, "result": result}, indent=2) + "\n")
+        return
+    if result.get("already_done"):
+        console.print(f"{out} is already trained (train.json status done).", highlight=False,
+                      markup=False)  # fmt: skip
+    if backend == "trl":
+        tps = result.get("tokens_per_s")
+        console.print(
+            f"final loss {result.get('final_loss', float('nan')):.4f} (mean of the last 10 steps "
+            f"{result.get('final_loss_mean10', float('nan')):.4f}) after {result.get('steps')} "
+            f"steps; {tps:,.0f} tokens/s; model: {result.get('model_dir')}"
+            if tps
+            else f"{result.get('steps')} steps; model: {result.get('model_dir')}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    else:
+        console.print(
+            f"veRL finished {result.get('steps')} logged steps; checkpoints (HF copies in "
+            f"global_step_N/huggingface): {result.get('checkpoints_dir')}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+
+
+@app.command("serve")
+def serve_cmd(
+    model_dir: Annotated[
+        Path,
+        typer.Argument(
+            metavar="MODEL_DIR",
+            help="A model folder in Hugging Face format (config.json, weights, tokenizer), e.g. "
+            "the RUN/model of `ttgen train`.",
+        ),
+    ],
+    port: Annotated[
+        int | None,
+        typer.Option(help="Port to listen on (default: a free one).", show_default=False),
+    ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="transformers (`transformers serve`, CPU or GPU), vllm (`vllm serve`, GPU), or "
+            "auto (vllm when installed and a GPU is present, else transformers)."
+        ),
+    ] = "auto",
+    host: Annotated[
+        str,
+        typer.Option(
+            help="Address to listen on. The terminus-2 agent calls the model from the machine "
+            "that runs `ttgen eval`/`rollout` (not from the task containers), so 127.0.0.1 "
+            "serves a local eval; 0.0.0.0 serves other machines (e.g. Ray nodes)."
+        ),
+    ] = "127.0.0.1",
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="transformers: cpu, cuda:0, auto (default: cpu without a GPU, else auto).",
+            show_default=False,
+        ),
+    ] = None,
+    dtype: Annotated[
+        str | None,
+        typer.Option(
+            help="float32, bfloat16, float16 or auto (default: float32 on CPU, else auto).",
+            show_default=False,
+        ),
+    ] = None,
+    max_model_len: Annotated[
+        int | None,
+        typer.Option(help="vllm: --max-model-len (the context length).", show_default=False),
+    ] = None,
+    engine_args: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--arg", help="An extra argument for the engine's command line (repeat the option)."
+        ),
+    ] = None,
+    log: Annotated[
+        Path | None,
+        typer.Option(help="The server's log file (default: a temporary file).", show_default=False),
+    ] = None,
+    startup_timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds to wait for the server to be ready.")
+    ] = 600.0,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Do not copy the server's log to stderr.")
+    ] = False,
+) -> None:
+    """Serve a model folder with an OpenAI-compatible API in the foreground until Ctrl-C, and
+    print the --model and --base-url to give `ttgen eval` (or `ttgen rollout`)."""
+    from ttgen.train.serve import ENGINES, ModelServer, ServerError
+
+    if engine not in ENGINES:
+        raise _fail(f"--engine {engine!r}: use one of {', '.join(ENGINES)}")
+    try:
+        server = ModelServer(
+            model_dir, engine, port, host=host, device=device, dtype=dtype,
+            max_model_len=max_model_len, extra_args=engine_args or (), log_path=log,
+            startup_timeout_sec=startup_timeout,
+        )  # fmt: skip
+    except ServerError as exc:
+        raise _fail(str(exc)) from None
+    # A closed terminal (SIGHUP) or a kill (SIGTERM) still stops the server.
+    for sig in (signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, _exit_on_signal)
+    err_console.print(
+        f"starting {server.engine} for {server.folder} ...",
+        highlight=False,
+        markup=False,
+    )
+    try:
+        server.start()
+    except ServerError as exc:
+        raise _fail(str(exc)) from None
+    code: int | None = None
+    try:
+        console.print(f"base URL: {server.base_url}", highlight=False, markup=False, soft_wrap=True)
+        console.print(f"model:    {server.model}", highlight=False, markup=False, soft_wrap=True)
+        console.print(
+            f"ttgen eval TASKS -o OUT --model {shlex.quote(server.model)} "
+            f"--base-url {server.base_url}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+        err_console.print(
+            f"serving (log: {server.log_path}); Ctrl-C stops the server",
+            highlight=False,
+            markup=False,
+        )
+        offset = server.log_path.stat().st_size if server.log_path else 0
+        while code is None:
+            code = server.wait(0.5)
+            if not quiet and server.log_path is not None:
+                offset = _copy_new_bytes(server.log_path, offset)
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C; SIGTERM/SIGHUP (_exit_on_signal)
+        pass
+    finally:
+        server.stop()
+    if code is not None:
+        raise _fail(f"the server exited with code {code}; log {server.log_path}:\n"
+                    f"{server.log_tail()}")  # fmt: skip
+    err_console.print("server stopped", highlight=False, markup=False)
+
+
+def _copy_new_bytes(path: Path, offset: int) -> int:
+    """Write what `path` gained after `offset` to stderr; the new offset."""
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except OSError:
+        return offset
+    if data:
+        sys.stderr.buffer.write(data)
+        sys.stderr.flush()
+    return offset + len(data)
 
 
 @app.command("run")

@@ -328,6 +328,11 @@ def load_pipeline(path: Path) -> PipelineConfig:
             f"{path}: train: needs SFT data; add an export.sft section (e.g. "
             "`sft: {tokenizer: toy}`)"
         )
+    if config.train is not None and config.export.sft.target == "sharegpt":
+        raise PipelineConfigError(
+            f"{path}: train: reads token ids, and export.sft.target sharegpt writes none; use "
+            "target ttgen, trl or verl"
+        )
     if config.eval is not None and config.train is None:
         raise PipelineConfigError(
             f"{path}: eval: evaluates the model the train stage makes; add a train section "

@@ -464,7 +464,8 @@ class Runner:
             spec = None  # none with target sharegpt and no tokenizer: the trainer tokenizes
             if tok == "toy":
                 tok = str(self._toy_tokenizer(data, out_dir / "toy-tokenizer"))
-                note = "SFT token counts use a toy tokenizer trained on this run (for trying the pipeline, not for training)"
+                note = ("the SFT rows use a toy tokenizer trained on this run (to try the "
+                        "pipeline; real data uses the student's tokenizer)")
             elif tok and not tok.startswith(("/", ".")) and self.config.path(tok).exists():
                 tok = str(self.config.path(tok))
             if tok is not None:
@@ -517,17 +518,38 @@ class Runner:
         except TtgenError as exc:
             raise PipelineError(f"train: {exc}") from None
         if c.backend == "verl":
-            from ttgen.train.verl_backend import write_verl_run
+            from ttgen.train.verl_backend import write_verl
 
-            written = write_verl_run(self.run / "train", cfg, files)
+            written = write_verl(self.run / "train", cfg, files, cfg.model, cfg.tokenizer)
             return StageResult("done", {"train": "train"}, {"backend": "verl"},
-                               f"veRL config and launch scripts written ({written}); "
+                               f"veRL config and launch scripts written to {written.folder}; "
                                "run them on a GPU cluster")  # fmt: skip
+        self._set_aside_other_training(cfg, files)
         result = train_trl(self.run / "train", cfg, files, echo=self.log)
-        counts = {k: result.get(k) for k in ("steps", "final_loss", "first_loss",
-                                             "tokens_per_sec", "model")}  # fmt: skip
+        counts = {k: result.get(k) for k in ("steps", "first_loss_mean10", "final_loss_mean10",
+                                             "trained_tokens", "tokens_per_s")}  # fmt: skip
+        counts = {k: round(v, 4) if isinstance(v, float) else v for k, v in counts.items()}
         return StageResult("done", {"train": "train", "model": "train/model"},
                            {k: v for k, v in counts.items() if v is not None})  # fmt: skip
+
+    def _set_aside_other_training(self, cfg: Any, files: list[Path]) -> None:
+        """A train folder made with other settings or data (the file or the export changed) is
+        renamed to train.<time>/, not deleted, and training starts afresh; one made with the
+        same ones (an interrupted run) is resumed."""
+        from ttgen.train.data import fingerprint
+        from ttgen.train.runfolder import MANIFEST as TRAIN_MANIFEST
+        from ttgen.train.runfolder import identity
+
+        folder = self.run / "train"
+        try:
+            old = json.loads((folder / TRAIN_MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        if old.get("identity") == identity(cfg, "trl", fingerprint(files)):
+            return
+        aside = folder.with_name(f"train.{time.strftime('%Y%m%d-%H%M%S')}")
+        folder.rename(aside)
+        self.log(f"[train] settings or data changed: the earlier training moved to {aside}")
 
     def _stage_eval(self) -> StageResult:
         import asyncio
@@ -539,7 +561,7 @@ class Runner:
         from ttgen.rollout.job import Job, load_tasks, rollout_specs
         from ttgen.rollout.models import AgentSpec
         from ttgen.task import find_tasks
-        from ttgen.train.serve import ModelServer
+        from ttgen.train.serve import ModelServer, port_free, previous_port
 
         model_dir = self.run / "train" / "model"
         if not (model_dir / "config.json").is_file():
@@ -549,8 +571,26 @@ class Runner:
         if not tasks:
             raise PipelineError("eval: no valid task in eval.tasks")
         out = self.run / "eval"
+        # An eval of another checkpoint or with other settings is set aside, never resumed
+        # (its job would count the old model's trials as this one's).
+        marker = out / "stage.json"
+        want = {"fingerprint": self.fingerprints()["eval"]}
+        try:
+            have = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            have = None
+        if out.exists() and have != want and any(out.iterdir()):
+            aside = out.with_name(f"eval.{time.strftime('%Y%m%d-%H%M%S')}")
+            out.rename(aside)
+            self.log(f"[eval] the model or settings changed: the earlier eval moved to {aside}")
         out.mkdir(parents=True, exist_ok=True)
-        with ModelServer(model_dir, c.engine, log_path=out / "server.log") as server:
+        write_json_atomic(marker, want)
+        server = ModelServer(model_dir, c.engine, log_path=out / "server.log")
+        # the port of an earlier run of this stage, so that its job resumes (the job's identity
+        # holds the base URL)
+        port = previous_port(out / "job" / "config.json", server.model)
+        server.port = port if port is not None and port_free(port) else None
+        with server:
             kwargs = {**c.agent_kwargs, "model": server.model, "base_url": server.base_url}
             spec = AgentSpec(name="terminus-2", kwargs=kwargs)
             events = self.job_events(f"eval x{c.attempts}") if self.job_events else None

@@ -678,20 +678,20 @@ def collect_training(folder: Path) -> dict[str, Any]:
                 continue
             lr = m.get("learning_rate", m.get("lr"))
             points.append([step, loss, lr if isinstance(lr, int | float) else None])
-            tps = m.get("tokens_per_sec")
+            tps = m.get("tokens_per_s", m.get("tokens_per_sec"))
             if isinstance(tps, int | float):
                 tokens_per_sec.append(float(tps))
     else:
         problems.append(f"{folder}: no metrics.jsonl")
     losses = [p[1] for p in points]
     head = max(1, min(10, len(losses) // 4 or 1))
-    recipe = config.get("recipe") if isinstance(config.get("recipe"), dict) else config
+    recipe = config.get("config") if isinstance(config.get("config"), dict) else {}
     model_dir = folder / "model"
     return {
         "path": str(folder),
-        "preset": config.get("preset"),
+        "preset": recipe.get("preset"),
         "backend": config.get("backend"),
-        "model": recipe.get("model") if isinstance(recipe, dict) else None,
+        "model": recipe.get("model"),
         "status": config.get("status"),
         "steps": len(points),
         "first_loss": _mean(losses[:head]),

@@ -98,6 +98,11 @@ def init_model(
     )
     torch.manual_seed(seed)
     model = Qwen3ForCausalLM(config).to(getattr(torch, dtype))
+    # Sampling, as Qwen3's released generation_config.json sets it: a server that follows the
+    # checkpoint's defaults (transformers serve) then honours a request's temperature, and k
+    # attempts of an eval differ.
+    gen = model.generation_config
+    gen.do_sample, gen.temperature, gen.top_p, gen.top_k = True, 0.6, 0.95, 20
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -268,8 +268,10 @@ class _Run:
             except ContextLengthExceededError as exc:
                 self.messages.pop()
                 self.chat.pop()
-                if not self.agent.enable_summarize:
-                    # The trajectory ends here; the verifier scores the work done so far.
+                if not self.agent.enable_summarize or not self.chat:
+                    # The trajectory ends here; the verifier scores the work done so far. (With
+                    # nothing before it, the first prompt alone is over the model's context:
+                    # there is nothing to summarize and the model cannot see the task.)
                     self.ended = "context_length_exceeded"
                     self.ctx.metadata["context_length_error"] = str(exc)[:500]
                     return
