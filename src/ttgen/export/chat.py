@@ -454,6 +454,32 @@ class _Delimiters:
     end_marker: str  # E
 
 
+def _tokenized(
+    ids: np.ndarray,
+    mask: np.ndarray,
+    messages: Sequence[Mapping[str, Any]],
+    max_len: int | None,
+    *,
+    rendering_differs: bool = False,
+) -> TokenizedChat:
+    """The `TokenizedChat` of a whole sequence, keeping its first ``max_len`` tokens."""
+    n_full = len(ids)
+    truncated = max_len is not None and n_full > max_len
+    if truncated:
+        ids = ids[:max_len].copy()
+        mask = mask[:max_len].copy()
+    return TokenizedChat(
+        input_ids=ids,
+        loss_mask=mask,
+        n_tokens=len(ids),
+        n_tokens_full=n_full,
+        n_trained_tokens=int(mask.sum()),
+        n_assistant_turns=sum(1 for m in messages if m["role"] == "assistant"),
+        truncated=truncated,
+        rendering_differs=rendering_differs,
+    )
+
+
 class ChatTokenizer:
     """A `tokenizers.Tokenizer` with a chat template; see the module docstring for the masks."""
 
@@ -752,20 +778,7 @@ class ChatTokenizer:
         enc = self.tokenizer.encode(text, add_special_tokens=False)
         mask = mask_from_encoding(enc, spans, len(text))
         ids = np.array(enc.ids, dtype=np.int32)
-        n_full = len(ids)
-        truncated = max_len is not None and n_full > max_len
-        if truncated:
-            ids = ids[:max_len].copy()
-            mask = mask[:max_len].copy()
-        return TokenizedChat(
-            input_ids=ids,
-            loss_mask=mask,
-            n_tokens=len(ids),
-            n_tokens_full=n_full,
-            n_trained_tokens=int(mask.sum()),
-            n_assistant_turns=sum(1 for m in messages if m["role"] == "assistant"),
-            truncated=truncated,
-        )
+        return _tokenized(ids, mask, messages, max_len)
 
     # -- veRL's rule -------------------------------------------------------------------------
 
@@ -868,18 +881,4 @@ class ChatTokenizer:
         mask = np.concatenate(mask_parts)
         whole = self._ids(self.render(messages))
         differs = len(whole) != len(ids) or not np.array_equal(ids, np.asarray(whole))
-        n_full = len(ids)
-        truncated = max_len is not None and n_full > max_len
-        if truncated:
-            ids = ids[:max_len].copy()
-            mask = mask[:max_len].copy()
-        return TokenizedChat(
-            input_ids=ids,
-            loss_mask=mask,
-            n_tokens=len(ids),
-            n_tokens_full=n_full,
-            n_trained_tokens=int(mask.sum()),
-            n_assistant_turns=sum(1 for m in messages if m["role"] == "assistant"),
-            truncated=truncated,
-            rendering_differs=differs,
-        )
+        return _tokenized(ids, mask, messages, max_len, rendering_differs=differs)

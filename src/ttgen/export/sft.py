@@ -45,6 +45,7 @@ import pyarrow as pa
 
 from ttgen.errors import TtgenError
 from ttgen.export.chat import ChatTokenizer, ConversationError, TokenizedChat, check_messages
+from ttgen.export.targets import METADATA_FIELDS
 
 _MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 # The name of the loss mask column per target: TRL's SFTTrainer builds its labels from
@@ -67,13 +68,7 @@ def sft_schema(with_ids: bool = True, target: str = "ttgen") -> pa.Schema:
         raise ValueError(f"no token columns for target {target!r}")
     fields = [
         pa.field("messages", pa.list_(_MESSAGE)),
-        pa.field("trajectory_id", pa.string()),
-        pa.field("task_group_id", pa.string()),
-        pa.field("model_name", pa.string()),
-        pa.field("subset", pa.string()),
-        pa.field("domain", pa.string(), nullable=True),
-        pa.field("difficulty", pa.string(), nullable=True),
-        pa.field("source", pa.string()),
+        *METADATA_FIELDS,
         pa.field("n_tokens", pa.int32()),
         pa.field("n_trained_tokens", pa.int32()),
         pa.field("n_assistant_turns", pa.int32()),

@@ -50,7 +50,8 @@ _SHAREGPT_ROLE = {"user": SHAREGPT_TAGS["user_tag"], "assistant": SHAREGPT_TAGS[
 _FROM_SHAREGPT = {v: k for k, v in _SHAREGPT_ROLE.items()}
 DATASET_INFO = "dataset_info.json"
 
-_METADATA = [
+# The provenance columns every SFT target carries (sft.py's schema uses the same list).
+METADATA_FIELDS = [
     pa.field("trajectory_id", pa.string()),
     pa.field("task_group_id", pa.string()),
     pa.field("model_name", pa.string()),
@@ -63,7 +64,7 @@ SHAREGPT_SCHEMA = pa.schema([
     pa.field("conversations", pa.list_(pa.struct([("from", pa.string()),
                                                   ("value", pa.string())]))),
     pa.field("system", pa.string(), nullable=True),
-    *_METADATA,
+    *METADATA_FIELDS,
 ])  # fmt: skip
 
 
