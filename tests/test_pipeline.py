@@ -93,7 +93,8 @@ def test_the_quickstart_runs_offline_end_to_end_and_resumes(
     manifest = json.loads((run / "run.json").read_text())
     stages = manifest["stages"]
     assert [s for s in stages if stages[s]["status"] == "done"] == [
-        "sources", "validation", "rollouts", "curation", "export", "report"]  # fmt: skip
+        "sources", "validation", "rollouts", "curation", "export", "train", "eval",
+        "report"]  # fmt: skip
     src = stages["sources"]["counts"]
     assert src["by_source"] == {"adapter-math": 8, "adapter-code": 5, "adapter-swe": 3,
                                 "tasks": 3, "synth-skills": 0, "synth-seeds": 0}  # fmt: skip
@@ -120,6 +121,19 @@ def test_the_quickstart_runs_offline_end_to_end_and_resumes(
     assert len(sft) == 26 and all(sum(r["loss_mask"]) == r["n_trained_tokens"] > 0 for r in sft)
     assert "toy tokenizer" in stages["export"]["note"]
     assert (run / "report" / "index.html").is_file()
+    # a tiny model built from a config learned the SFT rows (loss on trained tokens falls)...
+    tr = stages["train"]["counts"]
+    assert tr["steps"] == 160 and tr["final_loss_mean10"] < 0.3 * tr["first_loss_mean10"]
+    assert (run / "train" / "model" / "model.safetensors").is_file()
+    assert len((run / "train" / "metrics.jsonl").read_text().splitlines()) == 160
+    # ... was served and evaluated through Terminus 2: it fails every task as a model does,
+    # with nothing missing and nothing recorded as infrastructure
+    ev = json.loads((run / "eval" / "eval.json").read_text())
+    assert (ev["n_tasks"], ev["n_trials"], ev["accuracy"], ev["n_missing"]) == (3, 3, 0.0, 0)
+    assert ev["infra"]["n_trials"] == 0 and ev["checkpoint"] == str(run / "train" / "model")
+    assert stages["eval"]["counts"]["missing"] == 0
+    page = (run / "report" / "index.html").read_text()
+    assert '"training":{' in page and '"eval":{' in page
     # why tasks leave: the 5 tasks without tests have no solution for the oracle stand-in
     assert roll["tasks"] == 14
     assert roll["left_out"] == {"no reference solution for the oracle stand-in": 5}
@@ -134,7 +148,7 @@ def test_the_quickstart_runs_offline_end_to_end_and_resumes(
     # a second run skips every stage
     res = runner.invoke(app, ["run", "examples/quickstart.yaml", "--out", str(run)], env=WIDE)
     assert res.exit_code == 0, res.output
-    assert res.stdout.count("done earlier: skipped") == 6
+    assert res.stdout.count("done earlier: skipped") == 8
     # a changed curation setting reruns curation and what follows, nothing upstream; where and
     # how fast validation and rollouts run (Ray, concurrency) is not a change of their results
     cfg = yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text())
@@ -142,6 +156,8 @@ def test_the_quickstart_runs_offline_end_to_end_and_resumes(
     cfg["rollouts"].update(executor="ray", address="auto", concurrency=1)
     cfg["curation"]["decontaminate"] = False
     cfg["curation"]["benchmarks"] = []
+    cfg["train"]["set"] = {"epochs": 2}  # (kept short: the new data trains a new model)
+    cfg["eval"]["tasks"] = ["tasks/hello-world"]
     shutil.copytree(REPO / "examples", tmp_path / "examples")
     (tmp_path / "examples" / "quickstart.yaml").write_text(yaml.safe_dump(cfg))
     res = runner.invoke(app, ["run", str(tmp_path / "examples" / "quickstart.yaml"),
@@ -150,6 +166,10 @@ def test_the_quickstart_runs_offline_end_to_end_and_resumes(
     assert res.stdout.count("done earlier: skipped") == 3
     manifest = json.loads((run / "run.json").read_text())
     assert manifest["stages"]["curation"]["counts"]["kept"] == 28
+    # the earlier model and its eval are set aside, not resumed with the new data or mixed in
+    assert manifest["stages"]["train"]["counts"]["steps"] == 8
+    assert len(list(tmp_path.glob("run/train.*"))) == 1 and len(list(tmp_path.glob("run/eval.*"))) == 1
+    assert json.loads((run / "eval" / "eval.json").read_text())["n_trials"] == 1
 
 
 def test_until_and_dry_run(docker_ready, tmp_path, monkeypatch):
