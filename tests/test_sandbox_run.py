@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 
@@ -96,11 +97,12 @@ async def test_internet_tasks_get_the_isolated_bridge(backend, make_task, job_na
     task = Task.load(make_task(dockerfile=None, toml=PREBUILT))
     async with await backend.start(task, job=job_name) as sb:
         info = await sb.container.show()
-        assert info["HostConfig"]["NetworkMode"] == NETWORK_NAME
         ifaces = await sb.exec("cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '")
         assert "eth0" in ifaces.stdout.split()
     async with aiodocker.Docker() as d:
         net = await (await d.networks.get(NETWORK_NAME)).show()
+    # by id: a name that two processes created at once would be ambiguous to the engine
+    assert info["HostConfig"]["NetworkMode"] == net["Id"]
     # Containers of different trials on this bridge cannot talk to each other.
     assert net["Options"]["com.docker.network.bridge.enable_icc"] == "false"
 
@@ -303,3 +305,33 @@ async def test_a_network_removed_by_another_process_is_made_again(backend, make_
         assert (await sandbox.exec("echo ok")).stdout.strip() == "ok"
     finally:
         await sandbox.stop()
+
+
+async def test_a_network_created_twice_at_once_is_settled_on_one(backend, make_task, job_name):
+    """Two processes starting together can both create the shared network (the engine allows
+    two of one name, then calls the name ambiguous): the oldest is used, the others removed."""
+    async with aiodocker.Docker() as d:
+        for n in await d.networks.list(filters={"name": [NETWORK_NAME]}):
+            if n["Name"] == NETWORK_NAME and not (await (await d.networks.get(n["Id"])).show())[
+                "Containers"
+            ]:
+                await (await d.networks.get(n["Id"])).delete()
+        config = {"Name": NETWORK_NAME, "Driver": "bridge", "Labels": {LABEL_MANAGED: "true"},
+                  "Options": {"com.docker.network.bridge.enable_icc": "false"}}  # fmt: skip
+        first = await d.networks.create(config)
+        second = await d.networks.create(config)
+        try:
+            backend._network_ready = None
+            task = Task.load(make_task(dockerfile=None, toml=PREBUILT))
+            async with await backend.start(task, job=job_name) as sb:
+                assert (await sb.exec("true")).ok
+                info = await sb.container.show()
+            names = [n for n in await d.networks.list() if n["Name"] == NETWORK_NAME]
+            assert len(names) == 1
+            assert info["HostConfig"]["NetworkMode"] == names[0]["Id"]
+        finally:
+            for net in (first, second):
+                with contextlib.suppress(aiodocker.DockerError):
+                    if not (await net.show())["Containers"]:
+                        await net.delete()
+            backend._network_ready = None

@@ -6,8 +6,8 @@ garbage collection. `DockerSandbox` is one running container: exec, files, stop.
 
 Containers run untrusted agent commands, so every one gets: the task's cpus and memory (or the
 configured defaults), a pids limit, no privileges and no-new-privileges, no network at all when
-the task says ``allow_internet = false`` (otherwise a bridge where containers cannot reach each
-other), an init process so that stopping is immediate, and labels naming the job and the process
+the task says ``network_mode = "no-network"`` (or the legacy ``allow_internet = false``; otherwise
+a bridge where containers cannot reach each other), an init process so that stopping is immediate, and labels naming the job and the process
 that started it, so leftovers of a crashed run can be found and removed.
 """
 
@@ -489,19 +489,18 @@ class DockerBackend:
     # -- containers -----------------------------------------------------------------------
 
     async def _isolated_network(self) -> str:
-        """A bridge network on which containers cannot talk to each other (ICC off)."""
+        """A bridge network on which containers cannot talk to each other (ICC off); its id.
+
+        Processes that start at the same moment can both create it (the engine does not refuse
+        a second network of the same name), after which the name is ambiguous to the engine:
+        every process settles on the oldest one, by id, and removes the others while empty."""
         if self._network_ready:
             return self._network_ready
         async with self._network_lock:
             if self._network_ready:
                 return self._network_ready
-            try:
-                await self.docker.networks.get(NETWORK_NAME)
-            except aiodocker.DockerError as exc:
-                if exc.status != 404:
-                    raise SandboxError(
-                        f"cannot inspect network {NETWORK_NAME}: {exc.message}"
-                    ) from exc
+            nets = await self._networks_named(NETWORK_NAME)
+            if not nets:
                 try:
                     await self.docker.networks.create(
                         {
@@ -512,13 +511,27 @@ class DockerBackend:
                             "Options": {"com.docker.network.bridge.enable_icc": "false"},
                         }
                     )
-                except aiodocker.DockerError as exc2:
-                    if exc2.status != 409:  # created meanwhile by another process
+                except aiodocker.DockerError as exc:
+                    if exc.status != 409:  # created meanwhile by another process
                         raise SandboxError(
-                            f"cannot create network {NETWORK_NAME}: {exc2.message}"
-                        ) from exc2
-            self._network_ready = NETWORK_NAME
-            return NETWORK_NAME
+                            f"cannot create network {NETWORK_NAME}: {exc.message}"
+                        ) from exc
+                nets = await self._networks_named(NETWORK_NAME)
+                if not nets:
+                    raise SandboxError(f"network {NETWORK_NAME} vanished right after creation")
+            keep, *extra = sorted(nets, key=lambda n: (str(n.get("Created", "")), n["Id"]))
+            for dup in extra:
+                with contextlib.suppress(aiodocker.DockerError):
+                    await (await self.docker.networks.get(dup["Id"])).delete()
+            self._network_ready = keep["Id"]
+            return keep["Id"]
+
+    async def _networks_named(self, name: str) -> list[dict[str, Any]]:
+        try:
+            nets = await self.docker.networks.list(filters={"name": [name]})
+        except aiodocker.DockerError as exc:
+            raise SandboxError(f"cannot list networks: {exc.message}") from exc
+        return [n for n in nets if n.get("Name") == name]  # the filter matches substrings
 
     async def _image_defaults(self, tag: str) -> tuple[str, str | None]:
         """The image's WORKDIR and USER (cached)."""
@@ -750,13 +763,14 @@ class DockerBackend:
         if keep_network:
             return {"containers": removed, "networks": networks}
         try:
-            net = await self.docker.networks.get(NETWORK_NAME)
-            info = await net.show()
-            if not info.get("Containers"):
-                await net.delete()
-                networks.append(NETWORK_NAME)
-                self._network_ready = None
-        except aiodocker.DockerError:
+            for found in await self._networks_named(NETWORK_NAME):
+                net = await self.docker.networks.get(found["Id"])
+                info = await net.show()
+                if not info.get("Containers"):
+                    await net.delete()
+                    networks.append(NETWORK_NAME)
+                    self._network_ready = None
+        except (aiodocker.DockerError, SandboxError):
             pass
         return {"containers": removed, "networks": networks}
 
