@@ -15,6 +15,7 @@ from pathlib import Path
 import aiodocker
 import pytest
 
+from harbor_support import harbor  # noqa: F401  (the `harbor` fixture: Harbor's own code)
 from ttgen.config import ImageAlias, Settings, host_ca_bundle
 from ttgen.sandbox.docker import LABEL_JOB, DockerBackend
 

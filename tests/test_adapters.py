@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from ttgen.sources.adapters import (
     adapt,
 )
 from ttgen.sources.records import SourceError
-from ttgen.task import Task
+from ttgen.task import NO_TESTS_SCRIPT, Task
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "adapters"
 WIDE = {"COLUMNS": "300"}
@@ -112,8 +113,12 @@ def test_math_task_with_answer_has_tests_and_solution(tmp_path):
     assert loaded.test_script is not None and loaded.solve_script is not None
 
     plain = tmp_path / "out" / "math-000001"  # no id: the record's index
-    assert tree(plain) == ["environment/Dockerfile", "instruction.md", "task.toml"]
+    # No tests, by design; Harbor needs tests/test.sh, so it gets the one that gives no reward.
+    assert tree(plain) == ["environment/Dockerfile", "instruction.md", "task.toml", "tests/test.sh"]
+    assert (plain / "tests" / "test.sh").read_text() == NO_TESTS_SCRIPT
+    assert (plain / "tests" / "test.sh").stat().st_mode & 0o111
     assert toml(plain)["metadata"]["has_tests"] is False
+    assert loaded.has_tests and not Task.load(plain).has_tests
 
 
 def test_math_answer_from_a_worked_solution_and_mapped_fields(tmp_path):
@@ -185,7 +190,10 @@ def test_code_test_forms(tmp_path):
     )
     lcb = json.loads((out / "code-lcb" / "tests" / "cases.json").read_text())
     assert lcb["cases"] == [{"input": [[1, 2], 3], "output": [2, 4]}]
-    assert tree(out / "code-none") == ["environment/Dockerfile", "instruction.md", "task.toml"]
+    assert tree(out / "code-none") == [
+        "environment/Dockerfile", "instruction.md", "task.toml", "tests/test.sh",
+    ]  # fmt: skip
+    assert (out / "code-none" / "tests" / "test.sh").read_text() == NO_TESTS_SCRIPT
     problems = {b.origin: b.problem for b in summary.bad}
     assert "1 inputs but 0 outputs" in problems["c.jsonl:5"]
     assert "not valid JSON" in problems["c.jsonl:6"]
@@ -394,6 +402,89 @@ async def test_adapted_tasks_validate_in_docker(docker_ready, tmp_path):
     assert "case 7/7: pass" in stdout.read_text()
     nop_out = next((tmp_path / "val").glob("math-dice-prime-sum__nop/verifier/test-stdout.txt"))
     assert "/app/solution.txt does not exist" in nop_out.read_text()
+
+
+def test_tasks_without_tests_pass_the_check_and_are_told_apart(tmp_path):
+    """Every adapter kind's tasks without tests: tests/test.sh is the no-tests script, `tasks
+    check` says so (valid, a warning), and ttgen knows they have no tests."""
+    from ttgen.check import check_task
+
+    for kind in ("math", "code", "swe", "generic"):
+        out = tmp_path / kind
+        adapt(kind, EXAMPLES / f"{kind}.jsonl", out)
+        for line in manifest(out):
+            if "task" not in line:
+                continue
+            task_dir = out / line["task"]
+            result = check_task(task_dir)
+            assert result.valid, (task_dir, result.problems)
+            assert (task_dir / "tests" / "test.sh").is_file()
+            assert Task.load(task_dir).has_tests is line["has_tests"], task_dir
+            no_tests = [w for w in result.warnings if "nothing can score the task" in w]
+            assert bool(no_tests) is not line["has_tests"], (task_dir, result.warnings)
+            assert not any("deprecated" in w or "has_tests" in w for w in result.warnings), (
+                result.warnings
+            )
+
+
+async def test_task_without_tests_is_unverified_in_docker(backend, job_name, tmp_path):
+    """An adapter task without tests, run for real: the nop agent ends `unverified`, without a
+    reward and without running the no-tests script; so does the oracle on a copy given a
+    solve.sh (adapter tasks without tests have none); validation says `no_tests`. A task written
+    before the script (no tests/ at all) still ends the same way."""
+    from ttgen.rollout.job import JobOptions
+    from ttgen.rollout.models import AgentSpec, Outcome
+    from ttgen.rollout.trial import Trial, TrialSpec
+    from ttgen.rollout.validate import validate_tasks
+
+    src = write_jsonl(tmp_path / "m.jsonl", [{"id": "open", "problem": "Prove it."}])
+    adapt("math", src, tmp_path / "tasks", AdaptOptions(image=BASE_IMAGE))
+    task_dir = tmp_path / "tasks" / "math-open"
+    old_dir = tmp_path / "old" / "math-open"  # as adapters wrote it before: no tests/
+    shutil.copytree(task_dir, old_dir)
+    shutil.rmtree(old_dir / "tests")
+    solved_dir = tmp_path / "solved" / "math-open"
+    shutil.copytree(task_dir, solved_dir)
+    (solved_dir / "solution").mkdir()
+    (solved_dir / "solution" / "solve.sh").write_text("#!/bin/bash\necho QED > /app/solution.txt\n")
+    for d, agent in ((task_dir, "nop"), (solved_dir, "oracle"), (old_dir, "nop")):
+        task = Task.load(d)
+        tdir = tmp_path / "trials" / f"{d.parent.name}-{agent}"
+        spec = TrialSpec(task=task, trial_name=tdir.name, agent=AgentSpec(name=agent))
+        result = await Trial(spec, backend, tdir, job_id=job_name).run()
+        assert result.outcome == Outcome.UNVERIFIED, (d, agent, result.exception_info)
+        assert result.reward is None and result.verifier_result is None
+        assert not (tdir / "verifier" / "test-stdout.txt").exists()  # the script never ran
+        if agent == "oracle":
+            assert result.agent_result.metadata["exit_code"] == 0
+
+    verdicts = await validate_tasks(
+        [task_dir, old_dir], tmp_path / "val", JobOptions(n_concurrent=2, retries=1)
+    )
+    assert [(v.verdict, v.outcomes, v.rewards) for v in verdicts] == [
+        ("no_tests", {"nop": "unverified"}, {"nop": None})
+    ] * 2, verdicts
+    assert "has no tests" in verdicts[0].reasons[0]
+
+
+async def test_no_tests_script_gives_harbors_no_reward(backend, job_name, tmp_path):
+    """What Harbor runs: the no-tests script exits 0 and leaves reward.json holding {} (Harbor's
+    "no reward", not an error), in the adapters' image with nothing else in /logs."""
+    src = write_jsonl(tmp_path / "s.jsonl", [{"id": "x", "prompt": "Anything."}])
+    adapt("generic", src, tmp_path / "g", AdaptOptions(image=BASE_IMAGE))
+    task = Task.load(tmp_path / "g" / "generic-x")
+    sandbox = await backend.start(task, job=job_name)
+    try:
+        await sandbox.upload_dir(tmp_path / "g" / "generic-x" / "tests", "/tests")
+        res = await sandbox.exec(
+            "rm -rf /logs/verifier; chmod +x /tests/test.sh && /tests/test.sh && "
+            "cat /logs/verifier/reward.json",
+            user="root",
+        )
+    finally:
+        await sandbox.stop()
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout) == {}
 
 
 async def test_swe_files_are_in_the_container(backend, job_name, tmp_path):

@@ -441,3 +441,147 @@ def test_cli_unknown_key_warnings(tmp_path, runner):
     res = runner.invoke(app, ["tasks", "check", "-v", str(tmp_path / "s")], env={"COLUMNS": "400"})
     assert res.exit_code == 0, res.output
     assert '[verifier] unknown key "timeout" (kept); did you mean "timeout_sec"?' in res.stdout
+
+
+# -- tasks without tests and keys Harbor deprecates ----------------------------------------------
+
+
+def test_no_tests_script_is_valid_with_a_warning_and_agrees_with_metadata(tmp_path):
+    from ttgen.task import NO_TESTS_SCRIPT, Task
+
+    meta = "[metadata]\nhas_tests = false\n"
+    root = make(tmp_path / "t", toml=meta, test_sh=NO_TESTS_SCRIPT)
+    result = check_task(root)
+    assert result.valid, result.problems
+    assert result.warnings == [
+        "tests/test.sh: no tests, by design (it writes {} to /logs/verifier/reward.json), so "
+        "nothing can score the task: Harbor records its trials without a reward; ttgen does not "
+        "run it (outcome unverified)"
+    ]
+    assert not Task.load(root).has_tests
+    # Other comments, CRLF line ends: still the no-tests script; one more command: real tests.
+    edited = NO_TESTS_SCRIPT.replace("# No tests", "# Nothing to test").replace("\n", "\r\n")
+    assert not Task.load(make(tmp_path / "e", test_sh=edited)).has_tests
+    more = NO_TESTS_SCRIPT + "echo 1 > /logs/verifier/reward.txt\n"
+    assert Task.load(make(tmp_path / "m", test_sh=more)).has_tests
+
+
+def test_has_tests_metadata_that_disagrees_warns(tmp_path):
+    from ttgen.task import NO_TESTS_SCRIPT
+
+    real = check_task(make(tmp_path / "real", toml="[metadata]\nhas_tests = false\n"))
+    assert real.valid
+    assert (
+        "task.toml: [metadata] has_tests = false, but the task has tests (tests/test.sh scores it)"
+        in real.warnings
+    )
+    none = check_task(
+        make(tmp_path / "none", toml="[metadata]\nhas_tests = true\n", test_sh=NO_TESTS_SCRIPT)
+    )
+    assert (
+        "task.toml: [metadata] has_tests = true, but the task has no tests (nothing scores it)"
+        in (none.warnings)
+    )
+    old = check_task(make(tmp_path / "old", toml="[metadata]\nhas_tests = false\n", test_sh=None))
+    assert not any("has_tests" in w for w in old.warnings)
+    assert any("Harbor refuses a task without tests/test.sh" in w for w in old.warnings)
+
+
+DEPRECATED_TOML = """\
+version = "1.0"
+
+[environment]
+allow_internet = false
+memory = "1G"
+storage = 4096
+
+[verifier.environment]
+memory = "10GiB"
+allow_internet = true
+network_mode = "no-network"
+
+[[steps]]
+name = "first"
+[steps.verifier.environment]
+storage = "2G"
+storage_mb = 1000
+allow_internet = true
+
+[[steps]]
+name = "second"
+[steps.verifier.environment]
+memory = "512M"
+memory_mb = 512
+"""
+
+
+def test_keys_harbor_deprecates_warn_naming_key_and_replacement(tmp_path):
+    result = check_task(make(tmp_path / "old", toml=DEPRECATED_TOML))
+    assert result.valid, result.problems  # Harbor still reads them: warnings, not problems
+    deprecated = [w for w in result.warnings if "deprecated" in w]
+    assert deprecated == [
+        'task.toml: version = "1.0" is deprecated by Harbor; write schema_version = "1.0"',
+        "task.toml: [environment] allow_internet = false is deprecated by Harbor; write "
+        'network_mode = "no-network"',
+        'task.toml: [environment] memory = "1G" is deprecated by Harbor; write memory_mb = 1024',
+        "task.toml: [environment] storage = 4096 is deprecated by Harbor, and Harbor ignores a "
+        "number here; write storage_mb = 4096",
+        "task.toml: [verifier.environment] allow_internet = true is deprecated by Harbor and "
+        "ignored, as network_mode or allowed_hosts is set; remove it",
+        'task.toml: [verifier.environment] memory = "10GiB" is deprecated by Harbor, and Harbor '
+        "cannot read '10GiB' (it takes a number with K, M or G); write memory_mb = 10240",
+        'task.toml: [verifier.environment] of step "first" ([[steps]]) allow_internet = true is '
+        'deprecated by Harbor; write network_mode = "public"',
+        'task.toml: [verifier.environment] of step "first" ([[steps]]) storage = "2G" is '
+        "deprecated by Harbor, and it differs from storage_mb = 1000, so Harbor refuses the "
+        "task; remove storage",
+        'task.toml: [verifier.environment] of step "second" ([[steps]]) memory = "512M" is '
+        "deprecated by Harbor and ignored, as memory_mb is set; remove it",
+    ]
+
+
+def test_version_beside_schema_version_and_modern_files_do_not_warn(tmp_path):
+    both = check_task(make(tmp_path / "both", toml='version = "1.0"\nschema_version = "1.2"\n'))
+    assert [w for w in both.warnings if "deprecated" in w] == [
+        'task.toml: version = "1.0" is deprecated by Harbor and ignored, as schema_version is '
+        "set; remove it"
+    ]
+    modern = (
+        'schema_version = "1.2"\n[task]\nname = "org/x"\nversion = "2.0"\n'  # [task] version: ok
+        '[environment]\nmemory_mb = 1024\nstorage_mb = 2048\nnetwork_mode = "no-network"\n'
+    )
+    result = check_task(make(tmp_path / "modern", toml=modern))
+    assert result.valid and result.warnings == []
+
+
+def test_the_legacy_example_task_warns_about_each_deprecated_key():
+    """examples/tasks/fix-offline-repo is in TB2's legacy form on purpose; the other examples are
+    in the modern form and check clean."""
+    examples = Path(__file__).resolve().parent.parent / "examples" / "tasks"
+    legacy = check_task(examples / "fix-offline-repo")
+    assert legacy.valid and legacy.warnings == [
+        'task.toml: version = "1.0" is deprecated by Harbor; write schema_version = "1.0"',
+        "task.toml: [environment] allow_internet = false is deprecated by Harbor; write "
+        'network_mode = "no-network"',
+        'task.toml: [environment] memory = "1G" is deprecated by Harbor; write memory_mb = 1024',
+        'task.toml: [environment] storage = "2G" is deprecated by Harbor; write storage_mb = 2048',
+    ]
+    for name in ("hello-world", "csv-report"):
+        assert check_task(examples / name).warnings == [], name
+
+
+def test_cli_names_deprecated_keys(tmp_path, runner):
+    make(tmp_path / "s" / "old", toml="[environment]\nallow_internet = false\n")
+    res = runner.invoke(app, ["tasks", "check", "-v", str(tmp_path / "s")], env={"COLUMNS": "400"})
+    assert res.exit_code == 0, res.output
+    assert (
+        "task.toml: [environment] allow_internet = false is deprecated by Harbor; write "
+        'network_mode = "no-network"' in res.stdout
+    )
+
+
+def test_allowlist_network_warns_that_ttgen_cannot_enforce_it(tmp_path):
+    toml = '[environment]\nnetwork_mode = "allowlist"\nallowed_hosts = ["pypi.org"]\n'
+    result = check_task(make(tmp_path / "allow", toml=toml))
+    assert result.valid
+    assert any("allowed_hosts" in w and "whole network" in w for w in result.warnings)

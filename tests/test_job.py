@@ -187,7 +187,7 @@ async def test_broken_build_fails_fast_and_job_goes_on(docker_ready, make_task, 
     res = await Job(out, rollout_specs([broken, good], AgentSpec(name="oracle"), 3), opts).run()
     st = res["stats"]
     assert st["outcomes"] == {"passed": 3, "build_error": 3}
-    assert st["n_errored_trials"] == 3
+    assert st["n_infra_errors"] == st["n_errored_trials"] == 3
     assert st["mean_reward"] == 1.0  # build errors are not model failures
     later = [results(out)[f"broken__{a}"] for a in (1, 2)]
     assert all("failed earlier in this job run" in r["exception_info"]["exception_message"]

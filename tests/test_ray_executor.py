@@ -136,12 +136,14 @@ def test_trial_archive_is_capped_keeping_the_essential_files(tmp_path):
         "verifier/reward.txt",
     }
     on_disk = json.loads((dest / "result.json").read_text())
-    assert on_disk["config"]["task_path"] == "/driver/tasks/t"
+    # an earlier ttgen's flat config is read and written back in Harbor's shape
+    assert on_disk["config"]["task"]["path"] == "/driver/tasks/t"
+    assert on_disk["config"]["trials_dir"] == str(dest.parent.resolve())
     assert on_disk["task_id"]["path"] == "/driver/tasks/t"
     assert on_disk["trial_uri"] == dest.resolve().as_uri()
     assert on_disk["environment"]["node"] == node
     assert "agent/huge.bin" in on_disk["warnings"][0]
-    assert json.loads((dest / "config.json").read_text())["task_path"] == "/driver/tasks/t"
+    assert json.loads((dest / "config.json").read_text())["task"]["path"] == "/driver/tasks/t"
     assert not list(dest.parent.glob(".*incoming"))
 
 
@@ -187,7 +189,8 @@ async def test_ray_job_matches_local_job_and_resumes(
         assert rr[name]["trial_uri"] == (ray_out / name).resolve().as_uri()
         config = json.loads((ray_out / name / "config.json").read_text())
         task = next(t for t in tasks if t.name == name.split("__")[0])
-        assert config["task_path"] == rr[name]["config"]["task_path"] == str(task.path.resolve())
+        path = str(task.path.resolve())
+        assert config["task"]["path"] == rr[name]["config"]["task"]["path"] == path
     keys = (
         "outcomes",
         "mean_reward",

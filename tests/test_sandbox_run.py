@@ -84,8 +84,10 @@ async def test_pids_limit_stops_a_fork_bomb(backend, make_task, job_name):
         assert int(left.stdout.strip() or 0) == 0
 
 
-async def test_no_network_when_internet_is_off(backend, make_task, job_name):
-    task = Task.load(make_task(dockerfile=None, toml=prebuilt("allow_internet = false\n")))
+@pytest.mark.parametrize("key", ['network_mode = "no-network"', "allow_internet = false"])
+async def test_no_network_when_internet_is_off(backend, make_task, job_name, key):
+    # Harbor's network_mode, and the allow_internet it deprecates
+    task = Task.load(make_task(dockerfile=None, toml=prebuilt(f"{key}\n")))
     async with await backend.start(task, job=job_name) as sb:
         info = await sb.container.show()
         assert info["HostConfig"]["NetworkMode"] == "none"

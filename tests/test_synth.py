@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
+from ttgen.check import check_task
 from ttgen.llm import LLMConfig
 from ttgen.sources.skills_taxonomy import load_taxonomy
 from ttgen.sources.synth import prompts
@@ -143,6 +145,12 @@ def test_a_draft_becomes_a_harbor_task_with_hidden_tests_and_no_solution(tmp_pat
     assert not (root / "solution").exists()
     # The tests are not in the build context, so the agent cannot see them.
     assert not list((root / "environment").rglob("test_outputs.py"))
+    # No key Harbor deprecates (allow_internet): the network is network_mode.
+    env = tomllib.loads((root / "task.toml").read_text())["environment"]
+    assert env == {"cpus": 1, "memory_mb": 2048, "network_mode": "public"}
+    offline = draft_to_task(d, name="o", image="i", metadata={}, allow_internet=False)
+    assert offline.config.to_dict()["environment"]["network_mode"] == "no-network"
+    assert check_task(root).warnings == []
 
 
 def _run_reward_plugin(tmp_path: Path, tests: str, weights: dict) -> dict:

@@ -85,7 +85,7 @@ cpus = 2
 memory_mb = 8192
 storage_mb = 10240
 gpus = 0
-allow_internet = true
+network_mode = "public"
 mcp_servers = []
 future_key = "v"
 
@@ -256,18 +256,54 @@ def test_defaults_are_not_written_when_the_file_did_not_have_them(tmp_path):
     assert "agent" not in written
     assert "solution" not in written
     assert "metadata" not in written
-    for key in ("build_timeout_sec", "allow_internet", "os", "mcp_servers", "env", "memory_mb"):
+    for key in (
+        "build_timeout_sec",
+        "allow_internet",
+        "network_mode",
+        "os",
+        "mcp_servers",
+        "env",
+        "memory_mb",
+    ):
         assert key not in written["environment"], key
 
 
 def test_explicit_defaults_in_the_file_are_kept(tmp_path):
     toml = (
         'schema_version = "1.2"\n\n[verifier]\ntimeout_sec = 600.0\n\n'
-        "[environment]\nallow_internet = true\nbuild_timeout_sec = 600.0\n"
+        '[environment]\nnetwork_mode = "public"\nbuild_timeout_sec = 600.0\n'
     )
     root = write_task(tmp_path / "explicit", toml=toml)
     Task.load(root).save()
     assert tomllib.loads((root / "task.toml").read_text()) == tomllib.loads(toml)
+
+
+@pytest.mark.parametrize(
+    ("legacy", "mode"),
+    [
+        ("allow_internet = true", "public"),
+        ("allow_internet = false", "no-network"),
+        ('allow_internet = false\nnetwork_mode = "public"', "public"),  # network_mode wins
+        ('allow_internet = true\nnetwork_mode = "allowlist"\nallowed_hosts = ["pypi.org"]',
+         "allowlist"),
+    ],
+)  # fmt: skip
+def test_allow_internet_is_read_as_network_mode_and_written_as_it(tmp_path, legacy, mode):
+    # Harbor 0.24 deprecates allow_internet for network_mode, and maps it the same way.
+    root = write_task(tmp_path / "net", toml=f"[environment]\n{legacy}\n")
+    task = Task.load(root)
+    assert task.config.environment.network_mode == mode
+    assert task.config.environment.allow_internet is (mode != "no-network")
+    task.save()
+    written = tomllib.loads((root / "task.toml").read_text())["environment"]
+    assert "allow_internet" not in written and written["network_mode"] == mode
+
+
+def test_allowed_hosts_need_the_allowlist_mode():
+    with pytest.raises(ValidationError, match="allowed_hosts is only valid"):
+        TaskConfig.from_toml('[environment]\nallowed_hosts = ["pypi.org"]\n')
+    with pytest.raises(ValidationError, match="network_mode"):
+        TaskConfig.from_toml('[environment]\nnetwork_mode = "offline"\n')
 
 
 def test_values_changed_in_memory_are_written(tmp_path):

@@ -14,6 +14,7 @@ import pytest
 from conftest import BASE_IMAGE, unique_dockerfile
 from ttgen.rollout.stats import TrialSummary, compute_stats, k_values, pass_at_k
 from ttgen.rollout.validate import validate_tasks
+from ttgen.task import NO_TESTS_SCRIPT
 
 CHECK = """#!/bin/bash
 if [ "$(cat /app/answer.txt 2>/dev/null)" = "42" ]; then echo 1; else echo 0; fi \
@@ -36,7 +37,13 @@ def task_zoo(make_task, tmp_path) -> Path:
     make_task("no-build", parent=parent, solve_sh=SOLVE, test_sh=CHECK,
               dockerfile=unique_dockerfile("RUN false\n"))  # fmt: skip
     make_task("bad-toml", parent=parent, toml="[verifier]\ntimeout_sec = 'soon'\n")
-    make_task("no-tests", parent=parent, test_sh=None)  # an adapter task, as in the paper
+    make_task("no-tests", parent=parent, test_sh=None)  # an adapter task, as written before
+    # an adapter task as written now: Harbor's tests/test.sh that gives no reward ({}); ttgen does
+    # not run it (a solve.sh changes nothing: the oracle is not even run)
+    make_task("no-tests-script", parent=parent, test_sh=NO_TESTS_SCRIPT, solve_sh=SOLVE)
+    # real tests that give no reward ({}): a broken verifier to ttgen, not a task without tests
+    make_task("empty-reward", parent=parent, solve_sh=SOLVE,
+              test_sh="#!/bin/bash\ncat /app/answer.txt\necho '{}' > /logs/verifier/reward.json\n")  # fmt: skip
     return parent
 
 
@@ -49,6 +56,8 @@ EXPECTED = {
     "no-build": "build_failed",
     "bad-toml": "invalid",
     "no-tests": "no_tests",
+    "no-tests-script": "no_tests",
+    "empty-reward": "verifier_broken",
 }
 
 
@@ -68,9 +77,12 @@ async def test_verdicts(docker_ready, task_zoo, tmp_path):
     assert "nop scores 1" in got["always-one"].reasons[0]
     assert "RUN false" in got["no-build"].reasons[0] or "build" in got["no-build"].reasons[0]
     assert "timeout_sec" in got["bad-toml"].reasons[0]
-    assert got["no-tests"].rewards == {"nop": None} and got["no-tests"].outcomes == {
-        "nop": "unverified"
-    }
+    for name in ("no-tests", "no-tests-script"):
+        assert got[name].rewards == {"nop": None} and got[name].outcomes == {"nop": "unverified"}
+        assert not (out / got[name].trials["nop"] / "verifier" / "test-stdout.txt").exists()
+    assert got["no-tests-script"].trials == {"nop": "no-tests-script__nop"}
+    assert got["empty-reward"].outcomes == {"nop": "reward_missing", "oracle": "reward_missing"}
+    assert "non-empty JSON object" in got["empty-reward"].reasons[0]
     lines = [json.loads(x) for x in (out / "validation.jsonl").read_text().splitlines()]
     assert {Path(x["path"]).name: x["verdict"] for x in lines} == EXPECTED
     assert all({"task", "verdict", "reasons", "rewards"} <= set(x) for x in lines)
@@ -85,7 +97,7 @@ def test_validate_cli_table_keep_and_resume(docker_ready, task_zoo, tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     for verdict in EXPECTED.values():
         assert verdict in run.stdout
-    assert "valid 1, no_solution 1, no_tests 1, trivial 1, oracle_failed 1" in run.stdout
+    assert "valid 1, no_solution 1, no_tests 2, trivial 1, oracle_failed 1" in run.stdout
     assert sorted(p.name for p in kept.iterdir()) == ["good", "unsolved"]
     assert (kept / "good" / "solution" / "solve.sh").read_text() == SOLVE
     trials_before = {p.name: p.stat().st_mtime_ns for p in out.glob("*/result.json")}
@@ -108,9 +120,15 @@ def test_k_values():
     assert k_values(16) == [1, 2, 4, 5, 8, 10, 15, 16]
 
 
+EXCEPTIONS = {"llm_error": "LLMError", "environment_error": "SandboxError",
+              "verifier_timeout": "VerifierTimeoutError"}  # fmt: skip
+
+
 def _s(task: str, outcome: str, reward: float | None, attempt: int = 0) -> TrialSummary:
     return TrialSummary(trial_name=f"{task}__{attempt}", task_name=task, agent="oracle",
-                        model=None, attempt=attempt, outcome=outcome, reward=reward)  # fmt: skip
+                        model=None, attempt=attempt, outcome=outcome, reward=reward,
+                        exception_type=EXCEPTIONS.get(outcome),
+                        rewards=None if reward is None else {"reward": reward})  # fmt: skip
 
 
 def test_stats_leave_infrastructure_errors_out_of_scores():
@@ -120,15 +138,21 @@ def test_stats_leave_infrastructure_errors_out_of_scores():
         _s("b", "environment_error", None, 2),
     ]  # fmt: skip
     st = compute_stats(items, n_total=7)
-    assert st["n_completed_trials"] == 4
-    assert st["n_errored_trials"] == 2
+    assert st["n_scored_trials"] == 4
+    assert st["n_infra_errors"] == 2
     assert st["n_pending_trials"] == 1
+    # Harbor's meanings beside ours: every finished trial, every trial with an exception
+    assert (st["n_completed_trials"], st["n_errored_trials"]) == (6, 3)
     assert st["mean_reward"] == pytest.approx(0.5)  # the timeout counts 0; errors not at all
     assert st["pass_at_k"] == {"1": pytest.approx(0.5), "2": pytest.approx(1.0)}
     assert st["outcomes"] == {
         "passed": 2, "failed": 1, "verifier_timeout": 1, "environment_error": 1, "llm_error": 1
     }  # fmt: skip
-    assert st["evals"]["oracle__none"]["n_errors"] == 2
+    ev = st["evals"]["oracle__adhoc"]  # Harbor's key: agent__dataset without a model
+    assert (ev["n_infra_errors"], ev["n_errors"], ev["n_trials"]) == (2, 3, 3)
+    assert ev["metrics"] == [{"mean": pytest.approx(2 / 6)}]  # Harbor: no reward counts 0
+    assert ev["reward_stats"] == {"reward": {"1.0": ["a__0", "b__1"], "0.0": ["a__1"]}}
+    assert ev["exception_stats"]["LLMError"] == ["a__2"]
 
 
 def test_stats_leave_tasks_without_tests_out_of_scores():
@@ -137,4 +161,4 @@ def test_stats_leave_tasks_without_tests_out_of_scores():
     assert st["mean_reward"] == pytest.approx(0.5)  # not 1/3: nothing scored task c
     assert st["pass_at_k"] == {"1": pytest.approx(0.5)}
     assert st["outcomes"]["unverified"] == 1
-    assert st["evals"]["oracle__none"]["n_unverified"] == 1
+    assert st["evals"]["oracle__adhoc"]["n_unverified"] == 1

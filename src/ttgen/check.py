@@ -3,12 +3,17 @@
 `check_task` never raises on a bad task: every problem becomes a one-line reason naming the file.
 Problems make a task invalid; warnings do not. It reads a handful of small files per task and
 nothing else, so thousands of tasks check in seconds (see benchmarks/check.py).
+
+Warnings include the task.toml keys Harbor deprecates (`ttgen.task.deprecated_keys`), each with
+its replacement, and tasks without tests (by design, or written before ttgen gave them the
+no-tests tests/test.sh that Harbor needs).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import tomllib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -22,6 +27,8 @@ from ttgen.task import (
     SOLUTION_DIR,
     TESTS_DIR,
     Task,
+    deprecated_keys,
+    is_no_tests_script,
     read_instruction,
     unknown_keys,
 )
@@ -71,10 +78,14 @@ def _check(root: Path) -> CheckResult:
 
     tests = root / TESTS_DIR
     test_sh = tests / "test.sh"
+    has_tests = True
     if not tests.exists():
+        has_tests = False
         warnings.append(
             f"{TESTS_DIR}/: none, so nothing can score the task (rollouts keep its trajectories "
-            "unscored, as the paper's adapter tasks)"
+            "unscored, as the paper's adapter tasks); Harbor refuses a task without "
+            f"{TESTS_DIR}/test.sh: give it one that writes {{}} to /logs/verifier/reward.json "
+            "(no reward; `ttgen adapt` writes it)"
         )
     elif not test_sh.is_file():
         problems.append(f"{TESTS_DIR}/test.sh: missing (the verifier's entry point)")
@@ -87,6 +98,13 @@ def _check(root: Path) -> CheckResult:
             text = None
         if text is not None and not text.strip():
             problems.append(f"{TESTS_DIR}/test.sh: empty")
+        elif text and is_no_tests_script(text):
+            has_tests = False
+            warnings.append(
+                f"{TESTS_DIR}/test.sh: no tests, by design (it writes {{}} to "
+                "/logs/verifier/reward.json), so nothing can score the task: Harbor records its "
+                "trials without a reward; ttgen does not run it (outcome unverified)"
+            )
         elif text and not _REWARD_RE.search(text) and not _any_file_mentions_reward(tests):
             warnings.append(
                 f"{TESTS_DIR}/: nothing mentions reward.txt or reward.json; the verifier must "
@@ -126,15 +144,37 @@ def _check(root: Path) -> CheckResult:
         warnings.append(f"{SOLUTION_DIR}/: no solve.sh, so the oracle cannot run")
 
     if task is not None:
+        warnings.extend(f"task.toml: {line}" for line in _deprecated(root))
         warnings.extend(f"task.toml: {line}" for line in unknown_keys(task.config))
-        if task.config.environment.os != "linux":
-            problems.append(
-                f"task.toml: [environment] os = {task.config.environment.os!r} is not supported"
-            )
-        if task.config.environment.gpus:
+        env = task.config.environment
+        if env.os != "linux":
+            problems.append(f"task.toml: [environment] os = {env.os!r} is not supported")
+        if env.gpus:
             warnings.append("task.toml: [environment] gpus > 0; GPU tasks need a GPU host")
+        if env.network_mode == "allowlist":
+            warnings.append(
+                'task.toml: [environment] network_mode = "allowlist": ttgen\'s sandbox cannot '
+                "limit the network to allowed_hosts; its containers get the whole network"
+            )
+        said = task.config.metadata.get("has_tests")
+        settled = test_sh.is_file() or not tests.exists()  # else test.sh's absence is a problem
+        if isinstance(said, bool) and said != has_tests and settled:
+            warnings.append(
+                f"task.toml: [metadata] has_tests = {str(said).lower()}, but the task "
+                + ("has no tests (nothing scores it)" if said else
+                   f"has tests ({TESTS_DIR}/test.sh scores it)")
+            )  # fmt: skip
 
     return CheckResult(str(root), name, not problems, problems, warnings)
+
+
+def _deprecated(root: Path) -> list[str]:
+    """The deprecated keys of task.toml as written (loading it already succeeded)."""
+    try:
+        data = tomllib.loads((root / "task.toml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return []
+    return deprecated_keys(data)
 
 
 def _any_file_mentions_reward(tests: Path) -> bool:

@@ -992,7 +992,7 @@ def _stats_table(stats: dict[str, Any], title: str) -> Table:
     mr = stats["mean_reward"]
     table.add_row(
         "mean reward",
-        "-" if mr is None else f"{mr:.3f} over {stats['n_completed_trials']} scored trials",
+        "-" if mr is None else f"{mr:.3f} over {stats['n_scored_trials']} scored trials",
     )
     if stats["pass_at_k"]:
         table.add_row("pass@k", "  ".join(f"@{k} {v:.3f}" for k, v in stats["pass_at_k"].items()))
@@ -1172,7 +1172,7 @@ def rollout(
         console.print(
             f"job folder: {out}  (result.json, trials.jsonl, one folder per trial)", markup=False
         )
-    raise typer.Exit(1 if stats["n_errored_trials"] or stats["n_cancelled_trials"] else 0)
+    raise typer.Exit(1 if stats["n_infra_errors"] or stats["n_cancelled_trials"] else 0)
 
 
 @app.command("validate")
@@ -1947,8 +1947,22 @@ def export_cmd(
         typer.Option("--out", "-o", help="Output file: .parquet, .jsonl or .jsonl.gz."),
     ],
     fmt: Annotated[
-        str, typer.Option("--format", "-f", help="corpus (Terminal-Corpus rows) or sft.")
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="corpus (Terminal-Corpus rows: one per trajectory), harbor (the rows `harbor "
+            "traces export` makes of the same trials: one per episode, tool-call blocks, a "
+            "result column) or sft.",
+        ),
     ] = "corpus",
+    episodes: Annotated[
+        str | None,
+        typer.Option(
+            help="harbor: all (default: a row per episode) or last (each trial's last episode), "
+            "as `harbor traces export --episodes`."
+        ),
+    ] = None,
     tokenizer: Annotated[
         str | None,
         typer.Option(help="sft: tokenizer with a chat template: a local folder or a hub name."),
@@ -2032,15 +2046,22 @@ def export_cmd(
     private: Annotated[bool, typer.Option(help="push-to-hub: a private dataset.")] = False,
     as_json: JsonOut = False,
 ) -> None:
-    """Write curated records as Terminal-Corpus rows (the released schema) or SFT rows (messages,
-    token counts, assistant-only loss masks, truncation), as one file, a two-stage curriculum, or
-    stratified scaling subsets.
+    """Write curated records as Terminal-Corpus rows (the released schema), as Harbor-style rows
+    (what `harbor traces export` writes for their trials) or as SFT rows (messages, token counts,
+    assistant-only loss masks, truncation), as one file, a two-stage curriculum, or stratified
+    scaling subsets.
 
     Exits 1 when records were skipped (they are listed), 2 on usage errors."""
     import os
 
+    from ttgen.export.harbor import EPISODES, HarborOptions
     from ttgen.export.pipeline import ExportError, ExportOptions, export
     from ttgen.export.targets import check_target
+
+    if episodes is not None and fmt != "harbor":
+        raise _fail("--episodes is for --format harbor")
+    if episodes is not None and episodes not in EPISODES:
+        raise _fail(f"--episodes must be all or last, got {episodes!r}")
 
     try:
         check_target(target, fmt=fmt, with_ids=ids, reasoning=reasoning, overlong=overlong,
@@ -2085,6 +2106,7 @@ def export_cmd(
         push_to_hub=push_to_hub,
         hub_private=private,
         hub_token=os.environ.get("HF_TOKEN"),
+        harbor=HarborOptions(episodes=episodes or "all"),
     )
 
     def print_target(t: dict[str, Any]) -> None:
@@ -2125,7 +2147,8 @@ def export_cmd(
     if as_json:
         console.print_json(json.dumps(summary))
     else:
-        title = f"export ({fmt}" + (f", target {target}" if fmt == "sft" else "") + ")"
+        title = f"export ({fmt}" + (f", target {target}" if fmt == "sft" else "") + (
+            f", episodes {episodes or 'all'}" if fmt == "harbor" else "") + ")"  # fmt: skip
         table = Table(title=escape(f"{title}: {summary['records']} record(s) read"))
         tokens = fmt == "sft" and target != "sharegpt"
         cols = ["file", "rows"] + (["tokens", "trained", "truncated"] if tokens else [])
@@ -2141,6 +2164,14 @@ def export_cmd(
             print_target(summary["target"])
         if summary["dropped_overlong"]:
             console.print(f"dropped as longer than {max_len}: {summary['dropped_overlong']}")
+        if fmt == "harbor":
+            console.print(
+                f"{summary['trials']} trial(s) exported"
+                + (f"; {summary['partly_curated_trials']} left out: curation dropped part of "
+                   "their conversations (Harbor's episodes span the whole trajectory)"
+                   if summary["partly_curated_trials"] else ""),
+                highlight=False,
+            )  # fmt: skip
         if source or exclude_source:
             console.print(
                 f"source selection: {summary['records'] - summary['not_selected']} of "
@@ -2165,7 +2196,9 @@ def stats_cmd(
     data: Annotated[
         Path,
         typer.Argument(
-            metavar="DATA", help="A curated folder, its records.jsonl, or an exported SFT file."
+            metavar="DATA",
+            help="A curated folder, its records.jsonl, an exported SFT file, or a rollout job "
+            "folder (ttgen's or Harbor's).",
         ),
     ],
     as_json: JsonOut = False,
@@ -2256,7 +2289,10 @@ def stats_cmd(
 def eval_cmd(
     paths: Annotated[
         list[Path],
-        typer.Argument(help="Tasks or folders of tasks (e.g. a Terminal-Bench 2.0 checkout)."),
+        typer.Argument(
+            help="Tasks or folders of tasks (e.g. a Terminal-Bench 2.0 checkout); or one "
+            "finished job folder (ttgen's or Harbor's) to summarize without running anything."
+        ),
     ],
     out: Annotated[
         Path,
@@ -2336,8 +2372,14 @@ def eval_cmd(
     model with --ak max_tokens=N (tokens per reply), --ak max_turns=N, --ak timeout_sec=S (per
     request) and --timeout-multiplier (the tasks' agent timeouts).
     """
+    from ttgen.rollout.models import is_job_folder
     from ttgen.task import find_tasks
 
+    if paths and all(is_job_folder(p) for p in paths):
+        if len(paths) > 1:
+            raise _fail("give one job folder to summarize")
+        _eval_summary_of_job(paths[0], out, as_json)
+        return
     try:
         found = find_tasks(paths)
     except TtgenError as exc:
@@ -2361,6 +2403,39 @@ def eval_cmd(
             server.stop()
             if not as_json:
                 err_console.print("model server stopped", highlight=False, markup=False)
+
+
+def _eval_summary_of_job(job_dir: Path, out: Path, as_json: bool) -> None:
+    """`ttgen eval JOB --out OUT`: the evaluation summary of a finished job folder (ttgen's, or
+    one that Harbor ran), without running anything: OUT/eval.json and the same tables."""
+    from ttgen.rollout.evaluate import category_table, evaluate, report_lines, summarize_job
+    from ttgen.rollout.models import write_json_atomic
+
+    try:
+        summaries, categories, k = summarize_job(job_dir)
+    except (OSError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    summary = evaluate(summaries, categories, k)
+    agents = sorted({s.agent for s in summaries})
+    models = sorted({s.model for s in summaries if s.model})
+    report = {
+        "agent": ", ".join(agents),
+        "model": ", ".join(models) or None,
+        "job_folder": str(job_dir),
+        "summarized": True,  # read from an existing job; nothing was run
+        **summary,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "eval.json", report)
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    else:
+        title = f"eval: {report['agent']}" + (f" / {report['model']}" if report["model"] else "")
+        console.print(category_table(summary, title))
+        for line in report_lines(summary):
+            console.print(line, highlight=False)
+        console.print(f"eval.json: {out / 'eval.json'}", highlight=False, markup=False)
+    raise typer.Exit(1 if summary["n_missing"] else 0)
 
 
 def _start_eval_server(folder: Path, engine: str, port: int | None, out: Path, agent: str):

@@ -247,9 +247,16 @@ class LLMResponse:
         normalised, so the block appears exactly once in this canonical form however the
         server returned it.
         """
-        if not self.reasoning:
-            return self.content
-        return f"{THINK_OPEN}\n{self.reasoning}\n{THINK_CLOSE}\n\n{self.content}"
+        return with_reasoning(self.reasoning, self.content)
+
+
+def with_reasoning(reasoning: str | None, content: str) -> str:
+    """``<think>\\n{reasoning}\\n</think>\\n\\n{content}`` (just ``content`` without reasoning), with
+    the reasoning's outer newlines and the content's leading newlines normalised."""
+    reasoning = (reasoning or "").strip("\n")
+    if not reasoning:
+        return content
+    return f"{THINK_OPEN}\n{reasoning}\n{THINK_CLOSE}\n\n{content.lstrip(chr(10))}"
 
 
 def split_reasoning(content: str) -> tuple[str | None, str]:

@@ -9,10 +9,16 @@ A task is a directory::
     tests/test.sh         verifier entry point, uploaded only after the agent has finished
 
 `TaskConfig` accepts every task.toml form in use: Terminal-Bench 2.0's legacy ``version = "1.0"``
-with ``memory = "4G"`` strings, and Harbor's ``schema_version`` "1.1"/"1.2" with ``[task]``,
-``memory_mb`` and friends. Keys ttgen does not know are kept (pydantic ``extra="allow"``) and
-written back, so load → save → load is lossless. Saving writes only the keys the file had (or the
-caller set), in canonical form.
+with ``memory = "4G"`` strings and ``allow_internet``, and Harbor's ``schema_version`` "1.1"/"1.2"
+with ``[task]``, ``memory_mb``, ``network_mode`` and friends. Keys ttgen does not know are kept
+(pydantic ``extra="allow"``) and written back, so load → save → load is lossless. Saving writes
+only the keys the file had (or the caller set), in canonical form: the keys Harbor deprecates
+(`deprecated_keys` lists them) are written as their replacements.
+
+A task may have no tests by design (the paper's dataset-adapter tasks). Harbor (0.24) refuses a
+task without tests/test.sh, so such a task carries `NO_TESTS_SCRIPT` as its tests/test.sh: it
+writes ``{}`` to /logs/verifier/reward.json, which Harbor records as a trial without a reward
+(not an error). `Task.has_tests` is False for it, and for an older task with no tests/ at all.
 """
 
 from __future__ import annotations
@@ -90,6 +96,7 @@ class TaskInfo(_Table):
     """The ``[task]`` table of registry-published tasks (schema 1.1+)."""
 
     name: str | None = None
+    version: str | None = None  # the package's version (Harbor 0.24), not the schema's
     description: str = ""
     authors: list[Author] = Field(default_factory=list)
     keywords: list[str] = Field(default_factory=list)
@@ -132,7 +139,9 @@ class EnvironmentConfig(_Table):
     storage_mb: int | None = None
     gpus: int | None = None
     gpu_types: list[str] | None = None
-    allow_internet: bool = True
+    # Harbor's network policy (0.24); the legacy `allow_internet` is read into it (see below).
+    network_mode: Literal["public", "no-network", "allowlist"] = "public"
+    allowed_hosts: list[str] | None = None
     env: dict[str, str] = Field(default_factory=dict)
     mcp_servers: list[dict[str, Any]] = Field(default_factory=list)
     skills_dir: str | None = None
@@ -143,8 +152,10 @@ class EnvironmentConfig(_Table):
 
     @model_validator(mode="before")
     @classmethod
-    def _legacy_sizes(cls, data: Any) -> Any:
+    def _legacy_fields(cls, data: Any) -> Any:
         # TB2's released tasks say memory = "4G" / storage = "10G"; Harbor maps them to *_mb.
+        # allow_internet (deprecated by Harbor 0.24) becomes network_mode, unless network_mode
+        # or allowed_hosts is set, as in Harbor. Saving writes the modern keys.
         if isinstance(data, Mapping):
             data = dict(data)
             for legacy, modern in (("memory", "memory_mb"), ("storage", "storage_mb")):
@@ -155,7 +166,25 @@ class EnvironmentConfig(_Table):
                             data[modern] = parse_size_mb(raw)
                         except ValueError as exc:
                             raise ValueError(f"{legacy}: {exc}") from None
+            if "allow_internet" in data:
+                raw = data.pop("allow_internet")
+                if raw is not None:
+                    allow = _legacy_bool(raw, "allow_internet")
+                    if "network_mode" not in data and data.get("allowed_hosts") is None:
+                        data["network_mode"] = "public" if allow else "no-network"
         return data
+
+    @model_validator(mode="after")
+    def _hosts_need_allowlist(self) -> EnvironmentConfig:
+        if self.allowed_hosts and self.network_mode != "allowlist":
+            raise ValueError('allowed_hosts is only valid with network_mode = "allowlist"')
+        return self
+
+    @property
+    def allow_internet(self) -> bool:
+        """Whether the container gets a network. ttgen's sandbox cannot limit it to
+        `allowed_hosts`, so "allowlist" gets the network (`ttgen tasks check` warns)."""
+        return self.network_mode != "no-network"
 
     @field_validator("cpus", "memory_mb", "storage_mb", "gpus")
     @classmethod
@@ -163,6 +192,20 @@ class EnvironmentConfig(_Table):
         if v is not None and v < 0:
             raise ValueError("must not be negative")
         return v
+
+
+def _legacy_bool(raw: Any, key: str) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in _BOOL_WORDS:
+        return _BOOL_WORDS[raw.strip().lower()]
+    if isinstance(raw, int) and raw in (0, 1):
+        return bool(raw)
+    raise ValueError(f"{key}: expected true or false, got {raw!r}")
+
+
+_BOOL_WORDS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False,
+               "1": True, "0": False}  # fmt: skip
 
 
 class TaskConfig(_Table):
@@ -302,6 +345,156 @@ def _collect_unknown(model: BaseModel, table: str, out: list[str]) -> None:
                 _collect_unknown(item, sub, out)
 
 
+# -- keys Harbor deprecates ------------------------------------------------------------------
+
+_SIZE_KEYS = (("memory", "memory_mb"), ("storage", "storage_mb"))
+
+
+def deprecated_keys(data: Mapping[str, Any]) -> list[str]:
+    """One line per key of a task.toml (its parsed TOML, as written) that Harbor 0.24 deprecates,
+    naming its table, the replacement to write, and where Harbor reads it differently::
+
+        version = "1.0" is deprecated by Harbor; write schema_version = "1.0"
+        [environment] memory = "1G" is deprecated by Harbor; write memory_mb = 1024
+        [environment] allow_internet = false is deprecated by Harbor; write network_mode = "no-network"
+
+    Harbor 0.24 deprecates the top-level ``version`` (read as ``schema_version``) and, in every
+    environment table (``[environment]``, ``[verifier.environment]`` and the verifier environment
+    of each ``[[steps]]``), ``allow_internet`` (→ ``network_mode``), ``memory`` (→ ``memory_mb``)
+    and ``storage`` (→ ``storage_mb``). ttgen reads them all and writes the replacements when it
+    saves a task.
+    """
+    lines: list[str] = []
+    if "version" in data:
+        raw = data["version"]
+        if "schema_version" in data:
+            lines.append(
+                f"version = {_toml_repr(raw)} is deprecated by Harbor and ignored, as "
+                "schema_version is set; remove it"
+            )
+        else:
+            lines.append(
+                f"version = {_toml_repr(raw)} is deprecated by Harbor; write "
+                f"schema_version = {_toml_repr(str(raw))}"
+            )
+    tables: list[tuple[str, Any]] = [("[environment]", data.get("environment"))]
+    verifier = data.get("verifier")
+    if isinstance(verifier, Mapping):
+        tables.append(("[verifier.environment]", verifier.get("environment")))
+    steps = data.get("steps")
+    for k, step in enumerate(steps if isinstance(steps, list) else []):
+        if isinstance(step, Mapping) and isinstance(step.get("verifier"), Mapping):
+            name = step.get("name")
+            label = f'step "{name}"' if isinstance(name, str) else f"step {k + 1}"
+            where = f"[verifier.environment] of {label} ([[steps]])"
+            tables.append((where, step["verifier"].get("environment")))
+    for label, table in tables:
+        if isinstance(table, Mapping):
+            lines.extend(f"{label} {line}" for line in _deprecated_in_environment(table))
+    return lines
+
+
+def _deprecated_in_environment(env: Mapping[str, Any]) -> list[str]:
+    lines: list[str] = []
+    if "allow_internet" in env:
+        raw = env["allow_internet"]
+        head = f"allow_internet = {_toml_repr(raw)} is deprecated by Harbor"
+        if "network_mode" in env or env.get("allowed_hosts") is not None:
+            lines.append(f"{head} and ignored, as network_mode or allowed_hosts is set; remove it")
+        else:
+            try:
+                mode = "public" if _legacy_bool(raw, "allow_internet") else "no-network"
+                lines.append(f'{head}; write network_mode = "{mode}"')
+            except ValueError:
+                lines.append(f'{head}; write network_mode = "public" or "no-network"')
+    for legacy, modern in _SIZE_KEYS:
+        if legacy not in env:
+            continue
+        raw = env[legacy]
+        head = f"{legacy} = {_toml_repr(raw)} is deprecated by Harbor"
+        try:
+            mb: int | None = parse_size_mb(raw)
+        except ValueError:
+            mb = None  # ttgen reports the value itself as a problem
+        if modern in env:
+            if mb is not None and env[modern] != mb and isinstance(raw, str):
+                lines.append(
+                    f"{head}, and it differs from {modern} = {_toml_repr(env[modern])}, so "
+                    f"Harbor refuses the task; remove {legacy}"
+                )
+            else:
+                lines.append(f"{head} and ignored, as {modern} is set; remove it")
+            continue
+        write = f"write {modern} = {mb}" if mb is not None else f"write {modern} (in MB)"
+        if not isinstance(raw, str):
+            lines.append(f"{head}, and Harbor ignores a number here; {write}")
+        elif not _harbor_reads_size(raw):
+            lines.append(
+                f"{head}, and Harbor cannot read {raw!r} (it takes a number with K, M or G); "
+                f"{write}"
+            )
+        else:
+            lines.append(f"{head}; {write}")
+    return lines
+
+
+def _harbor_reads_size(text: str) -> bool:
+    """Whether Harbor 0.24's parser of legacy sizes takes `text` (a number, then K, M or G)."""
+    s = text.strip().upper()
+    if not s or s[-1] not in "KMG":
+        return False
+    try:
+        float(s[:-1])
+    except ValueError:
+        return False
+    return True
+
+
+def _toml_repr(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return str(value)
+
+
+# -- tasks without tests ----------------------------------------------------------------------
+
+# tests/test.sh of a task that has no tests by design (the paper's adapter tasks). Harbor needs
+# a tests/test.sh; this one gives no reward, which Harbor records as such, not as an error.
+NO_TESTS_SCRIPT = """\
+#!/bin/sh
+# No tests, by design: this task was made from a prompt that came without a reference answer or
+# test cases (like the math, code and SWE dataset-adapter tasks of Terminal-Task-Gen), so
+# nothing can score the agent's work. This script gives no reward: it writes an empty
+# /logs/verifier/reward.json, which Harbor records as a trial without a reward (not an error).
+# ttgen recognizes this script and does not run it: trials of the task end `unverified`, and
+# `ttgen validate` says `no_tests`. Replace it with real tests (a script that writes a reward to
+# /logs/verifier/reward.txt or reward.json) to make the task scorable.
+mkdir -p /logs/verifier
+echo '{}' > /logs/verifier/reward.json
+"""
+# What makes a test.sh the no-tests script: these commands and nothing else (comments, blank
+# lines and the #! line aside), so that skipping it means exactly what running it would.
+_NO_TESTS_COMMANDS = ("mkdir -p /logs/verifier", "echo '{}' > /logs/verifier/reward.json")
+_NO_TESTS_MAX_BYTES = 16384
+
+
+def is_no_tests_script(text: str | bytes) -> bool:
+    """Whether a tests/test.sh is `NO_TESTS_SCRIPT`: its only commands write ``{}`` to
+    /logs/verifier/reward.json (the comments may differ)."""
+    raw = text if isinstance(text, bytes) else text.encode("utf-8", errors="replace")
+    if len(raw) > _NO_TESTS_MAX_BYTES:
+        return False
+    text = raw.decode("utf-8", errors="replace")
+    commands = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+    return tuple(commands) == _NO_TESTS_COMMANDS
+
+
 @dataclass
 class Task:
     """A task directory: the parsed config and instruction, plus where its files live.
@@ -364,6 +557,27 @@ class Task:
     @property
     def test_script(self) -> Path | None:
         return self._file(f"{TESTS_DIR}/test.sh")
+
+    @property
+    def has_tests(self) -> bool:
+        """False when the task has no tests by design, so that nothing can score it (trials end
+        `unverified`, validation says `no_tests`): its tests/test.sh is `NO_TESTS_SCRIPT` (what
+        ttgen writes, as Harbor needs a tests/test.sh), or it has no tests/ at all (tasks written
+        before that). A tests/ folder without test.sh is not "no tests" but a broken task.
+        `[metadata] has_tests` is not consulted: the script decides (`ttgen tasks check` warns
+        when the two disagree)."""
+        if self.path is None:
+            content = self.files.get(f"{TESTS_DIR}/test.sh")
+            return content is not None and not is_no_tests_script(content)
+        script = self.test_script
+        if script is None:
+            return (self.path / TESTS_DIR).exists()
+        try:
+            with script.open("rb") as f:
+                head = f.read(_NO_TESTS_MAX_BYTES + 1)
+        except OSError:
+            return True  # unreadable: the verifier will say what is wrong
+        return not is_no_tests_script(head)
 
     @property
     def workdir(self) -> str | None:

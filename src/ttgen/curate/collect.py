@@ -5,7 +5,10 @@ ARCHITECTURE "Trials"). `find_trials` walks job folders (or single trials, or fo
 a fixed order, and `read_trial` turns one trial into records:
 
 * one record per conversation: ``agent/messages.json`` (the final context), plus one per earlier
-  context kept by Terminus 2's summarization (``messages.ctx-N.json``, ids ``…#ctxN``);
+  context kept by Terminus 2's summarization (``messages.ctx-N.json``, ids ``…#ctxN``); a trial
+  without messages.json (a job that Harbor ran) gives its conversations from the ATIF
+  ``agent/trajectory.json`` (see atif.py), and its outcome from Harbor's exception and verifier
+  fields (`ttgen.rollout.models.harbor_outcome`);
 * provenance from the task's ``[metadata]`` (kept in result.json since ttgen records it; else read
   from the task folder): subset (dataset_adapters / skill_based / seed_based / other), domain,
   difficulty and ``source`` in the release's layout (``dataset_adapters/math``,
@@ -17,8 +20,9 @@ a fixed order, and `read_trial` turns one trial into records:
 
 A trial that cannot give a record is a `Drop` with a reason: ``infrastructure`` (an
 infrastructure outcome: its reward is not real, so it never becomes data), ``unfinished`` (no
-valid result.json), ``no_conversation`` (an agent that keeps no messages, e.g. nop) or
-``unreadable`` (messages.json broken; the problem is named).
+valid result.json), ``no_conversation`` (an agent that keeps no conversation, e.g. nop: neither
+messages.json nor an ATIF trajectory.json) or ``unreadable`` (messages.json or trajectory.json
+broken; the problem is named).
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ttgen.rollout.models import TrialResult, read_trial_result
+from ttgen.curate import atif
+from ttgen.rollout.models import TrialResult, read_trial_result, task_metadata_of
 
 # Where Terminus 2's prompt templates put the instruction (all three templates).
 _INSTRUCTION_RE = re.compile(r"\nTask Description:\n(.*)\n\nCurrent terminal state:\n", re.S)
@@ -115,7 +120,7 @@ def _is_trial(path: Path) -> bool:
 
 
 def _no_conversation(agent: str) -> str:
-    text = f"agent {agent} kept no messages.json"
+    text = f"agent {agent} kept no conversation (no agent/messages.json or agent/trajectory.json)"
     if agent == "oracle":
         text += (
             " (the oracle records a conversation only when asked: `ttgen rollout --agent oracle "
@@ -151,27 +156,48 @@ def read_trial(trial_dir: Path) -> tuple[list[dict[str, Any]], list[Drop]]:
         detail = f"{info.exception_type}: {info.exception_message}"[:300] if info else ""
         return [], [Drop(base_id, "infrastructure", detail, result.task_name, outcome)]
     agent_dir = trial_dir / "agent"
+    meta = dict((result.agent_result.metadata if result.agent_result else None) or {})
     main = agent_dir / "messages.json"
-    if not main.is_file():
+    raws: list[tuple[str, str, Any]] = []  # (record id, file name, raw messages or error)
+    if main.is_file():
+        contexts = sorted(
+            (int(m.group(1)), p)
+            for p in agent_dir.glob("messages.ctx-*.json")
+            if (m := _CTX_RE.match(p.name))
+        )
+        for n, path in [*contexts, (None, main)]:
+            rid = base_id if n is None else f"{base_id}#ctx{n}"
+            try:
+                raws.append((rid, path.name, json.loads(path.read_text(encoding="utf-8"))))
+            except (OSError, ValueError) as exc:
+                raws.append((rid, path.name, exc))
+    elif files := atif.trajectory_files(agent_dir):
+        # No messages.json (a job that Harbor ran): the conversation from the ATIF trajectory.
+        try:
+            datas = [atif.read_trajectory(f) for f in files]
+        except atif.TrajectoryError as exc:
+            return [], [Drop(base_id, "unreadable", str(exc), result.task_name, outcome)]
+        contexts_ = [c for data in datas for c in atif.contexts_from_trajectory(data)]
+        for n, messages_ in enumerate(contexts_, start=1):
+            last = n == len(contexts_)
+            raws.append((base_id if last else f"{base_id}#ctx{n}", "trajectory.json", messages_))
+        if "task_complete" not in meta:
+            meta["task_complete"] = atif.completed(datas[-1])
+        meta.setdefault("ended", "task_complete" if meta["task_complete"] else None)
+    else:
         return [], [
             Drop(base_id, "no_conversation", _no_conversation(result.agent_info.name),
                  result.task_name, outcome)
         ]  # fmt: skip
-    contexts = sorted(
-        (int(m.group(1)), p)
-        for p in agent_dir.glob("messages.ctx-*.json")
-        if (m := _CTX_RE.match(p.name))
-    )
-    files = [*(p for _, p in contexts), main]
     conversations: list[tuple[str, list[dict[str, str]]]] = []
     drops: list[Drop] = []
-    for i, path in enumerate(files):
-        rid = base_id if path is main else f"{base_id}#ctx{contexts[i][0]}"
+    for rid, name, raw in raws:
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(raw, Exception):
+                raise raw
             messages = normalize_messages(raw)
         except (OSError, ValueError) as exc:
-            drops.append(Drop(rid, "unreadable", f"{path.name}: {exc}", result.task_name, outcome))
+            drops.append(Drop(rid, "unreadable", f"{name}: {exc}", result.task_name, outcome))
             continue
         if not any(m["role"] == "assistant" for m in messages):
             drops.append(Drop(rid, "empty", "no assistant turn", result.task_name, outcome))
@@ -181,7 +207,6 @@ def read_trial(trial_dir: Path) -> tuple[list[dict[str, Any]], list[Drop]]:
         return [], drops
     provenance = _provenance(result)
     instruction = _instruction(result, [m for _, m in conversations])
-    meta = (result.agent_result.metadata if result.agent_result else None) or {}
     info = result.agent_info.model_info
     records = []
     for idx, (rid, messages) in enumerate(conversations):
@@ -269,9 +294,7 @@ def _agent_name(name: str) -> str:
 
 
 def _provenance(result: TrialResult) -> dict[str, Any]:
-    meta = dict(result.task_metadata or {})
-    if not meta:
-        meta = _task_metadata_from_folder(result.config.task_path)
+    meta = task_metadata_of(result)
     src = str(meta.get("source") or result.source or "")
     subset = str(meta.get("subset") or SUBSET_OF_SOURCE.get(src, "other"))
     if subset == "dataset_adapters":
@@ -292,19 +315,6 @@ def _provenance(result: TrialResult) -> dict[str, Any]:
         "difficulty": difficulty,
         "source": "/".join(parts),
     }
-
-
-def _task_metadata_from_folder(task_path: str) -> dict[str, Any]:
-    if not task_path:
-        return {}
-    try:
-        import tomllib
-
-        data = tomllib.loads((Path(task_path) / "task.toml").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    meta = data.get("metadata")
-    return meta if isinstance(meta, dict) else {}
 
 
 def _instruction(result: TrialResult, conversations: list[list[dict[str, str]]]) -> str:

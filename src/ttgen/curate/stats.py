@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from ttgen.rollout.models import is_job_folder
+
 TOKEN_BIN = 5_000
 TOKEN_BINS = 8  # 0-5K ... 35-40K, then >40K
 TURN_BIN = 5
@@ -65,6 +67,14 @@ def distribution(values: list[int], width: int, n_bins: int) -> dict[str, Any]:
 
 
 def _rows(path: Path, problems: list[str]) -> Iterator[dict[str, Any]]:
+    if is_job_folder(path):
+        # a rollout job (ttgen's or Harbor's), as curate reads it before any filter
+        from ttgen.curate.collect import find_trials, read_trial
+
+        for trial in find_trials([path]):
+            records, _ = read_trial(trial)
+            yield from records
+        return
     if path.is_dir():
         from ttgen.curate.pipeline import read_records
 
@@ -94,7 +104,8 @@ def _rows(path: Path, problems: list[str]) -> Iterator[dict[str, Any]]:
 
 
 def compute_stats(path: Path) -> dict[str, Any]:
-    """Statistics of a curated folder, a records JSONL, or an exported SFT/corpus file."""
+    """Statistics of a curated folder, a records JSONL, an exported SFT/corpus file, or a
+    rollout job folder (ttgen's or Harbor's: its trials' records before curation's filters)."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
     problems: list[str] = []

@@ -9,7 +9,8 @@ any other key except the optional ``source``:
     agent           "terminus-2"
     model           the teacher, e.g. "deepseek-ai/DeepSeek-V3.2"
     model_provider  str
-    date            str (ISO 8601: when the trial started)
+    date            str (ISO 8601: when the trial started, UTC written with "Z" as in the trial's
+                    result.json and in Harbor's trace rows)
     task            the task id
     episode         "episode-N", N = number of assistant turns - 1 (the final episode's index)
     run_id          the rollout job
@@ -44,6 +45,12 @@ CORPUS_SCHEMA = pa.schema(
 CORPUS_FIELDS = tuple(CORPUS_SCHEMA.names)
 
 
+def utc_z(date: str) -> str:
+    """An ISO 8601 time in UTC as result.json writes it (and Harbor's rows carry it): "Z", not
+    "+00:00". Other offsets and other text are left as they are."""
+    return date[: -len("+00:00")] + "Z" if date.endswith("+00:00") else date
+
+
 def corpus_row(record: dict[str, Any]) -> dict[str, Any]:
     """A curated record as a Terminal-Corpus row."""
     conversations = [{"role": m["role"], "content": m["content"]} for m in record["messages"]]
@@ -53,7 +60,7 @@ def corpus_row(record: dict[str, Any]) -> dict[str, Any]:
         "agent": record.get("agent") or "terminus-2",
         "model": record.get("model") or "",
         "model_provider": record.get("model_provider") or "",
-        "date": record.get("date") or "",
+        "date": utc_z(record.get("date") or ""),
         "task": record["task"],
         "episode": f"episode-{max(0, n_assistant - 1)}",
         "run_id": record.get("run_id") or "",

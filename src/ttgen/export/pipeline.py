@@ -1,7 +1,12 @@
-"""`ttgen export`: curated records → Terminal-Corpus rows or SFT rows, in one or more files.
+"""`ttgen export`: curated records → Terminal-Corpus rows, Harbor-style rows or SFT rows, in one
+or more files.
 
     DATA/records.jsonl ─► (mix / fraction routing, mixes.py) ─► corpus_row        ─► writers
+                                                            ├► trial_rows (harbor) ──┤
                                                             └► tokenize (parallel) ─► sft_row ─┘
+
+``--format harbor`` (`ttgen.export.harbor`) writes the rows `harbor traces export` makes of the
+trials the curated records come from: one per episode, from each trial's ATIF trajectory.
 
 Everything streams: records are read line by line, tokenized in bounded chunks on worker
 processes (results come back in input order), and written in row groups, so memory does not grow
@@ -28,6 +33,7 @@ from typing import Any
 from ttgen import __version__
 from ttgen.curate.pipeline import RECORDS, read_manifest, read_records
 from ttgen.export.corpus import CORPUS_SCHEMA, corpus_row
+from ttgen.export.harbor import HarborOptions
 from ttgen.export.mixes import (
     DEFAULT_STAGE1,
     OutputPlan,
@@ -41,7 +47,7 @@ from ttgen.export.targets import check_target
 from ttgen.export.writers import RowWriter, format_of
 from ttgen.rollout.models import now, write_json_atomic
 
-EXPORT_FORMATS = ("corpus", "sft")
+EXPORT_FORMATS = ("corpus", "harbor", "sft")
 
 
 class ExportError(Exception):
@@ -68,6 +74,8 @@ class ExportOptions:
     with_ids: bool = True
     workers: int = 1
     rows_per_group: int = 256
+    # harbor: the options of `harbor traces export` (episodes all|last, optional columns)
+    harbor: HarborOptions = field(default_factory=HarborOptions)
     # datasets
     save_to_disk: Path | None = None
     push_to_hub: str | None = None
@@ -114,7 +122,12 @@ def export(
     """Run the export (see the module docstring); returns the summary."""
     inputs = [Path(p) for p in inputs]
     if options.format not in EXPORT_FORMATS:
-        raise ExportError(f"unknown format {options.format!r} (choose corpus or sft)")
+        raise ExportError(f"unknown format {options.format!r} (choose corpus, harbor or sft)")
+    if options.format == "harbor":
+        try:
+            options.harbor.check()
+        except ValueError as exc:
+            raise ExportError(str(exc)) from None
     try:
         format_of(out)
         plans = plan_outputs(out, options.mix, options.fractions)
@@ -157,7 +170,11 @@ def export(
 
     schema = CORPUS_SCHEMA
     batch_builder = None
-    if target == "sharegpt":
+    if options.format == "harbor":
+        from ttgen.export.harbor import harbor_schema
+
+        schema = harbor_schema(options.harbor)
+    elif target == "sharegpt":
         from ttgen.export.targets import SHAREGPT_SCHEMA
 
         schema = SHAREGPT_SCHEMA
@@ -196,7 +213,10 @@ def export(
                         counts["not_selected"] += 1
 
         n_done = 0
-        if options.format == "corpus":
+        if options.format == "harbor":
+            n_done = _write_harbor(files, outs, options, problems, counts, progress,
+                                   keep if selecting else None, strata, plans)  # fmt: skip
+        elif options.format == "corpus":
             for rec, dest in routed():
                 try:
                     row = corpus_row(rec)
@@ -333,6 +353,15 @@ def export(
         ],
         "elapsed_sec": round(time.perf_counter() - started, 3),
     }
+    if options.format == "harbor":
+        summary["options"]["harbor"] = {
+            "episodes": options.harbor.episodes,
+            "filter": options.harbor.filter,
+            "columns": _harbor_columns(options.harbor),
+        }
+        summary["trials"] = counts["trials"]
+        summary["partly_curated_trials"] = counts["partly_curated_trials"]
+        summary["filtered_trials"] = counts["filtered_trials"]
     if options.format == "sft":
         summary["target"] = _describe_target(options, reasoning, outs, counts, verl_probe,
                                              dataset_info)  # fmt: skip
@@ -371,6 +400,18 @@ def _empty_message(
         reason = (
             f"all {counts['records']} record(s) were skipped"
             + (f" (e.g. {problems[0]})" if problems else f" as longer than {options.max_len}")
+        )
+    elif (
+        options.format == "harbor"
+        and not counts["trials"]
+        and (counts["partly_curated_trials"] or counts["filtered_trials"] or problems)
+    ):
+        reason = (
+            f"no trial gave Harbor rows ({counts['partly_curated_trials']} partly dropped by "
+            f"curation, {counts['filtered_trials']} left out by the {options.harbor.filter} "
+            f"filter, {len(problems)} record(s) skipped"
+            + (f", e.g. {problems[0]}" if problems else "")
+            + ")"
         )
     elif counts["unselected_source"] == counts["records"]:
         reason = (
@@ -516,6 +557,73 @@ def _write_sharegpt(
         if progress is not None and n_done % 256 == 0:
             progress(n_done)
     return n_done
+
+
+def _write_harbor(
+    files: list[Path],
+    outs: dict[str, _Out],
+    options: ExportOptions,
+    problems: list[str],
+    counts: Counter[str],
+    progress: Callable[[int], None] | None,
+    keep: Callable[[str], bool] | None,
+    strata: Strata | None,
+    plans: list[OutputPlan],
+) -> int:
+    """Write Harbor-style rows: the trials of the records (grouped: a trial's summarized
+    contexts and final conversation are one trajectory), routed by the trial's final record.
+    Returns the trials done."""
+    from ttgen.export.harbor import HarborRowError, JobCache, group_trials, trial_rows, whole_trial
+
+    def records() -> Iterator[dict[str, Any]]:
+        for f in files:
+            for rec in read_records(f, problems):
+                counts["records"] += 1
+                yield rec
+
+    cache = JobCache()
+    n_done = 0
+    for group in group_trials(records()):
+        final = group[-1]
+        source = str(final.get("source") or "other")
+        if keep is not None and not keep(source):
+            counts["not_selected"] += len(group)
+            counts["unselected_source"] += len(group)
+            continue
+        dest = targets(final, plans, strata, options.stage1_subsets)
+        if not dest:
+            counts["not_selected"] += len(group)
+            continue
+        if not whole_trial(group):
+            counts["partly_curated_trials"] += 1
+            continue
+        try:
+            if not final.get("trial_dir"):
+                raise HarborRowError("the record names no trial folder")
+            rows = trial_rows(Path(final["trial_dir"]), options.harbor, cache=cache)
+        except HarborRowError as exc:
+            problems.extend(f"{r.get('id', '?')}: {exc}" for r in group)
+            continue
+        if not rows:
+            counts["filtered_trials"] += 1
+            continue
+        counts["trials"] += 1
+        for row in rows:
+            for p in dest:
+                o = outs[p.name]
+                o.writer.write(row)
+                o.rows += 1
+                o.by_source[source] += 1
+        n_done += 1
+        if progress is not None and n_done % 64 == 0:
+            progress(n_done)
+    return n_done
+
+
+def _harbor_columns(o: HarborOptions) -> list[str]:
+    from ttgen.export.harbor import harbor_schema
+
+    return list(harbor_schema(o).names)
 
 
 def summary_path(out: Path) -> Path:

@@ -196,9 +196,18 @@ class Sft(_Strict):
         return data
 
 
+class HarborRows(_Strict):
+    """Harbor-style rows (`ttgen export --format harbor`): what `harbor traces export` makes of
+    the curated trials, one row per episode."""
+
+    file: str = "harbor.parquet"
+    episodes: Literal["all", "last"] = "all"
+
+
 class Export(_Strict):
     corpus: str | None = "corpus.parquet"
     sft: Sft | None = None
+    harbor: HarborRows | None = None
     mix: Literal["mixed", "curriculum"] = "mixed"
     fractions: list[float] = Field(default_factory=list)
     seed: int = 0

@@ -66,6 +66,7 @@ _LATER_DEFAULTS: dict[str, Any] = {
     "keep_tampered": False,
     "include_sources": [],
     "exclude_sources": [],
+    "harbor": None,
 }
 
 
@@ -457,6 +458,16 @@ class Runner:
             s = export([data], out_dir / e.corpus, ExportOptions(format="corpus", **common))
             outputs["corpus"] = f"export/{e.corpus}"
             counts["corpus_rows"] = sum(o["rows"] for o in s["outputs"].values())
+        if e.harbor is not None:
+            from ttgen.export.harbor import HarborOptions
+
+            s = export([data], out_dir / e.harbor.file,
+                       ExportOptions(format="harbor",
+                                     harbor=HarborOptions(episodes=e.harbor.episodes), **common))  # fmt: skip
+            outputs["harbor"] = f"export/{e.harbor.file}"
+            counts["harbor_rows"] = sum(o["rows"] for o in s["outputs"].values())
+            if s["skipped"]:
+                counts["harbor_skipped"] = s["skipped"]
         if e.sft is not None:
             from ttgen.export.sft import TokenizerSpec
 

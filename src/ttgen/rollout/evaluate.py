@@ -32,12 +32,13 @@ import math
 import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
 
-from ttgen.rollout.models import Outcome
+from ttgen.rollout.models import Outcome, read_job, task_metadata_of
 from ttgen.rollout.stats import TrialSummary, pass_at_k
 
 UNCATEGORIZED = "uncategorized"
@@ -147,6 +148,18 @@ def _figures(scored: list[TrialSummary], ks: list[int], k: int) -> dict[str, Any
         "pass_at_k": pak,
         "pass_at_k_tasks": pak_tasks,
     }
+
+
+def summarize_job(job_dir: Path) -> tuple[list[TrialSummary], dict[str, str], int]:
+    """What `evaluate` needs from a finished job folder, ttgen's or Harbor's: the trials'
+    summaries, each task's category (its metadata, recorded or in its task folder) and k (the
+    most attempts any task had). ValueError when the folder holds no finished trial."""
+    results = read_job(job_dir)
+    if not results:
+        raise ValueError(f"{job_dir}: no finished trial (no valid result.json in its folders)")
+    summaries = [TrialSummary.of(r) for r in results]
+    categories = {r.task_name: task_category(task_metadata_of(r)) for r in results}
+    return summaries, categories, max(s.attempt for s in summaries) + 1
 
 
 def evaluate(

@@ -49,6 +49,7 @@ from ttgen.rollout.models import (
     TrialConfig,
     TrialResult,
     now,
+    trial_config,
     write_json_atomic,
 )
 from ttgen.rollout.trial import TimeoutPolicy, Trial, TrialSpec
@@ -291,11 +292,13 @@ def unpack_trial(
         if config_path.is_file():
             try:
                 config = TrialConfig.model_validate_json(config_path.read_bytes())
-                config.task_path = task_path
+                config.task.path = task_path
+                config.trials_dir = str(trial_dir.parent.resolve())
                 write_json_atomic(config_path, config.model_dump_json(indent=2), fsync=False)
             except ValueError:
                 pass
-        result.config.task_path = task_path
+        result.config.task.path = task_path
+        result.config.trials_dir = str(trial_dir.parent.resolve())
         result.task_id = {**result.task_id, "path": task_path}
         result.trial_uri = trial_dir.resolve().as_uri()
         result.environment.__pydantic_extra__["node"] = node  # type: ignore[index]
@@ -335,13 +338,10 @@ def record_failure(
     the trial was cancelled): config.json, trial.log, exception.txt, then result.json."""
     task = spec.task
     task_path = str(task.path.resolve()) if task.path else ""
-    config = TrialConfig(
-        task_path=task_path,
-        task_name=task.name,
-        trial_name=spec.trial_name,
-        attempt=spec.attempt,
+    config = trial_config(
+        spec,
+        trial_dir,
         job_id=job_id,
-        agent=spec.agent,
         timeouts=options.timeouts.effective(task),
         force_build=options.force_build,
         verifier_env=options.verifier_env,

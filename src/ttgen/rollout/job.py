@@ -53,6 +53,7 @@ from ttgen.rollout.models import (
     TrialResult,
     now,
     read_trial_result,
+    redact,
     write_json_atomic,
 )
 from ttgen.rollout.stats import TrialSummary, compute_stats
@@ -350,7 +351,7 @@ class Job:
         path = self.out / "config.json"
         if not path.exists():
             if not self.job_id:
-                self.job_id = uuid.uuid4().hex[:12]
+                self.job_id = str(uuid.uuid4())  # Harbor's job ids are UUIDs
             return None
         identity = self._identity()
         try:
@@ -364,7 +365,12 @@ class Job:
                 f"{self.out} holds a {old.get('kind')} job; this is a {identity['kind']}. "
                 "Use another --out folder."
             )
-        old_agents = {json.dumps(a, sort_keys=True) for a in old.get("agents", [])}
+        old_agents = {  # jobs of earlier releases wrote secrets: compare without them
+            json.dumps({**a, "kwargs": redact(a.get("kwargs") or {})}, sort_keys=True)
+            if isinstance(a, dict)
+            else json.dumps(a)
+            for a in old.get("agents", [])
+        }
         new_agents = {json.dumps(a, sort_keys=True) for a in identity["agents"]}
         if not new_agents <= old_agents:
             raise ConfigError(
@@ -393,7 +399,50 @@ class Job:
             }
         else:
             config.setdefault("runs", []).append(run_info)
-        write_json_atomic(self.out / "config.json", config)
+        harbor = self._harbor_config()
+        rest = {k: v for k, v in config.items() if k not in harbor}
+        write_json_atomic(self.out / "config.json", {**harbor, **rest})
+
+    def _harbor_config(self) -> dict[str, Any]:
+        """Harbor's JobConfig keys for what this run does (its latest run's options), so that
+        Harbor's tools read the job: name, folder, attempts, concurrency, retries, timeout
+        multipliers, environment, verifier, agents (with model_name) and task paths."""
+        o, t = self.options, self.options.timeouts
+        agents, seen = [], set()
+        for s in self.specs:
+            if s.agent.key not in seen:
+                seen.add(s.agent.key)
+                agents.append({
+                    **s.agent.redacted().model_dump(mode="json"),
+                    "override_timeout_sec": t.agent_override_sec,
+                    "override_setup_timeout_sec": t.agent_setup_override_sec,
+                    "max_timeout_sec": t.max_agent_sec,
+                })  # fmt: skip
+        paths = dict.fromkeys(str(s.task.path.resolve()) for s in self.specs if s.task.path)
+        return {
+            "job_name": self.out.name,
+            "jobs_dir": str(self.out.parent.resolve()),
+            "n_attempts": max((s.attempt for s in self.specs), default=0) + 1,
+            "timeout_multiplier": t.multiplier,
+            "agent_timeout_multiplier": t.agent_multiplier,
+            "verifier_timeout_multiplier": t.verifier_multiplier,
+            "agent_setup_timeout_multiplier": t.agent_setup_multiplier,
+            "environment_build_timeout_multiplier": t.build_multiplier,
+            "n_concurrent_trials": o.n_concurrent,
+            "retry": {
+                "max_retries": o.retries,
+                "min_wait_sec": o.retry_min_wait_sec,
+                "max_wait_sec": o.retry_max_wait_sec,
+            },
+            "environment": {"type": "docker", "force_build": o.force_build, "delete": True},
+            "verifier": {
+                "override_timeout_sec": t.verifier_override_sec,
+                "max_timeout_sec": t.max_verifier_sec,
+                "env": dict(o.verifier_env),
+            },
+            "agents": agents,
+            "tasks": [{"path": p} for p in paths],
+        }
 
     def _scan(self) -> list[tuple[TrialSpec, list[RetryRecord]]]:
         """Split the planned trials into finished ones (kept) and the rest (to run)."""

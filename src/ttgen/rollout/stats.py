@@ -1,4 +1,5 @@
-"""Job statistics: outcomes, mean reward, pass@k (unbiased estimator averaged over tasks).
+"""Job statistics: outcomes, mean reward, pass@k (unbiased estimator averaged over tasks), and
+Harbor's JobStats with Harbor's meanings beside them (see `compute_stats`).
 
 Infrastructure outcomes (build/environment/agent/LLM errors, cancelled) are counted apart and
 never enter the reward figures: they say nothing about the model. A model outcome without a
@@ -34,6 +35,8 @@ class TrialSummary:
     cost_usd: float | None = None
     duration_sec: float | None = None
     exception_type: str | None = None
+    source: str | None = None  # the task's dataset (Harbor's eval key)
+    rewards: dict[str, float | int] | None = None  # the verifier's; None: it gave no result
 
     @classmethod
     def of(cls, r: TrialResult) -> TrialSummary:
@@ -54,6 +57,8 @@ class TrialSummary:
             cost_usd=ar.cost_usd if ar else None,
             duration_sec=r.duration_sec,
             exception_type=r.exception_info.exception_type if r.exception_info else None,
+            source=r.source,
+            rewards=dict(r.verifier_result.rewards) if r.verifier_result is not None else None,
         )
 
     @property
@@ -122,50 +127,109 @@ def _block(items: list[TrialSummary]) -> dict[str, Any]:
     }
 
 
+def harbor_eval_key(s: TrialSummary) -> str:
+    """Harbor's key of a trial's eval: agent__model__dataset (agent__dataset without a model),
+    the dataset being the task's source or "adhoc"."""
+    dataset = s.source or "adhoc"
+    return f"{s.agent}__{s.model}__{dataset}" if s.model else f"{s.agent}__{dataset}"
+
+
+def _harbor_pass_at_k(items: list[TrialSummary]) -> dict[str, float]:
+    """Harbor's pass@k of an eval: only when every trial has one 0/1 reward (none counts 0);
+    k in {2, 4, 8, ...} and {5, 10, ...} up to the fewest trials any task has."""
+    per_task: dict[str, list[int]] = defaultdict(list)
+    for s in items:
+        if s.rewards is None:
+            per_task[s.task_name].append(0)
+            continue
+        values = list(s.rewards.values())
+        if len(values) != 1 or values[0] not in (0, 1) or isinstance(values[0], bool):
+            return {}
+        per_task[s.task_name].append(int(values[0]))
+    if not per_task:
+        return {}
+    least = min(len(v) for v in per_task.values())
+    ks = sorted(k for k in k_values(least) if k != 1)
+    return {
+        str(k): sum(pass_at_k(len(v), sum(v), k) for v in per_task.values()) / len(per_task)
+        for k in ks
+    }
+
+
+def _harbor_eval(items: list[TrialSummary]) -> dict[str, Any]:
+    """One entry of Harbor's JobStats.evals, with Harbor's meanings (n_trials: trials the
+    verifier gave a result; n_errors: trials with an exception; metrics: the mean reward over
+    all trials, none counting 0), then ttgen's figures (scored trials only)."""
+    reward_stats: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    exception_stats: dict[str, list[str]] = defaultdict(list)
+    firsts = []
+    for s in items:
+        if s.rewards is not None:
+            for key, value in s.rewards.items():
+                reward_stats[key][str(value)].append(s.trial_name)
+        if s.exception_type:
+            exception_stats[s.exception_type].append(s.trial_name)
+        firsts.append(next(iter(s.rewards.values()), 0) if s.rewards else 0)
+    ours = _block(items)
+    return {
+        "n_trials": sum(1 for s in items if s.rewards is not None),
+        "n_errors": sum(1 for s in items if s.exception_type),
+        "metrics": [{"mean": sum(firsts) / len(firsts)}] if firsts else [],
+        "pass_at_k": _harbor_pass_at_k(items),
+        "reward_stats": {k: dict(v) for k, v in reward_stats.items()},
+        "exception_stats": dict(exception_stats),
+        # ttgen's: infrastructure and tasks without tests apart
+        "n_scored": ours["n_scored"],
+        "n_infra_errors": ours["n_errors"],
+        "n_unverified": ours["n_unverified"],
+        "n_passed": ours["n_passed"],
+        "mean_reward": ours["mean_reward"],
+        "pass_at_k_scored": ours["pass_at_k"],
+    }
+
+
 def compute_stats(
     summaries: list[TrialSummary], *, n_total: int, n_running: int = 0, wall_sec: float = 0.0
 ) -> dict[str, Any]:
+    """A job's stats: Harbor's JobStats keys with Harbor's meanings (n_completed_trials: every
+    finished trial; n_errored_trials: trials with an exception, a timeout included; evals by
+    Harbor's key), then ttgen's figures, in which infrastructure outcomes and tasks without
+    tests are apart (n_scored_trials, n_infra_errors, outcomes, mean_reward, pass_at_k)."""
     outcomes = Counter(s.outcome for s in summaries)
     durations = [s.duration_sec for s in summaries if s.duration_sec is not None]
     main = _block(summaries)
     costs = [s.cost_usd for s in summaries if s.cost_usd is not None]
-    by_agent: dict[str, list[TrialSummary]] = defaultdict(list)
+    by_eval: dict[str, list[TrialSummary]] = defaultdict(list)
     for s in summaries:
-        by_agent[f"{s.agent}__{s.model or 'none'}"].append(s)
+        by_eval[harbor_eval_key(s)].append(s)
     exception_stats = Counter(s.exception_type for s in summaries if s.exception_type)
     return {
-        "n_total_trials": n_total,
-        "n_finished_trials": len(summaries),
-        "n_completed_trials": main["n_scored"],
-        "n_unverified_trials": main["n_unverified"],
-        "n_errored_trials": sum(
-            1 for s in summaries if s.is_infra and s.outcome != Outcome.CANCELLED.value
-        ),
-        "n_cancelled_trials": outcomes.get(Outcome.CANCELLED.value, 0),
+        # Harbor's JobStats
+        "n_completed_trials": len(summaries),
+        "n_errored_trials": sum(1 for s in summaries if s.exception_type),
         "n_running_trials": n_running,
         "n_pending_trials": max(0, n_total - len(summaries) - n_running),
+        "n_cancelled_trials": outcomes.get(Outcome.CANCELLED.value, 0),
         "n_retries": sum(s.n_retries for s in summaries),
+        "evals": {key: _harbor_eval(items) for key, items in sorted(by_eval.items())},
+        "n_input_tokens": sum(s.n_input_tokens for s in summaries),
+        "n_cache_tokens": sum(s.n_cache_tokens for s in summaries),
+        "n_output_tokens": sum(s.n_output_tokens for s in summaries),
+        "cost_usd": sum(costs) if costs else None,
+        # ttgen's
+        "n_total_trials": n_total,
+        "n_finished_trials": len(summaries),
+        "n_scored_trials": main["n_scored"],
+        "n_unverified_trials": main["n_unverified"],
+        "n_infra_errors": sum(
+            1 for s in summaries if s.is_infra and s.outcome != Outcome.CANCELLED.value
+        ),
         "n_passed": main["n_passed"],
         "n_tampered": outcomes.get(Outcome.TAMPERED.value, 0),
         "outcomes": {o.value: outcomes.get(o.value, 0) for o in Outcome if outcomes.get(o.value)},
         "mean_reward": main["mean_reward"],
         "pass_at_k": main["pass_at_k"],
-        "n_input_tokens": sum(s.n_input_tokens for s in summaries),
-        "n_cache_tokens": sum(s.n_cache_tokens for s in summaries),
-        "n_output_tokens": sum(s.n_output_tokens for s in summaries),
-        "cost_usd": sum(costs) if costs else None,
         "median_trial_sec": statistics.median(durations) if durations else None,
         "wall_sec": wall_sec,
         "exception_stats": dict(exception_stats),
-        "evals": {
-            key: {
-                "n_trials": b["n_trials"],
-                "n_errors": b["n_errors"],
-                "n_unverified": b["n_unverified"],
-                "metrics": [{"mean": b["mean_reward"]}],
-                "pass_at_k": b["pass_at_k"],
-            }
-            for key, items in sorted(by_agent.items())
-            for b in [_block(items)]
-        },
     }

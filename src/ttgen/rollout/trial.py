@@ -58,12 +58,12 @@ from ttgen.rollout.models import (
     RetryRecord,
     Timeouts,
     TimingInfo,
-    TrialConfig,
     TrialResult,
     VerifierResult,
     finite_number,
     now,
     primary_reward,
+    trial_config,
     write_json_atomic,
 )
 from ttgen.sandbox.diagnose import TLS_HINT, tls_intercepted
@@ -277,13 +277,10 @@ class Trial:
         (self.dir / "verifier").mkdir(exist_ok=True)
         tlog = _TrialLog(self.dir / "trial.log")
         timeouts = self.policy.effective(task)
-        config = TrialConfig(
-            task_path=str(task.path.resolve()) if task.path else "",
-            task_name=task.name,
-            trial_name=spec.trial_name,
-            attempt=spec.attempt,
+        config = trial_config(
+            spec,
+            self.dir,
             job_id=self.job_id,
-            agent=spec.agent,
             timeouts=timeouts,
             force_build=self.force_build,
             verifier_env=self.verifier_env,
@@ -319,7 +316,7 @@ class Trial:
             timed_out = await self._agent_execution(agent, ctx, result, timeouts, tlog)
             phase = "verifier"
             await self._ensure_alive(result)
-            if task.test_script is None and not (task.path and (task.path / "tests").exists()):
+            if not task.has_tests:
                 # No tests at all, by design (adapter tasks, as in the paper): no reward.
                 tlog("no tests/: the trajectory is kept unscored")
                 result.outcome = Outcome.UNVERIFIED

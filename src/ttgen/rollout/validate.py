@@ -1,13 +1,14 @@
 """Task validation: does the verifier tell a solved task from an untouched one?
 
-For every task, the `nop` agent (does nothing) and, when the task has solution/solve.sh, the
-`oracle` agent (runs it) each get one trial, through the same job machinery as rollouts (so
+For every task, the `nop` agent (does nothing) and, when the task has solution/solve.sh and
+tests, the `oracle` agent (runs it) each get one trial, through the same job machinery as rollouts (so
 validation is concurrent and resumable). One verdict per task:
 
     valid            oracle scores 1, nop scores 0
     no_solution      no solve.sh to check against; nop scores 0
-    no_tests         no tests/ at all, by design (the paper's adapter tasks): rollouts of it
-                     are kept unscored (outcome `unverified`)
+    no_tests         no tests, by design (the paper's adapter tasks): tests/test.sh is the
+                     no-tests script (`ttgen.task.NO_TESTS_SCRIPT`), or there is no tests/;
+                     rollouts of it are kept unscored (outcome `unverified`)
     trivial          nop already scores > 0: the verifier does not check the work
     oracle_failed    the reference solution scores < 1
     verifier_broken  no reward file, an unreadable one, or test.sh timed out
@@ -91,7 +92,7 @@ def judge(nop: TrialResult | None, oracle: TrialResult | None) -> tuple[str, lis
             return "verifier_broken", [f"after {role}: {_first_line(r)}"]
     assert nop is not None
     if nop.outcome == Outcome.UNVERIFIED:
-        return "no_tests", ["the task has no tests/ (by design, like the paper's adapter tasks)"]
+        return "no_tests", ["the task has no tests (by design, like the paper's adapter tasks)"]
     if nop.reward is not None and nop.reward > 0:
         detail = "" if nop.reward >= 1 else " (partial credit with no work done)"
         return "trivial", [f"nop scores {nop.reward:g}{detail}"]
@@ -114,7 +115,8 @@ def validation_specs(tasks: list[Task]) -> list[TrialSpec]:
     specs = []
     for i, t in enumerate(tasks):
         checksum = task_checksum(t.path) if t.path else None
-        roles = ["nop"] + (["oracle"] if t.solve_script is not None else [])
+        # Nothing scores a task without tests, so its oracle would tell nothing: nop only.
+        roles = ["nop"] + (["oracle"] if t.solve_script is not None and t.has_tests else [])
         for role in roles:
             specs.append(
                 TrialSpec(

@@ -12,7 +12,10 @@ character for character (Figures 8-10):
 Beyond the paper (whose adapter tasks have no tests): a math record with a reference answer and
 a code record with test cases also get tests/ (test.sh + a standard-library checker from
 `ttgen.sources.verifiers` + the reference data) and, where the record has a reference answer or
-solution, solution/solve.sh, so `ttgen validate` can check them.
+solution, solution/solve.sh, so `ttgen validate` can check them. Every other task has no tests,
+as in the paper, and gets `ttgen.task.NO_TESTS_SCRIPT` as tests/test.sh (Harbor refuses a task
+without one): it gives no reward, which Harbor records as such; ttgen does not run it (trials end
+`unverified`, validation says `no_tests`). task.toml's ``[metadata] has_tests`` says which.
 
 `adapt()` reads a source with `ttgen.sources.records.iter_records`, drops duplicate prompts,
 records bad records and goes on, and writes one task per record under the output folder plus
@@ -48,6 +51,7 @@ from ttgen.sources.swe_files import check_path, parse_code_files
 from ttgen.task import (
     CONFIG_FILE,
     INSTRUCTION_FILE,
+    NO_TESTS_SCRIPT,
     AgentConfig,
     EnvironmentConfig,
     Task,
@@ -391,6 +395,8 @@ def _assemble(
     )
     dockerfile = f"FROM {options.image}\nWORKDIR /app\n"
     files: dict[str, bytes | str] = dict(built.files)
+    if not built.has_tests:
+        files["tests/test.sh"] = NO_TESTS_SCRIPT  # no tests by design; Harbor needs the file
     if built.env_files:
         dockerfile += "COPY files/ /app/\n"
         for path, content in built.env_files.items():

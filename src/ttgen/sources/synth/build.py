@@ -169,7 +169,10 @@ def draft_to_task(
         agent=AgentConfig(timeout_sec=agent_timeout_sec),
         verifier=VerifierConfig(timeout_sec=verifier_timeout_sec),
         environment=EnvironmentConfig(
-            cpus=cpus, memory_mb=memory_mb, allow_internet=allow_internet
+            cpus=cpus,
+            memory_mb=memory_mb,
+            # Harbor deprecates allow_internet: the file says network_mode
+            network_mode="public" if allow_internet else "no-network",
         ),
     )
     instruction = (
