@@ -340,3 +340,15 @@ async def test_a_job_written_by_an_earlier_release_resumes_and_curates(docker_re
     assert second["config"]["task"]["path"] == flat["task_path"]
     records, drops = read_trial(trial)
     assert records == [] and drops[0].reason == "no_conversation" and drops[0].id == f"{old_id}/t__0"
+
+
+def test_harbors_empty_rewards_mean_no_tests_only_for_a_task_without_tests(tmp_path):
+    from ttgen.task import NO_TESTS_SCRIPT
+
+    for name, script, outcome in (("adapted", NO_TESTS_SCRIPT, Outcome.UNVERIFIED),
+                                  ("real", CHECK, Outcome.REWARD_MISSING)):  # fmt: skip
+        (tmp_path / name / "tests").mkdir(parents=True)
+        (tmp_path / name / "tests" / "test.sh").write_text(script)
+        data = _harbor_result(None, {})
+        data["config"]["task"]["path"] = str(tmp_path / name)
+        assert harbor_outcome(data) == (outcome, None), name

@@ -427,7 +427,8 @@ def harbor_outcome(data: dict[str, Any]) -> tuple[Outcome, float | None]:
     exception type (timeouts and reward-file errors are the model's outcomes; cancellation, the
     environment, agent set-up and the LLM endpoint are infrastructure), the phase it failed in
     (an exception before the agent ran is the environment's), then the verifier's rewards
-    (none at all: `unverified`, as Harbor records a task whose tests give no reward)."""
+    (none: `unverified` for a task without tests, ttgen's no-tests script or a disabled
+    verifier; `reward_missing` when the task's real tests gave none, as in ttgen's jobs)."""
     verifier = data.get("verifier_result") or {}
     rewards = verifier.get("rewards") if isinstance(verifier, dict) else None
     reward = primary_reward(rewards) if isinstance(rewards, dict) else None
@@ -454,8 +455,27 @@ def harbor_outcome(data: dict[str, Any]) -> tuple[Outcome, float | None]:
             return (Outcome.PASSED if outcome == Outcome.FAILED and reward >= 1 else outcome), reward
         return outcome, reward
     if reward is None:
-        return Outcome.UNVERIFIED, None
+        if isinstance(rewards, dict) and _has_real_tests(data):
+            # tests that ran and gave no reward judged nothing: as ttgen's own runner says
+            return Outcome.REWARD_MISSING, None
+        return Outcome.UNVERIFIED, None  # verifier disabled, or ttgen's no-tests script
     return (Outcome.PASSED if reward >= 1.0 else Outcome.FAILED), reward
+
+
+def _has_real_tests(data: dict[str, Any]) -> bool:
+    """The task folder of a Harbor result (when still there) has tests other than ttgen's
+    no-tests script."""
+    from ttgen.task import is_no_tests_script
+
+    config = data.get("config") if isinstance(data.get("config"), dict) else {}
+    task = config.get("task") if isinstance(config.get("task"), dict) else {}
+    path = task.get("path") or (data.get("task_id") or {}).get("path")
+    if not path:
+        return False
+    try:
+        return not is_no_tests_script((Path(str(path)) / "tests" / "test.sh").read_bytes())
+    except OSError:
+        return False
 
 
 def finite_number(value: Any) -> bool:

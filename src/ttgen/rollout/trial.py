@@ -318,7 +318,7 @@ class Trial:
             await self._ensure_alive(result)
             if not task.has_tests:
                 # No tests at all, by design (adapter tasks, as in the paper): no reward.
-                tlog("no tests/: the trajectory is kept unscored")
+                tlog("no tests: the trajectory is kept unscored")
                 result.outcome = Outcome.UNVERIFIED
                 if timed_out:
                     result.warnings.append("the agent ran past its timeout")
