@@ -3,7 +3,7 @@
     python benchmarks/export.py [--records 300] [--vocab 16000] [--workers N] [--repeat 3]
 
 The data is generated here (fixed seed): a byte-level BPE trained on the generated text with a
-Qwen3-like chat template (`ttgen.testing.tokenizer`), and records.jsonl with Terminus 2-like
+Qwen3-like chat template (`ttgen.export.toy_tokenizer`), and records.jsonl with Terminus 2-like
 conversations: the Terminus 2 prompt with a task, then terminal output; the assistant answers
 ``<think>...</think>`` + a JSON action with keystrokes; 10-30 turns, a few thousand to ~20k
 tokens each. Measured in the same run:
@@ -22,7 +22,7 @@ turns (this machine's speed drifts by 10-20% between runs). Ours is timed end to
 included: loading the tokenizer, pyarrow's first conversion (which imports pandas, ~0.15 s),
 starting the pool.
 
-`export_sft` runs ttgen's own export (`ttgen.export.pipeline.export`, as `ttgen export
+`export_sft` runs ttgen's own export (`ttgen.export.exporter.export`, as `ttgen export
 --format sft` does); the timing code only calls it.
 """
 
@@ -46,9 +46,9 @@ from tokenizers import Tokenizer
 
 from ttgen.agents.terminus2.prompts import render_prompt
 from ttgen.export.chat import ChatTokenizer
-from ttgen.export.pipeline import ExportOptions, export
+from ttgen.export.exporter import ExportOptions, export
 from ttgen.export.sft import TokenizerSpec, tokenize_records
-from ttgen.testing.tokenizer import build_test_tokenizer
+from ttgen.export.toy_tokenizer import train_toy_tokenizer
 
 # -- generated data ---------------------------------------------------------------------------
 
@@ -300,7 +300,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     records = tmp / "records.jsonl"
     write_records(records, args.records, args.seed)
     train = [m["content"] for r in read_records(records) for m in r["messages"][:9]]
-    tok_dir = build_test_tokenizer(
+    tok_dir = train_toy_tokenizer(
         tmp / "tok", vocab_size=args.vocab, texts=train, template="qwen3"
     )
     del train

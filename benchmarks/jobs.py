@@ -40,8 +40,8 @@ from pathlib import Path
 
 import aiodocker
 
+from ttgen.formats.trial import AgentSpec, Outcome, read_trial_result
 from ttgen.rollout.job import Job, JobOptions, rollout_specs
-from ttgen.rollout.models import AgentSpec, Outcome, read_trial_result
 from ttgen.sandbox.docker import LABEL_JOB, DockerBackend
 from ttgen.task import Task
 

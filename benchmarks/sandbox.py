@@ -25,8 +25,8 @@ import time
 import uuid
 from pathlib import Path
 
-from ttgen.config import Settings
 from ttgen.sandbox.docker import DockerBackend
+from ttgen.settings import Settings
 from ttgen.task import Task
 
 

@@ -37,8 +37,8 @@ from pathlib import Path
 
 import aiodocker
 
+from ttgen.formats.trial import AgentSpec, Outcome, read_trial_result
 from ttgen.rollout.job import Job, JobOptions, rollout_specs
-from ttgen.rollout.models import AgentSpec, Outcome, read_trial_result
 from ttgen.rollout.trial import Trial, TrialSpec
 from ttgen.sandbox.docker import DockerBackend
 from ttgen.task import Task

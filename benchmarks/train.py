@@ -3,7 +3,7 @@ and peak memory.
 
     python benchmarks/train.py [--size small] [--seq 512] [--steps 20] [--repeat 3]
 
-The data is generated here (fixed seed): a byte-level BPE (`ttgen.testing.tokenizer`, ChatML
+The data is generated here (fixed seed): a byte-level BPE (`ttgen.export.toy_tokenizer`, ChatML
 template) and Terminus-2-like conversations longer than ``--seq`` tokens, tokenized into SFT
 rows by ttgen's export functions; training truncates every row at ``--seq``, so every
 micro-batch has the same shape and no padding (the batch order, which differs between the two,
@@ -74,10 +74,10 @@ def make_data(tmp: Path, args: argparse.Namespace) -> tuple[Path, Path, Path]:
     import pyarrow.parquet as pq
 
     from ttgen.export.sft import TokenizerSpec, sft_record_batch, sft_row, tokenize_records
-    from ttgen.testing.tokenizer import build_test_tokenizer
+    from ttgen.export.toy_tokenizer import train_toy_tokenizer
     from ttgen.train.tiny import init_model
 
-    tok = build_test_tokenizer(tmp / "tok", vocab_size=args.vocab, template="chatml")
+    tok = train_toy_tokenizer(tmp / "tok", vocab_size=args.vocab, template="chatml")
     rows = []
     for res in tokenize_records(make_records(args.rows, args.seed), TokenizerSpec(str(tok)),
                                 max_len=None):  # fmt: skip

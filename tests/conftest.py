@@ -16,8 +16,8 @@ import aiodocker
 import pytest
 
 from harbor_support import harbor  # noqa: F401  (the `harbor` fixture: Harbor's own code)
-from ttgen.config import ImageAlias, Settings, host_ca_bundle
 from ttgen.sandbox.docker import LABEL_JOB, DockerBackend
+from ttgen.settings import ImageAlias, Settings, host_ca_bundle
 
 BASE_IMAGE = os.environ.get("TTGEN_TEST_BASE_IMAGE", "ttgen/base:bookworm")
 

@@ -432,8 +432,8 @@ async def test_task_without_tests_is_unverified_in_docker(backend, job_name, tmp
     reward and without running the no-tests script; so does the oracle on a copy given a
     solve.sh (adapter tasks without tests have none); validation says `no_tests`. A task written
     before the script (no tests/ at all) still ends the same way."""
+    from ttgen.formats.trial import AgentSpec, Outcome
     from ttgen.rollout.job import JobOptions
-    from ttgen.rollout.models import AgentSpec, Outcome
     from ttgen.rollout.trial import Trial, TrialSpec
     from ttgen.rollout.validate import validate_tasks
 

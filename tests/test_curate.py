@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from ttgen.curate.collect import find_trials, normalize_messages, read_trial
+from ttgen.curate.curator import BenchmarkSpec, CurateError, CurateOptions, curate
 from ttgen.curate.filters import FilterOptions, Filters
-from ttgen.curate.pipeline import BenchmarkSpec, CurateError, CurateOptions, curate
-from ttgen.rollout.models import Outcome
+from ttgen.curate.trials import find_trials, normalize_messages, read_trial
+from ttgen.formats.trial import Outcome
 from ttgen.testing.trials import conversation, terminus_turn, write_trial
 
 ADAPTER = {"source": "adapter", "adapter": "math", "dataset": "m.jsonl"}
@@ -456,7 +456,7 @@ def test_an_interrupted_curation_leaves_the_previous_output(tmp_path, monkeypatc
     out = tmp_path / "data"
     curate([job], out, CurateOptions(decontaminate=False))
     before = (out / "records.jsonl").read_text()
-    import ttgen.curate.pipeline as pipeline
+    import ttgen.curate.curator as pipeline
 
     def boom(_trial):
         raise KeyboardInterrupt

@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 from test_cli import scripted_server
 from ttgen.cli import app
 from ttgen.export.sft import TokenizerSpec
+from ttgen.export.toy_tokenizer import train_toy_tokenizer
 from ttgen.testing import Reply
-from ttgen.testing.tokenizer import build_test_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 WIDE = {"COLUMNS": "400"}
@@ -158,7 +158,7 @@ def test_rollouts_of_the_bundled_examples_become_corpus_and_sft_data(
     assert row["enable_thinking"] is True
 
     # SFT rows with our own tokenizer and chat template: masks cover exactly the assistant tokens
-    tok_dir = build_test_tokenizer(tmp_path / "tok", vocab_size=1500, template="qwen3")
+    tok_dir = train_toy_tokenizer(tmp_path / "tok", vocab_size=1500, template="qwen3")
     sft = tmp_path / "export" / "sft.parquet"
     res = runner.invoke(app, ["export", str(data), "--format", "sft", "--tokenizer", str(tok_dir),
                               "--out", str(sft), "--workers", "2"], env=WIDE)  # fmt: skip

@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 
 from conftest import BASE_IMAGE
 from ttgen.cli import app
-from ttgen.config import Settings, load_settings
 from ttgen.errors import ConfigError, ImageBuildError
 from ttgen.sandbox.docker import DockerBackend
 from ttgen.sandbox.domains import (
@@ -31,6 +30,7 @@ from ttgen.sandbox.domains import (
     image_ref,
     parse_domain_list,
 )
+from ttgen.settings import Settings, load_settings
 from ttgen.task import Task
 
 # What must work in each image (run with bash -e in /app). The first line of every image's

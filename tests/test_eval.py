@@ -25,7 +25,7 @@ from ttgen.rollout.evaluate import (
     missing_line,
     task_category,
 )
-from ttgen.rollout.stats import TrialSummary
+from ttgen.rollout.job_stats import TrialSummary
 from ttgen.testing import Error
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from ttgen.curate.pipeline import CurateOptions, curate
+from ttgen.curate.curator import CurateOptions, curate
 from ttgen.export.corpus import CORPUS_FIELDS
+from ttgen.export.exporter import ExportError, ExportOptions, export
 from ttgen.export.mixes import largest_remainder, plan_outputs
-from ttgen.export.pipeline import ExportError, ExportOptions, export
-from ttgen.rollout.models import Outcome
+from ttgen.formats.trial import Outcome
 from ttgen.testing.trials import conversation, terminus_turn, write_trial
 
 RELEASED_FIELDS = ("conversations", "agent", "model", "model_provider", "date", "task", "episode",
@@ -166,7 +166,7 @@ def test_an_interrupted_export_keeps_the_previous_file(tmp_path, monkeypatch):
     out = tmp_path / "c.parquet"
     export([data], out, ExportOptions())
     before = out.read_bytes()
-    import ttgen.export.pipeline as pipeline
+    import ttgen.export.exporter as pipeline
 
     calls = []
 
@@ -244,11 +244,11 @@ def test_sft_cli_passes_template_args_and_a_template_override(tmp_path, monkeypa
     from typer.testing import CliRunner
 
     from ttgen.cli import app
-    from ttgen.testing.tokenizer import build_test_tokenizer
+    from ttgen.export.toy_tokenizer import train_toy_tokenizer
 
     monkeypatch.chdir(tmp_path)
     data = _curated(tmp_path, {"sec": 2})
-    tok = build_test_tokenizer(tmp_path / "tok", vocab_size=600)
+    tok = train_toy_tokenizer(tmp_path / "tok", vocab_size=600)
     template = tmp_path / "t.jinja"
     template.write_text(
         "{% for m in messages %}<|im_start|>{{ m.role }}\n"
@@ -321,10 +321,10 @@ def test_the_sft_export_states_its_reasoning_choice(tmp_path):
     from typer.testing import CliRunner
 
     from ttgen.cli import app
-    from ttgen.testing.tokenizer import build_test_tokenizer
+    from ttgen.export.toy_tokenizer import train_toy_tokenizer
 
     data = _curated(tmp_path, {"sec": 2})
-    tok = build_test_tokenizer(tmp_path / "tok", template="qwen3")
+    tok = train_toy_tokenizer(tmp_path / "tok", template="qwen3")
     runner = CliRunner()
     outs = {}
     for mode in ("template", "keep"):
@@ -348,10 +348,10 @@ def test_the_sft_export_states_its_reasoning_choice(tmp_path):
 
 def test_per_turn_export_writes_one_row_per_assistant_turn(tmp_path):
     from ttgen.export.sft import TokenizerSpec
-    from ttgen.testing.tokenizer import build_test_tokenizer
+    from ttgen.export.toy_tokenizer import train_toy_tokenizer
 
     data = _curated(tmp_path, {"sec": 2})  # 2 and 3 assistant turns
-    tok = build_test_tokenizer(tmp_path / "tok", template="qwen3")
+    tok = train_toy_tokenizer(tmp_path / "tok", template="qwen3")
     out = tmp_path / "turns.parquet"
     export([data], out, ExportOptions(format="sft", tokenizer=TokenizerSpec(
         str(tok), reasoning="per-turn")))  # fmt: skip

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from conftest import BASE_IMAGE
 from test_cli import scripted_server
 from ttgen.cli import app
-from ttgen.curate.pipeline import read_records
+from ttgen.curate.curator import read_records
 from ttgen.export.harbor import (
     HarborOptions,
     HarborRowError,
@@ -31,7 +31,7 @@ from ttgen.export.harbor import (
     rows_for_trials,
     trial_rows,
 )
-from ttgen.rollout.models import Outcome
+from ttgen.formats.trial import Outcome
 from ttgen.testing import Reply
 from ttgen.testing.trials import conversation, terminus_turn, write_trial
 

@@ -16,8 +16,8 @@ from conftest import BASE_IMAGE, unique_dockerfile
 from ttgen.cli import app
 from ttgen.export.writers import RowWriter
 from ttgen.fileio import write_json_atomic
+from ttgen.formats.trial import AgentSpec, Outcome
 from ttgen.rollout.job import Job, JobOptions, rollout_specs
-from ttgen.rollout.models import AgentSpec, Outcome
 from ttgen.task import Task
 from ttgen.testing.trials import conversation, terminus_turn, write_trial
 

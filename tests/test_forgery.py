@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import job_containers
+from ttgen.formats.trial import AgentSpec, Outcome
 from ttgen.rollout.job import Job, JobOptions, rollout_specs
-from ttgen.rollout.models import AgentSpec, Outcome
 from ttgen.rollout.tamper import findings, parse_which
 from ttgen.rollout.validate import validate_tasks
 from ttgen.task import Task

@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 
 from conftest import BASE_IMAGE
-from ttgen.config import ImageAlias, Settings
-from ttgen.curate.pipeline import CurateOptions, curate, read_records
+from ttgen.curate.curator import CurateOptions, curate, read_records
+from ttgen.formats.trial import AgentSpec, read_trial_result
 from ttgen.rollout.job import Job, JobOptions, rollout_specs
-from ttgen.rollout.models import AgentSpec, read_trial_result
 from ttgen.rollout.validate import validate_tasks
 from ttgen.sandbox.docker import DockerBackend
+from ttgen.settings import ImageAlias, Settings
 from ttgen.sources.adapters import adapt
 from ttgen.sources.synth.answer import parse_answer
 from ttgen.sources.synth.build import draft_to_task

@@ -20,9 +20,9 @@ import pytest
 
 from conftest import BASE_IMAGE
 from ttgen.curate.atif import contexts_from_trajectory
-from ttgen.curate.collect import read_trial
+from ttgen.curate.trials import read_trial
+from ttgen.formats.trial import AgentSpec, Outcome, TrialConfig, TrialResult, harbor_outcome
 from ttgen.rollout.job import Job, JobOptions, rollout_specs
-from ttgen.rollout.models import AgentSpec, Outcome, TrialConfig, TrialResult, harbor_outcome
 from ttgen.task import Task
 from ttgen.testing import Reply, ScriptedLLMServer
 

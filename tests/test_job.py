@@ -17,8 +17,8 @@ import pytest
 from conftest import BASE_IMAGE, job_containers, unique_dockerfile
 from ttgen.agents import AGENTS, AgentContext, ModelInfo
 from ttgen.errors import ConfigError, SandboxError
+from ttgen.formats.trial import AgentSpec
 from ttgen.rollout.job import Job, JobLockedError, JobOptions, load_tasks, rollout_specs
-from ttgen.rollout.models import AgentSpec
 from ttgen.task import Task
 
 PASS_IF_ANSWER = """#!/bin/bash
@@ -330,7 +330,7 @@ def test_progress_shows_names_and_paths_as_written():
 
     from rich.console import Console
 
-    from ttgen.rollout.models import Outcome
+    from ttgen.formats.trial import Outcome
     from ttgen.rollout.progress import JobProgress
 
     plain = Console(width=200, record=True, file=io.StringIO(), force_terminal=False)

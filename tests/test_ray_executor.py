@@ -23,9 +23,9 @@ import pytest
 from conftest import BASE_IMAGE, job_containers
 from test_synth_docker import BAD_IMPORT, GOOD, GOOD2, TRIVIAL, _item
 from ttgen.agents import AgentContext, ModelInfo
+from ttgen.formats.trial import AgentSpec
 from ttgen.rollout.executors import RayExecutor, pack_trial, unpack_trial
 from ttgen.rollout.job import Job, JobOptions, rollout_specs
-from ttgen.rollout.models import AgentSpec
 from ttgen.task import Task
 from ttgen.testing.scripted_llm import Reply, ScriptedLLMServer
 
@@ -576,7 +576,7 @@ def test_cli_synth_and_eval_on_ray(cluster, docker_ready, make_task, tmp_path, m
 
     from test_cli import scripted_server
     from ttgen.cli import app
-    from ttgen.config import host_ca_bundle
+    from ttgen.settings import host_ca_bundle
 
     monkeypatch.chdir(tmp_path)
     env = {
@@ -630,7 +630,7 @@ def test_pipeline_synth_source_runs_its_gates_on_ray(cluster, docker_ready, tmp_
 
     from test_cli import scripted_server
     from ttgen.cli import app
-    from ttgen.config import host_ca_bundle
+    from ttgen.settings import host_ca_bundle
 
     monkeypatch.chdir(tmp_path)
     cfg = {

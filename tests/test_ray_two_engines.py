@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from conftest import BASE_IMAGE
+from ttgen.formats.trial import AgentSpec
 from ttgen.rollout.executors import RayExecutor
 from ttgen.rollout.job import Job, JobOptions, rollout_specs
-from ttgen.rollout.models import AgentSpec
 from ttgen.sandbox.docker import LABEL_JOB
 from ttgen.task import Task
 

@@ -16,12 +16,12 @@ import pytest
 from typer.testing import CliRunner
 
 from ttgen.cli import app
+from ttgen.curate.curator import CurateOptions, curate
 from ttgen.curate.filters import FilterOptions
-from ttgen.curate.pipeline import CurateOptions, curate
+from ttgen.formats.trial import Outcome
 from ttgen.report import ReportOptions, collect_report, detect_kind, write_report
-from ttgen.report.collect import build_trajectory, clip, parse_assistant
+from ttgen.report.figures import build_trajectory, clip, parse_assistant
 from ttgen.report.html import render_html, script_json
-from ttgen.rollout.models import Outcome
 from ttgen.testing.trials import conversation, terminus_turn, write_trial
 
 SKILL = {"source": "skill_synth", "domain": "security", "difficulty": "medium"}

@@ -8,9 +8,9 @@ import time
 import pytest
 
 from conftest import BASE_IMAGE, unique_dockerfile
-from ttgen.config import ImageAlias, Settings, load_settings
 from ttgen.errors import ImageBuildError, ImageNotFoundError, TaskError
 from ttgen.sandbox.docker import DockerBackend
+from ttgen.settings import ImageAlias, Settings, load_settings
 from ttgen.task import Task
 
 

@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from conftest import BASE_IMAGE, unique_dockerfile
-from ttgen.config import ImageAlias, Settings
 from ttgen.sandbox.context import CA_CONTAINER_PATH
 from ttgen.sandbox.docker import DockerBackend
+from ttgen.settings import ImageAlias, Settings
 from ttgen.task import Task
 
 

@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 
 from conftest import BASE_IMAGE
 from ttgen.cli import app
+from ttgen.formats.trial import AgentSpec, Outcome
 from ttgen.llm import LLMClient, LLMConfig, LLMRequestError
-from ttgen.rollout.models import AgentSpec, Outcome
 from ttgen.rollout.trial import Trial, TrialSpec
 from ttgen.task import Task
 from ttgen.testing import Error, ScriptedLLMServer
@@ -34,11 +34,11 @@ WIDE = {"COLUMNS": "400"}
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    from ttgen.testing.tokenizer import build_test_tokenizer
+    from ttgen.export.toy_tokenizer import train_toy_tokenizer
     from ttgen.train.tiny import init_model
 
     root = tmp_path_factory.mktemp("served")
-    tok = build_test_tokenizer(root / "tok", vocab_size=800, template="chatml")
+    tok = train_toy_tokenizer(root / "tok", vocab_size=800, template="chatml")
     model = init_model(tok, root / "model", size="tiny")
     # Sample (as released checkpoints ask): the request's temperature applies, and the answers
     # are random text, not one token repeated.

@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 from test_export import _curated
 from test_sft_tokenize import conversation as rich_conversation
 from ttgen.cli import app
-from ttgen.export.pipeline import ExportError, ExportOptions, export
+from ttgen.export.exporter import ExportError, ExportOptions, export
 from ttgen.export.sft import TokenizerSpec
 from ttgen.export.targets import sharegpt_messages
-from ttgen.testing.tokenizer import build_test_tokenizer
+from ttgen.export.toy_tokenizer import train_toy_tokenizer
 
 FORMATS = ("chatml", "qwen3", "llama3")
 WIDE = {"COLUMNS": "240"}
@@ -47,9 +47,9 @@ DROPS_LONE_REASONING = """\
 @pytest.fixture(scope="module")
 def toks(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tokenizers")
-    out = {f: build_test_tokenizer(root / f, template=f) for f in FORMATS}
+    out = {f: train_toy_tokenizer(root / f, template=f) for f in FORMATS}
     # the chatml tokenizer with a template that drops a lone assistant message's reasoning
-    drops = build_test_tokenizer(root / "drops", template="chatml")
+    drops = train_toy_tokenizer(root / "drops", template="chatml")
     config = json.loads((drops / "tokenizer_config.json").read_text())
     config["chat_template"] = DROPS_LONE_REASONING
     (drops / "tokenizer_config.json").write_text(json.dumps(config))

@@ -1,6 +1,6 @@
 """SFT tokenization: chat templates, exact assistant-only loss masks, the parallel streaming map.
 
-The tokenizers are trained here (`ttgen.testing.tokenizer`); nothing is downloaded. Each mask is
+The tokenizers are trained here (`ttgen.export.toy_tokenizer`); nothing is downloaded. Each mask is
 checked against an expected rendering written by hand per template format, as (text, trained)
 pieces: the render must equal their concatenation, every token must be trained exactly when its
 first character is in a trained piece, and the trained tokens must decode to the trained pieces.
@@ -41,7 +41,7 @@ from ttgen.export.sft import (
     sft_schema,
     tokenize_records,
 )
-from ttgen.testing.tokenizer import CHATML_TEMPLATE, build_test_tokenizer
+from ttgen.export.toy_tokenizer import CHATML_TEMPLATE, train_toy_tokenizer
 
 FORMATS = ("chatml", "qwen3", "llama3")
 
@@ -49,7 +49,7 @@ FORMATS = ("chatml", "qwen3", "llama3")
 @pytest.fixture(scope="session")
 def tok_dirs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tokenizers")
-    return {f: build_test_tokenizer(root / f, template=f) for f in FORMATS}
+    return {f: train_toy_tokenizer(root / f, template=f) for f in FORMATS}
 
 
 def conversation() -> list[dict]:
@@ -311,9 +311,9 @@ def test_inconsistent_template_is_a_clear_error(tok_dirs):
 # -- loading ---------------------------------------------------------------------------------------
 
 
-def test_build_test_tokenizer_rejects_unknown_formats(tmp_path):
+def test_train_toy_tokenizer_rejects_unknown_formats(tmp_path):
     with pytest.raises(ValueError, match="unknown test template 'gemma'"):
-        build_test_tokenizer(tmp_path, template="gemma")
+        train_toy_tokenizer(tmp_path, template="gemma")
 
 
 def test_load_errors_are_clear(tok_dirs, tmp_path):

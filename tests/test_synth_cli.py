@@ -12,7 +12,7 @@ from conftest import BASE_IMAGE
 from test_cli import scripted_server
 from ttgen.check import check_task
 from ttgen.cli import app
-from ttgen.config import host_ca_bundle
+from ttgen.settings import host_ca_bundle
 from ttgen.task import Task
 from ttgen.testing import Error
 

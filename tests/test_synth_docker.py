@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from ttgen.config import Settings
+from ttgen.formats.trial import AgentSpec
 from ttgen.llm import LLMConfig
-from ttgen.rollout.models import AgentSpec
 from ttgen.rollout.trial import Trial, TrialSpec
 from ttgen.rollout.validate import validate_tasks
+from ttgen.settings import Settings
 from ttgen.sources.synth import prompts
 from ttgen.sources.synth.engine import Synthesizer, SynthOptions, WorkItem, read_records
 from ttgen.sources.synth.gates import GateRunner

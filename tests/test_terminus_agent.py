@@ -7,7 +7,7 @@ import time
 
 from conftest import BASE_IMAGE, job_containers
 from ttgen.agents.terminus2.prompts import template_text
-from ttgen.rollout.models import AgentSpec, Outcome
+from ttgen.formats.trial import AgentSpec, Outcome
 from ttgen.rollout.trial import Trial, TrialSpec
 from ttgen.task import Task
 from ttgen.testing import Error, Reply, ScriptedLLMServer

@@ -2,7 +2,7 @@
 TRL, real torch, a Qwen3-architecture model built from a config) and the veRL config checked by
 veRL's own loader.
 
-The data is made here: a BPE tokenizer trained on the spot (`ttgen.testing.tokenizer`), and
+The data is made here: a BPE tokenizer trained on the spot (`ttgen.export.toy_tokenizer`), and
 conversations with a learnable structure (every assistant turn is a JSON action naming the
 command the user asked for) tokenized into SFT rows by ttgen's export functions.
 """
@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 
 from ttgen.cli import app
 from ttgen.export.sft import TokenizerSpec, sft_record_batch, sft_row, tokenize_records
-from ttgen.testing.tokenizer import build_test_tokenizer
+from ttgen.export.toy_tokenizer import train_toy_tokenizer
 from ttgen.train.data import load_token_table, scan
 from ttgen.train.plan import make_plan
 from ttgen.train.recipe import PRESETS, RecipeError, TrainConfig, parse_sets, resolve
@@ -71,7 +71,7 @@ def _write_sft(records: list[dict], tok: Path, path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory) -> Path:
-    return build_test_tokenizer(tmp_path_factory.mktemp("tok") / "chatml", template="chatml")
+    return train_toy_tokenizer(tmp_path_factory.mktemp("tok") / "chatml", template="chatml")
 
 
 @pytest.fixture(scope="module")

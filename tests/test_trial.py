@@ -14,7 +14,7 @@ import pytest
 from conftest import job_containers, unique_dockerfile
 from ttgen.agents import AGENTS, AgentContext, ModelInfo
 from ttgen.errors import LLMError
-from ttgen.rollout.models import AgentSpec, Outcome, TrialResult
+from ttgen.formats.trial import AgentSpec, Outcome, TrialResult
 from ttgen.rollout.trial import TimeoutPolicy, Trial, TrialSpec, parse_rewards
 from ttgen.task import Task
 
@@ -336,7 +336,7 @@ async def test_cancelled_trial_records_cancelled_and_removes_container(
 
 def test_trial_files_are_not_left_half_written(tmp_path):
     # result.json is the commit point: written through a temp file and a rename.
-    from ttgen.rollout.models import read_trial_result, write_json_atomic
+    from ttgen.formats.trial import read_trial_result, write_json_atomic
 
     (tmp_path / "result.json").write_text('{"id": "x", "task_na')  # a torn write
     assert read_trial_result(tmp_path) is None

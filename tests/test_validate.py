@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BASE_IMAGE, unique_dockerfile
-from ttgen.rollout.stats import TrialSummary, compute_stats, k_values, pass_at_k
+from ttgen.rollout.job_stats import TrialSummary, compute_stats, k_values, pass_at_k
 from ttgen.rollout.validate import validate_tasks
 from ttgen.task import NO_TESTS_SCRIPT
 

@@ -479,7 +479,7 @@ def images_domains(
 @images_app.command("aliases")
 def images_aliases() -> None:
     """Show the image aliases and CA bundle in effect, and where they come from."""
-    from ttgen.config import load_settings
+    from ttgen.settings import load_settings
 
     try:
         settings = load_settings()
@@ -1099,8 +1099,8 @@ def rollout(
     Exits 1 when trials still end in an infrastructure error, 0 otherwise.
     """
     from ttgen.agents import create_agent
+    from ttgen.formats.trial import AgentSpec
     from ttgen.rollout.job import Job, load_tasks, rollout_specs
-    from ttgen.rollout.models import AgentSpec
     from ttgen.task import find_tasks
 
     try:
@@ -1775,7 +1775,7 @@ def synth_taxonomy(
 
 
 def _benchmark_specs(values: list[str] | None) -> list[Any]:
-    from ttgen.curate.pipeline import BenchmarkSpec
+    from ttgen.curate.curator import BenchmarkSpec
 
     specs = []
     for v in values or []:
@@ -1863,8 +1863,8 @@ def curate_cmd(
 
     Writes OUT/records.jsonl (kept), OUT/dropped.jsonl (every drop and why) and OUT/curate.json.
     Infrastructure outcomes are always dropped. Defaults are the paper's adopted setting."""
+    from ttgen.curate.curator import CurateError, CurateOptions, curate
     from ttgen.curate.filters import DEFAULT_IDENTITY_PATTERNS, FilterOptions
-    from ttgen.curate.pipeline import CurateError, CurateOptions, curate
 
     fields = tuple(f.strip() for f in bench_fields.split(",") if f.strip())
     options = CurateOptions(
@@ -1887,7 +1887,7 @@ def curate_cmd(
         dedup_threshold=dedup_threshold,
         dedup_adapters=dedup_adapters,
     )
-    from ttgen.curate.pipeline import NothingKeptError
+    from ttgen.curate.curator import NothingKeptError
 
     ticker = _Ticker(quiet=as_json)
     try:
@@ -2054,8 +2054,8 @@ def export_cmd(
     Exits 1 when records were skipped (they are listed), 2 on usage errors."""
     import os
 
+    from ttgen.export.exporter import ExportError, ExportOptions, export
     from ttgen.export.harbor import EPISODES, HarborOptions
-    from ttgen.export.pipeline import ExportError, ExportOptions, export
     from ttgen.export.targets import check_target
 
     if episodes is not None and fmt != "harbor":
@@ -2205,7 +2205,7 @@ def stats_cmd(
 ) -> None:
     """Counts per subset/domain/difficulty, token and turn distributions (the paper's bins),
     completion and success rates, and what curation dropped."""
-    from ttgen.curate.stats import compute_stats
+    from ttgen.curate.data_stats import compute_stats
 
     try:
         st = compute_stats(data)
@@ -2372,7 +2372,7 @@ def eval_cmd(
     model with --ak max_tokens=N (tokens per reply), --ak max_turns=N, --ak timeout_sec=S (per
     request) and --timeout-multiplier (the tasks' agent timeouts).
     """
-    from ttgen.rollout.models import is_job_folder
+    from ttgen.formats.trial import is_job_folder
     from ttgen.task import find_tasks
 
     if paths and all(is_job_folder(p) for p in paths):
@@ -2408,8 +2408,8 @@ def eval_cmd(
 def _eval_summary_of_job(job_dir: Path, out: Path, as_json: bool) -> None:
     """`ttgen eval JOB --out OUT`: the evaluation summary of a finished job folder (ttgen's, or
     one that Harbor ran), without running anything: OUT/eval.json and the same tables."""
+    from ttgen.formats.trial import write_json_atomic
     from ttgen.rollout.evaluate import category_table, evaluate, report_lines, summarize_job
-    from ttgen.rollout.models import write_json_atomic
 
     try:
         summaries, categories, k = summarize_job(job_dir)
@@ -2494,9 +2494,9 @@ def _eval_with(
 ) -> None:
     """The eval itself (`eval_cmd`), against kwargs' model; `server`: the --serve server."""
     from ttgen.agents import create_agent
+    from ttgen.formats.trial import AgentSpec, write_json_atomic
     from ttgen.rollout.evaluate import category_table, evaluate, report_lines, task_category
     from ttgen.rollout.job import Job, load_tasks, rollout_specs
-    from ttgen.rollout.models import AgentSpec, write_json_atomic
 
     try:
         probe = create_agent(agent, **kwargs)

@@ -52,7 +52,7 @@ from typing import Any
 import pyarrow as pa
 
 from ttgen.export.corpus import MESSAGE_TYPE
-from ttgen.rollout.models import TrialResult, read_trial_result
+from ttgen.formats.trial import TrialResult, read_trial_result
 
 EPISODES = ("all", "last")
 FILTERS = ("all", "success", "failure")
@@ -468,7 +468,7 @@ def rows_for_trials(
     """The rows of trial folders (or of the trials in job folders), trials in sorted order. Raw
     trials, no curation: what `harbor traces export --path` gives for them (in another order).
     A trial without rows raises HarborRowError, or with `skip` is left out, as Harbor does."""
-    from ttgen.curate.collect import find_trials
+    from ttgen.curate.trials import find_trials
 
     cache = JobCache()
     rows: list[dict[str, Any]] = []

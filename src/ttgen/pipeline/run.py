@@ -33,8 +33,8 @@ from typing import Any
 
 from ttgen import __version__
 from ttgen.errors import TtgenError
+from ttgen.formats.trial import now, write_json_atomic
 from ttgen.pipeline.config import STAGES, PipelineConfig, Source
-from ttgen.rollout.models import now, write_json_atomic
 
 MANIFEST = "run.json"
 
@@ -359,8 +359,8 @@ class Runner:
         import asyncio
 
         from ttgen.agents import create_agent
+        from ttgen.formats.trial import AgentSpec
         from ttgen.rollout.job import Job, load_tasks, rollout_specs
-        from ttgen.rollout.models import AgentSpec
 
         r, t = self.config.rollouts, self.config.teacher
         tasks, bad = load_tasks(self._kept_tasks())
@@ -410,8 +410,8 @@ class Runner:
         return StageResult("done", {"rollouts": "rollouts"}, counts, note)
 
     def _stage_curation(self) -> StageResult:
+        from ttgen.curate.curator import BenchmarkSpec, CurateError, CurateOptions, curate
         from ttgen.curate.filters import DEFAULT_IDENTITY_PATTERNS, FilterOptions
-        from ttgen.curate.pipeline import BenchmarkSpec, CurateError, CurateOptions, curate
 
         c = self.config.curation
         options = CurateOptions(
@@ -443,7 +443,7 @@ class Runner:
         return StageResult("done", {"curated": "curated"}, counts)
 
     def _stage_export(self) -> StageResult:
-        from ttgen.export.pipeline import ExportOptions, export
+        from ttgen.export.exporter import ExportOptions, export
 
         e = self.config.export
         data = self.run / "curated"
@@ -568,9 +568,9 @@ class Runner:
         c = self.config.eval
         if c is None:
             return StageResult("skipped", {}, {}, "no eval section")
+        from ttgen.formats.trial import AgentSpec
         from ttgen.rollout.evaluate import evaluate, task_category
         from ttgen.rollout.job import Job, load_tasks, rollout_specs
-        from ttgen.rollout.models import AgentSpec
         from ttgen.task import find_tasks
         from ttgen.train.serve import ModelServer, port_free, previous_port
 
@@ -632,14 +632,14 @@ class Runner:
         return StageResult("done", {"eval": "eval/eval.json"}, counts)
 
     def _toy_tokenizer(self, data: Path, dest: Path) -> Path:
-        from ttgen.curate.pipeline import read_records
-        from ttgen.testing.tokenizer import build_test_tokenizer, sample_texts
+        from ttgen.curate.curator import read_records
+        from ttgen.export.toy_tokenizer import sample_texts, train_toy_tokenizer
 
         if (dest / "tokenizer.json").exists():
             return dest
         texts = [m["content"] for i, r in enumerate(read_records(data, [])) if i < 500
                  for m in r["messages"]]  # fmt: skip
-        return build_test_tokenizer(dest, vocab_size=4000, texts=[*texts, *sample_texts(500)])
+        return train_toy_tokenizer(dest, vocab_size=4000, texts=[*texts, *sample_texts(500)])
 
     def _stage_report(self) -> StageResult:
         if not self.config.report:

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ttgen import __version__
-from ttgen.report.collect import ReportOptions, collect_report
-from ttgen.rollout.models import write_json_atomic
+from ttgen.formats.trial import write_json_atomic
+from ttgen.report.figures import ReportOptions, collect_report
 
 INDEX = "index.html"
 _PLACEHOLDER = re.compile(r"\{\{(TITLE|VERSION|CSS|JS|DATA)\}\}")

@@ -38,8 +38,8 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from ttgen.rollout.models import Outcome, read_job, task_metadata_of
-from ttgen.rollout.stats import TrialSummary, pass_at_k
+from ttgen.formats.trial import Outcome, read_job, task_metadata_of
+from ttgen.rollout.job_stats import TrialSummary, pass_at_k
 
 UNCATEGORIZED = "uncategorized"
 

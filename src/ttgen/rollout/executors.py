@@ -38,9 +38,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ttgen import __version__
-from ttgen.config import ImageAlias, Settings, load_settings
 from ttgen.errors import ConfigError, DockerUnavailableError, TtgenError
-from ttgen.rollout.models import (
+from ttgen.formats.trial import (
     AgentInfo,
     AgentSpec,
     ExceptionInfo,
@@ -54,6 +53,7 @@ from ttgen.rollout.models import (
 )
 from ttgen.rollout.trial import TimeoutPolicy, Trial, TrialSpec
 from ttgen.sandbox.docker import LABEL_JOB, DockerBackend, pid_alive
+from ttgen.settings import ImageAlias, Settings, load_settings
 from ttgen.task import Task
 
 if TYPE_CHECKING:
@@ -407,6 +407,14 @@ def settings_from_dict(d: dict[str, Any]) -> Settings:
     )
 
 
+def _import_function(path: str) -> Any:
+    """The function at "module:function" (the node-side calls of `RayExecutor.run_on_node`)."""
+    import importlib
+
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 class NodeRunner:
     """Runs trials on one Ray node (a Ray actor placed on that node; async, so `per_node`
     trials share its event loop like a local job's do). Its scratch folder
@@ -552,26 +560,25 @@ class NodeRunner:
             finally:
                 shutil.rmtree(work, ignore_errors=True)
 
-    async def gate_collect(self, payload: dict[str, Any], archive: bytes | None) -> dict[str, Any]:
-        """Synthesis's collect gate on this node's engine: {"problems": [...]} (the task's
-        faults), {"infra": message} (ours), or {"need_task": True}."""
-        return await self._tracked(payload["job_id"], self._gate_collect(payload, archive))
+    async def call_with_task(
+        self, payload: dict[str, Any], archive: bytes | None
+    ) -> dict[str, Any]:
+        """A generic call on this node's engine: the function named by payload["fn"]
+        ("module:function", imported here, so the executor knows no stage) is awaited as
+        fn(backend, task_dir, job_id, **payload["kwargs"]) and must answer a JSON-able dict;
+        {"need_task": True} when this node lacks the task's files."""
+        return await self._tracked(payload["job_id"], self._call_with_task(payload, archive))
 
-    async def _gate_collect(self, payload: dict[str, Any], archive: bytes | None) -> dict[str, Any]:
-        from ttgen.sources.synth.gates import GateInfraError, gate_collect
-
+    async def _call_with_task(
+        self, payload: dict[str, Any], archive: bytes | None
+    ) -> dict[str, Any]:
+        fn = _import_function(payload["fn"])
         async with self._task_dir(
             payload["task_key"], payload["task_dirname"], archive
         ) as task_dir:
             if task_dir is None:
                 return {"need_task": True}
-            try:
-                problems = await gate_collect(
-                    self.backend, task_dir, payload["weights"], payload["job_id"]
-                )
-            except GateInfraError as exc:
-                return {"infra": str(exc)}
-            return {"problems": problems}
+            return await fn(self.backend, task_dir, payload["job_id"], **payload["kwargs"])
 
     async def stop_job(self, job_id: str) -> list[str]:
         """Cancel this node's trials of the job (each records `cancelled` and removes its
@@ -963,12 +970,14 @@ class RayExecutor:
         return out
 
     async def run_on_node(
-        self, method: str, task_path: Path, payload: dict[str, Any]
+        self, fn: str, task_path: Path, kwargs: dict[str, Any]
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """One call of a NodeRunner method that takes a task (e.g. "gate_collect") on a free
-        node, the task folder packed now (not cached: synthesis re-stages a folder under the
-        same path). Returns (its answer, the node's info); raises NodeCallError when the node
-        or Ray fails, or no node is left."""
+        """Await the function `fn` ("module:function") on a free node with that node's engine:
+        fn(backend, task_dir, job_id, **kwargs) -> a JSON-able dict, the task folder packed now
+        (not cached: synthesis re-stages a folder under the same path). Returns (its answer,
+        the node's info); raises NodeCallError when the node or Ray fails, or no node is left."""
+        method = "call_with_task"
+        payload = {"fn": fn, "kwargs": kwargs}
         ray = self._ray
         try:
             runner = await self._acquire()
@@ -993,7 +1002,7 @@ class RayExecutor:
             except ray.exceptions.RayError as exc:
                 cause = getattr(exc, "cause", None)
                 raise NodeCallError(
-                    f"{method} failed on Ray node {runner.host}: {_first_line(cause or exc)}"
+                    f"{fn} failed on Ray node {runner.host}: {_first_line(cause or exc)}"
                 ) from None
             if out.get("need_task"):
                 raise NodeCallError(f"the task did not reach Ray node {runner.host}")

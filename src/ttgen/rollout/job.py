@@ -43,8 +43,7 @@ from typing import Any, Protocol
 
 from ttgen import __version__
 from ttgen.errors import BuildInfraError, ConfigError, TaskError
-from ttgen.rollout.executors import TrialExecutor, make_executor
-from ttgen.rollout.models import (
+from ttgen.formats.trial import (
     INFRA_OUTCOMES,
     RETRYABLE_OUTCOMES,
     AgentSpec,
@@ -56,7 +55,8 @@ from ttgen.rollout.models import (
     redact,
     write_json_atomic,
 )
-from ttgen.rollout.stats import TrialSummary, compute_stats
+from ttgen.rollout.executors import TrialExecutor, make_executor
+from ttgen.rollout.job_stats import TrialSummary, compute_stats
 from ttgen.rollout.trial import TimeoutPolicy, TrialSpec
 from ttgen.sandbox.docker import DockerBackend
 from ttgen.task import Task

@@ -21,8 +21,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from ttgen.rollout.models import INFRA_OUTCOMES, Outcome, TrialResult
-from ttgen.rollout.stats import TrialSummary
+from ttgen.formats.trial import INFRA_OUTCOMES, Outcome, TrialResult
+from ttgen.rollout.job_stats import TrialSummary
 
 SHORT = {
     Outcome.BUILD_ERROR.value: "build",

@@ -47,8 +47,7 @@ from ttgen.errors import (
     VerifierOutputParseError,
     VerifierTimeoutError,
 )
-from ttgen.rollout import tamper
-from ttgen.rollout.models import (
+from ttgen.formats.trial import (
     AgentInfo,
     AgentResultModel,
     AgentSpec,
@@ -66,6 +65,7 @@ from ttgen.rollout.models import (
     trial_config,
     write_json_atomic,
 )
+from ttgen.rollout import tamper
 from ttgen.sandbox.diagnose import TLS_HINT, tls_intercepted
 from ttgen.sandbox.docker import DockerBackend, DockerSandbox, container_name, resolve_env
 from ttgen.task import Task

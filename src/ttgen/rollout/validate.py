@@ -26,15 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ttgen.rollout.executors import TrialExecutor
-from ttgen.rollout.job import Job, JobEvents, JobOptions, load_tasks, task_checksum, task_slugs
-from ttgen.rollout.models import (
+from ttgen.formats.trial import (
     AgentSpec,
     Outcome,
     TrialResult,
     read_trial_result,
     write_json_atomic,
 )
+from ttgen.rollout.executors import TrialExecutor
+from ttgen.rollout.job import Job, JobEvents, JobOptions, load_tasks, task_checksum, task_slugs
 from ttgen.rollout.trial import TrialSpec
 from ttgen.sandbox.diagnose import TLS_HINT
 from ttgen.sandbox.docker import DockerBackend

@@ -18,7 +18,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ttgen.config import Settings, host_ca_bundle
+from ttgen.settings import Settings, host_ca_bundle
 
 # Bump when the way contexts are assembled changes, so old images are not reused by mistake.
 RECIPE_VERSION = "1"

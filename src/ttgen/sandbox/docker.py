@@ -38,7 +38,6 @@ from typing import Any, Literal
 import aiodocker
 import aiohttp
 
-from ttgen.config import Settings, load_settings
 from ttgen.errors import (
     BuildInfraError,
     DockerUnavailableError,
@@ -58,6 +57,7 @@ from ttgen.sandbox.context import (
 )
 from ttgen.sandbox.diagnose import TLS_HINT, infrastructure_sign, tls_intercepted
 from ttgen.sandbox.execd import HELPER, ExecChannel, UserSwitchError
+from ttgen.settings import Settings, load_settings
 from ttgen.task import Task
 
 log = logging.getLogger(__name__)

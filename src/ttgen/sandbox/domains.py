@@ -27,9 +27,9 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ttgen.config import Settings
 from ttgen.errors import ConfigError, ImageBuildError
 from ttgen.sandbox.context import BuildContext, make_build_context
+from ttgen.settings import Settings
 
 if TYPE_CHECKING:  # docker.py imports this module lazily; keep the import one-way at runtime
     from ttgen.sandbox.docker import DockerBackend, ImageRef

@@ -31,8 +31,8 @@ from typing import Any
 
 import aiodocker
 
-from ttgen.config import Settings, host_ca_bundle, load_settings
 from ttgen.errors import TtgenError
+from ttgen.settings import Settings, host_ca_bundle, load_settings
 
 HARBOR_VERSION = "0.24.0"
 HARBOR_IMAGE = f"ttgen/harbor:{HARBOR_VERSION}"

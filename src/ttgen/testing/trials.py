@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ttgen.rollout.models import (
+from ttgen.formats.trial import (
     AgentInfo,
     AgentResultModel,
     AgentSpec,
@@ -114,7 +114,7 @@ def write_trial(
         task_metadata=task_metadata or {},
     )
     if exception is not None:
-        from ttgen.rollout.models import ExceptionInfo
+        from ttgen.formats.trial import ExceptionInfo
 
         result.exception_info = ExceptionInfo(
             exception_type=exception[0], exception_message=exception[1]

@@ -63,6 +63,7 @@ from ttgen.agents.terminus2.summarize import (
 )
 from ttgen.agents.terminus2.tmux import TmuxSession, limit_output_length
 from ttgen.errors import AgentError, ConfigError, LLMError
+from ttgen.formats.trial import write_json_atomic
 from ttgen.llm import (
     ContextLengthExceededError,
     LLMClient,
@@ -71,7 +72,6 @@ from ttgen.llm import (
     TokenUsage,
     check_endpoint,
 )
-from ttgen.rollout.models import write_json_atomic
 from ttgen.sandbox.base import Sandbox
 
 VERSION = "2.0.0"

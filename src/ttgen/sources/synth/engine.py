@@ -44,10 +44,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ttgen import __version__
-from ttgen.config import Settings
 from ttgen.errors import LLMError, TtgenError
+from ttgen.formats.trial import write_json_atomic
 from ttgen.llm import LLMClient, LLMConfig, LLMResponse, LLMUsage
-from ttgen.rollout.models import write_json_atomic
+from ttgen.settings import Settings
 from ttgen.sources.synth import prompts
 from ttgen.sources.synth.answer import AnswerFormatError, TaskDraft, parse_answer
 from ttgen.sources.synth.build import draft_to_task

@@ -35,7 +35,7 @@ from typing import Any
 
 from ttgen.check import check_task
 from ttgen.errors import TtgenError
-from ttgen.rollout.models import AgentSpec, Outcome
+from ttgen.formats.trial import AgentSpec, Outcome
 from ttgen.sources.synth.answer import TaskDraft, test_functions
 from ttgen.task import Task
 
@@ -246,6 +246,17 @@ def _tail(text: str, n: int = 25) -> str:
     return "\n".join(lines[-n:])
 
 
+async def collect_on_node(
+    backend: Any, task_dir: Path, job_id: str, weights: list[str]
+) -> dict[str, Any]:
+    """The collect gate as a Ray node runs it (`RayExecutor.run_on_node`): {"problems": [...]}
+    (the task's faults) or {"infra": message} (ours)."""
+    try:
+        return {"problems": await gate_collect(backend, task_dir, weights, job_id)}
+    except GateInfraError as exc:
+        return {"infra": str(exc)}
+
+
 async def gate_collect(
     backend: Any, task_dir: Path, weighted: Iterable[str], job: str
 ) -> list[str]:
@@ -399,7 +410,7 @@ class GateRunner:
         if gate == "collect":
             try:
                 out, node = await self.executor.run_on_node(
-                    "gate_collect", task_dir, {"weights": sorted(draft.weights)}
+                    f"{__name__}:collect_on_node", task_dir, {"weights": sorted(draft.weights)}
                 )
             except NodeCallError as exc:
                 raise GateInfraError(f"collect gate: {exc}") from None

@@ -8,7 +8,7 @@ a fixed order, and `read_trial` turns one trial into records:
   context kept by Terminus 2's summarization (``messages.ctx-N.json``, ids ``…#ctxN``); a trial
   without messages.json (a job that Harbor ran) gives its conversations from the ATIF
   ``agent/trajectory.json`` (see atif.py), and its outcome from Harbor's exception and verifier
-  fields (`ttgen.rollout.models.harbor_outcome`);
+  fields (`ttgen.formats.trial.harbor_outcome`);
 * provenance from the task's ``[metadata]`` (kept in result.json since ttgen records it; else read
   from the task folder): subset (dataset_adapters / skill_based / seed_based / other), domain,
   difficulty and ``source`` in the release's layout (``dataset_adapters/math``,
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ttgen.curate import atif
-from ttgen.rollout.models import TrialResult, read_trial_result, task_metadata_of
+from ttgen.formats.trial import TrialResult, read_trial_result, task_metadata_of
 
 # Where Terminus 2's prompt templates put the instruction (all three templates).
 _INSTRUCTION_RE = re.compile(r"\nTask Description:\n(.*)\n\nCurrent terminal state:\n", re.S)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ttgen.rollout.models import is_job_folder
+from ttgen.formats.trial import is_job_folder
 
 TOKEN_BIN = 5_000
 TOKEN_BINS = 8  # 0-5K ... 35-40K, then >40K
@@ -69,14 +69,14 @@ def distribution(values: list[int], width: int, n_bins: int) -> dict[str, Any]:
 def _rows(path: Path, problems: list[str]) -> Iterator[dict[str, Any]]:
     if is_job_folder(path):
         # a rollout job (ttgen's or Harbor's), as curate reads it before any filter
-        from ttgen.curate.collect import find_trials, read_trial
+        from ttgen.curate.trials import find_trials, read_trial
 
         for trial in find_trials([path]):
             records, _ = read_trial(trial)
             yield from records
         return
     if path.is_dir():
-        from ttgen.curate.pipeline import read_records
+        from ttgen.curate.curator import read_records
 
         yield from read_records(path, problems)
         return
@@ -187,7 +187,7 @@ def compute_stats(path: Path) -> dict[str, Any]:
         "problems": problems,
     }
     if path.is_dir():
-        from ttgen.curate.pipeline import read_manifest
+        from ttgen.curate.curator import read_manifest
 
         manifest = read_manifest(path)
         if manifest:

@@ -50,8 +50,7 @@ from typing import Any
 import numpy as np
 
 from ttgen import __version__
-from ttgen.curate.collect import STAND_IN_AGENTS, _is_trial, _provenance, find_trials
-from ttgen.curate.stats import (
+from ttgen.curate.data_stats import (
     TOKEN_BIN,
     TOKEN_BINS,
     TURN_BIN,
@@ -60,7 +59,8 @@ from ttgen.curate.stats import (
     histogram,
     no_difficulty,
 )
-from ttgen.rollout.models import INFRA_OUTCOMES, Outcome, now, read_trial_result
+from ttgen.curate.trials import STAND_IN_AGENTS, _is_trial, _provenance, find_trials
+from ttgen.formats.trial import INFRA_OUTCOMES, Outcome, now, read_trial_result
 
 STAGES = ("sources", "validation", "rollouts", "curation", "export", "train", "eval")
 STAGE_DIRS = {

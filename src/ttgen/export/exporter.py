@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ttgen import __version__
-from ttgen.curate.pipeline import RECORDS, read_manifest, read_records
+from ttgen.curate.curator import RECORDS, read_manifest, read_records
 from ttgen.export.corpus import CORPUS_SCHEMA, corpus_row
 from ttgen.export.harbor import HarborOptions
 from ttgen.export.mixes import (
@@ -45,7 +45,7 @@ from ttgen.export.mixes import (
 )
 from ttgen.export.targets import check_target
 from ttgen.export.writers import RowWriter, format_of
-from ttgen.rollout.models import now, write_json_atomic
+from ttgen.formats.trial import now, write_json_atomic
 
 EXPORT_FORMATS = ("corpus", "harbor", "sft")
 

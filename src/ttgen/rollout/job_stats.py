@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ttgen.rollout.models import INFRA_OUTCOMES, Outcome, TrialResult
+from ttgen.formats.trial import INFRA_OUTCOMES, Outcome, TrialResult
 
 
 @dataclass

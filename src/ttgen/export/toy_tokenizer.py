@@ -1,6 +1,9 @@
-"""Small real tokenizers for tests and benchmarks, trained on the spot (nothing is downloaded).
+"""The toy tokenizer: a small real tokenizer trained on the spot (nothing is downloaded), for
+trying the SFT export and `ttgen train` where no model's tokenizer is at hand (`export.sft.
+tokenizer: toy` in PIPELINE.yaml trains one on the run's own texts; the tests and benchmarks use
+it too). Data exported with it trains only models built with it (the quickstart's tiny model).
 
-`build_test_tokenizer` trains a byte-level BPE (the kind Qwen, Llama 3 and GPT use) with the
+`train_toy_tokenizer` trains a byte-level BPE (the kind Qwen, Llama 3 and GPT use) with the
 `tokenizers` library, adds the special tokens of the chosen chat format and writes a Hugging Face
 style folder: ``tokenizer.json`` + ``tokenizer_config.json`` holding a chat template. The
 templates are written here, after the formats they imitate:
@@ -160,7 +163,7 @@ def sample_texts(n: int = 3000, *, seed: int = 0) -> Iterator[str]:
             yield json.dumps(obj, indent=rng.choice([None, 2]))
 
 
-def build_test_tokenizer(
+def train_toy_tokenizer(
     dest: Path,
     *,
     vocab_size: int = 2000,

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from ttgen import __version__
-from ttgen.curate.collect import Drop, find_trials, looks_like_tasks, read_trial
 from ttgen.curate.decontaminate import (
     BENCH_FIELDS,
     DEFAULT_NGRAM,
@@ -39,8 +38,9 @@ from ttgen.curate.decontaminate import (
     load_benchmark,
 )
 from ttgen.curate.filters import FilterOptions, Filters
+from ttgen.curate.trials import Drop, find_trials, looks_like_tasks, read_trial
 from ttgen.fileio import temp_beside
-from ttgen.rollout.models import now
+from ttgen.formats.trial import now
 from ttgen.textsim import NearDuplicateIndex
 
 RECORDS = "records.jsonl"
@@ -172,7 +172,7 @@ class _Output:
             f.close()
         for name, tmp in self._tmp.items():
             os.replace(tmp, self.out / name)
-        from ttgen.rollout.models import write_json_atomic
+        from ttgen.formats.trial import write_json_atomic
 
         write_json_atomic(self.out / MANIFEST, manifest)
 
