@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ttgen import __version__
-from ttgen.errors import LLMError, TtgenError
+from ttgen.errors import ConfigError, LLMError, TtgenError
 
 T = TypeVar("T")
 
@@ -906,15 +906,12 @@ def _kv(pairs: list[str] | None, what: str, *, parse_json: bool) -> dict[str, An
 
 
 def _check_executor(executor: str, address: str | None, per_node: int | None) -> None:
-    if executor not in ("local", "ray"):
-        raise _fail(f"--executor {executor!r}: use local or ray")
-    if executor == "local" and (address is not None or per_node is not None):
-        raise _fail("--address and --per-node need --executor ray")
-    if executor == "ray":
-        import importlib.util
+    from ttgen.rollout.job import check_executor
 
-        if importlib.util.find_spec("ray") is None:
-            raise _fail("--executor ray needs Ray: pip install 'terminal-task-gen[ray]'")
+    try:
+        check_executor(executor, address, per_node)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
 
 
 def _job_options(
@@ -936,32 +933,23 @@ def _job_options(
     per_node: int | None = None,
     verifier_isolation: str = "snapshot",
 ):  # -> JobOptions
-    from ttgen.rollout.job import JobOptions
-    from ttgen.rollout.trial import TimeoutPolicy
+    from ttgen.rollout.job import job_options
 
-    _check_executor(executor, address, per_node)
-    if verifier_isolation not in ("snapshot", "shared"):
-        raise _fail(f"--verifier-isolation must be snapshot or shared, not {verifier_isolation!r}")
-    return JobOptions(
-        verifier_isolation=verifier_isolation,
-        n_concurrent=concurrency,
-        retries=retries,
-        rerun_errors=not keep_errors,
-        timeouts=TimeoutPolicy(
-            multiplier=timeout_multiplier,
-            build_multiplier=build_timeout_multiplier,
-            agent_setup_multiplier=agent_setup_timeout_multiplier,
-            agent_multiplier=agent_timeout_multiplier,
-            verifier_multiplier=verifier_timeout_multiplier,
-            agent_override_sec=agent_timeout,
-            verifier_override_sec=verifier_timeout,
-        ),
-        force_build=force_build,
-        verifier_env=_kv(verifier_env, "--ve", parse_json=False),
-        executor=executor,
-        ray_address=address,
-        per_node=per_node,
-    )
+    try:
+        return job_options(
+            concurrency=concurrency, retries=retries, keep_errors=keep_errors,
+            timeout_multiplier=timeout_multiplier,
+            build_timeout_multiplier=build_timeout_multiplier,
+            agent_setup_timeout_multiplier=agent_setup_timeout_multiplier,
+            agent_timeout_multiplier=agent_timeout_multiplier,
+            verifier_timeout_multiplier=verifier_timeout_multiplier,
+            agent_timeout=agent_timeout, verifier_timeout=verifier_timeout,
+            force_build=force_build, verifier_env=_kv(verifier_env, "--ve", parse_json=False),
+            executor=executor, address=address, per_node=per_node,
+            verifier_isolation=verifier_isolation,
+        )  # fmt: skip
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
 
 
 def _run_job(coro_factory, as_json: bool, label: str):  # -> (result, JobProgress)

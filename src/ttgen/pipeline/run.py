@@ -719,12 +719,12 @@ class Runner:
 
 
 def _job_options(stage: Any) -> Any:
-    from ttgen.rollout.job import JobOptions
+    from ttgen.rollout.job import job_options
 
-    return JobOptions(
-        n_concurrent=stage.concurrency,
+    return job_options(
+        concurrency=stage.concurrency,
         executor=getattr(stage, "executor", "local"),
-        ray_address=getattr(stage, "address", None),
+        address=getattr(stage, "address", None),
         per_node=getattr(stage, "per_node", None),
         verifier_isolation=stage.verifier_isolation,
     )

@@ -36,7 +36,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -89,6 +89,69 @@ class JobOptions:
         d = dict(self.__dict__)
         d["timeouts"] = dict(self.timeouts.__dict__)
         return d
+
+
+def check_executor(executor: str, address: str | None, per_node: int | None) -> None:
+    """Where trials run: local, or ray (with its address / per_node); ConfigError if not."""
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"--executor {executor!r}: use local or ray")
+    if executor == "local" and (address is not None or per_node is not None):
+        raise ConfigError("--address and --per-node need --executor ray")
+    if executor == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError("--executor ray needs Ray: pip install 'terminal-task-gen[ray]'")
+
+
+def job_options(
+    *,
+    concurrency: int = 4,
+    retries: int = 2,
+    keep_errors: bool = False,
+    timeout_multiplier: float = 1.0,
+    build_timeout_multiplier: float | None = None,
+    agent_setup_timeout_multiplier: float | None = None,
+    agent_timeout_multiplier: float | None = None,
+    verifier_timeout_multiplier: float | None = None,
+    agent_timeout: float | None = None,
+    verifier_timeout: float | None = None,
+    force_build: bool = False,
+    verifier_env: Mapping[str, str] | None = None,
+    executor: str = "local",
+    address: str | None = None,
+    per_node: int | None = None,
+    verifier_isolation: str = "snapshot",
+) -> JobOptions:
+    """The one translation from what a user sets (the CLI's job flags, or a PIPELINE.yaml
+    stage's keys, named alike) to JobOptions; ConfigError names the setting that is wrong."""
+    check_executor(executor, address, per_node)
+    if verifier_isolation not in ("snapshot", "shared"):
+        raise ConfigError(
+            f"verifier isolation must be snapshot or shared, not {verifier_isolation!r}"
+        )
+    if concurrency < 1:
+        raise ConfigError(f"concurrency must be at least 1, not {concurrency}")
+    return JobOptions(
+        n_concurrent=concurrency,
+        retries=retries,
+        rerun_errors=not keep_errors,
+        timeouts=TimeoutPolicy(
+            multiplier=timeout_multiplier,
+            build_multiplier=build_timeout_multiplier,
+            agent_setup_multiplier=agent_setup_timeout_multiplier,
+            agent_multiplier=agent_timeout_multiplier,
+            verifier_multiplier=verifier_timeout_multiplier,
+            agent_override_sec=agent_timeout,
+            verifier_override_sec=verifier_timeout,
+        ),
+        force_build=force_build,
+        verifier_env=dict(verifier_env or {}),
+        verifier_isolation=verifier_isolation,
+        executor=executor,
+        ray_address=address,
+        per_node=per_node,
+    )
 
 
 class JobEvents(Protocol):
