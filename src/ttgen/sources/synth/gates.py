@@ -35,7 +35,8 @@ from typing import Any
 
 from ttgen.check import check_task
 from ttgen.errors import TtgenError
-from ttgen.formats.trial import AgentSpec, Outcome
+from ttgen.formats.trial import AgentSpec
+from ttgen.rollout.validate import judge
 from ttgen.sources.synth.answer import TaskDraft, test_functions
 from ttgen.task import Task
 
@@ -315,20 +316,25 @@ async def gate_validate(backend: Any, task_dir: Path, work_dir: Path, job: str) 
 
 
 def judge_nop(result: Any) -> list[str]:
-    """The validate gate's verdict on a finished do-nothing trial (local or on a Ray node)."""
-    outcome = result.outcome
-    if outcome == Outcome.BUILD_ERROR:
+    """The validate gate's verdict on a finished do-nothing trial (local or on a Ray node):
+    `ttgen validate`'s own judgement (`judge` with no oracle), told to the model that wrote the
+    task in a gate's words; infrastructure is ours, not the task's (GateInfraError)."""
+    verdict, _ = judge(result, None)
+    if verdict == "infra_error":
+        raise GateInfraError(f"validate gate: {result.outcome.value}: {_first_error(result)}")
+    if verdict == "build_failed":
         return [f"the environment image does not build: {_first_error(result)}"]
-    if outcome in (Outcome.REWARD_MISSING, Outcome.VERIFIER_TIMEOUT):
-        return [f"with no work done, the verifier fails ({outcome.value}): {_first_error(result)}"]
-    if result.is_infra:
-        raise GateInfraError(f"validate gate: {outcome.value}: {_first_error(result)}")
-    if result.reward is not None and result.reward > 0:
+    if verdict == "verifier_broken":
+        return [
+            f"with no work done, the verifier fails ({result.outcome.value}): "
+            f"{_first_error(result)}"
+        ]
+    if verdict == "trivial":
         return [
             f"an agent that does nothing already scores {result.reward:g}: some tests pass "
             "without any work (e.g. they check input files, or accept a missing output)"
         ]
-    return []
+    return []  # no_solution (nop scores 0) or no_tests
 
 
 def _first_error(result: Any) -> str:
