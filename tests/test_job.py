@@ -248,7 +248,7 @@ def _slow_tasks(make_task, tmp_path: Path) -> Path:
     parent = tmp_path / "tasks"
     for name in ("a", "b"):
         make_task(name, parent=parent, test_sh=PASS_IF_ANSWER,
-                  solve_sh="#!/bin/bash\nsleep 2\necho 42 > /app/answer.txt\n")  # fmt: skip
+                  solve_sh="#!/bin/bash\nsleep 5\necho 42 > /app/answer.txt\n")  # fmt: skip
     return parent
 
 
