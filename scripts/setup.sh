@@ -2,9 +2,13 @@
 # One-time (idempotent) set-up for ttgen on a fresh machine, sourced by scripts/demo.sh and
 # scripts/test.sh:
 #   1. a virtual environment in .venv with ttgen and its test dependencies;
-#   2. a running Docker engine (on Debian as root: installs docker.io and starts dockerd);
-#   3. the local base image ttgen/base:bookworm (built with debootstrap when missing).
-# Every step is skipped when already done. Set TTGEN_SKIP_BASE_IMAGE=1 to skip step 3.
+#   2. a running Docker engine (on Debian as root: installs docker.io and starts dockerd), and
+#      Podman's Docker-compatible API service, the second sandbox backend (installs podman,
+#      catatonit and slirp4netns, starts `podman system service` on /run/podman/podman.sock);
+#   3. the local base image ttgen/base:bookworm (built with debootstrap when missing), in both
+#      engines' stores (Podman's gets a copy of Docker's).
+# Every step is skipped when already done. Set TTGEN_SKIP_BASE_IMAGE=1 to skip step 3 and
+# TTGEN_SKIP_PODMAN=1 to leave Podman out (its tests then fail: scripts/test.sh runs them).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -84,6 +88,57 @@ if ! engine_up; then
   engine_up || { tail -20 /var/log/ttgen-dockerd.log >&2; die "dockerd did not come up"; }
 fi
 
+# 2b. Podman's API service ----------------------------------------------------------------------
+# Rootful, on the socket PodmanBackend uses by default. With systemd, the packaged podman.socket
+# serves it; without (containers, CI VMs), `podman system service` runs in its own session with a
+# configuration of its own (TTGEN_PODMAN_CONF): cgroupfs and file events (no systemd), and the
+# containers' rlimits set to the service's own (as Docker's containers inherit dockerd's: where
+# root may not raise a hard limit, Podman's higher defaults make every container start fail).
+PODMAN_SOCK="${TTGEN_PODMAN_SOCKET:-/run/podman/podman.sock}"
+PODMAN_CONF="${TTGEN_PODMAN_CONF:-/var/lib/ttgen/podman/containers.conf}"
+PODMAN_LOG="${TTGEN_PODMAN_LOG:-/var/log/ttgen-podman.log}"
+podman_up() { DOCKER_HOST="unix://$PODMAN_SOCK" engine_up; }
+podman_pid() {
+  local p
+  for p in $(pgrep -x podman 2>/dev/null); do
+    if tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -q "system service .*unix://$PODMAN_SOCK"; then
+      echo "$p"; return 0
+    fi
+  done
+  return 1
+}
+start_podman_service() {  # $1: extra containers.conf lines for [containers]
+  mkdir -p "$(dirname "$PODMAN_CONF")" "$(dirname "$PODMAN_SOCK")"
+  { echo "[containers]"; printf '%s\n' "$1"
+    echo "[engine]"; echo 'cgroup_manager = "cgroupfs"'; echo 'events_logger = "file"'; } > "$PODMAN_CONF"
+  # its own session: a job control kill of the caller's process group does not take it down
+  CONTAINERS_CONF="$PODMAN_CONF" setsid nohup podman system service --time=0 "unix://$PODMAN_SOCK" \
+    >>"$PODMAN_LOG" 2>&1 </dev/null &
+  for _ in $(seq 30); do podman_up && return 0; sleep 0.5; done
+  tail -20 "$PODMAN_LOG" >&2; die "podman system service did not come up (log: $PODMAN_LOG)"
+}
+if [ "${TTGEN_SKIP_PODMAN:-0}" != 1 ] && ! podman_up; then
+  t_podman=$SECONDS
+  if ! command -v podman >/dev/null || ! command -v slirp4netns >/dev/null \
+     || [ ! -x /usr/libexec/podman/catatonit ]; then
+    say "installing podman (the second sandbox backend)"
+    apt_install podman catatonit slirp4netns
+  fi
+  is_root || die "Podman's API service is not running; start it: podman system service --time=0 unix://$PODMAN_SOCK &"
+  if [ -d /run/systemd/system ] && systemctl start podman.socket 2>/dev/null && [ "$PODMAN_SOCK" = /run/podman/podman.sock ]; then
+    say "started podman.socket (systemd)"
+  else
+    say "starting podman system service on $PODMAN_SOCK (log: $PODMAN_LOG)"
+    start_podman_service ""
+    pid="$(podman_pid)" || die "podman system service is not running"
+    nofile="$(awk '/^Max open files/ {print $5}' "/proc/$pid/limits")"
+    nproc="$(awk '/^Max processes/ {print $4}' "/proc/$pid/limits")"
+    kill "$pid"; while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    start_podman_service "default_ulimits = [\"nofile=$nofile:$nofile\", \"nproc=$nproc:$nproc\"]"
+  fi
+  say "podman ready in $((SECONDS - t_podman)) s"
+fi
+
 # The tests drive `ttgen env shell` in a real terminal.
 if ! command -v tmux >/dev/null; then
   if is_root && command -v apt-get >/dev/null; then apt_install tmux; else say "warning: no tmux; tests/test_env_shell.py will fail"; fi
@@ -106,4 +161,33 @@ PY
     say "building the base image $BASE_IMAGE with debootstrap (about a minute)"
     ttgen images bootstrap --tag "$BASE_IMAGE"
   fi
+fi
+
+# The base image in Podman's own store: a copy of Docker's (docker save → Podman's images/load,
+# about 10 s), or, on a host without Docker, debootstrapped straight into Podman.
+if [ "${TTGEN_SKIP_BASE_IMAGE:-0}" != 1 ] && [ "${TTGEN_SKIP_PODMAN:-0}" != 1 ] && podman_up; then
+  "$VENV/bin/python" - "$BASE_IMAGE" <<'PY'
+import asyncio, sys
+from ttgen.sandbox import open_backend
+from ttgen.settings import Settings
+
+async def main(tag: str) -> None:
+    async with open_backend("podman", Settings(pull=False)) as podman:
+        if await podman.image_exists(tag) is not None:
+            return
+        async with open_backend("docker", Settings(pull=False), check=False) as docker:
+            try:
+                have = await docker.image_exists(tag) is not None
+            except Exception:
+                have = False
+            if have:
+                print(f"[setup] copying {tag} from Docker into Podman", file=sys.stderr)
+                await podman.load_image_from(docker, tag)
+                return
+        from ttgen.sandbox.bootstrap import bootstrap_base_image
+        print(f"[setup] building {tag} in Podman with debootstrap", file=sys.stderr)
+        await bootstrap_base_image(podman, tag=tag)
+
+asyncio.run(main(sys.argv[1]))
+PY
 fi

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: set up (if needed), then run the whole test suite against the real
-# Docker engine (after a lint check). Extra arguments go to pytest.
+# Docker engine, and Podman's for the tests that run on both sandbox backends (setup.sh starts its
+# service; those tests fail, never skip, without it), after a lint check. Extra arguments go to
+# pytest.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup.sh"

@@ -1,7 +1,11 @@
-"""Shared fixtures. The tests use a real Docker engine and the locally bootstrapped base image.
+"""Shared fixtures. The tests use real engines (Docker, and Podman for the tests that run on both
+sandbox backends) and the locally bootstrapped base image.
 
-`scripts/test.sh` (the README's test command) installs and starts the engine and builds the base
+`scripts/test.sh` (the README's test command) installs and starts the engines and builds the base
 image first; run from elsewhere, a missing engine fails these tests loudly instead of skipping.
+
+`backend` is a sandbox backend opened by name (`backend_name`, "docker" unless a module
+parametrizes it over BACKENDS_UNDER_TEST, as the sandbox tests do).
 """
 
 from __future__ import annotations
@@ -16,33 +20,67 @@ import aiodocker
 import pytest
 
 from harbor_support import harbor  # noqa: F401  (the `harbor` fixture: Harbor's own code)
-from ttgen.sandbox.docker import LABEL_JOB, DockerBackend
+from ttgen.sandbox import open_backend
+from ttgen.sandbox.backends import probe
+from ttgen.sandbox.base import LABEL_JOB
+from ttgen.sandbox.podman import default_podman_url
 from ttgen.settings import ImageAlias, Settings, host_ca_bundle
 
 BASE_IMAGE = os.environ.get("TTGEN_TEST_BASE_IMAGE", "ttgen/base:bookworm")
+BACKENDS_UNDER_TEST = ("docker", "podman")
 
 
-def _engine_state() -> str | None:
-    async def probe() -> str | None:
+def _engine_state(name: str = "docker") -> str | None:
+    """None when backend `name`'s engine answers and has the base image, else what is wrong.
+    Podman's store gets the base image copied from Docker's when only Docker has it."""
+
+    async def check() -> str | None:
         try:
-            async with aiodocker.Docker() as d:
-                await d.version()
-                try:
-                    await d.images.inspect(BASE_IMAGE)
-                except aiodocker.DockerError:
-                    return f"base image {BASE_IMAGE} is missing: run `ttgen images bootstrap` (scripts/test.sh does)"
+            async with open_backend(name, Settings(pull=False), check=False) as b:
+                await b.ping()
+                if await b.image_exists(BASE_IMAGE) is not None:
+                    return None
+                if name == "podman":
+                    async with open_backend("docker", Settings(pull=False), check=False) as d:
+                        if await d.image_exists(BASE_IMAGE) is not None:
+                            await b.load_image_from(d, BASE_IMAGE)  # type: ignore[attr-defined]
+                            return None
+                return (
+                    f"base image {BASE_IMAGE} is missing in {name}'s store: run "
+                    "`ttgen images bootstrap` (scripts/test.sh does)"
+                )
         except Exception as exc:
-            return f"no Docker engine: {exc}. Run the tests with scripts/test.sh, which starts one."
-        return None
+            return (
+                f"no {name} engine: {exc}. Run the tests with scripts/test.sh, which starts one."
+            )
 
-    return asyncio.run(probe())
+    return asyncio.run(check())
 
 
 @pytest.fixture(scope="session")
 def docker_ready() -> None:
-    problem = _engine_state()
+    problem = _engine_state("docker")
     if problem:
         pytest.fail(problem, pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def podman_ready() -> None:
+    problem = _engine_state("podman")
+    if problem:
+        pytest.fail(problem, pytrace=False)
+
+
+@pytest.fixture
+def backend_name() -> str:
+    """The sandbox backend of `backend`; modules parametrize it over BACKENDS_UNDER_TEST."""
+    return "docker"
+
+
+@pytest.fixture
+def engine_ready(request: pytest.FixtureRequest, backend_name: str) -> None:
+    """The engine of `backend_name` answers and has the base image (else the test fails)."""
+    request.getfixturevalue(f"{backend_name}_ready")
 
 
 @pytest.fixture
@@ -78,8 +116,8 @@ def ca_settings() -> Settings:
 
 
 @pytest.fixture
-async def backend(docker_ready: None, settings: Settings, job_name: str):
-    b = DockerBackend(settings)
+async def backend(engine_ready: None, backend_name: str, settings: Settings, job_name: str):
+    b = open_backend(backend_name, settings)
     yield b
     # Whatever a test left running under its job label goes away.
     try:
@@ -88,10 +126,35 @@ async def backend(docker_ready: None, settings: Settings, job_name: str):
         await b.close()
 
 
+def _engine_urls() -> list[str | None]:
+    """Docker's (aiodocker's default) and, when its service answers, Podman's."""
+    urls: list[str | None] = [None]
+    podman = default_podman_url()
+    if probe(podman, timeout=1) is None:
+        urls.append(podman)
+    return urls
+
+
 async def job_containers(job: str) -> list[str]:
-    async with aiodocker.Docker() as d:
-        found = await d.containers.list(all=True, filters={"label": [f"{LABEL_JOB}={job}"]})
-        return [c.id for c in found]
+    """Ids of the containers labelled with `job` on every engine under test (job names are
+    unique per test, so this is the job's containers whichever backend ran them)."""
+    found: list[str] = []
+    for url in _engine_urls():
+        async with aiodocker.Docker(url=url) as d:
+            got = await d.containers.list(all=True, filters={"label": [f"{LABEL_JOB}={job}"]})
+            found += [c.id for c in got]
+    return found
+
+
+async def managed_images(label: str) -> list[str]:
+    """Tags of images carrying `label` on every engine under test."""
+    found: list[str] = []
+    for url in _engine_urls():
+        async with aiodocker.Docker(url=url) as d:
+            for img in await d.images.list(filters={"label": [label]}):
+                found += img.get("RepoTags") or [img["Id"]]
+    return found
+
 
 
 TaskFactory = Callable[..., Path]

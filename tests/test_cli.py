@@ -18,7 +18,7 @@ import ttgen
 from conftest import BASE_IMAGE, job_containers
 from ttgen.cli import app
 from ttgen.llm import PREFLIGHT_PROMPT
-from ttgen.sandbox.docker import LABEL_JOB, LABEL_OWNER, owner_id
+from ttgen.sandbox.base import LABEL_JOB, LABEL_OWNER, owner_id
 from ttgen.task import Task
 from ttgen.testing import Error, Reply, ScriptedLLMServer
 

@@ -151,6 +151,31 @@ def test_task_folder_metadata_and_instruction_are_used_when_present(tmp_path):
     assert records[0]["source"] == "dataset_adapters/swe"
 
 
+def test_the_instruction_recorded_with_the_trial_comes_first(tmp_path):
+    """result.json's `instruction` (exactly what the agent was given) comes before the task
+    folder's instruction.md (which may have changed since) and the prompt's text (which only
+    Terminus 2's templates frame); trials of earlier releases and of Harbor record none."""
+    task = tmp_path / "tasks" / "t1"
+    task.mkdir(parents=True)
+    (task / "instruction.md").write_text("Edited after the run.\n")
+    given = "Fix the nightly job.\n"
+    prompt = [{"role": "user", "content": f"Another agent's prompt: {given}"}]
+    job = tmp_path / "job"
+    write_trial(job, "t1__0", task="t1", task_path=str(task),
+                messages=prompt + conversation(given, _turns())[1:])  # fmt: skip
+    path = job / "t1__0" / "result.json"
+    data = json.loads(path.read_text())
+    assert data["instruction"] is None  # none recorded: the task folder's
+    assert read_trial(job / "t1__0")[0][0]["instruction"] == "Edited after the run.\n"
+    path.write_text(json.dumps({**data, "instruction": given}))
+    assert read_trial(job / "t1__0")[0][0]["instruction"] == given
+    (task / "instruction.md").unlink()
+    assert read_trial(job / "t1__0")[0][0]["instruction"] == given
+    del data["instruction"]  # as Harbor writes it; no template in the prompt either
+    path.write_text(json.dumps(data))
+    assert read_trial(job / "t1__0")[0][0]["instruction"] == ""
+
+
 def test_summarized_contexts_become_records_and_conversations_are_normalized(tmp_path):
     instr = INSTRUCTIONS["fix-cron"]
     earlier = conversation(instr, _turns(3))

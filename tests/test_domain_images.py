@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from conftest import BASE_IMAGE
 from ttgen.cli import app
 from ttgen.errors import ConfigError, ImageBuildError
-from ttgen.sandbox.docker import DockerBackend
+from ttgen.sandbox import open_backend
 from ttgen.sandbox.domains import (
     DOMAIN_IMAGES,
     LABEL_CONTENT,
@@ -220,7 +220,7 @@ async def test_domain_image_builds_and_its_tools_work(backend, make_task, job_na
 
 async def test_a_second_build_is_a_cache_hit(backend, settings):
     first = await build_domain_image(backend, "general")
-    async with DockerBackend(settings) as other:  # as a new process would
+    async with open_backend(None, settings) as other:  # as a new process would
         t0 = time.monotonic()
         again = await build_domain_image(other, "general")
         assert time.monotonic() - t0 < 5

@@ -432,7 +432,8 @@ def test_trials_that_give_no_rows_and_partly_curated_trials(tmp_path):
 
 def test_the_pipeline_export_stage_writes_harbor_rows_when_asked(job, tmp_path):
     from ttgen.pipeline.config import Export, load_pipeline
-    from ttgen.pipeline.run import Runner, _settings
+    from ttgen.pipeline.run import Runner
+    from ttgen.pipeline.stages import _settings
 
     src = tmp_path / "tasks"
     src.mkdir()
@@ -443,7 +444,7 @@ def test_the_pipeline_export_stage_writes_harbor_rows_when_asked(job, tmp_path):
     assert (config.export.harbor.file, config.export.harbor.episodes) == ("harbor.parquet", "last")
     run = tmp_path / "run"
     shutil.copytree(job["data"], run / "curated")
-    result = Runner(config, run, log=lambda *a, **k: None)._stage_export()
+    result = Runner(config, run, log=lambda *a, **k: None).run_stage("export")
     assert result.outputs == {"corpus": "export/corpus.parquet", "harbor": "export/harbor.parquet"}
     assert result.counts == {"corpus_rows": 2, "harbor_rows": 2}
     rows = pq.read_table(run / "export" / "harbor.parquet").to_pylist()

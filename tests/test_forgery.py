@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import job_containers
+from conftest import BACKENDS_UNDER_TEST, job_containers
 from ttgen.formats.trial import AgentSpec, Outcome
 from ttgen.rollout.job import Job, JobOptions, rollout_specs
 from ttgen.rollout.tamper import findings, parse_which
@@ -73,12 +73,14 @@ def forging_tasks(make_task, tmp_path) -> list[Task]:
     return tasks
 
 
+@pytest.mark.parametrize("backend_name", BACKENDS_UNDER_TEST)
 async def test_forging_agents_never_pass_and_an_honest_one_does(
-    docker_ready, forging_tasks, tmp_path
+    engine_ready, backend_name, forging_tasks, tmp_path
 ):
     out = tmp_path / "job"
     specs = rollout_specs(forging_tasks, AgentSpec(name="oracle"), attempts=3)
-    result = await Job(out, specs, JobOptions(n_concurrent=4, retries=0)).run()
+    opts = JobOptions(n_concurrent=4, retries=0, backend=backend_name)
+    result = await Job(out, specs, opts).run()
     by_task: dict[str, list[dict]] = {}
     for p in sorted(out.glob("*/result.json")):
         r = json.loads(p.read_text())
@@ -243,6 +245,7 @@ def test_curation_drops_tampered_trajectories_unless_asked_and_stats_count_them(
     assert json.loads(res.stdout)["tampered"] == 1
 
 
+@pytest.mark.parametrize("backend_name", BACKENDS_UNDER_TEST)
 async def test_the_fast_diff_matches_the_engines(backend, job_name, make_task):
     """Tamper evidence reads the container's upper layer on the host (milliseconds) instead of
     the engine's diff endpoint (~0.5 s of engine CPU per call): both give the same changes."""
@@ -263,6 +266,7 @@ async def test_the_fast_diff_matches_the_engines(backend, job_name, make_task):
         await sb.stop()
 
 
+@pytest.mark.parametrize("backend_name", BACKENDS_UNDER_TEST)
 async def test_no_agent_process_can_reach_into_the_exec_helper(backend, job_name, make_task):
     """Verifying in place trusts the exec helper: it is not dumpable, so a root process of the
     agent cannot open its memory (as it can any ordinary process's) or ptrace it."""

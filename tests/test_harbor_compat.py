@@ -25,7 +25,7 @@ from ttgen.curate.curator import CurateOptions, curate, read_records
 from ttgen.formats.trial import AgentSpec, read_trial_result
 from ttgen.rollout.job import Job, JobOptions, rollout_specs
 from ttgen.rollout.validate import validate_tasks
-from ttgen.sandbox.docker import DockerBackend
+from ttgen.sandbox import open_backend
 from ttgen.settings import ImageAlias, Settings
 from ttgen.sources.adapters import adapt
 from ttgen.sources.synth.answer import parse_answer
@@ -48,7 +48,7 @@ def _settings() -> Settings:
 
 def _run_job(out: Path, specs, options: JobOptions) -> None:
     async def go() -> None:
-        async with DockerBackend(_settings()) as backend:
+        async with open_backend(None, _settings()) as backend:
             await Job(out, specs, options, backend=backend).run()
 
     asyncio.run(go())
@@ -101,7 +101,7 @@ def terminus_job(docker_ready, root: Path) -> Path:
     out = root / "jobs" / "terminus"
 
     async def go() -> None:
-        async with ScriptedLLMServer(script) as server, DockerBackend(_settings()) as backend:
+        async with ScriptedLLMServer(script) as server, open_backend(None, _settings()) as backend:
             agent = AgentSpec(
                 name="terminus-2",
                 kwargs={"model": "teacher", "base_url": server.base_url, "api_key": "k"},
@@ -124,7 +124,7 @@ def validation_job(docker_ready, root: Path) -> Path:
     out = root / "jobs" / "validate"
 
     async def go() -> None:
-        async with DockerBackend(_settings()) as backend:
+        async with open_backend(None, _settings()) as backend:
             await validate_tasks(
                 [HELLO, no_tests], out, JobOptions(n_concurrent=3, retries=0), backend=backend
             )

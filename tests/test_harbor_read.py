@@ -46,7 +46,7 @@ def terminus_job(tmp_path_factory, docker_ready):
     at the output limit, a warning, and completion confirmed twice."""
     import asyncio
 
-    from ttgen.sandbox.docker import DockerBackend
+    from ttgen.sandbox import open_backend
 
     root = tmp_path_factory.mktemp("harbor-read")
     task_dir = root / "tasks" / "hello"
@@ -72,7 +72,7 @@ def terminus_job(tmp_path_factory, docker_ready):
                 "model": "teacher", "base_url": server.base_url, "api_key": "k", "max_tokens": 256,
             })  # fmt: skip
             out = root / "job"
-            backend = DockerBackend()
+            backend = open_backend()
             try:
                 await Job(out, rollout_specs([Task.load(task_dir)], agent, 1),
                           JobOptions(n_concurrent=1), backend=backend).run()  # fmt: skip

@@ -20,7 +20,7 @@ from typing import ClassVar
 
 import pytest
 
-from conftest import BASE_IMAGE, job_containers
+from conftest import BASE_IMAGE, job_containers, unique_dockerfile
 from test_synth_docker import BAD_IMPORT, GOOD, GOOD2, TRIVIAL, _item
 from ttgen.agents import AgentContext, ModelInfo
 from ttgen.formats.trial import AgentSpec
@@ -219,6 +219,32 @@ async def test_ray_job_matches_local_job_and_resumes(
     assert third["stats"]["outcomes"] == {"passed": 4, "failed": 2}
     config = json.loads((ray_out / "config.json").read_text())
     assert len(config["runs"]) == 3 and config["runs"][0]["options"]["executor"] == "local"
+
+
+async def test_ray_nodes_open_the_jobs_backend_by_name(
+    cluster, podman_ready, docker_ready, make_task, tmp_path, settings
+):
+    """`JobOptions(backend="podman")` reaches every node: its runner opens that backend, so the
+    trials' images are built in Podman's store (not Docker's) and their containers run there."""
+    from ttgen.sandbox import open_backend
+
+    df = unique_dockerfile()
+    tasks = [
+        Task.load(make_task("good", test_sh=PASS_IF_ANSWER, solve_sh=SOLVE, dockerfile=df)),
+        Task.load(make_task("bad", test_sh=PASS_IF_ANSWER, dockerfile=df,
+                            solve_sh="#!/bin/bash\necho 41 > /app/answer.txt\n")),
+    ]  # fmt: skip
+    out = tmp_path / "ray"
+    opts = JobOptions(executor="ray", per_node=1, backend="podman", retries=0)
+    result = await Job(out, rollout_specs(tasks, AgentSpec(name="oracle"), 1), opts).run()
+    assert result["stats"]["outcomes"] == {"passed": 1, "failed": 1}
+    rows = results(out)
+    assert all("node" in r["environment"] for r in rows.values())
+    image = rows["good__0"]["environment"]["image"]
+    async with open_backend("podman", settings) as podman, open_backend("docker", settings) as docker:
+        assert await podman.image_exists(image) is not None
+        assert await docker.image_exists(image) is None
+    assert await job_containers(job_id(out)) == []
 
 
 class DyingAgent:
@@ -480,10 +506,10 @@ async def test_synthesis_gates_on_ray_nodes_give_the_local_verdicts(
     """The same three drafts, their Docker gates once on this engine and once on the Ray
     nodes: the same verdicts, repairs, drops and task folders. The repaired item proves a
     re-staged folder travels again (its first draft fails validation, its repair passes)."""
-    from ttgen.sandbox.docker import DockerBackend
+    from ttgen.sandbox import open_backend
     from ttgen.sources.synth.gates import GateRunner
 
-    async with DockerBackend(ca_settings) as backend:
+    async with open_backend(None, ca_settings) as backend:
         local_summary, local_repairs = await _synth(
             tmp_path / "local", GateRunner(ALL_GATES, backend, job=job_name)
         )
@@ -532,7 +558,7 @@ async def test_synthesis_gates_on_ray_nodes_give_the_local_verdicts(
 def test_node_runner_keeps_a_bounded_task_cache(tmp_path, monkeypatch):
     """Synthesis ships a new folder per draft: a node keeps the most recent MAX_NODE_TASKS,
     never one in use, and asks for an evicted one again (need_task)."""
-    import ttgen.rollout.executors as executors
+    import ttgen.rollout.ray_node as executors
     from ttgen.rollout.executors import NodeRunner, pack_task
 
     monkeypatch.setattr(executors, "MAX_NODE_TASKS", 2)

@@ -24,7 +24,7 @@ from conftest import BASE_IMAGE
 from ttgen.formats.trial import AgentSpec
 from ttgen.rollout.executors import RayExecutor
 from ttgen.rollout.job import Job, JobOptions, rollout_specs
-from ttgen.sandbox.docker import LABEL_JOB
+from ttgen.sandbox.base import LABEL_JOB
 from ttgen.task import Task
 
 ray = pytest.importorskip("ray")

@@ -1,4 +1,6 @@
-"""Image builds against the real engine: once per content, cache hits, failures, aliases."""
+"""Image builds against the real engines: once per content, cache hits, failures, aliases.
+
+Every test runs on both sandbox backends (Docker and Podman, each with its own image store)."""
 
 from __future__ import annotations
 
@@ -7,11 +9,16 @@ import time
 
 import pytest
 
-from conftest import BASE_IMAGE, unique_dockerfile
+from conftest import BACKENDS_UNDER_TEST, BASE_IMAGE, unique_dockerfile
 from ttgen.errors import ImageBuildError, ImageNotFoundError, TaskError
-from ttgen.sandbox.docker import DockerBackend
+from ttgen.sandbox import open_backend
 from ttgen.settings import ImageAlias, Settings, load_settings
 from ttgen.task import Task
+
+
+@pytest.fixture(params=BACKENDS_UNDER_TEST)
+def backend_name(request) -> str:
+    return request.param
 
 
 async def test_concurrent_requests_build_one_image(backend, make_task):
@@ -31,11 +38,13 @@ async def test_identical_environments_share_one_image(backend, make_task, tmp_pa
     assert ra.tag == rb.tag and backend.builds == 1
 
 
-async def test_second_build_is_a_cache_hit_even_in_a_new_process(backend, make_task, settings):
+async def test_second_build_is_a_cache_hit_even_in_a_new_process(
+    backend, backend_name, make_task, settings
+):
     task = Task.load(make_task(dockerfile=unique_dockerfile("RUN echo x > /x\n")))
     first = await backend.ensure_image(task)
     assert first.source == "built"
-    async with DockerBackend(settings) as other:  # a fresh backend, as a new process would have
+    async with open_backend(backend_name, settings) as other:  # as a new process would have it
         again = await other.ensure_image(task)
         assert again.source == "cached" and again.tag == first.tag and other.builds == 0
 
@@ -107,23 +116,25 @@ async def test_force_build_rebuilds(backend, make_task):
     assert stamp1 != stamp2  # no layer cache on a forced build
 
 
-async def test_missing_base_image_says_how_to_alias_it(docker_ready, make_task):
+async def test_missing_base_image_says_how_to_alias_it(engine_ready, backend_name, make_task):
     task = Task.load(make_task(dockerfile="FROM registry.invalid/nothing-here:1\nRUN true\n"))
-    async with DockerBackend(Settings(pull=False)) as b:
+    async with open_backend(backend_name, Settings(pull=False)) as b:
         with pytest.raises(ImageBuildError) as info:
             await b.ensure_image(task)
     assert "registry.invalid/nothing-here:1" in str(info.value)
     assert "TTGEN_IMAGE_ALIASES" in str(info.value)
 
 
-async def test_aliases_from_the_environment_variable(docker_ready, make_task, tmp_path):
+async def test_aliases_from_the_environment_variable(
+    engine_ready, backend_name, make_task, tmp_path
+):
     settings = load_settings(
         cwd=tmp_path, environ={"TTGEN_IMAGE_ALIASES": f"corp.example/img/*={BASE_IMAGE}"}
     )
     settings.pull = False
     df = f"ARG BASE=corp.example/img/py:3.12\nFROM $BASE AS build\nRUN echo {time.time_ns()} > /n\nFROM build\n"
     task = Task.load(make_task(dockerfile=df))
-    async with DockerBackend(settings) as b:
+    async with open_backend(backend_name, settings) as b:
         ref = await b.ensure_image(task)
         async with await b.start(task, job="alias") as sb:
             assert (await sb.exec("cat /etc/debian_version")).ok
@@ -146,7 +157,7 @@ async def test_docker_image_is_used_when_present_and_dockerfile_is_the_fallback(
         await backend.ensure_image(nothing)
 
 
-async def test_aliased_docker_image(docker_ready, make_task):
+async def test_aliased_docker_image(engine_ready, backend_name, make_task):
     settings = Settings(aliases=[ImageAlias("alexgshaw/*", BASE_IMAGE)], pull=False)
     task = Task.load(
         make_task(
@@ -154,7 +165,7 @@ async def test_aliased_docker_image(docker_ready, make_task):
             toml='[environment]\ndocker_image = "alexgshaw/gpt2-codegolf:20251031"\n',
         )
     )
-    async with DockerBackend(settings) as b:
+    async with open_backend(backend_name, settings) as b:
         ref = await b.ensure_image(task)
     assert ref.tag == BASE_IMAGE and ref.source == "prebuilt"
 

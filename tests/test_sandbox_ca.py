@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from conftest import BASE_IMAGE, unique_dockerfile
+from ttgen.sandbox import open_backend
 from ttgen.sandbox.context import CA_CONTAINER_PATH
-from ttgen.sandbox.docker import DockerBackend
 from ttgen.settings import ImageAlias, Settings
 from ttgen.task import Task
 
@@ -150,7 +150,7 @@ def _settings(ca: Path | None) -> Settings:
 
 async def test_built_images_trust_the_extra_ca(docker_ready, make_task, pki, job_name):
     task = Task.load(make_task(dockerfile=unique_dockerfile()))
-    async with DockerBackend(_settings(pki["ca"])) as b:
+    async with open_backend(None, _settings(pki["ca"])) as b:
         ref = await b.ensure_image(task)
         assert ref.has_ca
         async with await b.start(task, job=job_name) as sb:
@@ -165,7 +165,7 @@ async def test_the_ca_is_trusted_during_the_build(docker_ready, make_task, pki, 
     # A RUN step checks the bundle the way pip or curl would see it at build time.
     check = f'RUN grep -q "$(sed -n 2p {CA_CONTAINER_PATH})" "$SSL_CERT_FILE" && test "$PIP_CERT" = {CA_CONTAINER_PATH}\n'
     task = Task.load(make_task(dockerfile=unique_dockerfile(check)))
-    async with DockerBackend(_settings(pki["ca"])) as b:
+    async with open_backend(None, _settings(pki["ca"])) as b:
         assert (await b.ensure_image(task)).source == "built"
 
 
@@ -173,7 +173,7 @@ async def test_prebuilt_images_get_the_ca_at_start(docker_ready, make_task, pki,
     task = Task.load(
         make_task(dockerfile=None, toml=f'[environment]\ndocker_image = "{BASE_IMAGE}"\n')
     )
-    async with DockerBackend(_settings(pki["ca"])) as b:
+    async with open_backend(None, _settings(pki["ca"])) as b:
         async with await b.start(task, job=job_name) as sb:
             await _assert_trusts(sb, pki)
         await b.gc(job=job_name)
@@ -185,7 +185,7 @@ async def test_without_the_ca_tls_to_the_intercepted_server_fails(
     task = Task.load(
         make_task(dockerfile=None, toml=f'[environment]\ndocker_image = "{BASE_IMAGE}"\n')
     )
-    async with DockerBackend(_settings(None)) as b:
+    async with open_backend(None, _settings(None)) as b:
         async with await b.start(task, job=job_name) as sb:
             await _serve_tls(sb, pki)
             curl = await sb.exec("curl -sS https://localhost:8443/hello.txt", timeout=30)
@@ -197,5 +197,5 @@ async def test_changing_the_ca_changes_the_image(docker_ready, make_task, pki, t
     other = tmp_path / "other-ca.pem"
     other.write_text(pki["ca"].read_text() + "# a different bundle\n")
     task = Task.load(make_task(dockerfile=unique_dockerfile()))
-    async with DockerBackend(_settings(pki["ca"])) as a, DockerBackend(_settings(other)) as b:
+    async with open_backend(None, _settings(pki["ca"])) as a, open_backend(None, _settings(other)) as b:
         assert (await a.ensure_image(task)).tag != (await b.ensure_image(task)).tag

@@ -1,4 +1,8 @@
-"""Containers against the real engine: limits, network, exec, timeouts, files, cleanup."""
+"""Containers against the real engines: limits, network, exec, timeouts, files, cleanup.
+
+Every test runs on both sandbox backends (Docker and Podman) and, where it uses the `backend`
+fixture, through both exec transports; the shared-bridge tests are Docker's own (Podman gives
+each container its own user-mode network instead)."""
 
 from __future__ import annotations
 
@@ -10,16 +14,26 @@ import time
 import aiodocker
 import pytest
 
-from conftest import BASE_IMAGE, job_containers, unique_dockerfile
+from conftest import BACKENDS_UNDER_TEST, BASE_IMAGE, job_containers, unique_dockerfile
 from ttgen.errors import SandboxError
-from ttgen.sandbox.docker import LABEL_JOB, LABEL_MANAGED, LABEL_OWNER, NETWORK_NAME, DockerBackend
+from ttgen.sandbox import open_backend
+from ttgen.sandbox.base import LABEL_JOB, LABEL_MANAGED, LABEL_OWNER
+from ttgen.sandbox.docker import NETWORK_NAME
 from ttgen.task import Task
+
+DOCKER_ONLY = pytest.mark.parametrize("backend_name", ["docker"])
+
+
+@pytest.fixture(params=BACKENDS_UNDER_TEST)
+def backend_name(request) -> str:
+    return request.param
 
 
 @pytest.fixture(params=["eager", False], ids=["exec-helper", "docker-exec"])
-async def backend(request, docker_ready, settings, job_name):
-    """Every test here runs twice: through the in-container exec helper and through `docker exec`."""
-    b = DockerBackend(settings, exec_channel=request.param)
+async def backend(request, engine_ready, backend_name, settings, job_name):
+    """Every test here runs twice per backend: through the in-container exec helper and through
+    the engine's exec (`docker exec`)."""
+    b = open_backend(backend_name, settings, exec_channel=request.param)
     yield b
     try:
         await b.gc(job=job_name)
@@ -44,12 +58,20 @@ async def test_container_has_limits_labels_and_no_privileges(backend, make_task,
         assert hc["MemorySwap"] == hc["Memory"]
         assert hc["PidsLimit"] == 256
         assert hc["Privileged"] is False
-        assert "no-new-privileges:true" in hc["SecurityOpt"]
+        # Docker says "no-new-privileges:true", Podman "no-new-privileges"; the kernel agrees
+        assert any(o.startswith("no-new-privileges") for o in hc["SecurityOpt"])
+        assert (await sb.exec("grep NoNewPrivs /proc/self/status")).stdout.split() == [
+            "NoNewPrivs:",
+            "1",
+        ]
         assert hc["Init"] is True
         labels = info["Config"]["Labels"]
         assert labels[LABEL_JOB] == job_name and labels[LABEL_MANAGED] == "true"
         assert labels[LABEL_OWNER].endswith(f":{os.getpid()}")
-        assert not any("docker.sock" in m.get("Source", "") for m in info["Mounts"])
+        assert not any(
+            "docker.sock" in m.get("Source", "") or "podman.sock" in m.get("Source", "")
+            for m in info.get("Mounts") or []
+        )
         assert sb.workdir == "/app"
     assert await job_containers(job_name) == []
 
@@ -95,6 +117,7 @@ async def test_no_network_when_internet_is_off(backend, make_task, job_name, key
         assert ifaces.stdout.split() == ["lo"]
 
 
+@DOCKER_ONLY
 async def test_internet_tasks_get_the_isolated_bridge(backend, make_task, job_name):
     task = Task.load(make_task(dockerfile=None, toml=PREBUILT))
     async with await backend.start(task, job=job_name) as sb:
@@ -107,6 +130,48 @@ async def test_internet_tasks_get_the_isolated_bridge(backend, make_task, job_na
     assert info["HostConfig"]["NetworkMode"] == net["Id"]
     # Containers of different trials on this bridge cannot talk to each other.
     assert net["Options"]["com.docker.network.bridge.enable_icc"] == "false"
+
+
+@pytest.mark.parametrize("backend_name", ["podman"])
+async def test_podman_containers_get_their_own_user_mode_network(backend, make_task, job_name):
+    task = Task.load(make_task(dockerfile=None, toml=PREBUILT))
+    async with await backend.start(task, job=job_name) as sb:
+        info = await sb.container.show()
+        ifaces = await sb.exec("cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '")
+    assert info["HostConfig"]["NetworkMode"] == "slirp4netns"
+    assert "tap0" in ifaces.stdout.split()
+
+
+# A server on every address of the container, and a client that tries every address it is told.
+_SERVE = "python3 -m http.server 8765 --bind 0.0.0.0 >/dev/null 2>&1 &"
+_ADDRS = "hostname -I 2>/dev/null || awk '/32 host/ {print f} {f=$2}' /proc/net/fib_trie"
+_CONNECT = """
+import socket, sys
+for a in sys.argv[1:]:
+    try:
+        socket.create_connection((a, 8765), timeout=2).close()
+        print("reached", a)
+    except OSError:
+        pass
+"""
+
+
+async def test_containers_of_different_trials_cannot_reach_each_other(
+    backend, make_task, job_name
+):
+    task = Task.load(make_task(dockerfile=None, toml=PREBUILT))
+    async with await backend.start(task, job=job_name) as a, await backend.start(
+        task, job=job_name
+    ) as b:
+        await a.exec(_SERVE)
+        addrs = sorted(
+            {x for x in (await a.exec(_ADDRS)).stdout.split() if not x.startswith("127.")}
+        )
+        assert addrs, "the container has an address"
+        await asyncio.sleep(1)
+        assert "reached" in (await a.exec(["python3", "-c", _CONNECT, "127.0.0.1"])).stdout
+        tried = await b.exec(["python3", "-c", _CONNECT, *addrs], timeout=60)
+        assert tried.ok and "reached" not in tried.stdout, (addrs, tried.stdout)
 
 
 async def test_exec_results_cwd_env_user_stdin(backend, make_task, job_name):
@@ -214,10 +279,10 @@ async def test_cancelled_exec_leaves_nothing_running(backend, make_task, job_nam
 
 
 async def test_gc_removes_orphans_but_not_live_containers(
-    docker_ready, settings, make_task, job_name
+    engine_ready, backend_name, settings, make_task, job_name
 ):
     task = Task.load(make_task(dockerfile=None, toml=PREBUILT))
-    async with DockerBackend(settings) as b:
+    async with open_backend(backend_name, settings) as b:
         live = await b.start(task, job=job_name)
         orphan = await b.start(
             task, job=job_name, labels={LABEL_OWNER: f"{os.uname().nodename}:999999999"}
@@ -241,10 +306,10 @@ async def test_commands_run_as_the_image_user(backend, make_task, job_name):
 
 
 async def test_the_exec_helper_is_used_and_survives_being_killed(
-    docker_ready, settings, make_task, job_name
+    engine_ready, backend_name, settings, make_task, job_name
 ):
     task = Task.load(make_task(dockerfile=None, toml=PREBUILT))
-    async with DockerBackend(settings, exec_channel="eager") as b:
+    async with open_backend(backend_name, settings, exec_channel="eager") as b:
         async with await b.start(task, job=job_name) as sb:
             assert sb._channel is not None and sb._channel.alive
             times = []
@@ -261,9 +326,11 @@ async def test_the_exec_helper_is_used_and_survives_being_killed(
         await b.gc(job=job_name)
 
 
-async def test_lazy_helper_starts_from_the_second_exec(docker_ready, settings, make_task, job_name):
+async def test_lazy_helper_starts_from_the_second_exec(
+    engine_ready, backend_name, settings, make_task, job_name
+):
     task = Task.load(make_task(dockerfile=None, toml=PREBUILT))
-    async with DockerBackend(settings) as b:
+    async with open_backend(backend_name, settings) as b:
         async with await b.start(task, job=job_name) as sb:
             assert sb._channel is None
             assert (await sb.exec("echo first")).stdout == "first\n"
@@ -280,11 +347,11 @@ async def test_lazy_helper_starts_from_the_second_exec(docker_ready, settings, m
 
 
 async def test_images_without_python_keep_using_docker_exec(
-    docker_ready, settings, make_task, job_name
+    engine_ready, backend_name, settings, make_task, job_name
 ):
     df = unique_dockerfile("RUN rm -f /usr/bin/python3*\n")
     task = Task.load(make_task(dockerfile=df))
-    async with DockerBackend(settings, exec_channel="eager") as b:
+    async with open_backend(backend_name, settings, exec_channel="eager") as b:
         async with await b.start(task, job=job_name) as sb:
             assert sb._channel is None
             res = await sb.exec("echo works; exit 4")
@@ -292,6 +359,7 @@ async def test_images_without_python_keep_using_docker_exec(
         await b.gc(job=job_name)
 
 
+@DOCKER_ONLY
 async def test_a_network_removed_by_another_process_is_made_again(backend, make_task, job_name):
     task = Task.load(make_task())
     first = await backend.start(task, job=job_name)
@@ -309,6 +377,7 @@ async def test_a_network_removed_by_another_process_is_made_again(backend, make_
         await sandbox.stop()
 
 
+@DOCKER_ONLY
 async def test_a_network_created_twice_at_once_is_settled_on_one(backend, make_task, job_name):
     """Two processes starting together can both create the shared network (the engine allows
     two of one name, then calls the name ambiguous): the oldest is used, the others removed."""

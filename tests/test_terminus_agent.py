@@ -64,6 +64,9 @@ async def test_scripted_teacher_solves_a_task_through_terminus_2(
     meta = result.agent_result.metadata
     assert meta["n_episodes"] == 4 and meta["ended"] == "task_complete"
     assert result.agent_result.n_input_tokens > 0
+    # the instruction the agent was given, recorded with the trial (curation reads it)
+    recorded = json.loads((tmp_path / "t" / "result.json").read_text())["instruction"]
+    assert recorded == result.instruction == "Create /app/hello.txt containing the word Hello.\n"
 
     messages = json.loads((tmp_path / "t" / "agent" / "messages.json").read_text())
     roles = [m["role"] for m in messages]

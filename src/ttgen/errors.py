@@ -35,6 +35,11 @@ class DockerUnavailableError(SandboxError):
     """No Docker engine answers on the configured socket."""
 
 
+class EngineUnavailableError(DockerUnavailableError, ConfigError):
+    """The configured sandbox backend's engine (Docker, Podman) does not answer: a setting or a
+    service to start, said with the backend's name, its address and what to do."""
+
+
 class ImageBuildError(SandboxError):
     """An environment image failed to build; carries the tail of the build log.
 

@@ -7,10 +7,14 @@ Sources, later ones win:
 3. ``ttgen.toml`` in the current directory (a project's settings, e.g. this repository's);
 4. the file named by ``TTGEN_CONFIG``;
 5. environment variables: ``TTGEN_IMAGE_ALIASES`` (``PATTERN=IMAGE,PATTERN=IMAGE``),
-   ``TTGEN_EXTRA_CA_CERT`` (a PEM file), ``TTGEN_PIDS_LIMIT``, ``TTGEN_DOMAIN_BASE``.
+   ``TTGEN_EXTRA_CA_CERT`` (a PEM file), ``TTGEN_PIDS_LIMIT``, ``TTGEN_DOMAIN_BASE``,
+   ``TTGEN_BACKEND`` (the sandbox backend: ``docker`` or ``podman``).
 
 Alias lists are merged: entries from a later source are tried before earlier ones.
 A config file looks like::
+
+    backend = "docker"     # the sandbox backend: "docker" (default) or "podman"; top-level
+                           # keys go before the first [table] (or: [sandbox] backend = ...)
 
     [images]
     aliases = { "ubuntu:*" = "ttgen/base:bookworm", "python:3.*" = "ttgen/base:bookworm" }
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import ssl
 import tomllib
 from dataclasses import dataclass, field
@@ -41,6 +46,9 @@ ENV_CA = "TTGEN_EXTRA_CA_CERT"
 ENV_CONFIG = "TTGEN_CONFIG"
 ENV_PIDS = "TTGEN_PIDS_LIMIT"
 ENV_DOMAIN_BASE = "TTGEN_DOMAIN_BASE"
+ENV_BACKEND = "TTGEN_BACKEND"
+DEFAULT_BACKEND = "docker"
+_BACKEND_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,7 @@ class Settings:
     default_cpus: float = 1.0
     default_memory_mb: int = 2048
     domain_base: str | None = None  # base image of the domain images (None: the Dockerfile's)
+    backend: str = DEFAULT_BACKEND  # the sandbox backend (ttgen.sandbox.open_backend's name)
     sources: list[str] = field(default_factory=list)
 
     def resolve_image(self, ref: str) -> str:
@@ -126,6 +135,9 @@ def _apply_file(settings: Settings, path: Path) -> None:
         settings.domain_base = _image_setting(
             images["domain_base"], f"{path}: [images] domain_base"
         )
+    for table, where in ((data, "backend"), (sandbox, "[sandbox] backend")):
+        if "backend" in table:
+            settings.backend = _backend_setting(table["backend"], f"{path}: {where}")
     for key, conv in (("pids_limit", int), ("default_cpus", float), ("default_memory_mb", int)):
         if key in sandbox:
             try:
@@ -142,6 +154,14 @@ def _image_setting(value: object, source: str) -> str | None:
         return None
     if any(c.isspace() for c in text):
         raise ConfigError(f"{source}: {text!r} is not an image reference")
+    return text
+
+
+def _backend_setting(value: object, source: str) -> str:
+    """A backend name (checked against the registry when a backend is opened)."""
+    text = str(value).strip().lower()
+    if not _BACKEND_NAME.match(text):
+        raise ConfigError(f"{source}: {value!r} is not a backend name (docker or podman)")
     return text
 
 
@@ -202,6 +222,9 @@ def load_settings(cwd: Path | None = None, environ: dict[str, str] | None = None
     if env.get(ENV_DOMAIN_BASE):
         settings.domain_base = _image_setting(env[ENV_DOMAIN_BASE], ENV_DOMAIN_BASE)
         settings.sources.append(ENV_DOMAIN_BASE)
+    if env.get(ENV_BACKEND):
+        settings.backend = _backend_setting(env[ENV_BACKEND], ENV_BACKEND)
+        settings.sources.append(ENV_BACKEND)
     if settings.extra_ca_cert is not None and not settings.extra_ca_cert.is_file():
         raise ConfigError(f"extra CA certificate {settings.extra_ca_cert} does not exist")
     return settings

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ttgen.check import check_task
 from ttgen.errors import TtgenError
-from ttgen.sandbox.docker import DockerBackend
+from ttgen.sandbox import SandboxBackend, open_backend
 from ttgen.task import Task
 
 
@@ -39,7 +39,7 @@ class SmokeResult:
 
 
 async def smoke_one(
-    backend: DockerBackend, path: Path, command: str, force_build: bool
+    backend: SandboxBackend, path: Path, command: str, force_build: bool
 ) -> SmokeResult:
     check = check_task(path)
     result = SmokeResult(task=check.name, path=str(path), check_ok=check.valid)
@@ -70,14 +70,20 @@ async def smoke_one(
 
 
 async def smoke_tasks(
-    paths: list[Path], *, command: str, concurrency: int = 2, force_build: bool = False
+    paths: list[Path],
+    *,
+    command: str,
+    concurrency: int = 2,
+    force_build: bool = False,
+    backend: str | None = None,
 ) -> list[SmokeResult]:
+    """Smoke-test every task on the sandbox backend `backend` (None: the configured one)."""
     sem = asyncio.Semaphore(max(1, concurrency))
-    async with DockerBackend() as backend:
-        await backend.ping()
+    async with open_backend(backend) as engine:
+        await engine.ping()
 
         async def one(p: Path) -> SmokeResult:
             async with sem:
-                return await smoke_one(backend, p, command, force_build)
+                return await smoke_one(engine, p, command, force_build)
 
         return list(await asyncio.gather(*(one(p) for p in paths)))

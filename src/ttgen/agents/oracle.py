@@ -23,8 +23,7 @@ from ttgen.agents.terminus2.prompts import completion_message, render_prompt
 from ttgen.agents.terminus2.tmux import limit_output_length
 from ttgen.errors import AgentError
 from ttgen.formats.trial import write_json_atomic
-from ttgen.sandbox.base import Sandbox
-from ttgen.sandbox.docker import resolve_env
+from ttgen.sandbox.base import Sandbox, resolve_env
 
 SOLUTION_DIR = "/solution"
 

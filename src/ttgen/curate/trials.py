@@ -14,6 +14,9 @@ a fixed order, and `read_trial` turns one trial into records:
   difficulty and ``source`` in the release's layout (``dataset_adapters/math``,
   ``skill_based/medium/security``); the model, provider, job (run id), trial, attempt, date,
   reward, outcome, turns and completion (the teacher confirmed ``task_complete``);
+* the instruction as the trial recorded it (result.json ``instruction``: what the agent was
+  given), else the task folder's instruction.md, else (trials of earlier releases and of Harbor)
+  what the prompt template holds between "Task Description:" and the terminal state;
 * conversations are normalized for training: roles user/assistant (a leading system message is
   kept), consecutive messages of one role merged (a summarization handoff puts two user turns in
   a row), a trailing user turn (an observation no one answered) dropped.
@@ -318,8 +321,12 @@ def _provenance(result: TrialResult) -> dict[str, Any]:
 
 
 def _instruction(result: TrialResult, conversations: list[list[dict[str, str]]]) -> str:
-    """The task's instruction: instruction.md when the task folder is still there, else the
-    text the prompt template put between "Task Description:" and the terminal state."""
+    """The task's instruction: as the trial recorded it (the exact text the agent was given),
+    else instruction.md when the task folder is still there, else (trials of earlier releases
+    and of Harbor) the text the prompt template put between "Task Description:" and the
+    terminal state."""
+    if result.instruction:
+        return result.instruction
     if result.config.task_path:
         try:
             return (Path(result.config.task_path) / "instruction.md").read_text(encoding="utf-8")

@@ -5,6 +5,10 @@
 transformers' ``apply_chat_template`` does (same sandbox, options, filters and variables), so the
 token ids are the ones a trainer using transformers would see, without transformers.
 
+Here: `ChatTokenizer` and the assistant spans; the Jinja environment and the loading of a
+tokenizer folder are in chat_template.py, spans to token masks in masks.py, the message checks
+and what the reasoning modes do to messages in messages.py (names re-exported here).
+
 Loss masks
 ----------
 The trained tokens of a conversation are, for each assistant message, the tokens the model must
@@ -38,12 +42,8 @@ The conversation is rendered once and tokenized once; the mask comes from charac
    message. This costs two or three renders of a prefix per assistant turn: about as much as
    the tokenization for a 30-turn conversation.
 
-Character ranges become a token mask with the rule "a token belongs to the range its first
-character is in". Measured on a 40k-token text (tokens/s ~1M): turning the encoding's offsets
-into Python tuples costs ~7% of the encode and ``np.array`` over them ~17% more, so the fast
-path asks the encoding for the boundary tokens only (``char_to_token``/``token_to_chars``, two
-look-ups per turn, <1%); `mask_from_offsets` (``searchsorted`` over all offsets) is the
-reference and the path taken when a boundary character is covered by no token.
+Character ranges become a token mask as masks.py says (a token belongs to the range its
+first character is in).
 
 veRL's rule (``encode_chat(rule="verl")``)
 -----------------------------------------
@@ -65,50 +65,68 @@ so per row. `_encode_verl` reproduces this with the same counts and slices, with
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from jinja2 import nodes
 from jinja2.exceptions import TemplateError
-from jinja2.ext import Extension
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-from tokenizers import Encoding, Tokenizer
+from tokenizers import Tokenizer
 
 from ttgen.errors import TtgenError
+from ttgen.export.chat_template import (
+    SPECIAL_TOKEN_NAMES,
+    TOKENIZER_FILES,
+    TemplateRaised,
+    TokenizerLoadError,
+    compile_template,
+    find_template,
+    read_json_object,
+    resolve_tokenizer_folder,
+    special_tokens_of,
+    template_override,
+)
+from ttgen.export.masks import common_prefix_end, mask_from_encoding, mask_from_offsets
+from ttgen.export.messages import (
+    CLOSE_HIDDEN,
+    OPEN_HIDDEN,
+    REASONING_MODES,
+    ConversationError,
+    check_messages,
+    drop_reasoning,
+    hide_early_reasoning,
+    per_turn_samples,
+)
 
-# Files of a tokenizer folder; what a Hub download fetches (no weights).
-TOKENIZER_FILES = [
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-    "chat_template.json",
+__all__ = [  # the names this module has always offered
+    "REASONING_MODES",
+    "SPECIAL_TOKEN_NAMES",
+    "TOKENIZER_FILES",
+    "TRAINING_RULES",
+    "ChatTemplateError",
+    "ChatTokenizer",
+    "ConversationError",
+    "TokenizedChat",
+    "TokenizerLoadError",
+    "check_messages",
+    "compile_template",
+    "drop_reasoning",
+    "mask_from_encoding",
+    "mask_from_offsets",
+    "per_turn_samples",
+    "resolve_tokenizer_folder",
 ]
-SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "pad_token", "unk_token")
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
 _PROBE_USER = "ttgen probe: a user message"
 _PROBE_ASSISTANT = "ttgen probe: an assistant reply"
 # Follows an assistant turn in the incremental method; chosen to agree with no real text.
 _SENTINEL = "\x00ttgen\x01sentinel\x02"
 
 
-class TokenizerLoadError(TtgenError, ValueError):
-    """A tokenizer folder, Hub id or chat template cannot be loaded; says what to do."""
-
-
 class ChatTemplateError(TtgenError, ValueError):
     """The chat template failed on a conversation, or its rendering does not let us tell which
     tokens the assistant generates."""
-
-
-class ConversationError(TtgenError, ValueError):
-    """A message list is malformed (not a list of {role, content} with string contents)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -127,325 +145,10 @@ class TokenizedChat:
     rendering_differs: bool = False
 
 
-# -- the Jinja environment, as transformers builds it -------------------------------------------
-
-
-class _TemplateRaised(TemplateError):
-    """The template called ``raise_exception``."""
-
-
-def _raise_exception(message: str) -> None:
-    raise _TemplateRaised(message)
-
-
-def _tojson(
-    value: Any,
-    ensure_ascii: bool = False,
-    indent: int | None = None,
-    separators: tuple[str, str] | None = None,
-    sort_keys: bool = False,
-) -> str:
-    # Jinja's own tojson escapes HTML characters; transformers replaces it with plain json.dumps.
-    return json.dumps(
-        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
-    )
-
-
-def _strftime_now(fmt: str) -> str:
-    return datetime.now().strftime(fmt)
-
-
-class _GenerationTag(Extension):
-    """``{% generation %}...{% endgeneration %}``: transformers marks assistant text with it for
-    its own masks; here it renders its body, so templates that use it load."""
-
-    tags = {"generation"}
-
-    def parse(self, parser: Any) -> list[nodes.Node]:
-        next(parser.stream)
-        return parser.parse_statements(("name:endgeneration",), drop_needle=True)
-
-
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """transformers' sandbox, with its attribute verdicts cached: they depend only on the type
-    and the attribute name (underscore names, function/frame internals, mutating methods of
-    known mutable types), and checking them on every access is a third of a render."""
-
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        self._verdicts: dict[tuple[type, str], bool] = {}
-
-    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
-        key = (type(obj), attr)
-        verdict = self._verdicts.get(key)
-        if verdict is None:
-            verdict = self._verdicts[key] = super().is_safe_attribute(obj, attr, value)
-        return verdict
-
-
-def compile_template(text: str) -> Any:
-    """Compile a chat template in the environment transformers' ``apply_chat_template`` uses."""
-    env = _Sandbox(
-        trim_blocks=True,
-        lstrip_blocks=True,
-        extensions=[_GenerationTag, "jinja2.ext.loopcontrols"],
-    )
-    env.filters["tojson"] = _tojson
-    env.globals["raise_exception"] = _raise_exception
-    env.globals["strftime_now"] = _strftime_now
-    return env.from_string(text)
-
-
-# -- loading --------------------------------------------------------------------------------------
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TokenizerLoadError(f"{path}: not readable JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise TokenizerLoadError(f"{path}: expected a JSON object")
-    return data
-
-
-def _token_text(value: Any) -> str | None:
-    """A special token as tokenizer_config.json writes it: a string or {"content": ...}."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict) and isinstance(value.get("content"), str):
-        return value["content"]
-    return None
-
-
-def _special_tokens(folder: Path, config: Mapping[str, Any]) -> dict[str, str]:
-    """bos/eos/pad/unk that are set (an unset one stays undefined in the template, as in
-    transformers, rather than rendering as "None")."""
-    fallback = _read_json(folder / "special_tokens_map.json")
-    out = {}
-    for name in SPECIAL_TOKEN_NAMES:
-        text = _token_text(config.get(name)) or _token_text(fallback.get(name))
-        if text is not None:
-            out[name] = text
-    return out
-
-
-def _pick_template(value: Any, where: Path) -> str:
-    """tokenizer_config.json's chat_template: a string, or a list of {name, template}."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        named = {t.get("name"): t.get("template") for t in value if isinstance(t, dict)}
-        if isinstance(named.get("default"), str):
-            return named["default"]
-        raise TokenizerLoadError(
-            f"{where}: chat_template lists templates {sorted(map(str, named))} but none named "
-            f"'default'; pass the one to use as chat_template"
-        )
-    raise TokenizerLoadError(f"{where}: chat_template is neither a string nor a list")
-
-
-def _find_template(folder: Path, config: Mapping[str, Any]) -> str:
-    """The folder's chat template, in transformers' order of precedence (chat_template.jinja
-    over tokenizer_config.json); chat_template.json (a processor's file) last."""
-    jinja_file = folder / "chat_template.jinja"
-    if jinja_file.is_file():
-        return jinja_file.read_text(encoding="utf-8")
-    if config.get("chat_template") is not None:
-        return _pick_template(config["chat_template"], folder / "tokenizer_config.json")
-    json_file = folder / "chat_template.json"
-    data = _read_json(json_file)
-    if data.get("chat_template") is not None:
-        return _pick_template(data["chat_template"], json_file)
-    raise TokenizerLoadError(
-        f"{folder}: no chat template (looked for chat_template.jinja, chat_template in "
-        f"tokenizer_config.json, chat_template.json); pass one as chat_template (a file or the "
-        f"template text)"
-    )
-
-
-def _template_override(value: str | Path) -> str:
-    """A chat_template argument: a file (.jinja/text, or JSON with "chat_template") or the
-    template text itself (anything with Jinja markup)."""
-    if isinstance(value, str) and ("{{" in value or "{%" in value):
-        return value
-    path = Path(value).expanduser()
-    if not path.is_file():
-        raise TokenizerLoadError(
-            f"chat template {str(value)!r}: no such file (and not template text: no Jinja markup)"
-        )
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
-        data = _read_json(path)
-        if "chat_template" not in data:
-            raise TokenizerLoadError(f"{path}: JSON without a chat_template field")
-        return _pick_template(data["chat_template"], path)
-    return text
-
-
-def _hub_download(repo_id: str, revision: str | None) -> Path:
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise TokenizerLoadError(
-            f"{repo_id}: not a local folder, and fetching it from the Hugging Face Hub needs "
-            f"huggingface_hub: pip install 'terminal-task-gen[hf]', or pass a local folder that "
-            f"holds tokenizer.json"
-        ) from None
-    try:
-        path = snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=TOKENIZER_FILES)
-    except Exception as exc:
-        raise TokenizerLoadError(
-            f"{repo_id}: not a local folder, and fetching it from the Hugging Face Hub failed "
-            f"({type(exc).__name__}: {exc}). Check the id and the network (HF_TOKEN for gated "
-            f"models), or pass a local folder that holds tokenizer.json"
-        ) from exc
-    return Path(path)
-
-
-def resolve_tokenizer_folder(name_or_path: str | Path, revision: str | None = None) -> Path:
-    """A local tokenizer folder (or its tokenizer.json), or a Hub id fetched into the cache."""
-    name = str(name_or_path)
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return path
-    if path.is_file() and path.name == "tokenizer.json":
-        return path.parent
-    if _HUB_ID.fullmatch(name):
-        return _hub_download(name, revision)
-    raise TokenizerLoadError(
-        f"{name}: no such tokenizer folder (expected a local folder with tokenizer.json, or a "
-        f"Hugging Face Hub id such as Qwen/Qwen3-8B)"
-    )
-
-
-# -- masks ----------------------------------------------------------------------------------------
-
-
-def mask_from_offsets(
-    starts: Sequence[int] | np.ndarray, spans: Sequence[tuple[int, int]]
-) -> np.ndarray:
-    """The reference mask: token ``t`` is trained iff its first character ``starts[t]`` lies in
-    one of the sorted, disjoint ``[start, end)`` character spans."""
-    starts = np.asarray(starts, dtype=np.int64)
-    if not spans:
-        return np.zeros(len(starts), dtype=np.int8)
-    bounds = np.asarray(spans, dtype=np.int64).ravel()
-    # Bounds at or below a start: odd iff it is inside a span (s0 <= x < e0 -> 1, ...).
-    return (np.searchsorted(bounds, starts, side="right") & 1).astype(np.int8)
-
-
-def _first_token_from(enc: Encoding, pos: int, n: int, text_len: int) -> int | None:
-    """The first token whose first character is at or after ``pos`` (``n`` when none), from the
-    token holding character ``pos``; None when no token holds it (the caller then goes the
-    offsets way)."""
-    if pos >= text_len:
-        return n
-    t = enc.char_to_token(pos)
-    if t is None:
-        return None
-    # Tokens before t hold earlier characters (offsets are monotone); t itself, and rarely the
-    # next ones (a character split over byte tokens), may start before pos.
-    while t < n and enc.token_to_chars(t)[0] < pos:
-        t += 1
-    return t
-
-
-def mask_from_encoding(
-    enc: Encoding, spans: Sequence[tuple[int, int]], text_len: int
-) -> np.ndarray:
-    """The same mask as `mask_from_offsets`, with two look-ups per span instead of converting
-    every token's offsets (which costs a quarter of the encode)."""
-    n = len(enc)
-    mask = np.zeros(n, dtype=np.int8)
-    for start, end in spans:
-        j = _first_token_from(enc, start, n, text_len)
-        k = _first_token_from(enc, end, n, text_len)
-        if j is None or k is None:
-            return mask_from_offsets([o[0] for o in enc.offsets], spans)
-        mask[j:k] = 1
-    return mask
-
-
-def _common_prefix_end(a: str, b: str, start: int) -> int:
-    """The first index >= start where a and b differ (or the shorter one's length)."""
-    n = min(len(a), len(b))
-    lo = start
-    while lo < n:
-        hi = min(n, lo + 4096)
-        if a[lo:hi] != b[lo:hi]:
-            return next(i for i in range(lo, hi) if a[i] != b[i])
-        lo = hi
-    return n
-
-
-def check_messages(messages: Any) -> None:
-    """Raise `ConversationError` unless ``messages`` is a non-empty list of {role, content}
-    dicts with string roles and contents (what the templates and the masks rely on)."""
-    if not isinstance(messages, list) or not messages:
-        raise ConversationError("no messages (expected a non-empty list)")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict):
-            raise ConversationError(f"message {i} is a {type(m).__name__}, not an object")
-        if not isinstance(m.get("role"), str):
-            raise ConversationError(f"message {i} has no role")
-        if not isinstance(m.get("content"), str):
-            raise ConversationError(
-                f"message {i} ({m['role']}): content is {type(m.get('content')).__name__}, "
-                f"not a string"
-            )
-
-
-REASONING_MODES = ("template", "keep", "drop", "per-turn")
 # Which tokens are trained: ours (the conversation rendered once, assistant text + end marker) or
 # veRL's (each message rendered alone; see the module docstring).
 TRAINING_RULES = ("ttgen", "verl")
-# A leading <think>...</think> block and the blank space after it.
-_THINK = re.compile(r"^\s*<think>.*?</think>\s*", re.S)
 _PROBE_REASONING = "ttgen probe: some reasoning"
-
-
-def drop_reasoning(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The messages with the leading ``<think>...</think>`` block (and the blank space after it)
-    removed from every assistant message (``reasoning=drop``)."""
-    return [
-        {**m, "content": _THINK.sub("", m["content"], count=1)} if m["role"] == "assistant"
-        else dict(m)
-        for m in messages
-    ]  # fmt: skip
-# Stand-ins of the same length for the think tags: a template that strips reasoning from earlier
-# turns (Qwen3 looks for '</think>') leaves the text alone, and the offsets stay exact.
-_OPEN_HIDDEN, _CLOSE_HIDDEN = "<\x1ehink>", "</\x1ehink>"
-
-
-def per_turn_samples(messages: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
-    """One conversation per assistant turn: the messages up to and including it (its context as
-    the model saw it when it wrote that turn; a template then renders it as at inference)."""
-    return [list(messages[: i + 1]) for i, m in enumerate(messages) if m["role"] == "assistant"]
-
-
-def _hide_early_reasoning(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]] | None:
-    """The messages with the think tags of assistant turns before the last user message hidden
-    (None when there is nothing to hide)."""
-    users = [i for i, m in enumerate(messages) if m["role"] == "user"]
-    if not users:
-        return None
-    last_user = users[-1]
-    out: list[dict[str, Any]] = []
-    changed = False
-    for i, m in enumerate(messages):
-        content = m["content"]
-        if "\x1e" in content:
-            raise ConversationError(
-                f"message {i} holds the character \\x1e, which reasoning=keep uses as a marker"
-            )
-        if i < last_user and m["role"] == "assistant" and "</think>" in content:
-            content = content.replace("<think>", _OPEN_HIDDEN).replace("</think>", _CLOSE_HIDDEN)
-            changed = True
-        out.append({**m, "content": content})
-    return out if changed else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -533,16 +236,16 @@ class ChatTokenizer:
             raise TokenizerLoadError(
                 f"{tok_file}: not a tokenizer the tokenizers library reads: {exc}"
             ) from exc
-        config = _read_json(folder / "tokenizer_config.json")
+        config = read_json_object(folder / "tokenizer_config.json")
         template = (
-            _template_override(chat_template)
+            template_override(chat_template)
             if chat_template is not None
-            else _find_template(folder, config)
+            else find_template(folder, config)
         )
         return cls(
             tokenizer,
             template,
-            special_tokens=_special_tokens(folder, config),
+            special_tokens=special_tokens_of(folder, config),
             name=str(name_or_path),
             folder=folder,
             template_kwargs=template_kwargs,
@@ -570,7 +273,7 @@ class ChatTokenizer:
             return self._template.render(
                 messages=messages, add_generation_prompt=add_generation_prompt, **context
             )
-        except _TemplateRaised as exc:
+        except TemplateRaised as exc:
             raise ChatTemplateError(f"the chat template of {self.name} refused: {exc}") from None
         except Exception as exc:
             raise ChatTemplateError(
@@ -677,7 +380,7 @@ class ChatTokenizer:
                 # boundary of the prompt (a reply starting with "<" shares a character with a
                 # think block, not a token).
                 prompt = before[len(bare) :]
-                agree = _common_prefix_end(before, text, len(bare)) - len(bare)
+                agree = common_prefix_end(before, text, len(bare)) - len(bare)
                 ends = self.tokenizer.encode(prompt, add_special_tokens=False).offsets
                 agree = max([e for _, e in ends if e <= agree], default=0)
                 if agree == 0:
@@ -693,7 +396,7 @@ class ChatTokenizer:
                 # The turn renders differently once something follows it: compare with the same
                 # turn followed by a sentinel user message.
                 probe = self.render([*messages[: i + 1], {"role": "user", "content": _SENTINEL}])
-                region_end = _common_prefix_end(probe, text, start)
+                region_end = common_prefix_end(probe, text, start)
             else:
                 raise ChatTemplateError(
                     f"message {i} (assistant): the chat template of {self.name} renders the "
@@ -766,13 +469,13 @@ class ChatTokenizer:
         last_only = reasoning == "per-turn"
         if reasoning == "drop":
             messages = drop_reasoning(messages)
-        hidden = reasoning == "keep" and _hide_early_reasoning(messages)
+        hidden = reasoning == "keep" and hide_early_reasoning(messages)
         if hidden:
             messages = hidden
         text = self.render(messages)
         spans = self.assistant_spans(messages, text)
         if hidden:  # same lengths: the spans hold for the restored text
-            text = text.replace(_OPEN_HIDDEN, "<think>").replace(_CLOSE_HIDDEN, "</think>")
+            text = text.replace(OPEN_HIDDEN, "<think>").replace(CLOSE_HIDDEN, "</think>")
         if last_only:
             spans = spans[-1:]
         enc = self.tokenizer.encode(text, add_special_tokens=False)

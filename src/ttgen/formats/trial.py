@@ -334,6 +334,9 @@ class TrialResult(_Model):
     # The task's task.toml [metadata] when the trial ran (source, domain, difficulty, ...): the
     # provenance curation needs, kept with the trial so it survives the task folder moving.
     task_metadata: dict[str, Any] = Field(default_factory=dict)
+    # The instruction the agent was given, exactly (the task's instruction.md when the trial ran):
+    # what curation records. None in trials of earlier releases and of Harbor.
+    instruction: str | None = None
     # How the verifier ran ("snapshot": in a copy of the agent's container that nothing the agent
     # left running can reach; "shared": in the agent's container, as Harbor does) and what the
     # tamper check found (path, change, why); findings make the outcome `tampered`.

@@ -16,8 +16,9 @@ runs the rest. Trials that ended in an infrastructure outcome (and cancelled one
 unless `rerun_errors` is off. Nothing is duplicated: a trial's folder name is fixed by its task
 and attempt.
 
-Only running one trial is delegated, to an executor (executors.py): this process's Docker engine
-(local) or the nodes of a Ray cluster (ray); everything above stays here, on the driver.
+Only running one trial is delegated, to an executor (executors.py): this process's sandbox backend
+(local: Docker or Podman, `JobOptions.backend`) or the nodes of a Ray cluster (ray); everything
+above stays here, on the driver.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ from ttgen.formats.trial import (
 from ttgen.rollout.executors import TrialExecutor, make_executor
 from ttgen.rollout.job_stats import TrialSummary, compute_stats
 from ttgen.rollout.trial import TimeoutPolicy, TrialSpec
-from ttgen.sandbox.docker import DockerBackend
+from ttgen.sandbox import SandboxBackend, check_backend
 from ttgen.task import Task
 
 RESULT_WRITE_INTERVAL_SEC = 5.0
@@ -79,11 +80,14 @@ class JobOptions:
     # left running can reach (rewards cannot be forged); "shared": in the agent's container
     # itself, as Harbor does (for tests that inspect the agent's processes).
     verifier_isolation: str = "snapshot"
-    # Where trials run (executors.py): "local" (this process's Docker engine) or "ray" (the
+    # Where trials run (executors.py): "local" (this process's engine) or "ray" (the
     # nodes of a Ray cluster at `ray_address`, `per_node` trials at a time on each).
     executor: str = "local"
     ray_address: str | None = None
     per_node: int | None = None
+    # The sandbox backend trials run on ("docker", "podman"), here and on every Ray node;
+    # None: the configured one (ttgen.toml `backend`, TTGEN_BACKEND).
+    backend: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -122,10 +126,13 @@ def job_options(
     address: str | None = None,
     per_node: int | None = None,
     verifier_isolation: str = "snapshot",
+    backend: str | None = None,
 ) -> JobOptions:
     """The one translation from what a user sets (the CLI's job flags, or a PIPELINE.yaml
     stage's keys, named alike) to JobOptions; ConfigError names the setting that is wrong."""
     check_executor(executor, address, per_node)
+    if backend is not None:
+        check_backend(backend)
     if verifier_isolation not in ("snapshot", "shared"):
         raise ConfigError(
             f"verifier isolation must be snapshot or shared, not {verifier_isolation!r}"
@@ -151,6 +158,7 @@ def job_options(
         executor=executor,
         ray_address=address,
         per_node=per_node,
+        backend=backend,
     )
 
 
@@ -290,7 +298,7 @@ class Job:
         options: JobOptions | None = None,
         *,
         kind: str = "rollout",
-        backend: DockerBackend | None = None,
+        backend: SandboxBackend | None = None,
         events: JobEvents | None = None,
         skipped_tasks: list[dict[str, str]] | None = None,
         executor: TrialExecutor | None = None,

@@ -66,8 +66,8 @@ from ttgen.formats.trial import (
     write_json_atomic,
 )
 from ttgen.rollout import tamper
+from ttgen.sandbox.base import ContainerSandbox, SandboxBackend, container_name, resolve_env
 from ttgen.sandbox.diagnose import TLS_HINT, tls_intercepted
-from ttgen.sandbox.docker import DockerBackend, DockerSandbox, container_name, resolve_env
 from ttgen.task import Task
 
 log = logging.getLogger(__name__)
@@ -244,7 +244,7 @@ class Trial:
     def __init__(
         self,
         spec: TrialSpec,
-        backend: DockerBackend,
+        backend: SandboxBackend,
         trial_dir: Path,
         *,
         job_id: str = "adhoc",
@@ -265,7 +265,7 @@ class Trial:
         if verifier_isolation not in ("snapshot", "shared"):
             raise ValueError(f"verifier isolation must be snapshot or shared, not {verifier_isolation!r}")
         self.verifier_isolation = verifier_isolation
-        self.sandbox: DockerSandbox | None = None
+        self.sandbox: ContainerSandbox | None = None
         self.history = history or []
         # Set when this job already failed to build the task's image: fail fast, same error.
         self.known_build_error = known_build_error
@@ -301,6 +301,7 @@ class Trial:
             retries=self.history,
             ttgen_version=__version__,
             task_metadata=dict(task.config.metadata or {}),
+            instruction=task.instruction,  # as agent.run() is given it
         )
         if spec.extra:
             result.__pydantic_extra__["extra"] = spec.extra  # type: ignore[index]
@@ -568,7 +569,7 @@ class Trial:
                 await asyncio.shield(sb.stop())
 
     async def _check_tampering(
-        self, agent_sb: DockerSandbox, sb: DockerSandbox, result: TrialResult, tlog: _TrialLog
+        self, agent_sb: ContainerSandbox, sb: ContainerSandbox, result: TrialResult, tlog: _TrialLog
     ) -> None:
         changes = await agent_sb.changes()
         path_dirs = None
@@ -593,7 +594,7 @@ class Trial:
             tlog("tamper evidence: " + "; ".join(f"{f.path} ({f.why})" for f in found[:5]))
 
     async def _run_tests(
-        self, sb: DockerSandbox, result: TrialResult, timeouts: Timeouts, tlog: _TrialLog
+        self, sb: ContainerSandbox, result: TrialResult, timeouts: Timeouts, tlog: _TrialLog
     ) -> None:
         task = self.spec.task
         assert task.path is not None
@@ -657,7 +658,7 @@ class Trial:
         result: TrialResult,
         *,
         skip_existing: bool = False,
-        sandbox: DockerSandbox | None = None,
+        sandbox: ContainerSandbox | None = None,
     ) -> None:
         """Copy a /logs folder out of the container, capped; reward files get a second chance."""
         sb = sandbox or self.sandbox

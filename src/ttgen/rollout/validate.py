@@ -36,8 +36,8 @@ from ttgen.formats.trial import (
 from ttgen.rollout.executors import TrialExecutor
 from ttgen.rollout.job import Job, JobEvents, JobOptions, load_tasks, task_checksum, task_slugs
 from ttgen.rollout.trial import TrialSpec
+from ttgen.sandbox import SandboxBackend
 from ttgen.sandbox.diagnose import TLS_HINT
-from ttgen.sandbox.docker import DockerBackend
 from ttgen.task import Task
 
 VERDICTS = (
@@ -135,7 +135,7 @@ async def validate_tasks(
     out: Path,
     options: JobOptions | None = None,
     *,
-    backend: DockerBackend | None = None,
+    backend: SandboxBackend | None = None,
     events: JobEvents | None = None,
     executor: TrialExecutor | None = None,
 ) -> list[TaskVerdict]:

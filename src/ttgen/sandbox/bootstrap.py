@@ -9,6 +9,7 @@ certificates, with WORKDIR /app like the Terminal-Bench base images.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
@@ -16,11 +17,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlencode
 
 import aiodocker
 
 from ttgen.errors import SandboxError, TtgenError
+from ttgen.sandbox.base import ImageStore
+from ttgen.settings import Settings
 
 DEFAULT_TAG = "ttgen/base:bookworm"
 DEFAULT_SUITE = "bookworm"
@@ -60,7 +62,7 @@ class BootstrapResult:
 
 
 async def bootstrap_base_image(
-    docker: aiodocker.Docker,
+    engine: ImageStore | aiodocker.Docker,
     *,
     tag: str = DEFAULT_TAG,
     suite: str = DEFAULT_SUITE,
@@ -95,7 +97,7 @@ async def bootstrap_base_image(
             what="debootstrap",
         )
         _finish_rootfs(rootfs, suite, mirror)
-        image_id = await _import_rootfs(docker, rootfs, tag)
+        image_id = await _import_rootfs(engine, rootfs, tag)
     finally:
         await asyncio.to_thread(shutil.rmtree, root_parent, True)
     return BootstrapResult(tag, image_id, time.monotonic() - t0, packages)
@@ -133,41 +135,34 @@ async def _run(argv: list[str], on_line: Callable[[str], None] | None, what: str
         raise TtgenError(f"{what} failed with exit code {rc}:\n" + "\n".join(tail))
 
 
-async def _import_rootfs(docker: aiodocker.Docker, rootfs: Path, tag: str) -> str:
-    """Stream `tar -C rootfs -c .` into POST /images/create?fromSrc=- (docker import)."""
+async def _import_rootfs(engine: ImageStore | aiodocker.Docker, rootfs: Path, tag: str) -> str:
+    """Stream `tar -C rootfs -c .` into the engine's image import (POST /images/create?fromSrc=-)."""
+    if isinstance(engine, aiodocker.Docker):  # a bare client (callers of 0.x): Docker's API
+        from ttgen.sandbox.docker import DockerBackend
+
+        store: ImageStore = DockerBackend(Settings(pull=False))
+        store._docker = engine  # type: ignore[attr-defined]
+    else:
+        store = engine
     proc = await asyncio.create_subprocess_exec(
         "tar", "--numeric-owner", "-C", str(rootfs), "-c", ".",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert proc.stdout is not None
-    repo, _, version = tag.rpartition(":") if ":" in tag.rsplit("/", 1)[-1] else (tag, "", "latest")
 
     async def body():
         assert proc.stdout is not None
         while chunk := await proc.stdout.read(1 << 20):
             yield chunk
 
-    # `changes` repeats, which aiodocker's dict params cannot express: build the query here.
-    query = urlencode(
-        [("fromSrc", "-"), ("repo", repo), ("tag", version)]
-        + [("changes", c) for c in IMAGE_CHANGES]
-    )
     try:
-        async with docker._query(
-            f"images/create?{query}",
-            method="POST",
-            data=body(),
-            headers={"Content-Type": "application/x-tar"},
-            timeout=None,
-        ) as resp:
-            text = await resp.text()
-    except aiodocker.DockerError as exc:
-        raise SandboxError(f"image import failed: {exc.message}") from exc
-    rc = await proc.wait()
+        image_id = await store.import_rootfs(body(), tag, IMAGE_CHANGES)
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        rc = await proc.wait()
     if rc != 0:
         err = (await proc.stderr.read()).decode(errors="replace") if proc.stderr else ""
         raise SandboxError(f"tar of the root file system failed ({rc}): {err}")
-    if '"error"' in text:
-        raise SandboxError(f"image import failed: {text[-500:]}")
-    info = await docker.images.inspect(tag)
-    return info["Id"]
+    return image_id

@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ttgen.errors import ConfigError, ImageBuildError
+from ttgen.sandbox.base import ImageRef
 from ttgen.sandbox.context import BuildContext, make_build_context
 from ttgen.settings import Settings
 
-if TYPE_CHECKING:  # docker.py imports this module lazily; keep the import one-way at runtime
-    from ttgen.sandbox.docker import DockerBackend, ImageRef
+if TYPE_CHECKING:
+    from ttgen.sandbox.base import ImageStore
 
 # General first (builds the shared common layers; the cheapest), then the task domains.
 DOMAIN_IMAGES: tuple[str, ...] = (
@@ -146,7 +147,7 @@ def _context(domain: str, base: str | None, settings: Settings) -> BuildContext:
 
 
 async def _base_ids(
-    backend: DockerBackend, bases: Sequence[str], *, who: str, prepare: bool
+    backend: ImageStore, bases: Sequence[str], *, who: str, prepare: bool
 ) -> list[str]:
     """The image ids of `bases`; with `prepare`, missing domain images are built and other
     missing images pulled first."""
@@ -155,7 +156,7 @@ async def _base_ids(
     ids = []
     for base in bases:
         info = await backend.image_exists(base)
-        if info is None and prepare and await backend._pull(base):
+        if info is None and prepare and await backend.pull(base):
             info = await backend.image_exists(base)
         if info is None:
             raise ImageBuildError(
@@ -169,7 +170,7 @@ async def _base_ids(
 
 
 async def domain_content(
-    backend: DockerBackend, domain: str, *, base: str | None = None, prepare: bool = True
+    backend: ImageStore, domain: str, *, base: str | None = None, prepare: bool = True
 ) -> tuple[BuildContext, str]:
     """The build context of a domain image and its content digest (context + base image ids).
 
@@ -188,7 +189,7 @@ async def domain_content(
 
 
 async def domain_image_state(
-    backend: DockerBackend, domain: str, *, base: str | None = None
+    backend: ImageStore, domain: str, *, base: str | None = None
 ) -> str:
     """The state of a domain's image: "built" (present and up to date), "outdated" (present,
     built from other content) or "missing".
@@ -206,7 +207,7 @@ async def domain_image_state(
 
 
 async def build_domain_image(
-    backend: DockerBackend,
+    backend: ImageStore,
     domain: str,
     *,
     base: str | None = None,
@@ -236,7 +237,7 @@ async def build_domain_image(
 
 
 async def _build_locked(
-    backend: DockerBackend,
+    backend: ImageStore,
     domain: str,
     tag: str,
     base: str | None,
@@ -244,8 +245,6 @@ async def _build_locked(
     timeout: float | None,
     has_ca: bool,
 ) -> ImageRef:
-    from ttgen.sandbox.docker import ImageRef
-
     ctx, digest = await domain_content(backend, domain, base=base)
     if not force:
         info = await backend.image_exists(tag)
@@ -265,7 +264,7 @@ async def _build_locked(
 
 
 async def ensure_domain_bases(
-    backend: DockerBackend, bases: Iterable[str], *, who: str, timeout: float | None = None
+    backend: ImageStore, bases: Iterable[str], *, who: str, timeout: float | None = None
 ) -> list[str]:
     """Build the missing domain images among `bases` (FROM lines); returns those that were
     missing and now exist (built here, or meanwhile by a concurrent request).

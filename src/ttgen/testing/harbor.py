@@ -86,15 +86,6 @@ def _settings() -> Settings:
     return settings
 
 
-async def _image(docker: aiodocker.Docker, ref: str) -> dict[str, Any] | None:
-    try:
-        return await docker.images.inspect(ref)
-    except aiodocker.DockerError as exc:
-        if exc.status == 404:
-            return None
-        raise
-
-
 async def ensure_harbor_image(
     *,
     settings: Settings | None = None,
@@ -102,34 +93,35 @@ async def ensure_harbor_image(
     on_line: Callable[[str], None] | None = None,
 ) -> HarborImage:
     """Make sure HARBOR_IMAGE exists and matches the recipe; build it (and the base) if not."""
+    from ttgen.sandbox import open_backend
     from ttgen.sandbox.bootstrap import bootstrap_base_image
     from ttgen.sandbox.context import make_build_context
-    from ttgen.sandbox.docker import DockerBackend
 
     settings = settings or _settings()
     t0 = time.monotonic()
     base_seconds = 0.0
-    async with DockerBackend(settings) as backend:
-        docker = backend.docker
-        base = await _image(docker, BASE_TAG)
+    # The probe runs in Docker's engine (run_probe: bind mounts of the job folders), whatever
+    # backend the trials it reads ran on.
+    async with open_backend("docker", settings) as backend:
+        base = await backend.image_exists(BASE_TAG)
         if base is None:
             try:
                 res = await bootstrap_base_image(
-                    docker, tag=BASE_TAG, suite=BASE_SUITE, on_line=on_line
+                    backend, tag=BASE_TAG, suite=BASE_SUITE, on_line=on_line
                 )
             except TtgenError as exc:
                 raise HarborImageError(
                     f"cannot bootstrap the base image {BASE_TAG} of the Harbor image: {exc}"
                 ) from exc
             base_seconds = res.seconds
-            base = await _image(docker, BASE_TAG)
+            base = await backend.image_exists(BASE_TAG)
             assert base is not None
         with tempfile.TemporaryDirectory(prefix="ttgen-harbor-") as tmp:
             Path(tmp, "Dockerfile").write_text(DOCKERFILE, encoding="utf-8")
             ctx = make_build_context(Path(tmp), settings)
         digest = hashlib.sha256(f"{ctx.digest}\0{base['Id']}".encode()).hexdigest()
         async with backend.build_lock(HARBOR_IMAGE):
-            info = await _image(docker, HARBOR_IMAGE)
+            info = await backend.image_exists(HARBOR_IMAGE)
             labels = ((info or {}).get("Config") or {}).get("Labels") or {}
             if (
                 info is not None
@@ -149,7 +141,7 @@ async def ensure_harbor_image(
                 )
             except TtgenError as exc:
                 raise HarborImageError(f"cannot build {HARBOR_IMAGE}: {exc}") from exc
-            info = await _image(docker, HARBOR_IMAGE)
+            info = await backend.image_exists(HARBOR_IMAGE)
             assert info is not None
     return HarborImage(
         HARBOR_IMAGE, "built", time.monotonic() - t0, int(info.get("Size") or 0), base_seconds
@@ -207,7 +199,7 @@ async def run_probe(
         ],
         "WorkingDir": "/tmp",
         "HostConfig": {"Binds": binds, "NetworkMode": "none", "AutoRemove": False},
-        # Not ttgen.managed: `DockerBackend.gc` removes managed containers without a live owner.
+        # Not ttgen.managed: a backend's gc removes managed containers without a live owner.
         "Labels": {"ttgen.role": "harbor-probe"},
     }
     name = f"ttgen-harbor-probe-{uuid.uuid4().hex[:10]}"

@@ -15,7 +15,8 @@ Outputs in the trial's agent/ folder, rewritten after every turn (a timeout lose
 messages.json (the exact conversation: the SFT rows; assistant turns carry the reasoning as
 <think>), trajectory.json (ATIF, Terminus 2 mapping); from the container, the raw pane log
 terminus_2.pane and recording.cast (asciinema v2: the pane's output as it came, plus after the
-run the keystrokes sent as input events and a marker per turn).
+run the keystrokes sent as input events and a marker per turn). Both JSON files, and each
+request's messages, are derived from one history (history.py) kept as the run goes.
 A response cut at the output limit (finish_reason "length") executes nothing: the model is told
 so in Harbor's words and asked again (XML: a complete response before the cut is used instead).
 Context summarization (summarize.py) keeps long trajectories going: each earlier context is
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ttgen.agents.base import AgentContext, ModelInfo
+from ttgen.agents.terminus2.history import SUMMARIZATION_MESSAGE, Entry, History
 from ttgen.agents.terminus2.parser import (
     parse_json_response,
     parse_xml_response,
@@ -230,29 +232,37 @@ def merge_recording(
 
 
 class _Run:
-    """One trajectory: the message list, ATIF steps and counters, flushed after every turn."""
+    """One trajectory: its history (history.py: the messages, contexts and ATIF steps in one
+    list) and counters, flushed after every turn."""
 
     def __init__(self, agent: Terminus2Agent, instruction: str, ctx: AgentContext) -> None:
         self.agent = agent
         self.instruction = instruction
         self.ctx = ctx
-        self.messages: list[dict[str, str]] = []  # what the model saw and said (SFT row)
-        self.chat: list[dict[str, str]] = []  # what is sent (no reasoning in past turns)
-        self.steps: list[dict[str, Any]] = []
+        self.history = History()
         self.trajectory_id = str(uuid.uuid4())
         self.request_ms: list[float] = []
         self.n_turns = 0
         self.ended = "running"
         self.used_tokens = 0  # context size after the last call (prompt + completion tokens)
-        self.n_summaries = 0
         self.n_truncated = 0  # responses cut at the output limit and asked again
         self.tmux: TmuxSession | None = None
+
+    @property
+    def n_summaries(self) -> int:
+        return self.history.current
+
+    def _observe(self, text: str) -> None:
+        """The next user message: the observation of the answer before it (sent by the next
+        turn, unless the run ends or a summarization's handoff replaces it)."""
+        self.history.add(Entry("user", text))
 
     async def loop(self, llm: LLMClient, tmux: TmuxSession) -> None:
         initial = limit_output_length(await tmux.get_incremental_output())
         prompt = render_prompt(self.instruction, initial, self.agent.template)
-        self.steps.append({"step_id": 1, "timestamp": _now(), "source": "user", "message": prompt})
+        self.history.add(Entry("user", prompt, step=True, timestamp=_now()))
         self.tmux = tmux
+        history = self.history
         pending_completion = False
         truncations = 0  # consecutive responses cut at the output limit
         while self.n_turns < self.agent.max_turns:
@@ -260,15 +270,14 @@ class _Run:
             if not await tmux.is_alive(max_age_sec=1.0):
                 self.ended = "tmux_session_ended"
                 return
-            prompt = await self._maybe_summarize_proactively(llm, prompt)
-            self.messages.append({"role": "user", "content": prompt})
-            self.chat.append({"role": "user", "content": prompt})
+            await self._maybe_summarize_proactively(llm)
+            sent = history.last
+            sent.context = history.current
             try:
-                response = await llm.chat(self.chat)
+                response = await llm.chat(history.chat())
             except ContextLengthExceededError as exc:
-                self.messages.pop()
-                self.chat.pop()
-                if not self.agent.enable_summarize or not self.chat:
+                sent.context = None  # taken back
+                if not self.agent.enable_summarize or not history.context():
                     # The trajectory ends here; the verifier scores the work done so far. (With
                     # nothing before it, the first prompt alone is over the model's context:
                     # there is nothing to summarize and the model cannot see the task.)
@@ -286,45 +295,31 @@ class _Run:
                 if salvaged is not None:  # a complete response before the cut: use it
                     response = dataclasses.replace(response, content=salvaged)
                     cut = False
-            self.messages.append({"role": "assistant", "content": response.text_with_reasoning})
-            self.chat.append({"role": "assistant", "content": response.content})
-            step: dict[str, Any] = {
-                "step_id": len(self.steps) + 1,
-                "timestamp": _now(),
-                "source": "agent",
-                "model_name": self.agent.llm_config.model,
-                "message": response.content,
-                "metrics": {
-                    "prompt_tokens": response.usage.prompt_tokens,
-                    "completion_tokens": response.usage.completion_tokens,
-                    "cached_tokens": response.usage.cached_tokens,
-                    "cost_usd": response.cost_usd,
-                    "extra": {"latency_sec": round(response.latency_sec, 4)},
-                },
-            }
-            if response.reasoning:
-                step["reasoning_content"] = response.reasoning
-            if self.agent.collect_rollout_details:
-                self._add_rollout_details(response, step)
-            self.steps.append(step)
+            answer = history.add(Entry.answer(
+                response, timestamp=_now(), context=history.current,
+                details=self.agent.collect_rollout_details,
+            ))  # fmt: skip
+            if answer.token_details is not None:
+                self._add_rollout_details(answer.token_details)
             if cut and truncations < MAX_OUTPUT_LENGTH_RETRIES:
                 # Nothing is executed; the model is asked to re-issue in smaller pieces. As in
                 # Harbor this is part of the same episode: it does not count as a turn.
                 truncations += 1
                 self.n_truncated += 1
-                step["metrics"]["extra"]["finish_reason"] = "length"
-                prompt = output_length_message(
+                answer.cut = True
+                self._observe(output_length_message(
                     self.agent.llm_config.max_tokens, parse(response.content).warning_text
-                )
-                step["observation"] = {"results": [{"content": prompt}]}
+                ))  # fmt: skip
                 self.flush()
                 continue
             truncations = 0
             self.n_turns += 1
             parsed = parse(response.content)
             if parsed.error:
-                prompt = parse_error_message(parsed.error, parsed.warning_text, self.agent.template)
-                step["observation"] = {"results": [{"content": prompt}]}
+                answer.parse_error = True
+                self._observe(
+                    parse_error_message(parsed.error, parsed.warning_text, self.agent.template)
+                )
                 self.flush()
                 continue
             calls = [
@@ -338,7 +333,7 @@ class _Run:
             if parsed.task_complete:
                 calls.append({"tool_call_id": f"call_{self.n_turns}_task_complete",
                               "function_name": "mark_task_complete", "arguments": {}})  # fmt: skip
-            step["tool_calls"] = calls
+            answer.tool_calls = calls
             self.agent.markers.append(
                 (time.time(), f"Episode {self.n_turns - 1}: {len(parsed.commands)} commands")
             )
@@ -352,13 +347,11 @@ class _Run:
                 )
                 waited += res.waited_sec
                 early += res.ended_early
-            step["metrics"]["extra"]["command_wait_sec"] = round(waited, 3)
-            # how many of those waits ended because the shell was back at its prompt
-            step["metrics"]["extra"]["commands_ended_early"] = early
+            answer.command_wait_sec, answer.commands_ended_early = waited, early
             output = limit_output_length(await tmux.get_incremental_output())
             if parsed.task_complete:
                 if pending_completion:
-                    step["observation"] = {"results": [{"content": output}]}
+                    self._observe(output)  # the final screen: never sent
                     self.ended = "task_complete"
                     self.ctx.metadata["task_complete"] = True
                     return
@@ -369,15 +362,13 @@ class _Run:
                 prompt = output
             if parsed.warnings:
                 prompt = WARNINGS_PREFIX.format(warnings=parsed.warning_text) + prompt
-            step["observation"] = {"results": [{"content": prompt}]}
+            self._observe(prompt)
             self.flush()
         self.ended = "max_turns"
 
-    def _add_rollout_details(self, response: LLMResponse, step: dict[str, Any]) -> None:
-        """Token ids and logprobs of a main-loop call: on its ATIF step, and appended (one list
-        per call) to the trial's rollout_details[0], as Harbor keeps them."""
-        details = response.token_details() or {}
-        step["metrics"].update(details)
+    def _add_rollout_details(self, details: dict[str, list[Any]]) -> None:
+        """Token ids and logprobs of a main-loop call (also on its ATIF step), appended (one
+        list per call) to the trial's rollout_details[0], as Harbor keeps them."""
         if not self.ctx.rollout_details:
             self.ctx.rollout_details.append(
                 {"prompt_token_ids": [], "completion_token_ids": [], "logprobs": [], "extra": {}}
@@ -397,31 +388,36 @@ class _Run:
 
     # -- summarization ------------------------------------------------------------------------
 
-    async def _maybe_summarize_proactively(self, llm: LLMClient, prompt: str) -> str:
+    async def _maybe_summarize_proactively(self, llm: LLMClient) -> None:
+        """Before the next prompt (the last entry) is sent: when the free context is below the
+        threshold, summarize; the handoff then replaces the prompt."""
         agent = self.agent
         if not agent.enable_summarize or agent.proactive_threshold <= 0 or self.used_tokens == 0:
-            return prompt
+            return
+        prompt = self.history.last.content
         free = agent.context_window - self.used_tokens - estimate_tokens([{"content": prompt}])
         if free >= agent.proactive_threshold:
-            return prompt
+            return
         try:
-            return await self._handoff(llm, kind="proactive")
+            self.history.add(Entry("user", await self._handoff(llm, kind="proactive")))
         except LLMError as exc:  # as Harbor: a failed proactive summary is not fatal
             self.ctx.metadata.setdefault("summarization_errors", []).append(str(exc)[:300])
-            return prompt
 
     async def _summarize_passively(self, llm: LLMClient) -> LLMResponse:
         """The prompt did not fit: unwind, hand off (with fallbacks), and send the handoff."""
-        self.used_tokens = unwind(self.chat, self.agent.context_window, self.used_tokens)
-        del self.messages[len(self.chat) :]
+        history = self.history
+        held = history.context()
+        chat = [e.message(reasoning=False) for e in held]
+        self.used_tokens = unwind(chat, self.agent.context_window, self.used_tokens)
+        for e in held[len(chat) :]:
+            e.context = None  # unwound (still ATIF steps)
         try:
             prompt = await self._handoff(llm, kind="passive")
         except LLMError:
             prompt = await self._short_handoff(llm)
-        self.messages.append({"role": "user", "content": prompt})
-        self.chat.append({"role": "user", "content": prompt})
+        history.add(Entry("user", prompt, context=history.current))
         try:
-            return await llm.chat(self.chat)
+            return await llm.chat(history.chat())
         except LLMError:
             return LLMResponse(
                 content=TECHNICAL_DIFFICULTIES,
@@ -446,11 +442,15 @@ class _Run:
         return response
 
     async def _handoff(self, llm: LLMClient, kind: str) -> str:
+        """The three handoff calls; then the next context opens with the first prompt and the
+        questions exchange. Returns the handoff prompt (the answers)."""
         assert self.tmux is not None
+        history = self.history
         instruction = self.instruction
+        chat = history.chat()
         summary_prompt = SUMMARY_PROMPT.format(instruction=instruction)
         summary = await self._call(
-            llm, [*self.chat, {"role": "user", "content": summary_prompt}], "summary"
+            llm, [*chat, {"role": "user", "content": summary_prompt}], "summary"
         )
         screen = await self.tmux.capture(full_history=False)
         questions_prompt = QUESTIONS_PROMPT.format(
@@ -462,41 +462,21 @@ class _Run:
         answers = await self._call(
             llm,
             [
-                *self.chat,
+                *chat,
                 {"role": "user", "content": summary_prompt},
                 {"role": "assistant", "content": summary.content},
                 {"role": "user", "content": ANSWERS_PROMPT.format(questions=questions.content)},
             ],
             "answers",
         )
-        self.n_summaries += 1
-        n = self.n_summaries
-        _write(self.ctx.logs_dir / f"messages.ctx-{n}.json", self.messages)
-        first = self.chat[0]
-        self.chat = [
-            first,
-            {"role": "user", "content": questions_prompt},
-            {"role": "assistant", "content": questions.content},
-        ]
-        self.messages = [
-            self.messages[0],
-            {"role": "user", "content": questions_prompt},
-            {"role": "assistant", "content": questions.text_with_reasoning},
-        ]
-        self.used_tokens = estimate_tokens(self.chat)
-        self.steps.append({
-            "step_id": len(self.steps) + 1,
-            "timestamp": _now(),
-            "source": "system",
-            "message": "Performed context summarization and handoff to continue task.",
-            "observation": {"results": [{
-                "content": f"{kind} summarization {n}",
-                "subagent_trajectory_ref": [
-                    {"trajectory_path": f"summarization-{n}-{name}.json"}
-                    for name in ("summary", "questions", "answers")
-                ],
-            }]},
-        })  # fmt: skip
+        _write(self.ctx.logs_dir / f"messages.ctx-{history.current + 1}.json", history.messages())
+        history.current += 1
+        n = history.current
+        history.add(Entry("user", questions_prompt, context=n))
+        history.add(Entry("assistant", questions.content, questions.reasoning, context=n))
+        self.used_tokens = estimate_tokens(history.chat())
+        history.add(Entry("system", SUMMARIZATION_MESSAGE, step=True, timestamp=_now(),
+                          summarization=(kind, n)))  # fmt: skip
         return HANDOFF_PROMPT.format(answers=answers.content)
 
     async def _short_handoff(self, llm: LLMClient) -> str:
@@ -524,8 +504,9 @@ class _Run:
             early_completion=not agent.strict_timing,
         )
         logs: Path = ctx.logs_dir
-        _write(logs / "messages.json", self.messages)
-        costs = [s["metrics"]["cost_usd"] for s in self.steps if s.get("metrics")]
+        _write(logs / "messages.json", self.history.messages())
+        steps = self.history.steps(agent.llm_config.model)
+        costs = [s["metrics"]["cost_usd"] for s in steps if s.get("metrics")]
         trajectory = {
             "schema_version": "ATIF-v1.5",
             "session_id": ctx.trial_name or self.trajectory_id,
@@ -536,7 +517,7 @@ class _Run:
                 "model_name": agent.llm_config.model,
                 "extra": {"template": agent.template, "strict_timing": agent.strict_timing},
             },
-            "steps": self.steps,
+            "steps": steps,
             "final_metrics": {
                 "total_prompt_tokens": ctx.n_input_tokens,
                 "total_completion_tokens": ctx.n_output_tokens,
@@ -544,7 +525,7 @@ class _Run:
                 "total_cost_usd": sum(c for c in costs if c is not None)
                 if any(c is not None for c in costs)
                 else None,
-                "total_steps": len(self.steps),
+                "total_steps": len(steps),
                 "extra": {"ended": self.ended},
             },
         }

@@ -91,7 +91,7 @@ log = logging.getLogger(__name__)
 MAX_OUTPUT_BYTES = 10_000  # Terminus 2's limit on every observation
 PASTE_THRESHOLD_BYTES = 8 * 1024  # tmux refuses a command message over ~16 KB
 MAX_CAPTURE_BYTES = 64 * 1024 * 1024
-# The exec marker a DockerSandbox puts in each command's environment (ttgen.sandbox.docker
+# The exec marker the container backends put in each command's environment (ttgen.sandbox.host
 # EXEC_MARKER). The tmux server inherits it from the exec that starts it; it is kept out of the
 # shell's environment so that the model's `env` shows what it would in Harbor.
 _EXEC_MARKER_VARS = ("TTGEN_EXEC_ID",)

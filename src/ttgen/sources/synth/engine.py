@@ -487,12 +487,14 @@ async def synthesize(
     log: Callable[[str], None] | None = None,
     preparing: Callable[[str], AbstractContextManager[Any]] | None = None,
     settings: Settings | None = None,
+    backend: str | None = None,
 ) -> dict[str, Any]:
     """Run the items with their gates, setting up (and cleaning after) what the Docker gates
     need: this machine's engine and the items' domain images (`executor="local"`), or runners
     on the nodes of the Ray cluster at `address` (`"ray"`; each node builds the images it
     needs). Containers are labelled with `job`; `preparing(what)` wraps the slow set-up;
-    `settings` (default: ttgen's configuration) go to the engine or the nodes."""
+    `settings` (default: ttgen's configuration) go to the engine or the nodes; `backend` names
+    the sandbox backend there (None: the settings' `backend`)."""
     from ttgen.sources.synth.gates import DOCKER_GATES
 
     items = list(items)
@@ -503,7 +505,9 @@ async def synthesize(
     if executor == "ray":
         from ttgen.rollout.executors import RayExecutor
 
-        ray = RayExecutor(address, per_node=per_node, settings=settings, cache_archives=False)
+        ray = RayExecutor(
+            address, per_node=per_node, settings=settings, cache_archives=False, backend=backend
+        )
         try:
             with wrap("starting runners on the Ray nodes"):
                 await ray.start(job, say)
@@ -515,16 +519,16 @@ async def synthesize(
             await ray.close()
     if executor != "local":
         raise TtgenError(f"unknown executor {executor!r}: use local or ray")
-    from ttgen.sandbox.docker import DockerBackend
+    from ttgen.sandbox import open_backend
     from ttgen.sandbox.domains import ensure_domain_bases
 
-    async with DockerBackend(settings) as backend:
-        await backend.ping()
+    async with open_backend(backend, settings) as engine:
+        await engine.ping()
         images = sorted({it.image for it in items})
         with wrap(f"domain images: {', '.join(images)} (first build takes minutes)"):
-            await ensure_domain_bases(backend, images, who=job)
-        runner = GateRunner(gates, backend, job=job)
+            await ensure_domain_bases(engine, images, who=job)
+        runner = GateRunner(gates, engine, job=job)
         try:
             return await Synthesizer(llm_config, options, runner, events=events).run(items)
         finally:
-            await backend.gc(job=job)
+            await engine.gc(job=job)

@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ttgen.check import check_task
 from ttgen.errors import TtgenError
@@ -39,6 +39,10 @@ from ttgen.formats.trial import AgentSpec
 from ttgen.rollout.validate import judge
 from ttgen.sources.synth.answer import TaskDraft, test_functions
 from ttgen.task import Task
+
+if TYPE_CHECKING:
+    from ttgen.rollout.executors import RayExecutor
+    from ttgen.sandbox import SandboxBackend
 
 HOST_GATES = ("static", "leak", "files")
 DOCKER_GATES = ("collect", "validate")
@@ -248,7 +252,7 @@ def _tail(text: str, n: int = 25) -> str:
 
 
 async def collect_on_node(
-    backend: Any, task_dir: Path, job_id: str, weights: list[str]
+    backend: SandboxBackend, task_dir: Path, job_id: str, weights: list[str]
 ) -> dict[str, Any]:
     """The collect gate as a Ray node runs it (`RayExecutor.run_on_node`): {"problems": [...]}
     (the task's faults) or {"infra": message} (ours)."""
@@ -259,7 +263,7 @@ async def collect_on_node(
 
 
 async def gate_collect(
-    backend: Any, task_dir: Path, weighted: Iterable[str], job: str
+    backend: SandboxBackend, task_dir: Path, weighted: Iterable[str], job: str
 ) -> list[str]:
     """Build the task's image and let pytest collect the tests inside a container of it; every
     test in `weighted` must be collected."""
@@ -302,7 +306,9 @@ async def gate_collect(
     return []
 
 
-async def gate_validate(backend: Any, task_dir: Path, work_dir: Path, job: str) -> list[str]:
+async def gate_validate(
+    backend: SandboxBackend, task_dir: Path, work_dir: Path, job: str
+) -> list[str]:
     """Run the nop agent: the verifier must write a reward, and it must be 0."""
     from ttgen.rollout.trial import Trial, TrialSpec
 
@@ -359,10 +365,10 @@ class GateRunner:
     def __init__(
         self,
         gates: tuple[str, ...],
-        backend: Any = None,
+        backend: SandboxBackend | None = None,
         job: str = "synth",
         *,
-        executor: Any = None,
+        executor: RayExecutor | None = None,
     ) -> None:
         unknown = sorted(set(gates) - set(ALL_GATES))
         if unknown:

@@ -1,0 +1,678 @@
+"""One running container of a Docker-API engine (Docker, Podman): exec, files, stop.
+
+Two exec transports with one behaviour: one Engine API exec per command (works in every image),
+or, from a container's second exec on, the exec helper (execd.py) on one attached exec. Every
+exec carries a marker variable in its environment; on timeout or cancellation everything with
+that marker is killed (from the host's /proc when the engine is local). Output is capped per
+stream, head and tail kept. Files travel as tar archives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import io
+import logging
+import os
+import shlex
+import tarfile
+import tempfile
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, Literal
+
+import aiodocker
+
+from ttgen.errors import SandboxError, TooLargeError
+from ttgen.sandbox.base import DEFAULT_MAX_OUTPUT_BYTES, ExecResult
+from ttgen.sandbox.execd import HELPER, ExecChannel, UserSwitchError
+from ttgen.sandbox.host import (
+    EXEC_MARKER,
+    foreign_pids,
+    kill_marked_on_host,
+    overlay_changes,
+)
+
+if TYPE_CHECKING:
+    from ttgen.sandbox.docker import DockerBackend
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE_CMD = ["sh", "-c", "sleep infinity"]
+FAST_COPY_MAX_BYTES = 8 * 1024 * 1024  # file copies through the exec helper up to this size
+
+
+@dataclass
+class _ExecRequest:
+    """One command on its way through either exec transport."""
+
+    cmd: list[str]
+    marker: str  # TTGEN_EXEC_ID of everything the command starts
+    env: dict[str, str]
+    timeout: float | None
+    cwd: str | None
+    user: str | None
+    stdin: bytes | None
+    out: _OutputBuffer
+    err: _OutputBuffer
+
+
+class _OutputBuffer:
+    """Keeps the first and last `limit/2` bytes of a stream and counts what was dropped."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(limit, 0)
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.omitted = 0
+
+    def feed(self, data: bytes) -> None:
+        half = self.limit // 2
+        room = half - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if not data:
+            return
+        self.tail += data
+        keep = self.limit - half
+        if len(self.tail) > keep:
+            cut = len(self.tail) - keep
+            del self.tail[:cut]
+            self.omitted += cut
+
+    def text(self) -> str:
+        if not self.omitted:
+            return (self.head + self.tail).decode("utf-8", errors="replace")
+        marker = f"\n[... {self.omitted} bytes omitted by ttgen ...]\n"
+        return (
+            self.head.decode("utf-8", errors="replace")
+            + marker
+            + self.tail.decode("utf-8", errors="replace")
+        )
+
+
+# A POSIX sh script that kills every process carrying one exec's marker in its environment,
+# repeated until none is left (a fork bomb keeps forking while we kill).
+_KILL_TREE = r"""
+id="$1"; n=0
+while [ $n -lt 20 ]; do
+  found=0
+  for p in /proc/[0-9]*; do
+    pid=${p#/proc/}
+    [ "$pid" = "$$" ] && continue
+    if tr '\000' '\n' < "$p/environ" 2>/dev/null | grep -qx "TTGEN_EXEC_ID=$id"; then
+      kill -9 "$pid" 2>/dev/null && found=1
+    fi
+  done
+  [ $found -eq 0 ] && exit 0
+  n=$((n+1))
+done
+"""
+
+
+class DockerSandbox:
+    """One running container (implements `ttgen.sandbox.base.ContainerSandbox`)."""
+
+    # Storage drivers whose upper layer `changes()` may read directly (Podman's is "overlay").
+    OVERLAY_DRIVERS: tuple[str, ...] = ("overlay2",)
+
+    def __init__(
+        self,
+        backend: DockerBackend,
+        container: aiodocker.docker.DockerContainer,
+        name: str,
+        image: str,
+        task: str,
+    ) -> None:
+        self.backend = backend
+        self.container = container
+        self.id: str = container.id
+        self.name = name
+        self.image = image
+        self.task = task
+        self.workdir: str | None = None
+        self._stopped = False
+        self._local: bool | None = None
+        self._channel: ExecChannel | None = None
+        self._channel_task: asyncio.Future[None] | None = None
+        self._default_user: str | None = None
+        self._channel_can_switch_user = True
+        self._docker_execs = 0
+        self._channel_mode: bool | Literal["eager"] = backend.exec_channel
+        # how it was created (for a snapshot of it), and an image it owns (a snapshot's)
+        self._create_config: dict[str, Any] | None = None
+        self._owned_image: str | None = None
+        self._channel_exec: Any = None  # the exec running the helper (its pid is ttgen's)
+        self._init_pid = 0  # host pid of the container's init (known once _engine_is_local ran)
+
+    async def __aenter__(self) -> DockerSandbox:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- exec -----------------------------------------------------------------------------
+
+    async def exec(
+        self,
+        command: str | Sequence[str],
+        *,
+        timeout: float | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        user: str | None = None,
+        stdin: bytes | None = None,
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+    ) -> ExecResult:
+        marker = uuid.uuid4().hex
+        req = _ExecRequest(
+            cmd=["sh", "-c", command] if isinstance(command, str) else list(command),
+            marker=marker,
+            env={EXEC_MARKER: marker, **(env or {})},
+            timeout=timeout,
+            cwd=cwd,
+            user=user,
+            stdin=stdin,
+            out=_OutputBuffer(max_output_bytes),
+            err=_OutputBuffer(max_output_bytes),
+        )
+        out, err = req.out, req.err
+        t0 = time.monotonic()
+        channel = self._channel if self._channel is not None and self._channel.alive else None
+        if (
+            channel is not None
+            and (user or self._default_user)
+            and not self._channel_can_switch_user
+        ):
+            channel = None
+        if channel is None:
+            self._start_channel_soon()
+            exit_code, timed_out = await self._exec_docker(req)
+        else:
+            exit_code, timed_out = await self._exec_channel(channel, req)
+        return ExecResult(
+            exit_code=exit_code,
+            stdout=out.text(),
+            stderr=err.text(),
+            timed_out=timed_out,
+            duration_sec=time.monotonic() - t0,
+            stdout_omitted_bytes=out.omitted,
+            stderr_omitted_bytes=err.omitted,
+        )
+
+    async def _exec_docker(self, req: _ExecRequest) -> tuple[int | None, bool]:
+        """One `docker exec` per command: works in every image."""
+        try:
+            execution = await self.container.exec(
+                req.cmd,
+                stdout=True,
+                stderr=True,
+                stdin=req.stdin is not None,
+                user=req.user or "",
+                environment=req.env,
+                workdir=req.cwd,
+            )
+        except aiodocker.DockerError as exc:
+            raise SandboxError(f"{self.name}: exec failed to start: {exc.message}") from exc
+        timed_out = False
+        stream = execution.start(detach=False)
+
+        async def pump() -> None:
+            async with stream:
+                if req.stdin is not None:
+                    await stream.write_in(req.stdin)
+                    await _close_stdin(stream)
+                while True:
+                    msg = await stream.read_out()
+                    if msg is None:
+                        return
+                    (req.out if msg.stream == 1 else req.err).feed(msg.data)
+
+        pump_task = asyncio.ensure_future(pump())
+        try:
+            await asyncio.wait_for(asyncio.shield(pump_task), req.timeout)
+        except TimeoutError:
+            timed_out = True
+            await self._kill_tree(req.marker)
+            try:
+                await asyncio.wait_for(asyncio.shield(pump_task), 5)
+            except TimeoutError:
+                pump_task.cancel()
+        except asyncio.CancelledError:
+            pump_task.cancel()
+            await asyncio.shield(self._kill_tree(req.marker))
+            raise
+        except aiodocker.DockerError as exc:
+            raise SandboxError(f"{self.name}: exec failed: {exc.message}") from exc
+        if pump_task.done() and not pump_task.cancelled() and pump_task.exception() is not None:
+            exc = pump_task.exception()
+            raise SandboxError(f"{self.name}: exec stream failed: {exc}") from exc
+        if timed_out:
+            return None, True
+        try:
+            info = await execution.inspect()
+        except aiodocker.DockerError as exc:
+            raise SandboxError(f"{self.name}: cannot read exec result: {exc.message}") from exc
+        return info.get("ExitCode"), False
+
+    async def _exec_channel(
+        self, channel: ExecChannel, req: _ExecRequest
+    ) -> tuple[int | None, bool]:
+        """Through the container's exec helper (see execd.py): no runc exec per command."""
+        try:
+            done = await channel.run(
+                req.cmd,
+                env=req.env,
+                cwd=req.cwd,
+                user=req.user or self._default_user,
+                stdin=req.stdin,
+                out=req.out,
+                err=req.err,
+            )
+        except ConnectionError:  # the request never reached it: the classic path is safe
+            return await self._exec_docker(req)
+        try:
+            return await asyncio.wait_for(asyncio.shield(done), req.timeout), False
+        except UserSwitchError:  # nothing ran; docker exec can switch users
+            self._channel_can_switch_user = False
+            return await self._exec_docker(req)
+        except TimeoutError:
+            await self._kill_tree(req.marker)
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                await asyncio.wait_for(asyncio.shield(done), 5)
+            return None, True
+        except asyncio.CancelledError:
+            await asyncio.shield(self._kill_tree(req.marker))
+            raise
+        except ConnectionError as exc:
+            raise SandboxError(
+                f"{self.name}: the exec helper died while running {req.cmd[:3]}: {exc}"
+            ) from exc
+
+    def _start_channel_soon(self) -> None:
+        # From the second exec on: a container used for one command never pays for the helper.
+        self._docker_execs += 1
+        if (
+            self._docker_execs >= 2
+            and self._channel_task is None
+            and not self._stopped
+            and self._channel_mode
+        ):
+            self._channel_task = asyncio.ensure_future(self._start_channel())
+
+    async def _start_channel(self) -> None:
+        try:
+            ex = await self.container.exec(["python3", "-c", HELPER], stdin=True, user="root")
+            self._channel_exec = ex
+            stream = ex.start(detach=False)
+            await stream.__aenter__()
+            channel = ExecChannel(stream)
+            if await asyncio.wait_for(asyncio.shield(channel.ready), 15):
+                self._channel = channel
+            else:
+                await channel.close()
+        except Exception as exc:  # no python3, no room: the classic path keeps working
+            log.debug("%s: no exec helper: %r", self.name, exc)
+
+    async def _kill_tree(self, marker: str) -> None:
+        """Kill every process started by one exec: those carrying its marker in their environment.
+
+        Where the engine runs on this host and we may signal its processes, this is done from
+        outside (no process needs to start inside the container, which a fork bomb may have
+        filled up to its pids limit); otherwise a small sh script does it from inside.
+        """
+        if await self._engine_is_local():
+            await asyncio.to_thread(kill_marked_on_host, marker)
+            return
+        if self._channel is not None and self._channel.alive:
+            try:
+                await self._channel.kill(marker)
+                return
+            except Exception:
+                pass
+        try:
+            ex = await self.container.exec(
+                ["sh", "-c", _KILL_TREE, "ttgen-kill", marker], user="root"
+            )
+            await ex.start(detach=True)
+            for _ in range(100):
+                info = await ex.inspect()
+                if not info.get("Running"):
+                    break
+                await asyncio.sleep(0.05)
+        except aiodocker.DockerError as exc:
+            log.warning("%s: could not kill exec %s: %s", self.name, marker, exc)
+
+    async def _engine_is_local(self) -> bool:
+        """Whether this container's processes are visible (and ours to signal) in our /proc."""
+        if self._local is None:
+            self._local = False
+            try:
+                pid = (await self.container.show())["State"].get("Pid") or 0
+                self._init_pid = int(pid)
+                with open(f"/proc/{pid}/cgroup") as f:
+                    self._local = (
+                        bool(pid)
+                        and self.id in f.read()
+                        and os.access(f"/proc/{pid}/environ", os.R_OK)
+                    )
+            except (OSError, KeyError, aiodocker.DockerError):
+                self._local = False
+        return self._local
+
+    # -- files ----------------------------------------------------------------------------
+
+    async def _put_files(self, dest_dir: str, files: Mapping[str, tuple[bytes, int]]) -> None:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for rel, (data, mode) in files.items():
+                info = tarfile.TarInfo(rel)
+                info.size = len(data)
+                info.mode = mode
+                info.mtime = int(time.time())
+                tar.addfile(info, io.BytesIO(data))
+        await self._put_archive(dest_dir, buf.getvalue())
+
+    def _channel_alive(self) -> bool:
+        return self._channel is not None and self._channel.alive
+
+    async def _put_archive(self, dest_dir: str, data: bytes) -> None:
+        # With the exec helper up, a tar through its stdin costs a few ms; the archive API
+        # costs a dockerd mount/chroot per call (100+ ms on a busy engine).
+        if self._channel_alive() and len(data) <= FAST_COPY_MAX_BYTES:
+            q = shlex.quote(self._abs(dest_dir))
+            res = await self.exec(
+                f"mkdir -p {q} && tar -xf - -C {q}", user="root", stdin=data, timeout=300
+            )
+            if res.ok:
+                return
+            log.debug("%s: tar upload failed (%s); using the archive API", self.name, res.stderr)
+        try:
+            await self.container.put_archive(dest_dir, data)
+            return
+        except aiodocker.DockerError as exc:
+            if exc.status != 404:
+                raise SandboxError(
+                    f"{self.name}: upload to {dest_dir} failed: {exc.message}"
+                ) from exc
+        # The destination folder does not exist yet: create it, then retry once.
+        res = await self.exec(["mkdir", "-p", dest_dir], user="root")
+        if not res.ok:
+            raise SandboxError(f"{self.name}: cannot create {dest_dir}: {res.stderr.strip()}")
+        try:
+            await self.container.put_archive(dest_dir, data)
+        except aiodocker.DockerError as exc:
+            raise SandboxError(f"{self.name}: upload to {dest_dir} failed: {exc.message}") from exc
+
+    async def write_file(self, remote: str, content: bytes | str, mode: int = 0o644) -> None:
+        data = content.encode("utf-8") if isinstance(content, str) else content
+        p = PurePosixPath(self._abs(remote))
+        await self._put_files(str(p.parent), {p.name: (data, mode)})
+
+    async def upload_file(self, local: str | os.PathLike[str], remote: str) -> None:
+        src = Path(local)
+        st = src.stat()
+        await self.write_file(remote, src.read_bytes(), st.st_mode & 0o7777)
+
+    async def upload_dir(self, local: str | os.PathLike[str], remote: str) -> None:
+        """Copy the contents of folder `local` into folder `remote` (created if needed)."""
+        src = Path(local)
+        if not src.is_dir():
+            raise SandboxError(f"upload_dir: {src} is not a directory")
+        dest = PurePosixPath(self._abs(remote))
+
+        def pack() -> bytes:
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w") as tar:
+
+                def owner(info: tarfile.TarInfo) -> tarfile.TarInfo:
+                    info.uid = info.gid = 0
+                    info.uname = info.gname = "root"
+                    return info
+
+                tar.add(src, arcname=dest.name or ".", filter=owner)
+            return buf.getvalue()
+
+        await self._put_archive(str(dest.parent), await asyncio.to_thread(pack))
+
+    async def _get_archive(self, remote: str, max_bytes: int | None = None) -> tarfile.TarFile:
+        """Fetch `remote` as a tar archive, streamed to a spooled file (memory stays small).
+
+        Raises `TooLargeError` once the archive passes `max_bytes`.
+        """
+        buf = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115 - returned open, inside the tar
+        try:
+            async with self.backend.docker._query(
+                f"containers/{self.id}/archive", method="GET", params={"path": self._abs(remote)}
+            ) as response:
+                total = 0
+                async for chunk in response.content.iter_chunked(256 * 1024):
+                    total += len(chunk)
+                    if max_bytes is not None and total > max_bytes:
+                        raise TooLargeError(
+                            f"{self.name}:{remote} is larger than {max_bytes} bytes; not copied"
+                        )
+                    buf.write(chunk)
+        except aiodocker.DockerError as exc:
+            buf.close()
+            if exc.status == 404:
+                raise FileNotFoundError(
+                    f"{self.name}:{remote}: no such file or directory"
+                ) from None
+            raise SandboxError(f"{self.name}: download of {remote} failed: {exc.message}") from exc
+        except BaseException:
+            buf.close()
+            raise
+        buf.seek(0)
+        try:
+            return tarfile.open(fileobj=buf, mode="r")
+        except tarfile.TarError as exc:
+            buf.close()
+            raise SandboxError(f"{self.name}: download of {remote} failed: {exc}") from exc
+
+    async def _tar_through_channel(
+        self, remote: str, max_bytes: int | None
+    ) -> tarfile.TarFile | None:
+        """`remote` as a tar made by the helper (base64 on stdout); None: use the API."""
+        if not self._channel_alive():
+            return None
+        q = shlex.quote(self._abs(remote))
+        limit = FAST_COPY_MAX_BYTES if max_bytes is None else min(max_bytes, FAST_COPY_MAX_BYTES)
+        res = await self.exec(
+            f"cd {q} 2>/dev/null || exit 3; {{ tar -cf - . || echo TTGEN_TAR_FAILED >&2; }} "
+            "| base64",
+            user="root",
+            timeout=300,
+            max_output_bytes=limit * 4 // 3 + 8192,
+        )
+        if res.exit_code == 3:
+            raise FileNotFoundError(f"{self.name}:{remote}: no such file or directory")
+        if not res.ok or "TTGEN_TAR_FAILED" in res.stderr or res.stdout_omitted_bytes:
+            return None  # no tar/base64 in the image, or too big for this path: the API decides
+        try:
+            data = base64.b64decode(res.stdout)
+            return tarfile.open(fileobj=io.BytesIO(data), mode="r")
+        except (ValueError, tarfile.TarError):
+            return None
+
+    async def read_file(self, remote: str, max_bytes: int | None = None) -> bytes:
+        tar = await self._get_archive(remote, max_bytes)
+        with tar:
+            for member in tar.getmembers():
+                if member.isfile():
+                    f = tar.extractfile(member)
+                    assert f is not None
+                    return f.read()
+        raise IsADirectoryError(f"{self.name}:{remote} is not a regular file")
+
+    async def download_file(self, remote: str, local: str | os.PathLike[str]) -> Path:
+        data = await self.read_file(remote)
+        dest = Path(local)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+        return dest
+
+    async def download_dir(
+        self, remote: str, local: str | os.PathLike[str], max_bytes: int | None = None
+    ) -> Path:
+        """Copy the contents of folder `remote` into folder `local`.
+
+        Entries that would land outside `local` (absolute or escaping links) are skipped; more
+        than `max_bytes` in all raises `TooLargeError` and copies nothing.
+        """
+        tar = await self._tar_through_channel(remote, max_bytes)
+        if tar is None:
+            tar = await self._get_archive(remote, max_bytes)
+        dest = Path(local)
+        dest.mkdir(parents=True, exist_ok=True)
+
+        def extract() -> None:
+            with tar:
+                for member in tar.getmembers():
+                    parts = member.name.split("/", 1)
+                    if len(parts) < 2 or not parts[1]:
+                        continue  # the folder itself
+                    member.name = parts[1]
+                    try:
+                        tar.extract(member, dest, filter="data")
+                    except (tarfile.FilterError, OSError) as exc:
+                        log.warning(
+                            "%s: skipped %s while downloading %s: %s",
+                            self.name,
+                            member.name,
+                            remote,
+                            exc,
+                        )
+
+        await asyncio.to_thread(extract)
+        return dest
+
+    async def state(self) -> dict[str, Any]:
+        """The container's State from the engine (Running, ExitCode, OOMKilled, ...)."""
+        try:
+            info = await self.container.show()
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return {"Running": False, "Status": "removed"}
+            raise SandboxError(f"cannot inspect container {self.name}: {exc.message}") from exc
+        return info.get("State") or {}
+
+    def oom_kills(self) -> int | None:
+        """How many processes the kernel's OOM killer killed in this container (local engines
+        with a readable cgroup only; None when unknown)."""
+        key = "oom_kill "
+        for path in self._oom_files():
+            try:
+                for line in path.read_text().splitlines():
+                    if line.startswith(key):
+                        return int(line[len(key) :].strip())
+            except (OSError, ValueError):
+                continue
+        return None
+
+    def _oom_files(self) -> list[Path]:
+        """Where the engine puts this container's memory cgroup (v1 memory.oom_control, v2
+        memory.events), for each cgroup driver."""
+        return [
+            Path(f"/sys/fs/cgroup/memory/docker/{self.id}/memory.oom_control"),
+            Path(f"/sys/fs/cgroup/system.slice/docker-{self.id}.scope/memory.events"),
+            Path(f"/sys/fs/cgroup/docker/{self.id}/memory.events"),
+        ]
+
+    def _abs(self, path: str) -> str:
+        if path.startswith("/"):
+            return path
+        return str(PurePosixPath(self.workdir or "/") / path)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._channel_task is not None:
+            self._channel_task.cancel()
+        try:
+            await asyncio.shield(self.container.delete(force=True, v=True))
+        except aiodocker.DockerError as exc:
+            if exc.status not in (404, 409):
+                raise SandboxError(f"cannot remove container {self.name}: {exc.message}") from exc
+        finally:
+            if self._channel is not None:
+                await self._channel.close()
+            if self._owned_image is not None:
+                with contextlib.suppress(aiodocker.DockerError):
+                    await asyncio.shield(self.backend.docker.images.delete(self._owned_image))
+
+    async def trusted_exec_channel(self) -> None:
+        """Make sure no process the agent ran could have tampered with the exec helper: keep it
+        when it sealed itself (not dumpable: no ptrace into it without CAP_SYS_PTRACE), else
+        replace it by a fresh process; without python3 commands use `docker exec`."""
+        if self._channel is not None and self._channel.alive and self._channel.sealed:
+            return
+        if self._channel_task is not None:
+            self._channel_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._channel_task
+            self._channel_task = None
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+        self._channel_exec = None
+        if self._channel_mode:
+            await self._start_channel()
+
+    async def foreign_processes(self) -> list[str] | None:
+        """The processes running in the container besides ttgen's own (its init, the keep-alive
+        command, the exec helper): what an agent left running, as "pid command" lines. None when
+        they cannot be listed from here (a remote engine): assume there are some."""
+        if not await self._engine_is_local():
+            return None
+        init = self._init_pid  # the container's init: fixed for its life
+        ours = {init}
+        if self._channel_exec is not None:
+            with contextlib.suppress(aiodocker.DockerError, KeyError, TypeError, ValueError):
+                ours.add(int((await self._channel_exec.inspect())["Pid"]))
+        return await asyncio.to_thread(foreign_pids, init, ours, KEEPALIVE_CMD)
+
+    async def changes(self) -> list[dict[str, Any]]:
+        """What differs between the container's files and its image (`docker diff`): a list of
+        {"Path": ..., "Kind": 0 modified | 1 added | 2 deleted}.
+
+        The engine's own endpoint costs ~0.5 s of its CPU per call (it compares the whole file
+        tree); on a local overlay2 engine the container's upper layer is read directly instead
+        (milliseconds: only what the container wrote)."""
+        try:
+            info = await self.container.show()
+            gd = info.get("GraphDriver") or {}
+            data = gd.get("Data") or {}
+            upper = data.get("UpperDir")
+            if (
+                gd.get("Name") in self.OVERLAY_DRIVERS
+                and upper
+                and os.access(upper, os.R_OK | os.X_OK)
+            ):
+                lowers = [d for d in str(data.get("LowerDir") or "").split(":") if d]
+                return await asyncio.to_thread(overlay_changes, upper, lowers)
+        except (OSError, aiodocker.DockerError):
+            pass
+        try:
+            async with self.backend.docker._query(f"containers/{self.id}/changes") as resp:
+                data = await resp.json()
+        except aiodocker.DockerError as exc:
+            raise SandboxError(f"{self.name}: cannot list its changes: {exc.message}") from exc
+        return list(data or [])
+
+
+async def _close_stdin(stream: Any) -> None:
+    """Half-close the exec's stdin so the command sees EOF."""
+    resp = getattr(stream, "_resp", None)
+    conn = getattr(resp, "connection", None) if resp is not None else None
+    transport = getattr(conn, "transport", None) if conn is not None else None
+    if transport is not None and transport.can_write_eof():
+        transport.write_eof()

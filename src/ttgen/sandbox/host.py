@@ -1,0 +1,167 @@
+"""A local engine's containers seen from the host: processes in /proc, cgroups, overlay layers.
+
+Used by the container backends (Docker, Podman) when the engine runs on this machine: killing an
+exec's processes from outside the container (a fork bomb may have used up its pids), listing
+what an agent left running, reading a container's file changes from its overlay upper layer,
+and telling whether the process that labelled a container is still alive.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ttgen.sandbox.base import LABEL_OWNER
+
+EXEC_MARKER = "TTGEN_EXEC_ID"  # in the environment of everything one exec starts
+
+
+def owner_alive(labels: Mapping[str, str], host: str) -> bool:
+    """Whether the process that made a container or image may still use it (another machine's
+    are never judged here)."""
+    owner_host, _, pid = labels.get(LABEL_OWNER, "").rpartition(":")
+    if owner_host == host and pid.isdigit() and pid_alive(int(pid)):
+        return True
+    return bool(owner_host and owner_host != host)
+
+
+def _environ_has(pid: str | int, needle: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return needle in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def kill_marked_on_host(marker: str) -> None:
+    """Kill, from the host, every process carrying `marker`, until none is left."""
+    needle = f"{EXEC_MARKER}={marker}".encode()
+    for _ in range(50):
+        found = False
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit() and _environ_has(entry.name, needle):
+                try:
+                    os.kill(int(entry.name), signal.SIGKILL)
+                    found = True
+                except (ProcessLookupError, PermissionError):
+                    pass
+        if not found:
+            return
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host (another user's counts too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, start time in clock ticks) of a host process, None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return fields[0].decode(), int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "?"
+
+
+def _descendants(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        if p in found:
+            continue
+        found.add(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children", encoding="ascii") as f:
+                    todo += [int(x) for x in f.read().split()]
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def foreign_pids(init: int, ours: set[int], keepalive_cmd: Sequence[str]) -> list[str] | None:
+    """Host pids in the cgroup of container process `init`, minus `ours` and the keep-alive
+    command (the first child init started: nothing the agent runs can start before it; an
+    orphan re-parented to init and named like it starts later), minus zombies."""
+    try:
+        with open(f"/proc/{init}/cgroup", encoding="ascii") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    candidates = []
+    for line in lines:
+        _, ctrl, path = line.split(":", 2)
+        if ctrl == "pids":
+            candidates.insert(0, f"/sys/fs/cgroup/pids{path}/cgroup.procs")
+        elif ctrl == "":
+            candidates += [f"/sys/fs/cgroup/unified{path}/cgroup.procs",
+                           f"/sys/fs/cgroup{path}/cgroup.procs"]  # fmt: skip
+    pids: list[int] | None = None
+    for c in candidates:
+        try:
+            with open(c, encoding="ascii") as f:
+                pids = [int(x) for x in f.read().split()]
+            break
+        except (OSError, ValueError):
+            continue
+    if pids is None:
+        return None
+    try:
+        children = []
+        for task in os.listdir(f"/proc/{init}/task"):
+            with open(f"/proc/{init}/task/{task}/children", encoding="ascii") as f:
+                children += [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        return None
+    keepalive = (" ".join(keepalive_cmd), keepalive_cmd[-1])  # sh may exec its command
+    started = sorted((st[1], pid) for pid in children if (st := _proc_stat(pid)) is not None)
+    if started and _cmdline(started[0][1]) in keepalive:
+        # it and what it runs (`sh -c` forks the sleep): no agent process can be its child
+        ours = {*ours, *_descendants(started[0][1])}
+    out = []
+    for pid in pids:
+        if pid in ours:
+            continue
+        st = _proc_stat(pid)
+        if st is None or st[0] in ("Z", "X"):
+            continue  # gone, or a zombie: runs nothing
+        out.append(f"{pid} {_cmdline(pid)[:200]}")
+    return out
+
+
+def overlay_changes(upper: str, lowers: list[str]) -> list[dict[str, Any]]:
+    """`docker diff` from an overlay2 container's upper layer: a whiteout (a 0:0 character
+    device) is a deletion; a path present in a lower layer was modified, else added."""
+    out: list[dict[str, Any]] = []
+    for root, dirs, files in os.walk(upper):
+        for name in [*dirs, *files]:
+            full = os.path.join(root, name)
+            rel = "/" + os.path.relpath(full, upper)
+            try:
+                st = os.lstat(full)
+            except OSError:
+                continue
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                out.append({"Path": rel, "Kind": 2})
+                continue
+            below = any(os.path.lexists(os.path.join(low, rel.lstrip("/"))) for low in lowers)
+            out.append({"Path": rel, "Kind": 0 if below else 1})
+    return sorted(out, key=lambda c: c["Path"])
