@@ -27,20 +27,20 @@ import pyarrow as pa
 
 MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
 
+# The columns the released Terminal-Corpus and Harbor's trace rows share, in their order.
+TRACE_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("conversations", pa.list_(MESSAGE_TYPE)),
+    ("agent", pa.string()),
+    ("model", pa.string()),
+    ("model_provider", pa.string()),
+    ("date", pa.string()),
+    ("task", pa.string()),
+    ("episode", pa.string()),
+    ("run_id", pa.string()),
+    ("trial_name", pa.string()),
+]
 CORPUS_SCHEMA = pa.schema(
-    [
-        ("conversations", pa.list_(MESSAGE_TYPE)),
-        ("agent", pa.string()),
-        ("model", pa.string()),
-        ("model_provider", pa.string()),
-        ("date", pa.string()),
-        ("task", pa.string()),
-        ("episode", pa.string()),
-        ("run_id", pa.string()),
-        ("trial_name", pa.string()),
-        ("enable_thinking", pa.bool_()),
-        ("source", pa.string()),
-    ]
+    [*TRACE_FIELDS, ("enable_thinking", pa.bool_()), ("source", pa.string())]
 )
 CORPUS_FIELDS = tuple(CORPUS_SCHEMA.names)
 

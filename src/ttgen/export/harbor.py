@@ -51,7 +51,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ttgen.export.corpus import MESSAGE_TYPE
+from ttgen.export.corpus import TRACE_FIELDS
 from ttgen.formats.trial import TrialResult, read_trial_result
 
 EPISODES = ("all", "last")
@@ -86,18 +86,7 @@ class HarborOptions:
 def harbor_schema(options: HarborOptions | None = None) -> pa.Schema:
     """The parquet schema of the rows (the optional columns as the options ask)."""
     o = options or HarborOptions()
-    fields = [
-        ("conversations", pa.list_(MESSAGE_TYPE)),
-        ("agent", pa.string()),
-        ("model", pa.string()),
-        ("model_provider", pa.string()),
-        ("date", pa.string()),
-        ("task", pa.string()),
-        ("episode", pa.string()),
-        ("run_id", pa.string()),
-        ("trial_name", pa.string()),
-        ("result", pa.string()),
-    ]
+    fields = [*TRACE_FIELDS, ("result", pa.string())]
     if o.instruction:
         fields.append(("instruction", pa.string()))
     if o.verifier_output:
