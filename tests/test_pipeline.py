@@ -254,7 +254,7 @@ def test_settings_added_later_do_not_redo_earlier_runs():
     """A run folder made before `verifier_isolation` / `keep_tampered` existed keeps its
     fingerprints (nothing is redone after an upgrade) while they are at their defaults."""
     from ttgen.pipeline.config import Curation, Rollouts, Validation
-    from ttgen.pipeline.run import _settings
+    from ttgen.pipeline.stages import _settings
 
     assert "verifier_isolation" not in _settings(Validation())
     assert "verifier_isolation" not in _settings(Rollouts())

@@ -32,6 +32,7 @@ from typing import Any
 
 from ttgen import __version__
 from ttgen.curate.curator import RECORDS, read_manifest, read_records
+from ttgen.errors import TtgenError
 from ttgen.export.corpus import CORPUS_SCHEMA, corpus_row
 from ttgen.export.harbor import HarborOptions
 from ttgen.export.mixes import (
@@ -50,7 +51,7 @@ from ttgen.formats.trial import now, write_json_atomic
 EXPORT_FORMATS = ("corpus", "harbor", "sft")
 
 
-class ExportError(Exception):
+class ExportError(TtgenError):
     """A usage or input problem that stops the export before anything is written."""
 
 

@@ -46,8 +46,9 @@ from pydantic import (
 )
 
 from ttgen.errors import TtgenError
+from ttgen.pipeline.stages import STAGE_NAMES
 
-STAGES = ("sources", "validation", "rollouts", "curation", "export", "train", "eval", "report")
+STAGES = STAGE_NAMES  # the stages' names, in order (declared in ttgen.pipeline.stages)
 
 
 class PipelineConfigError(TtgenError):

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ttgen.errors import TtgenError
 from ttgen.formats.trial import INFRA_OUTCOMES, Outcome
 
 MODEL_OUTCOMES = tuple(o.value for o in Outcome if o not in INFRA_OUTCOMES)
 INFRA_OUTCOME_NAMES = tuple(o.value for o in Outcome if o in INFRA_OUTCOMES)
 
 
-class ReportError(Exception):
+class ReportError(TtgenError):
     """The input is not something a report can be made of."""
 
 
