@@ -112,6 +112,11 @@ def test_records_carry_provenance_and_infrastructure_outcomes_never_become_data(
     assert sorted(records) == ["job1/fix-cron__0", "job1/prime-sum__0", "job1/sum-csv__0",
                                "job1/sum-csv__1"]  # fmt: skip
     r = records["job1/sum-csv__0"]
+    # the record's contract (formats/record.py): these fields, in this order
+    from ttgen.formats.record import OPTIONAL_RECORD_FIELDS, RECORD_FIELDS
+
+    for rec in records.values():
+        assert tuple(k for k in rec if k not in OPTIONAL_RECORD_FIELDS) == RECORD_FIELDS
     assert (r["subset"], r["domain"], r["difficulty"], r["source"]) == (
         "skill_based", "security", "medium", "skill_based/medium/security")  # fmt: skip
     assert r["instruction"] == INSTRUCTIONS["sum-csv"]  # from the prompt: no task folder here
