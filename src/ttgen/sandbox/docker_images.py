@@ -194,7 +194,7 @@ class DockerImages:
     async def _build_domain_bases(self, task: Task, images: Sequence[str]) -> bool:
         """Build the missing ttgen domain images among `images` (a task's FROM images or its
         docker_image); True when one was missing and now exists."""
-        from ttgen.sandbox.domains import ensure_domain_bases  # domains.py imports this module
+        from ttgen.sandbox.domains import ensure_domain_bases  # only when a task needs one
 
         return bool(await ensure_domain_bases(self, images, who=task.name))
 
