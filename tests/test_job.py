@@ -296,8 +296,11 @@ def test_ctrl_c_stops_within_seconds_and_leaves_no_containers(
     docker_ready, make_task, tmp_path, sig, code
 ):
     tasks, out = _slow_tasks(make_task, tmp_path), tmp_path / "job"
+    # As from a terminal: a suite started in the background by a shell inherits SIGINT ignored
+    # (and Python keeps an ignored SIGINT ignored), which no user's Ctrl-C ever meets.
     proc = subprocess.Popen(_rollout_cmd(tasks, out), env=_cli_env(), cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     try:
         _wait_for(lambda: (out / "config.json").exists())
         _wait_for(lambda: len(asyncio.run(job_containers(job_id(out)))) >= 2)
