@@ -13,11 +13,8 @@ import time
 import pytest
 
 from conftest import BASE_IMAGE
-from ttgen.agents.terminus2.tmux import (
-    TmuxSession,
-    find_new_content,
-    limit_output_length,
-)
+from ttgen.agents.terminus2.observation import find_new_content, limit_output_length
+from ttgen.agents.terminus2.tmux import TmuxSession
 from ttgen.errors import AgentError
 from ttgen.task import Task
 

@@ -19,8 +19,8 @@ from typing import ClassVar
 
 from ttgen import __version__
 from ttgen.agents.base import AgentContext, ModelInfo, exec_until_exit
+from ttgen.agents.terminus2.observation import limit_output_length
 from ttgen.agents.terminus2.prompts import completion_message, render_prompt
-from ttgen.agents.terminus2.tmux import limit_output_length
 from ttgen.errors import AgentError
 from ttgen.formats.trial import write_json_atomic
 from ttgen.sandbox.base import Sandbox, resolve_env

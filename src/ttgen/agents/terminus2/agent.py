@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 
 from ttgen.agents.base import AgentContext, ModelInfo
 from ttgen.agents.terminus2.history import SUMMARIZATION_MESSAGE, Entry, History
+from ttgen.agents.terminus2.observation import limit_output_length
 from ttgen.agents.terminus2.parser import (
     parse_json_response,
     parse_xml_response,
@@ -63,7 +64,7 @@ from ttgen.agents.terminus2.summarize import (
     estimate_tokens,
     unwind,
 )
-from ttgen.agents.terminus2.tmux import TmuxSession, limit_output_length
+from ttgen.agents.terminus2.tmux import TmuxSession
 from ttgen.errors import AgentError, ConfigError, LLMError
 from ttgen.formats.trial import write_json_atomic
 from ttgen.llm import (
