@@ -94,6 +94,11 @@ class _Out:
     truncated: int = 0
     by_source: Counter[str] = field(default_factory=Counter)
 
+    def write(self, row: dict[str, Any], source: str) -> None:
+        self.writer.write(row)
+        self.rows += 1
+        self.by_source[source] += 1
+
 
 def _record_files(inputs: list[Path]) -> list[Path]:
     files = []
@@ -225,10 +230,7 @@ def export(
                     problems.append(f"{rec.get('id', '?')}: {exc}")
                     continue
                 for p in dest:
-                    o = outs[p.name]
-                    o.writer.write(row)
-                    o.rows += 1
-                    o.by_source[row["source"]] += 1
+                    outs[p.name].write(row, row["source"])
                 n_done += 1
                 if progress is not None and n_done % 256 == 0:
                     progress(n_done)
@@ -276,12 +278,10 @@ def export(
                 counts["rendering_differs"] += int(tok.rendering_differs)
                 for p in dest:
                     o = outs[p.name]
-                    o.writer.write(row)
-                    o.rows += 1
+                    o.write(row, row["source"])
                     o.tokens += tok.n_tokens
                     o.trained_tokens += tok.n_trained_tokens
                     o.truncated += int(tok.truncated)
-                    o.by_source[row["source"]] += 1
                 n_done += 1
                 if progress is not None and n_done % 64 == 0:
                     progress(n_done)
@@ -550,10 +550,7 @@ def _write_sharegpt(
         for sample, msgs in samples:
             row = sharegpt_row(sample, msgs)
             for p in dest:
-                o = outs[p.name]
-                o.writer.write(row)
-                o.rows += 1
-                o.by_source[row["source"]] += 1
+                outs[p.name].write(row, row["source"])
         n_done += 1
         if progress is not None and n_done % 256 == 0:
             progress(n_done)
@@ -611,10 +608,7 @@ def _write_harbor(
         counts["trials"] += 1
         for row in rows:
             for p in dest:
-                o = outs[p.name]
-                o.writer.write(row)
-                o.rows += 1
-                o.by_source[source] += 1
+                outs[p.name].write(row, source)
         n_done += 1
         if progress is not None and n_done % 64 == 0:
             progress(n_done)
