@@ -296,3 +296,62 @@ def test_the_report_counts_tampered_trials_as_their_own_model_outcome(tmp_path):
     rollouts = collect_report(job)["rollouts"]
     rows = {r["outcome"]: r for r in rollouts["outcome_table"]}
     assert rows["tampered"]["trials"] == 1 and rows["tampered"]["infra"] is False
+
+
+# -- Terminus 2's idle terminal: stopped, then the tests run in the agent's container -------------
+
+TERMINAL_TEST = """#!/bin/bash
+echo 0 > /logs/verifier/reward.txt
+grep -qx hello /app/out.txt && echo 1 > /logs/verifier/reward.txt
+sleep 3  # time for anything still able to run to overwrite the reward
+"""
+
+
+def _terminus(base_url: str) -> AgentSpec:
+    return AgentSpec(name="terminus-2", kwargs={"model": "m", "base_url": base_url, "api_key": "k"})
+
+
+def _typing(*commands: str):
+    """A teacher that types `commands` (one per turn), then says it is done."""
+
+    def reply(body: dict) -> str:
+        n = sum(1 for m in body["messages"] if m["role"] == "assistant")
+        todo = [{"keystrokes": c, "duration": 0.5} for c in commands[n : n + 1]]
+        return json.dumps({"analysis": "a", "plan": "p", "commands": todo,
+                           "task_complete": n >= len(commands)})  # fmt: skip
+
+    return reply
+
+
+@pytest.mark.parametrize(
+    ("typed", "isolation", "outcome"),
+    [
+        # the honest agent: its terminal idle at the prompt is stopped; verified in place
+        (["echo hello > /app/out.txt\n"], "in_place", "passed"),
+        # a job left in the background of the shell is the agent's work: a snapshot
+        (["echo hello > /app/out.txt\n", "sleep 600 &\n"], "snapshot", "passed"),
+        # a command tmux itself runs later, after the tests wrote their reward: it never
+        # reaches the reward the tests wrote (the server is stopped, or the tests ran in a
+        # snapshot); running beside the tests, it would forge a pass
+        (["tmux run-shell -d 2 'echo 1 > /logs/verifier/reward.txt'\n"], "any", "failed"),
+    ],
+    ids=["idle", "background-job", "tmux-delayed-forgery"],
+)
+async def test_terminus_terminal_idle_at_its_prompt_is_stopped_and_verified_in_place(
+    backend, job_name, make_task, tmp_path, typed, isolation, outcome
+):
+    from ttgen.rollout.trial import Trial, TrialSpec
+    from ttgen.testing import ScriptedLLMServer
+
+    task = Task.load(make_task("term", dockerfile=DOCKERFILE, test_sh=TERMINAL_TEST, env_files={}))
+    async with ScriptedLLMServer([], default=_typing(*typed)) as server:
+        spec = TrialSpec(task=task, trial_name="term__0", agent=_terminus(server.base_url))
+        result = await Trial(spec, backend, tmp_path / "t", job_id=job_name).run()
+    log = (tmp_path / "t" / "trial.log").read_text()
+    print(log)
+    assert result.outcome.value == outcome, (result.exception_info, log)
+    assert isolation in ("any", result.verifier_isolation), log
+    if isolation == "in_place":
+        assert "the agent's terminal is idle: stopped its" in log, log
+        assert "tmux" in log.split("stopped its", 1)[1].splitlines()[0]
+    assert await job_containers(job_name) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import resource
 import socket
 import time
 from typing import Any
@@ -19,6 +20,7 @@ from ttgen.llm import (
     LLMRequestError,
     LLMUsage,
     endpoint_semaphore,
+    pooled_sessions,
     split_reasoning,
 )
 from ttgen.testing import Drop, Error, Malformed, Reply, ScriptedLLMServer, Slow
@@ -353,6 +355,147 @@ def test_endpoint_semaphore_is_per_event_loop() -> None:
 
     # Closed loops are dropped when a new loop registers.
     assert len(asyncio.run(registry_loops())) == 1
+
+
+def _echo(body: dict[str, Any]) -> str:
+    return f"echo: {body['messages'][-1]['content']}"
+
+
+def _raise_fd_limit(needed: int) -> tuple[int, int] | None:
+    """Raise the soft RLIMIT_NOFILE to the hard limit when below ``needed``; returns the limits
+    to restore (None when unchanged). Skips the test when even the hard limit is too low."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip(f"needs {needed} file descriptors; the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return soft, hard
+    return None
+
+
+async def test_thousand_clients_share_one_pool_without_a_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """1,000 clients of one endpoint (as 1,000 trials have), default config, one request each:
+    all in flight at once over one shared session, none throttled by a default limit."""
+    n = 1000
+    # The client's and the server's ends of every connection live in this process.
+    previous = _raise_fd_limit(2 * n + 200)
+    try:
+        async with ScriptedLLMServer(default=_echo, latency_sec=1.0) as server:
+            cfg = LLMConfig(model="test-model", base_url=server.base_url)
+            assert cfg.max_concurrency is None
+            clients = [LLMClient(cfg) for _ in range(n)]
+            started = time.monotonic()
+            responses = await asyncio.gather(
+                *(
+                    client.chat([{"role": "user", "content": f"client {i}"}])
+                    for i, client in enumerate(clients)
+                )
+            )
+            elapsed = time.monotonic() - started
+            sessions = {id(client._session) for client in clients}
+            assert pooled_sessions() == 1 and pooled_sessions(server.base_url + "/") == 1
+            shared = clients[0]._session
+            assert shared is not None and not shared.closed
+            await asyncio.gather(*(client.close() for client in clients))
+            assert pooled_sessions() == 0 and shared.closed
+            print(f"\n{n} clients: {elapsed:.2f} s, server max_in_flight={server.max_in_flight}")
+            assert [r.content for r in responses] == [f"echo: client {i}" for i in range(n)]
+            assert all(r.n_retries == 0 for r in responses)
+            assert len(server.requests) == n
+            assert server.max_in_flight == n
+            assert sessions == {id(shared)}
+            assert elapsed < 10
+    finally:
+        if previous is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, previous)
+
+
+async def test_clients_sharing_a_pool_send_their_own_keys() -> None:
+    async with ScriptedLLMServer(default=_echo) as server:
+        a = LLMClient(config(server, api_key="sk-a"))
+        b = LLMClient(config(server, api_key="sk-b"))
+        anonymous = LLMClient(config(server, api_key=None))
+        async with a, b, anonymous:
+            await asyncio.gather(
+                *(
+                    client.chat([{"role": "user", "content": name}])
+                    for name, client in [("a", a), ("b", b), ("none", anonymous)] * 3
+                )
+            )
+            assert pooled_sessions() == 1
+            assert a._session is b._session is anonymous._session
+        assert pooled_sessions() == 0
+        assert len(server.requests) == 9
+        for request in server.requests:
+            name = request.messages[-1]["content"]
+            if name == "none":
+                assert "authorization" not in request.headers
+            else:
+                assert request.headers["authorization"] == f"Bearer sk-{name}"
+            assert request.headers["user-agent"].startswith("ttgen/")
+            assert request.headers["content-type"] == "application/json"
+
+
+async def test_max_concurrency_still_caps_in_flight() -> None:
+    async with ScriptedLLMServer(default="ok", latency_sec=0.2) as server:
+        clients = [LLMClient(config(server, max_concurrency=8)) for _ in range(32)]
+        responses = await asyncio.gather(*(client.chat(MESSAGES) for client in clients))
+        await asyncio.gather(*(client.close() for client in clients))
+        assert [r.content for r in responses] == ["ok"] * 32
+        assert server.max_in_flight == 8
+        assert pooled_sessions() == 0
+
+
+async def test_pool_reference_counting() -> None:
+    async with ScriptedLLMServer(default="ok") as server, ScriptedLLMServer(default="ok") as two:
+        a = LLMClient(config(server))
+        b = LLMClient(config(server))
+        other = LLMClient(config(two))
+        assert pooled_sessions() == 0  # nothing opened before first use
+        await a.chat(MESSAGES)
+        await b.chat(MESSAGES)
+        await other.chat(MESSAGES)
+        assert pooled_sessions() == 2 and pooled_sessions(server.base_url) == 1
+        assert a._session is b._session is not other._session
+        shared = a._session
+        assert shared is not None
+        await a.close()
+        await a.close()  # a second close releases nothing more
+        assert pooled_sessions(server.base_url) == 1 and not shared.closed
+        assert (await b.chat(MESSAGES)).content == "ok"
+        await a.chat(MESSAGES)  # a closed client reopens: the same pool again
+        assert a._session is shared
+        await a.close()
+        await b.close()
+        assert shared.closed and pooled_sessions(server.base_url) == 0
+        assert pooled_sessions() == 1
+        await other.close()
+        assert pooled_sessions() == 0
+        # The next client of the endpoint gets a fresh session.
+        async with LLMClient(config(server)) as c:
+            assert (await c.chat(MESSAGES)).content == "ok"
+            assert c._session is not shared and pooled_sessions() == 1
+        assert pooled_sessions() == 0
+
+
+def test_pooled_sessions_are_per_event_loop() -> None:
+    async def use_and_leave_registered() -> int:
+        async with ScriptedLLMServer(default="ok") as server:
+            client = LLMClient(LLMConfig(model="m", base_url=server.base_url))
+            await client.chat(MESSAGES)
+            assert client._session is not None
+            # Closed behind the registry's back (no release): the entry stays until pruned.
+            await client._session.close()
+            return id(asyncio.get_running_loop())
+
+    asyncio.run(use_and_leave_registered())
+    assert len(llm_module._SESSIONS) == 1
+    # Closed loops' sessions are dropped when a new loop registers.
+    asyncio.run(use_and_leave_registered())
+    assert len(llm_module._SESSIONS) == 1
+    llm_module._SESSIONS.clear()
 
 
 async def test_dynamic_and_default_steps() -> None:

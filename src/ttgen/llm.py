@@ -29,8 +29,15 @@ Failures:
 All these errors are `ttgen.errors.LLMError`s, which a trial records as ``llm_error``.
 
 Concurrency: every client of the same ``base_url`` in the process (per event loop) shares one
-semaphore of ``max_concurrency`` slots; the first client of an endpoint sets its size. A slot is
-held for one HTTP attempt, not during backoff sleeps.
+HTTP session and connection pool, opened by the first client that needs it and closed when the
+last one closes; the pool has no connection limit of its own. ``max_concurrency`` is None by
+default: no limit of the client's own, because the caller already bounds the requests in flight
+(a job of N trials, one request each at a time, has at most N), and a default cap would silently
+throttle big jobs. Set it to cap the requests in flight to an endpoint: the clients of that
+``base_url`` that set it share one semaphore of that many slots (the first sets its size); a
+slot is held for one HTTP attempt, not during backoff sleeps. Each request carries its client's
+own ``Authorization`` and ``User-Agent`` headers, so clients with different keys can share a
+pool.
 """
 
 from __future__ import annotations
@@ -85,7 +92,8 @@ class LLMConfig(BaseModel):
     max_retries: int = Field(default=6, ge=0)
     retry_min_wait_sec: float = Field(default=1.0, ge=0)
     retry_max_wait_sec: float = Field(default=60.0, ge=0)
-    max_concurrency: int = Field(default=64, ge=1)  # per endpoint, shared by its clients
+    # Requests in flight per endpoint, shared by its clients; None: no limit of the client's own.
+    max_concurrency: int | None = Field(default=None, ge=1)
     context_window: int | None = None  # max input tokens, for callers that manage context
     price_input_per_mtok: float | None = None
     price_output_per_mtok: float | None = None
@@ -335,7 +343,8 @@ _SEMAPHORES: dict[asyncio.AbstractEventLoop, dict[str, tuple[asyncio.Semaphore, 
 
 
 def endpoint_semaphore(base_url: str, limit: int) -> asyncio.Semaphore:
-    """The semaphore shared by every client of ``base_url`` in the running event loop.
+    """The semaphore shared by every client of ``base_url`` in the running event loop that
+    sets ``max_concurrency`` (clients without a limit take no slot).
 
     The first caller for an endpoint sets the limit; a later, different limit is ignored
     (with a warning).
@@ -358,6 +367,70 @@ def endpoint_semaphore(base_url: str, limit: int) -> asyncio.Semaphore:
             entry[1],
         )
     return entry[0]
+
+
+# -- the per-endpoint connection pool ----------------------------------------------------------
+
+
+@dataclass
+class _PooledSession:
+    session: aiohttp.ClientSession
+    refs: int = 0
+
+
+# One session (and connector) per endpoint per event loop, reference-counted by the clients
+# using it; closed loops' entries are pruned like the semaphores'.
+_SESSIONS: dict[asyncio.AbstractEventLoop, dict[str, _PooledSession]] = {}
+
+
+def _acquire_session(base_url: str) -> aiohttp.ClientSession:
+    """A reference to the session shared by the clients of ``base_url`` in the running loop."""
+    loop = asyncio.get_running_loop()
+    per_loop = _SESSIONS.get(loop)
+    if per_loop is None:
+        for old in [old for old in _SESSIONS if old.is_closed()]:
+            del _SESSIONS[old]
+        per_loop = _SESSIONS[loop] = {}
+    key = base_url.rstrip("/")
+    entry = per_loop.get(key)
+    if entry is None or entry.session.closed:
+        # No limit of its own, total or per host: a semaphore bounds the requests in flight
+        # where the config asks for it. Keep-alive is on (aiohttp's default).
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+        entry = per_loop[key] = _PooledSession(
+            aiohttp.ClientSession(connector=connector, trust_env=True)
+        )
+    entry.refs += 1
+    return entry.session
+
+
+def _release_session(
+    loop: asyncio.AbstractEventLoop, base_url: str, session: aiohttp.ClientSession
+) -> aiohttp.ClientSession | None:
+    """Drop one reference taken by `_acquire_session`; returns the session when that was the
+    last one (the caller closes it), else None."""
+    per_loop = _SESSIONS.get(loop, {})
+    key = base_url.rstrip("/")
+    entry = per_loop.get(key)
+    if entry is None or entry.session is not session:
+        return None  # already replaced (the shared session was closed from outside)
+    entry.refs -= 1
+    if entry.refs > 0:
+        return None
+    del per_loop[key]
+    if not per_loop:
+        del _SESSIONS[loop]
+    return session
+
+
+def pooled_sessions(base_url: str | None = None) -> int:
+    """How many shared HTTP sessions are open in the running event loop (for ``base_url``
+    only, when given)."""
+    per_loop = _SESSIONS.get(asyncio.get_running_loop(), {})
+    if base_url is not None:
+        entry = per_loop.get(base_url.rstrip("/"))
+        return int(entry is not None and not entry.session.closed)
+    return sum(not entry.session.closed for entry in per_loop.values())
 
 
 # -- the client -------------------------------------------------------------------------------
@@ -385,7 +458,13 @@ class LLMClient:
     def __init__(self, config: LLMConfig) -> None:
         self.config = config
         self.usage = LLMUsage()
+        # Per-client headers go with each request: the session is shared by the endpoint's
+        # clients, whatever their keys.
+        self._headers = {"Content-Type": "application/json", "User-Agent": f"ttgen/{__version__}"}
+        if config.api_key:
+            self._headers["Authorization"] = f"Bearer {config.api_key}"
         self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # where the session reference is
         self._semaphore: asyncio.Semaphore | None = None
 
     async def __aenter__(self) -> LLMClient:
@@ -396,22 +475,40 @@ class LLMClient:
         await self.close()
 
     async def close(self) -> None:
+        """Release this client's reference to the shared session (closing it if it was the
+        last one). Closing twice is harmless; the client reopens on its next request."""
+        last = self._release()
+        if last is not None and not last.closed:
+            await last.close()
+
+    def _release(self) -> aiohttp.ClientSession | None:
+        """Drop the session reference; returns the session when the caller should close it."""
         session, self._session = self._session, None
-        if session is not None and not session.closed:
-            await session.close()
+        loop, self._loop = self._loop, None
+        self._semaphore = None
+        if session is None or loop is None:
+            return None
+        last = _release_session(loop, self.config.base_url, session)
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        # A session of another loop cannot be closed from here; a closed loop's is pruned.
+        return last if last is not None and loop is running else None
 
     def _ensure_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            headers = {"Content-Type": "application/json", "User-Agent": f"ttgen/{__version__}"}
-            if self.config.api_key:
-                headers["Authorization"] = f"Bearer {self.config.api_key}"
-            # No pool limit of its own: the endpoint semaphore bounds the requests in flight.
-            connector = aiohttp.TCPConnector(limit=0)
-            self._session = aiohttp.ClientSession(
-                connector=connector, headers=headers, trust_env=True
+        loop = asyncio.get_running_loop()
+        session = self._session
+        if session is None or session.closed or self._loop is not loop:
+            if session is not None:
+                self._release()  # closed from outside, or left over from another event loop
+            session = self._session = _acquire_session(self.config.base_url)
+            self._loop = loop
+            limit = self.config.max_concurrency
+            self._semaphore = (
+                endpoint_semaphore(self.config.base_url, limit) if limit is not None else None
             )
-            self._semaphore = endpoint_semaphore(self.config.base_url, self.config.max_concurrency)
-        return self._session
+        return session
 
     def request_body(
         self, messages: Sequence[Mapping[str, Any]], extra_body: Mapping[str, Any] | None = None
@@ -447,7 +544,7 @@ class LLMClient:
     async def _chat(self, body: dict[str, Any]) -> LLMResponse:
         cfg = self.config
         session = self._ensure_session()
-        assert self._semaphore is not None
+        semaphore = self._semaphore
         payload = json.dumps(body).encode()
         timeout = aiohttp.ClientTimeout(total=cfg.timeout_sec)
         started = time.monotonic()
@@ -455,8 +552,11 @@ class LLMClient:
         while True:
             attempts += 1
             try:
-                async with self._semaphore:
+                if semaphore is None:
                     data = await self._attempt(session, payload, timeout)
+                else:
+                    async with semaphore:
+                        data = await self._attempt(session, payload, timeout)
                 return self._response(data, started, attempts - 1)
             except _Retryable as exc:
                 last = exc
@@ -492,7 +592,9 @@ class LLMClient:
     ) -> dict[str, Any]:
         endpoint = self.config.endpoint
         try:
-            async with session.post(endpoint, data=payload, timeout=timeout) as resp:
+            async with session.post(
+                endpoint, data=payload, headers=self._headers, timeout=timeout
+            ) as resp:
                 status = resp.status
                 raw = await resp.read()
                 retry_after = _retry_after(resp.headers)

@@ -16,30 +16,43 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ttgen.errors import ConfigError
 from ttgen.formats.trial import RetryRecord, TrialResult
-from ttgen.rollout.ray_executor import (
-    RAY_MISSING,
-    NodeCallError,
-    RayExecutor,
-    import_ray,
-    shipped_env,
-)
-from ttgen.rollout.ray_node import NodeRunner, settings_from_dict, settings_to_dict
 from ttgen.rollout.trial import Trial, TrialSpec
-from ttgen.rollout.trial_archive import (
-    MAX_TRIAL_ARCHIVE_BYTES,
-    pack_task,
-    pack_trial,
-    record_failure,
-    unpack_trial,
-)
 from ttgen.sandbox import SandboxBackend, open_backend
 
 if TYPE_CHECKING:
     from ttgen.rollout.job import JobOptions
+
+# The Ray side (and the archives it ships) is imported when first named: a local job, one
+# trial from the command line, never pays for it.
+_LAZY = {
+    "RAY_MISSING": "ttgen.rollout.ray_executor",
+    "NodeCallError": "ttgen.rollout.ray_executor",
+    "RayExecutor": "ttgen.rollout.ray_executor",
+    "import_ray": "ttgen.rollout.ray_executor",
+    "shipped_env": "ttgen.rollout.ray_executor",
+    "NodeRunner": "ttgen.rollout.ray_node",
+    "settings_from_dict": "ttgen.rollout.ray_node",
+    "settings_to_dict": "ttgen.rollout.ray_node",
+    "MAX_TRIAL_ARCHIVE_BYTES": "ttgen.rollout.trial_archive",
+    "pack_task": "ttgen.rollout.trial_archive",
+    "pack_trial": "ttgen.rollout.trial_archive",
+    "record_failure": "ttgen.rollout.trial_archive",
+    "unpack_trial": "ttgen.rollout.trial_archive",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
 
 Log = Callable[[str], None]
 
@@ -49,9 +62,10 @@ class TrialExecutor(Protocol):
 
     name: str
 
-    async def start(self, job_id: str, log: Log) -> list[str]:
+    async def start(self, job_id: str, log: Log, *, fresh: bool = False) -> list[str]:
         """Check the engine(s) and remove containers an earlier run of the job left behind;
-        return their names."""
+        return their names. `fresh`: the job has never run (its id is new), so nothing of it
+        can be left anywhere and there is nothing to look for."""
         ...
 
     def capacity(self, requested: int) -> int:
@@ -85,6 +99,8 @@ def make_executor(options: JobOptions, backend: SandboxBackend | None = None) ->
     if options.executor == "local":
         return LocalExecutor(backend, name=options.backend)
     if options.executor == "ray":
+        from ttgen.rollout.ray_executor import RayExecutor
+
         settings = backend.settings if backend is not None else None
         name = options.backend or (backend.name if backend is not None else None)
         return RayExecutor(
@@ -107,10 +123,12 @@ class LocalExecutor:
         self.backend: SandboxBackend | None = backend
         self.backend_name = name
 
-    async def start(self, job_id: str, log: Log) -> list[str]:
+    async def start(self, job_id: str, log: Log, *, fresh: bool = False) -> list[str]:
         if self.backend is None:
             self.backend = open_backend(self.backend_name)
         await self.backend.ping()
+        if fresh:
+            return []
         gone = await self.backend.gc(job=job_id, keep_network=True)
         return gone["containers"]
 
@@ -152,21 +170,4 @@ class LocalExecutor:
             self.backend = None
 
 
-__all__ = [
-    "MAX_TRIAL_ARCHIVE_BYTES",
-    "RAY_MISSING",
-    "LocalExecutor",
-    "NodeCallError",
-    "NodeRunner",
-    "RayExecutor",
-    "TrialExecutor",
-    "import_ray",
-    "make_executor",
-    "pack_task",
-    "pack_trial",
-    "record_failure",
-    "settings_from_dict",
-    "settings_to_dict",
-    "shipped_env",
-    "unpack_trial",
-]
+__all__ = ["LocalExecutor", "TrialExecutor", "make_executor", *_LAZY]

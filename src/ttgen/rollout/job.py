@@ -349,7 +349,9 @@ class Job:
         started = False
         try:
             config = self._read_config()  # again, now that this process holds the job
-            self.removed_containers = await executor.start(self.job_id, self._log)
+            self.removed_containers = await executor.start(
+                self.job_id, self._log, fresh=config is None
+            )
             pending = self._scan()
             self._write_config(config)
             started = True

@@ -156,7 +156,7 @@ class RayExecutor:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    async def start(self, job_id: str, log: Log) -> list[str]:
+    async def start(self, job_id: str, log: Log, *, fresh: bool = False) -> list[str]:
         ray = self._ray = import_ray()
         self._job_id, self._log = job_id, log
         if not ray.is_initialized():

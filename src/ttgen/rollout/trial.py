@@ -263,9 +263,12 @@ class Trial:
         self.force_build = force_build
         self.verifier_env = dict(verifier_env or {})
         if verifier_isolation not in ("snapshot", "shared"):
-            raise ValueError(f"verifier isolation must be snapshot or shared, not {verifier_isolation!r}")
+            raise ValueError(
+                f"verifier isolation must be snapshot or shared, not {verifier_isolation!r}"
+            )
         self.verifier_isolation = verifier_isolation
         self.sandbox: ContainerSandbox | None = None
+        self._agent: Any = None  # the agent, once set up (the verifier asks it about its helpers)
         self.history = history or []
         # Set when this job already failed to build the task's image: fail fast, same error.
         self.known_build_error = known_build_error
@@ -436,7 +439,7 @@ class Trial:
         assert self.sandbox is not None
         spec = self.spec
         result.agent_setup = TimingInfo(started_at=now())
-        agent = create_agent(spec.agent.name, **spec.agent.kwargs)
+        agent = self._agent = create_agent(spec.agent.name, **spec.agent.kwargs)
         info = agent.model_info()
         result.agent_info = AgentInfo(
             name=agent.name,
@@ -543,9 +546,16 @@ class Trial:
             raise RewardFileNotFoundError("the task has no tests/test.sh, so nothing can score it")
         mode = self.verifier_isolation
         running: list[str] | None = None
+        frozen: list[str] | None = None
         if mode == "snapshot":
             running = await agent_sb.foreign_processes()
-            if running == []:
+            if running:
+                # All that runs may be the agent's terminal, idle at its prompt (Terminus 2's
+                # tmux server and shell): stopped, it can do nothing either. Stopping it changes
+                # nothing the tests can need (a service or a job left running is not idle).
+                harness = getattr(self._agent, "harness_processes", None)
+                frozen = await agent_sb.freeze_idle_terminal(harness() if harness else ())
+            if running == [] or frozen:
                 # Nothing of the agent runs, so nothing can start or reach the tests: verify in
                 # the agent's container (much cheaper), through a trusted exec helper.
                 mode = "in_place"
@@ -560,7 +570,12 @@ class Trial:
                  f"{why})")  # fmt: skip
         elif mode == "in_place":
             await agent_sb.trusted_exec_channel()
-            tlog("no process of the agent runs: verifying in its container")
+            if frozen:
+                tlog(f"the agent's terminal is idle: stopped its {len(frozen)} process(es) "
+                     f"({', '.join(f.split(' ', 2)[1] for f in frozen)}); verifying in its "
+                     "container")  # fmt: skip
+            else:
+                tlog("no process of the agent runs: verifying in its container")
         try:
             await self._check_tampering(agent_sb, sb, result, tlog)
             await self._run_tests(sb, result, timeouts, tlog)

@@ -204,6 +204,14 @@ class ContainerSandbox(Sandbox, Protocol):
         None when it cannot be listed from here (then assume something runs)."""
         ...
 
+    async def freeze_idle_terminal(self, harness: Sequence[str] = ()) -> list[str] | None:
+        """When all the agent left running is an idle terminal (a tmux server whose shells sit
+        at their prompt, and harness helpers whose command lines start with one of `harness`),
+        stop its processes (SIGSTOP) so that nothing in the container runs any more; the
+        stopped processes as "pid command" lines. None, with nothing changed, otherwise or when
+        it cannot be done from here."""
+        ...
+
     async def trusted_exec_channel(self) -> None:
         """Make sure later commands go through a channel no agent process could have touched."""
         ...

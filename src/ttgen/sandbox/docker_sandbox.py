@@ -32,7 +32,9 @@ from ttgen.sandbox.base import DEFAULT_MAX_OUTPUT_BYTES, ExecResult
 from ttgen.sandbox.execd import HELPER, ExecChannel, UserSwitchError
 from ttgen.sandbox.host import (
     EXEC_MARKER,
+    _cmdline,
     foreign_pids,
+    freeze_idle_terminal,
     kill_marked_on_host,
     overlay_changes,
 )
@@ -633,12 +635,26 @@ class DockerSandbox:
         they cannot be listed from here (a remote engine): assume there are some."""
         if not await self._engine_is_local():
             return None
-        init = self._init_pid  # the container's init: fixed for its life
-        ours = {init}
+        ours = await self._our_pids()
+        return await asyncio.to_thread(foreign_pids, self._init_pid, ours, KEEPALIVE_CMD)
+
+    async def _our_pids(self) -> set[int]:
+        """Host pids of ttgen's own processes in the container: its init (fixed for its life)
+        and the exec helper."""
+        ours = {self._init_pid}
         if self._channel_exec is not None:
             with contextlib.suppress(aiodocker.DockerError, KeyError, TypeError, ValueError):
                 ours.add(int((await self._channel_exec.inspect())["Pid"]))
-        return await asyncio.to_thread(foreign_pids, init, ours, KEEPALIVE_CMD)
+        return ours
+
+    async def freeze_idle_terminal(self, harness: Sequence[str] = ()) -> list[str] | None:
+        if not await self._engine_is_local():
+            return None
+        ours = await self._our_pids()
+        frozen = await asyncio.to_thread(
+            freeze_idle_terminal, self._init_pid, ours, KEEPALIVE_CMD, tuple(harness)
+        )
+        return None if frozen is None else [f"{pid} {_cmdline(pid)[:200]}" for pid in frozen]
 
     async def changes(self) -> list[dict[str, Any]]:
         """What differs between the container's files and its image (`docker diff`): a list of

@@ -8,9 +8,11 @@ and telling whether the process that labelled a container is still alive.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import stat
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -97,7 +99,7 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
-def foreign_pids(init: int, ours: set[int], keepalive_cmd: Sequence[str]) -> list[str] | None:
+def _foreign(init: int, ours: set[int], keepalive_cmd: Sequence[str]) -> list[int] | None:
     """Host pids in the cgroup of container process `init`, minus `ours` and the keep-alive
     command (the first child init started: nothing the agent runs can start before it; an
     orphan re-parented to init and named like it starts later), minus zombies."""
@@ -143,8 +145,96 @@ def foreign_pids(init: int, ours: set[int], keepalive_cmd: Sequence[str]) -> lis
         st = _proc_stat(pid)
         if st is None or st[0] in ("Z", "X"):
             continue  # gone, or a zombie: runs nothing
-        out.append(f"{pid} {_cmdline(pid)[:200]}")
+        out.append(pid)
     return out
+
+
+def foreign_pids(init: int, ours: set[int], keepalive_cmd: Sequence[str]) -> list[str] | None:
+    """What `_foreign` finds, as "pid command" lines."""
+    pids = _foreign(init, ours, keepalive_cmd)
+    return None if pids is None else [f"{pid} {_cmdline(pid)[:200]}" for pid in pids]
+
+
+SHELLS = frozenset({"bash", "sh", "dash", "zsh", "ash", "ksh"})
+
+
+def _ppid_comm(pid: int) -> tuple[int, str] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        with open(f"/proc/{pid}/comm", "rb") as f:
+            return ppid, f.read().decode(errors="replace").strip()
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def idle_terminal(pids: Sequence[int], harness: Sequence[str]) -> list[int] | None:
+    """When the processes `pids` (what runs in a container besides ttgen's own) are nothing
+    but an idle terminal, its processes, multiplexer servers first; else None.
+
+    Idle terminal: tmux servers (daemons: their parent is not among `pids`) whose children are
+    shells with no child of their own (at the prompt: nothing started from them runs) or a
+    harness helper with no child (its command line starts with one of `harness`, e.g. the
+    pane's logger). Anything else (a service, a job left in the background, a command still in
+    the foreground, a program in another tmux window) is the agent's work and may matter to the
+    tests, so the answer is None."""
+    info = {}
+    for pid in pids:
+        got = _ppid_comm(pid)
+        if got is None:
+            return None
+        info[pid] = got
+    parents = {pp for pp, _ in info.values()}
+    servers = [p for p, (pp, comm) in info.items() if comm.startswith("tmux") and pp not in info]
+    if not servers:
+        return None
+    rest = []
+    for pid, (ppid, comm) in info.items():
+        if pid in servers:
+            continue
+        if ppid not in servers or pid in parents:
+            return None
+        if comm not in SHELLS and not any(_cmdline(pid).startswith(h) for h in harness if h):
+            return None
+        rest.append(pid)
+    return [*servers, *rest]
+
+
+def freeze_idle_terminal(
+    init: int, ours: set[int], keepalive_cmd: Sequence[str], harness: Sequence[str]
+) -> list[int] | None:
+    """Stop (SIGSTOP) an idle terminal (`idle_terminal`) that is all the container runs besides
+    ttgen's own processes, and make sure it is then all there is, every process of it stopped:
+    nothing in the container can run any more. The stopped pids; None (everything as it was)
+    when the container runs anything else, or a process could not be stopped."""
+    pids = _foreign(init, ours, keepalive_cmd)
+    terminal = idle_terminal(pids, harness) if pids else None
+    if not terminal:
+        return None
+    stopped: list[int] = []
+    try:
+        for pid in terminal:  # servers first: a stopped server starts nothing
+            os.kill(pid, signal.SIGSTOP)
+            stopped.append(pid)
+        for _ in range(100):  # SIGSTOP takes effect within microseconds
+            now = _foreign(init, ours, keepalive_cmd)
+            if now is None or sorted(now) != sorted(terminal):
+                break
+            states = [_proc_stat(pid) for pid in terminal]
+            if all(st is not None and st[0] == "T" for st in states):
+                return terminal
+            time.sleep(0.002)
+    except (ProcessLookupError, PermissionError):
+        pass
+    thaw(stopped)
+    return None
+
+
+def thaw(pids: Sequence[int]) -> None:
+    """SIGCONT what `freeze_idle_terminal` stopped."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGCONT)
 
 
 def overlay_changes(upper: str, lowers: list[str]) -> list[dict[str, Any]]:

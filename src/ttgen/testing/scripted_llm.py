@@ -194,8 +194,12 @@ class ScriptedLLMServer:
         model: str = "scripted-model",
         host: str = "127.0.0.1",
         port: int = 0,
+        backlog: int = 2048,
     ) -> None:
         self.default = default
+        # Connections the kernel queues before accept: a burst of 1,000 trials' first requests
+        # must not overflow it (aiohttp's default is 128; uvicorn's, under vLLM and SGLang, 2048).
+        self.backlog = backlog
         self.latency_sec = latency_sec
         self.model = model
         self.host = host
@@ -214,7 +218,7 @@ class ScriptedLLMServer:
         app.router.add_get("/v1/models", self._models)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.requested_port)
+        site = web.TCPSite(runner, self.host, self.requested_port, backlog=self.backlog)
         await site.start()
         self._runner = runner
         self._port = runner.addresses[0][1]

@@ -108,7 +108,7 @@ class Terminus2Agent:
         strict_timing: bool = False,
         pane_width: int = 160,
         pane_height: int = 40,
-        max_concurrency: int = 64,
+        max_concurrency: int | None = None,
         timeout_sec: float = 600.0,
         max_retries: int = 6,
         price_input_per_mtok: float | None = None,
@@ -193,6 +193,13 @@ class Terminus2Agent:
         a parameter the endpoint refuses, then fails once instead of in every trial. Raises
         LLMError; returns a line describing the answer."""
         return await check_endpoint(self.llm_config)
+
+    def harness_processes(self) -> list[str]:
+        """Command-line prefixes of the harness's own helpers in the container besides its
+        tmux server and shell (the pane's logger). When these, the server and a shell at its
+        prompt are all that runs after the agent, the trial may stop them and verify in the
+        agent's container (trial.py)."""
+        return list(self.tmux.harness) if self.tmux is not None else []
 
     def finish(self, ctx: AgentContext) -> None:
         """Merge the keystrokes sent and a marker per turn into the copied-out recording."""

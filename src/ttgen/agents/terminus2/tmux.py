@@ -235,6 +235,9 @@ class TmuxSession:
         self._cleanup: asyncio.Future[None] | None = None
         self.pane_logging = False  # whether the pane log is being written
         self.recording_active = False  # whether the asciinema recording is being written
+        # Command-line prefixes of this session's own helper processes in the container (the
+        # pane's logger): harness, not agent, processes (see `harness_processes`).
+        self.harness: list[str] = []
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -284,9 +287,11 @@ class TmuxSession:
             pipe = "exec " + " ".join(shlex.quote(a) for a in args)
             cmd += ["pipe-pane", "-o", "-t", name, pipe, ";"]
             self.recording_active = True
+            self.harness = [" ".join(args[:3])]  # the interpreter, -c and the code
         elif self.pane_logging:
             assert self.pane_log is not None
-            cmd += ["pipe-pane", "-o", "-t", name, f"cat >> {shlex.quote(self.pane_log)}", ";"]
+            cmd += ["pipe-pane", "-o", "-t", name, f"exec cat >> {shlex.quote(self.pane_log)}", ";"]
+            self.harness = ["cat"]
         cmd += ["display-message", "-p", "-t", name, "#{socket_path}"]
         res = await self._run(cmd, env={"TERM": "xterm-256color", "SHELL": "/bin/bash"})
         lines = res.stdout.strip().splitlines()
