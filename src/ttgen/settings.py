@@ -8,7 +8,7 @@ Sources, later ones win:
 4. the file named by ``TTGEN_CONFIG``;
 5. environment variables: ``TTGEN_IMAGE_ALIASES`` (``PATTERN=IMAGE,PATTERN=IMAGE``),
    ``TTGEN_EXTRA_CA_CERT`` (a PEM file), ``TTGEN_PIDS_LIMIT``, ``TTGEN_DOMAIN_BASE``,
-   ``TTGEN_BACKEND`` (the sandbox backend: ``docker`` or ``podman``).
+   ``TTGEN_BACKEND`` (the sandbox backend: ``docker`` or ``podman``), ``TTGEN_START_CONCURRENCY``.
 
 Alias lists are merged: entries from a later source are tried before earlier ones.
 A config file looks like::
@@ -26,6 +26,9 @@ A config file looks like::
     pids_limit = 4096
     default_cpus = 1       # for tasks that set no cpus
     default_memory_mb = 2048
+    start_concurrency = 8  # container starts (and removals) the engine is asked for at once;
+                           # default 4 per CPU, at most 32: the engine does them one after
+                           # another anyway, and a flooded engine hangs calls
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ ENV_CONFIG = "TTGEN_CONFIG"
 ENV_PIDS = "TTGEN_PIDS_LIMIT"
 ENV_DOMAIN_BASE = "TTGEN_DOMAIN_BASE"
 ENV_BACKEND = "TTGEN_BACKEND"
+ENV_START = "TTGEN_START_CONCURRENCY"
 DEFAULT_BACKEND = "docker"
 _BACKEND_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 
@@ -66,9 +70,17 @@ class Settings:
     pids_limit: int = 4096
     default_cpus: float = 1.0
     default_memory_mb: int = 2048
+    start_concurrency: int | None = None  # None: 4 per CPU, at most 32 (see the docstring)
     domain_base: str | None = None  # base image of the domain images (None: the Dockerfile's)
     backend: str = DEFAULT_BACKEND  # the sandbox backend (ttgen.sandbox.open_backend's name)
     sources: list[str] = field(default_factory=list)
+
+    @property
+    def engine_slots(self) -> int:
+        """How many container starts (and, separately, removals) run at once."""
+        if self.start_concurrency is not None:
+            return self.start_concurrency
+        return max(1, min(32, 4 * (os.cpu_count() or 1)))
 
     def resolve_image(self, ref: str) -> str:
         """Map an image reference through the aliases (first match wins); unchanged if none."""
@@ -138,12 +150,19 @@ def _apply_file(settings: Settings, path: Path) -> None:
     for table, where in ((data, "backend"), (sandbox, "[sandbox] backend")):
         if "backend" in table:
             settings.backend = _backend_setting(table["backend"], f"{path}: {where}")
-    for key, conv in (("pids_limit", int), ("default_cpus", float), ("default_memory_mb", int)):
+    for key, conv in (
+        ("pids_limit", int),
+        ("default_cpus", float),
+        ("default_memory_mb", int),
+        ("start_concurrency", int),
+    ):
         if key in sandbox:
             try:
                 setattr(settings, key, conv(sandbox[key]))
             except (TypeError, ValueError):
                 raise ConfigError(f"{path}: [sandbox] {key} must be a number") from None
+    if settings.start_concurrency is not None and settings.start_concurrency < 1:
+        raise ConfigError(f"{path}: [sandbox] start_concurrency must be at least 1")
     settings.sources.append(src)
 
 
@@ -219,6 +238,13 @@ def load_settings(cwd: Path | None = None, environ: dict[str, str] | None = None
             settings.pids_limit = int(env[ENV_PIDS])
         except ValueError:
             raise ConfigError(f"{ENV_PIDS}={env[ENV_PIDS]!r} is not an integer") from None
+    if env.get(ENV_START):
+        try:
+            settings.start_concurrency = int(env[ENV_START])
+        except ValueError:
+            raise ConfigError(f"{ENV_START}={env[ENV_START]!r} is not an integer") from None
+        if settings.start_concurrency < 1:
+            raise ConfigError(f"{ENV_START}={env[ENV_START]!r}: must be at least 1")
     if env.get(ENV_DOMAIN_BASE):
         settings.domain_base = _image_setting(env[ENV_DOMAIN_BASE], ENV_DOMAIN_BASE)
         settings.sources.append(ENV_DOMAIN_BASE)

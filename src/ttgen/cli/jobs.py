@@ -162,7 +162,8 @@ def rollout(
         console.print(_stats_table(stats, escape(f"rollout: {out}")))
         if result["removed_containers"]:
             console.print(
-                f"removed {len(result['removed_containers'])} container(s) left by an earlier run"
+                f"removed {len(result['removed_containers'])} container(s) left by an earlier run "
+                f"in {result.get('cleanup_sec', 0):.1f} s"
             )
         console.print(
             f"job folder: {out}  (result.json, trials.jsonl, one folder per trial)", markup=False

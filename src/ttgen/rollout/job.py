@@ -319,6 +319,7 @@ class Job:
         self.summaries: dict[str, TrialSummary] = {}
         self.running = 0
         self.removed_containers: list[str] = []
+        self.cleanup_sec = 0.0
         self._build_failures: dict[str, str] = {}
         self._dirty = False
         self._t0 = 0.0
@@ -349,21 +350,26 @@ class Job:
         started = False
         try:
             config = self._read_config()  # again, now that this process holds the job
+            t0 = time.monotonic()
             self.removed_containers = await executor.start(
                 self.job_id, self._log, fresh=config is None
             )
+            self.cleanup_sec = time.monotonic() - t0
             pending = self._scan()
+            # before anything is written: a host that cannot hold them refuses the run
+            n_workers = executor.capacity(min(self.options.n_concurrent, len(pending)) or 1)
             self._write_config(config)
             started = True
             self._log(f"run started (pid {os.getpid()}, {len(self.specs)} trials planned)")
             if self.removed_containers:
                 self._log(
-                    f"removed {len(self.removed_containers)} container(s) left by an earlier run"
+                    f"removed {len(self.removed_containers)} container(s) left by an earlier run "
+                    f"in {self.cleanup_sec:.1f}s"
                 )
             self.events.job_started(self, len(self.specs), list(self.summaries.values()))
             writer = asyncio.create_task(self._write_periodically())
             try:
-                await self._run_pending(executor, pending)
+                await self._run_pending(executor, pending, n_workers)
             finally:
                 writer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -542,7 +548,10 @@ class Job:
         return pending
 
     async def _run_pending(
-        self, executor: TrialExecutor, pending: list[tuple[TrialSpec, list[RetryRecord]]]
+        self,
+        executor: TrialExecutor,
+        pending: list[tuple[TrialSpec, list[RetryRecord]]],
+        n_workers: int,
     ) -> None:
         if not pending:
             return
@@ -561,7 +570,6 @@ class Job:
             for spec, history in queue:
                 await self._run_trial(executor, spec, history)
 
-        n_workers = executor.capacity(self.options.n_concurrent)
         try:
             async with asyncio.TaskGroup() as tg:
                 for _ in range(max(1, min(n_workers, len(pending)))):
@@ -646,6 +654,8 @@ class Job:
             "n_total_trials": len(self.specs),
             "stats": self.stats(),
             "removed_containers": self.removed_containers,
+            # seconds this run spent finding and removing what an earlier run left (resume)
+            "cleanup_sec": round(self.cleanup_sec, 3),
             "skipped_tasks": self.skipped_tasks,
         }
         if self.job_id:

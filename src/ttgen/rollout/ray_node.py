@@ -41,6 +41,7 @@ def settings_to_dict(settings: Settings) -> dict[str, Any]:
         "pids_limit": settings.pids_limit,
         "default_cpus": settings.default_cpus,
         "default_memory_mb": settings.default_memory_mb,
+        "start_concurrency": settings.start_concurrency,  # None: each node's own CPUs decide
         "domain_base": settings.domain_base,
         "backend": settings.backend,
         "sources": list(settings.sources),
@@ -54,6 +55,7 @@ def settings_from_dict(d: dict[str, Any]) -> Settings:
         pids_limit=d.get("pids_limit", 4096),
         default_cpus=d.get("default_cpus", 1.0),
         default_memory_mb=d.get("default_memory_mb", 2048),
+        start_concurrency=d.get("start_concurrency"),
         domain_base=d.get("domain_base"),
         backend=d.get("backend") or DEFAULT_BACKEND,
         sources=[*d.get("sources", []), "ray driver"],

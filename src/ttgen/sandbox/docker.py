@@ -108,6 +108,13 @@ class DockerBackend(DockerImages):
         # builds run at once (cache hits never wait).
         n = build_concurrency or max(1, (os.cpu_count() or 2) // 2)
         self._build_slots = asyncio.Semaphore(n)
+        # Admission control: the engine creates, starts and removes containers one after
+        # another however many it is asked for at once; asked for hundreds, it answers each
+        # late (calls time out, trials fail for nothing). So only `engine_slots` starts, and as
+        # many removals, are asked for at once; the rest wait here, first come first served,
+        # and the first trials start working while the others still wait.
+        self.start_slots = asyncio.Semaphore(self.settings.engine_slots)
+        self.remove_slots = asyncio.Semaphore(self.settings.engine_slots)
 
     # -- client ---------------------------------------------------------------------------
 
@@ -140,6 +147,13 @@ class DockerBackend(DockerImages):
                     f"the {self.name} backend cannot create an API client"
                     f"{f' for {self._url}' if self._url else ''}: {exc}. {self.UNAVAILABLE_HINT}"
                 ) from exc
+            # aiohttp's pools hold 100 connections by default, and an exec's attached stream
+            # keeps one for as long as the exec runs: a trial's exec helper, the whole trial.
+            # The 101st concurrent trial would wait for a connection only a finished trial
+            # frees, and every call behind it with it. What the engine is asked at once is
+            # bounded by admission control (start_slots, remove_slots), not by the pool.
+            # (aiohttp offers no setter; tests check that the pool is unbounded.)
+            self._docker.connector._limit = 0
         return self._docker
 
     async def ping(self) -> dict[str, Any]:
@@ -153,8 +167,8 @@ class DockerBackend(DockerImages):
 
     async def close(self) -> None:
         if self._docker is not None:
-            await self._docker.close()
-            self._docker = None
+            docker, self._docker = self._docker, None
+            await docker.close()
 
     async def __aenter__(self) -> DockerBackend:
         return self
@@ -318,6 +332,23 @@ class DockerBackend(DockerImages):
         }
         if envcfg.workdir:
             config["WorkingDir"] = envcfg.workdir
+        async with self.start_slots:
+            return await self._create_and_start(
+                task, image, name, config, network, inject_ca, ca, envcfg, exec_channel
+            )
+
+    async def _create_and_start(
+        self,
+        task: Task,
+        image: ImageRef,
+        name: str,
+        config: dict[str, Any],
+        network: str,
+        inject_ca: bool,
+        ca: bytes | None,
+        envcfg: Any,
+        exec_channel: bool | Literal["eager"] | None,
+    ) -> DockerSandbox:
         # Cancelled while the engine creates the container, we would never learn its id: let
         # the create finish, then remove what it made.
         create = asyncio.ensure_future(self.docker.containers.create(config, name=name))
@@ -379,6 +410,10 @@ class DockerBackend(DockerImages):
         localhost) but in mount and process namespaces of its own: nothing still running in
         `source` can read or write its files, its /tests or its reward. Its stop() removes it
         and the image; `gc` removes both after a crash (labels `ttgen.snapshot`, `ttgen.role`)."""
+        async with self.start_slots:
+            return await self._snapshot(source, role)
+
+    async def _snapshot(self, source: DockerSandbox, role: str) -> DockerSandbox:
         cfg = source._create_config
         if cfg is None:
             raise SandboxError(f"{source.name}: only containers ttgen started can be snapshotted")
@@ -451,12 +486,11 @@ class DockerBackend(DockerImages):
         containers = await self.docker.containers.list(all=True, filters=json.dumps(filters))
         removed: list[str] = []
         host = socket.gethostname()
-        for c in containers:
-            labels = c._container.get("Labels") or {}
-            if not everything and job is None and owner_alive(labels, host):
-                continue  # its process runs, or another machine's container on a shared engine
+
+        async def remove(c: Any) -> None:
             try:
-                await c.delete(force=True, v=True)
+                async with self.remove_slots:
+                    await c.delete(force=True, v=True)
                 names = c._container.get("Names") or [c.id]
                 removed.append(names[0].lstrip("/"))
             except aiodocker.DockerError as exc:
@@ -464,6 +498,17 @@ class DockerBackend(DockerImages):
                     raise SandboxError(
                         f"cannot remove container {c.id[:12]}: {exc.message}"
                     ) from exc
+
+        doomed = [
+            c
+            for c in containers
+            # unless its process runs, or it is another machine's on a shared engine
+            if everything
+            or job is not None
+            or not owner_alive(c._container.get("Labels") or {}, host)
+        ]
+        # as many at once as admission control allows (a crashed 1,000-trial job leaves 1,000)
+        await asyncio.gather(*(remove(c) for c in doomed))
         await self._gc_snapshots(job, everything, host)
         networks: list[str] = []
         if keep_network:

@@ -600,7 +600,8 @@ class DockerSandbox:
         if self._channel_task is not None:
             self._channel_task.cancel()
         try:
-            await asyncio.shield(self.container.delete(force=True, v=True))
+            async with self.backend.remove_slots:  # admission control (see DockerBackend)
+                await asyncio.shield(self.container.delete(force=True, v=True))
         except aiodocker.DockerError as exc:
             if exc.status not in (404, 409):
                 raise SandboxError(f"cannot remove container {self.name}: {exc.message}") from exc

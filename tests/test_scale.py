@@ -1,0 +1,221 @@
+"""Many trials on one host (issue 21), at concurrencies the suite can afford: admission control
+of container starts, an engine connection pool that long-lived exec streams cannot exhaust, the
+host's open-file and process limits, and kill -9 of a Terminus 2 job with every trial in flight.
+benchmarks/scale.py runs the same at 64, 256 and 1,000 trials."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BASE_IMAGE, job_containers
+from ttgen.settings import Settings, load_settings
+from ttgen.task import Task
+from ttgen.testing import ScriptedLLMServer
+
+
+def _task(make_task, name: str = "t") -> Task:
+    return Task.load(make_task(name, dockerfile=None,
+                               toml=f'[environment]\ndocker_image = "{BASE_IMAGE}"\n'))  # fmt: skip
+
+
+async def test_container_starts_wait_for_a_slot_and_all_start(docker_ready, make_task, job_name):
+    """Asked for 8 containers at once with 2 start slots, the engine never has more than 2
+    starts in flight; every container starts, and all are removed."""
+    from ttgen.sandbox.docker import DockerBackend
+
+    backend = DockerBackend(Settings(pull=False, start_concurrency=2))
+    task = _task(make_task)
+    in_flight = peak = 0
+    original = backend._create_and_start
+
+    async def counting(*args, **kwargs):
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            return await original(*args, **kwargs)
+        finally:
+            in_flight -= 1
+
+    backend._create_and_start = counting  # type: ignore[method-assign]
+    try:
+        boxes = await asyncio.gather(*(
+            backend.start(task, job=job_name, name=f"{job_name}-{i}") for i in range(8)
+        ))  # fmt: skip
+        assert peak == 2
+        outs = await asyncio.gather(*(b.exec("echo up") for b in boxes))
+        assert [o.stdout.strip() for o in outs] == ["up"] * 8
+        await asyncio.gather(*(b.stop() for b in boxes))
+        assert await job_containers(job_name) == []
+    finally:
+        await backend.gc(job=job_name)
+        await backend.close()
+
+
+def test_start_slots_setting_and_its_errors(tmp_path, monkeypatch):
+    assert load_settings(tmp_path, {"TTGEN_START_CONCURRENCY": "3"}).engine_slots == 3
+    assert 1 <= load_settings(tmp_path, {}).engine_slots <= 32
+    (tmp_path / "ttgen.toml").write_text("[sandbox]\nstart_concurrency = 5\n")
+    assert load_settings(tmp_path, {}).engine_slots == 5
+    from ttgen.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="TTGEN_START_CONCURRENCY='many' is not an integer"):
+        load_settings(tmp_path, {"TTGEN_START_CONCURRENCY": "many"})
+    (tmp_path / "ttgen.toml").write_text("[sandbox]\nstart_concurrency = 0\n")
+    with pytest.raises(ConfigError, match=r"ttgen.toml: \[sandbox\] start_concurrency must be"):
+        load_settings(tmp_path, {})
+
+
+async def test_more_long_lived_exec_streams_than_a_default_pool_holds(docker_ready, job_name):
+    """Every trial keeps an exec stream open for its whole life (its exec helper). aiohttp's
+    pools hold 100 connections by default: with 120 streams open, the next engine call would
+    wait for a free connection forever. The backend's pool has no such limit."""
+    from ttgen.sandbox.docker import DockerBackend
+
+    backend = DockerBackend(Settings(pull=False))
+    docker = backend.docker
+    assert docker.connector.limit == 0
+    container = await docker.containers.create({
+        "Image": BASE_IMAGE, "Cmd": ["sleep", "300"], "Labels": {"ttgen.job": job_name},
+    })  # fmt: skip
+    streams = []
+    try:
+        await container.start()
+
+        async def hold_open_streams() -> float:
+            for _ in range(120):
+                ex = await container.exec(["cat"], stdin=True)
+                stream = ex.start(detach=False)
+                await stream.__aenter__()
+                streams.append(stream)
+            t0 = time.monotonic()
+            await docker.version()
+            return time.monotonic() - t0
+
+        assert await asyncio.wait_for(hold_open_streams(), 60) < 5
+        assert len(streams) == 120
+    finally:
+        for s in streams:
+            await s.__aexit__(None, None, None)
+        await container.delete(force=True)
+        await backend.close()
+
+
+def _capacity_in_child(soft: int, hard: int, n: int) -> subprocess.CompletedProcess[str]:
+    code = textwrap.dedent(f"""
+        import resource, sys
+        resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, {hard}))
+        from ttgen.errors import ConfigError
+        from ttgen.rollout.executors import check_host_capacity
+        try:
+            check_host_capacity({n})
+        except ConfigError as exc:
+            print("refused:", exc)
+            sys.exit(3)
+        print("soft", resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    """)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+
+def test_open_files_limit_is_raised_or_the_job_is_refused_saying_what_to_change():
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 5000:
+        pytest.fail(f"this test needs a hard open-files limit of 5000 or more, not {hard}")
+    ok = _capacity_in_child(300, 5000, 1000)  # 1,000 trials need 4,256: the soft one is raised
+    assert ok.returncode == 0 and ok.stdout.split() == ["soft", "4256"], ok.stdout + ok.stderr
+    low = _capacity_in_child(300, 1024, 1000)  # the hard one is too low: refused, with the fix
+    assert low.returncode == 3, low.stdout + low.stderr
+    assert "1000 concurrent trials need about 4256 open files" in low.stdout
+    assert "at most 1024 (`ulimit -Hn`)" in low.stdout and "ulimit -n 4256" in low.stdout
+
+
+def test_a_job_the_host_cannot_hold_is_refused_before_it_starts(docker_ready, make_task, tmp_path):
+    task = make_task("t", dockerfile=None, toml=f'[environment]\ndocker_image = "{BASE_IMAGE}"\n')
+    out = tmp_path / "job"
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 512))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "ttgen.cli", "rollout", str(task), "-a", "nop", "-k", "300",
+         "-n", "300", "--out", str(out)],
+        capture_output=True, text=True, timeout=120, preexec_fn=low_limit,
+        env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "300 concurrent trials need about 1456 open files" in done.stderr
+    assert not out.exists()  # nothing written, nothing to clean up
+
+
+# -- kill -9 with every trial of a Terminus 2 job in flight ----------------------------------------
+
+N_TRIALS = 24
+
+
+def _teacher(body: dict) -> str:
+    n = sum(1 for m in body["messages"] if m["role"] == "assistant")
+    return json.dumps({
+        "analysis": f"turn {n}", "plan": "look around",
+        "commands": [] if n >= 6 else [{"keystrokes": "ls /\n", "duration": 0.1}],
+        "task_complete": n >= 6,
+    })  # fmt: skip
+
+
+async def test_kill_9_with_every_terminus_trial_in_flight_then_resume(
+    docker_ready, make_task, tmp_path
+):
+    task = make_task("t", dockerfile=None, toml=f'[environment]\ndocker_image = "{BASE_IMAGE}"\n')
+    out = tmp_path / "job"
+    async with ScriptedLLMServer([], default=_teacher, latency_sec=0.5) as server:
+        cmd = [sys.executable, "-m", "ttgen.cli", "rollout", str(task), "-a", "terminus-2",
+               "--model", "m", "--base-url", server.base_url, "--ak", "api_key=k",
+               "-k", str(N_TRIALS), "-n", str(N_TRIALS), "--retries", "0", "--out", str(out)]  # fmt: skip
+        env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
+        try:
+            # every trial has its container and none has finished: pull the plug
+            end = time.monotonic() + 120
+            job_id = None
+            while time.monotonic() < end:
+                if job_id is None and (out / "config.json").exists():
+                    job_id = json.loads((out / "config.json").read_text())["job_id"]
+                if job_id and len(await job_containers(job_id)) == N_TRIALS:
+                    break
+                await asyncio.sleep(0.2)
+            assert job_id and not list(out.glob("*/result.json"))
+            proc.kill()
+            await proc.wait()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        left = await job_containers(job_id)
+        assert len(left) == N_TRIALS
+        resume = await asyncio.create_subprocess_exec(
+            *cmd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        stdout = (await asyncio.wait_for(resume.communicate(), 300))[0].decode()
+    assert resume.returncode == 0, stdout
+    names = sorted(p.parent.name for p in out.glob("*/result.json"))
+    assert names == sorted(f"t__{a}" for a in range(N_TRIALS))  # none lost
+    rows = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
+    assert sorted(r["trial_name"] for r in rows) == names  # none twice
+    assert {json.loads((out / n / "result.json").read_text())["outcome"] for n in names} == {
+        "passed"
+    }
+    assert await job_containers(job_id) == []
+    result = json.loads((out / "result.json").read_text())
+    assert len(result["removed_containers"]) == N_TRIALS and result["cleanup_sec"] > 0
+    assert f"removed {N_TRIALS} container(s) left by an earlier run in " in stdout
