@@ -20,6 +20,12 @@ time of the trial; ttgen: result.json finished_at - started_at) and per-phase me
 side, so the overhead can be placed. Also checks that every ttgen trial passed and that no
 container of a job is left behind.
 Targets: throughput ttgen / floor >= 0.90; median per-trial overhead < 150 ms.
+
+Then (`--single K`, default 7; 0 skips it) one trial as a whole process, image cached, K times
+each, alternating: `ttgen rollout TASK --agent oracle -k 1 --out NEW` against the plain `docker`
+CLI doing the same steps (run with the same limits and network, exec, cp solution/, exec
+solve.sh, cp tests/, exec test.sh, read the reward, rm -f). Prints the medians and their
+difference. Target: ttgen <= 1.0 s.
 """
 
 from __future__ import annotations
@@ -323,6 +329,65 @@ async def bench(trials: int, n: int, rounds: int) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+SINGLE_FLOOR = """set -e
+c=$(docker run -d --init --cpus 1 -m 2g --memory-swap 2g --pids-limit 4096 \
+    --security-opt no-new-privileges:true --network ttgen-isolated --label {label} {image} \
+    sh -c 'sleep infinity')
+docker exec "$c" mkdir -p /logs/agent /logs/verifier /solution /tests
+docker cp -q {task}/solution/. "$c":/solution
+docker exec "$c" bash /solution/solve.sh
+docker cp -q {task}/tests/. "$c":/tests
+docker exec "$c" bash /tests/test.sh
+test "$(docker exec "$c" cat /logs/verifier/reward.txt)" = 1
+docker rm -f "$c" >/dev/null
+"""
+
+
+def single_trial(k: int) -> None:
+    """`ttgen rollout TASK --agent oracle -k 1` as a whole process vs the docker CLI floor."""
+    import subprocess
+
+    tmp = Path(tempfile.mkdtemp(prefix="ttgen-bench-single-"))
+    try:
+        task = make_task(tmp)
+
+        async def prepare() -> str:
+            async with DockerBackend() as backend:
+                await backend._isolated_network()
+                return (await backend.ensure_image(task)).tag
+
+        image = asyncio.run(prepare())
+        script = SINGLE_FLOOR.format(label=f"{FLOOR_LABEL}=single", image=image, task=task.path)
+        ttgen = [sys.executable, "-m", "ttgen.cli", "rollout", str(task.path), "--agent",
+                 "oracle", "-k", "1", "--out"]  # fmt: skip
+
+        def timed(cmd: list[str]) -> float:
+            t0 = time.monotonic()
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            sec = time.monotonic() - t0
+            if done.returncode != 0:
+                raise SystemExit(f"{cmd[:3]} failed: {done.stdout[-500:]}{done.stderr[-500:]}")
+            return sec
+
+        floor, ours = [], []
+        for i in range(k + 1):  # the first of each warms caches: not counted
+            f = timed(["bash", "-c", script])
+            t = timed([*ttgen, str(tmp / f"job-{i}")])
+            if i:
+                floor.append(f)
+                ours.append(t)
+        fm, tm = statistics.median(floor), statistics.median(ours)
+        print(
+            f"single trial as a whole process ({k} runs each, medians): docker CLI floor "
+            f"{fm:.2f} s; ttgen rollout --agent oracle -k 1 {tm:.2f} s (+{tm - fm:.2f} s, "
+            f"{tm / fm:.2f} x the floor)   target <= 1.0 s   {'OK' if tm <= 1.0 else 'MISSED'}"
+        )
+        print(f"    ttgen runs: {', '.join(f'{x:.2f}' for x in ours)}")
+    finally:
+        asyncio.run(remove_labelled([f"{FLOOR_LABEL}=single"]))
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -330,9 +395,13 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=200, help="trials per side per round")
     ap.add_argument("-n", "--concurrency", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=2, help="floor/ttgen alternations")
+    ap.add_argument("--single", type=int, default=7, help="single-trial runs per side (0: none)")
     args = ap.parse_args()
     try:
-        asyncio.run(bench(args.trials, args.concurrency, args.rounds))
+        if args.trials:
+            asyncio.run(bench(args.trials, args.concurrency, args.rounds))
+        if args.single:
+            single_trial(args.single)
     except KeyboardInterrupt:
         print("\ninterrupted; containers and temp files removed", file=sys.stderr)
         sys.exit(130)

@@ -204,7 +204,7 @@ def server_process(turns: int, duration: float, latency: float):
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=_serve, args=(turns, duration, latency, child), daemon=True)
     proc.start()
-    stats: dict[str, int] = {}
+    stats: dict[str, int] = {"pid": proc.pid}
     try:
         deadline = time.monotonic() + 60
         while not parent.poll(0.2):
