@@ -319,7 +319,9 @@ async def kill_run(n: int, latency: float, args, tmp: Path) -> None:
                     raise RuntimeError(f"the first run ended by itself (exit {proc.returncode})")
                 if job_id is None and (out / "config.json").exists():
                     job_id = json.loads((out / "config.json").read_text())["job_id"]
-                if job_id and await job_containers(job_id) >= n:
+                # every trial has started: its container is up, or it has finished already
+                done_now = len(glob.glob(str(out / "*" / "result.json")))
+                if job_id and await job_containers(job_id) + done_now >= n:
                     break
                 await asyncio.sleep(1.0)
             in_flight = sum(1 for _ in out.glob("*/agent"))
