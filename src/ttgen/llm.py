@@ -43,6 +43,7 @@ pool.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -50,7 +51,7 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -59,6 +60,8 @@ from ttgen import __version__
 from ttgen.errors import LLMError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 ENV_API_KEYS = ("TTGEN_API_KEY", "OPENAI_API_KEY")
 
@@ -342,6 +345,18 @@ class LLMUsage:
 _SEMAPHORES: dict[asyncio.AbstractEventLoop, dict[str, tuple[asyncio.Semaphore, int]]] = {}
 
 
+def _for_running_loop(registry: dict[asyncio.AbstractEventLoop, dict[str, T]]) -> dict[str, T]:
+    """The running loop's entries of a per-loop registry (made on first use, when the entries
+    of loops that have closed since are dropped)."""
+    loop = asyncio.get_running_loop()
+    per_loop = registry.get(loop)
+    if per_loop is None:
+        for old in [old for old in registry if old.is_closed()]:
+            del registry[old]
+        per_loop = registry[loop] = {}
+    return per_loop
+
+
 def endpoint_semaphore(base_url: str, limit: int) -> asyncio.Semaphore:
     """The semaphore shared by every client of ``base_url`` in the running event loop that
     sets ``max_concurrency`` (clients without a limit take no slot).
@@ -349,12 +364,7 @@ def endpoint_semaphore(base_url: str, limit: int) -> asyncio.Semaphore:
     The first caller for an endpoint sets the limit; a later, different limit is ignored
     (with a warning).
     """
-    loop = asyncio.get_running_loop()
-    per_loop = _SEMAPHORES.get(loop)
-    if per_loop is None:
-        for old in [old for old in _SEMAPHORES if old.is_closed()]:
-            del _SEMAPHORES[old]
-        per_loop = _SEMAPHORES[loop] = {}
+    per_loop = _for_running_loop(_SEMAPHORES)
     key = base_url.rstrip("/")
     entry = per_loop.get(key)
     if entry is None:
@@ -385,12 +395,7 @@ _SESSIONS: dict[asyncio.AbstractEventLoop, dict[str, _PooledSession]] = {}
 
 def _acquire_session(base_url: str) -> aiohttp.ClientSession:
     """A reference to the session shared by the clients of ``base_url`` in the running loop."""
-    loop = asyncio.get_running_loop()
-    per_loop = _SESSIONS.get(loop)
-    if per_loop is None:
-        for old in [old for old in _SESSIONS if old.is_closed()]:
-            del _SESSIONS[old]
-        per_loop = _SESSIONS[loop] = {}
+    per_loop = _for_running_loop(_SESSIONS)
     key = base_url.rstrip("/")
     entry = per_loop.get(key)
     if entry is None or entry.session.closed:
@@ -552,11 +557,8 @@ class LLMClient:
         while True:
             attempts += 1
             try:
-                if semaphore is None:
+                async with semaphore or contextlib.nullcontext():
                     data = await self._attempt(session, payload, timeout)
-                else:
-                    async with semaphore:
-                        data = await self._attempt(session, payload, timeout)
                 return self._response(data, started, attempts - 1)
             except _Retryable as exc:
                 last = exc

@@ -32,11 +32,11 @@ from ttgen.sandbox.base import DEFAULT_MAX_OUTPUT_BYTES, ExecResult
 from ttgen.sandbox.execd import HELPER, ExecChannel, UserSwitchError
 from ttgen.sandbox.host import (
     EXEC_MARKER,
-    _cmdline,
     foreign_pids,
     freeze_idle_terminal,
     kill_marked_on_host,
     overlay_changes,
+    process_lines,
 )
 
 if TYPE_CHECKING:
@@ -655,7 +655,7 @@ class DockerSandbox:
         frozen = await asyncio.to_thread(
             freeze_idle_terminal, self._init_pid, ours, KEEPALIVE_CMD, tuple(harness)
         )
-        return None if frozen is None else [f"{pid} {_cmdline(pid)[:200]}" for pid in frozen]
+        return None if frozen is None else process_lines(frozen)
 
     async def changes(self) -> list[dict[str, Any]]:
         """What differs between the container's files and its image (`docker diff`): a list of

@@ -149,10 +149,15 @@ def _foreign(init: int, ours: set[int], keepalive_cmd: Sequence[str]) -> list[in
     return out
 
 
+def process_lines(pids: Sequence[int]) -> list[str]:
+    """Processes as "pid command" lines (the command cut at 200 characters)."""
+    return [f"{pid} {_cmdline(pid)[:200]}" for pid in pids]
+
+
 def foreign_pids(init: int, ours: set[int], keepalive_cmd: Sequence[str]) -> list[str] | None:
     """What `_foreign` finds, as "pid command" lines."""
     pids = _foreign(init, ours, keepalive_cmd)
-    return None if pids is None else [f"{pid} {_cmdline(pid)[:200]}" for pid in pids]
+    return None if pids is None else process_lines(pids)
 
 
 SHELLS = frozenset({"bash", "sh", "dash", "zsh", "ash", "ksh"})
