@@ -133,6 +133,34 @@ def test_no_arguments_shows_help(runner):
     assert "tasks" in res.output and "env" in res.output
 
 
+def test_a_command_imports_only_its_own_module():
+    """`ttgen rollout ...` as a process loads the rollout module and none of the other
+    commands' (train, synth, report...): a single trial's process does not pay for them, and
+    every command is still reachable by name."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from ttgen.cli import main\n"
+        "sys.argv = ['ttgen'] + sys.argv[1:]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('ttgen.cli.')))\n"
+    )
+    for argv, loaded, absent in (
+        (["rollout", "--help"], {"jobs"}, {"train", "synth", "pipeline", "data", "evaluation"}),
+        (["serve", "--help"], {"train"}, {"jobs", "synth", "pipeline", "data"}),
+        (["--version"], set(), {"jobs", "train", "synth"}),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        modules = {m.removeprefix("ttgen.cli.") for m in eval(done.stdout.strip().splitlines()[-1])}
+        assert loaded <= modules and not (absent & modules), (argv, modules)
+        assert "Usage:" in done.stdout or "ttgen" in done.stdout
+
+
 # -- env exec ---------------------------------------------------------------------------------------
 
 
