@@ -321,7 +321,8 @@ async def kill_run(n: int, latency: float, args, tmp: Path) -> None:
                     job_id = json.loads((out / "config.json").read_text())["job_id"]
                 # every trial has started: its container is up, or it has finished already
                 done_now = len(glob.glob(str(out / "*" / "result.json")))
-                if job_id and await job_containers(job_id) + done_now >= n:
+                up = await job_containers(job_id) if job_id else 0
+                if job_id and up + done_now >= n:
                     break
                 await asyncio.sleep(1.0)
             in_flight = sum(1 for _ in out.glob("*/agent"))
@@ -331,7 +332,7 @@ async def kill_run(n: int, latency: float, args, tmp: Path) -> None:
         finally:
             if proc.poll() is None:
                 proc.kill()
-        print(f"kill -9 at {time.monotonic() - t0:.0f} s with {n} containers up, {in_flight} "
+        print(f"kill -9 at {time.monotonic() - t0:.0f} s: {up} containers up, {in_flight} "
               f"trial folders, {finished} finished")  # fmt: skip
         left_by_dead = await job_containers(job_id)
         t1 = time.monotonic()

@@ -252,9 +252,8 @@ class DockerBackend(DockerImages):
 
     async def _image_defaults(self, tag: str) -> tuple[str, str | None]:
         """The image's WORKDIR and USER (cached)."""
-        if tag not in self._workdirs:
-            config = ((await self.image_exists(tag)) or {}).get("Config") or {}
-            self._workdirs[tag] = (config.get("WorkingDir") or "/", config.get("User") or None)
+        if tag not in self._workdirs and await self.image_exists(tag) is None:
+            return "/", None
         return self._workdirs[tag]
 
     def _ca(self) -> bytes | None:

@@ -81,12 +81,17 @@ class DockerImages:
     docker: aiodocker.Docker  # the backend's client (a property there)
 
     async def image_exists(self, ref: str) -> dict[str, Any] | None:
+        """The image's inspection, or None; its WORKDIR and USER are remembered for the
+        containers made from it (one engine call fewer per trial)."""
         try:
-            return await self.docker.images.inspect(ref)
+            info = await self.docker.images.inspect(ref)
         except aiodocker.DockerError as exc:
             if exc.status == 404:
                 return None
             raise SandboxError(f"cannot inspect image {ref}: {exc.message}") from exc
+        config = info.get("Config") or {}
+        self._workdirs[ref] = (config.get("WorkingDir") or "/", config.get("User") or None)
+        return info
 
     async def pull(self, ref: str) -> bool:
         """Pull `ref` when the settings allow it; True when it worked."""
