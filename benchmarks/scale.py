@@ -1,6 +1,7 @@
 """N concurrent Terminus 2 trials on one host, against the engine's floor measured in the same run.
 
-    python benchmarks/scale.py [--runs 64@1,256@10,1000@30] [--turns 16] [--kill 1000@30]
+    python benchmarks/scale.py [--runs 64@1,256@10,1000@30] [--turns 16] [--breakdown]
+                               [--kill 1000@30]
 
 Each run N@L: N trials of a small task at once (a job with concurrency N, retries 0), each
 driven by the scripted teacher in a process of its own (real sockets, answering after L s),
@@ -11,6 +12,7 @@ duration 0.1 s, Terminus 2's early completion). Printed per run:
     same limits and network through its raw API (create, start, one exec each; all asked at
     once), measured in the same run just before; the ideal is turns x L. Targets: 64@1 <= 1.15,
     1000@30 <= 1.05;
+  * phases: each trial phase's duration (p50, max) and when the last trial finished it;
   * each trial's agent phase over the ideal (p50, max), and each turn's time besides the
     model's latency (p50, p90; waits for the command included);
   * host memory: peak of (MemTotal - MemAvailable) during the job over the level before it, in
@@ -22,6 +24,14 @@ duration 0.1 s, Terminus 2's early completion). Printed per run:
     and over (floor + ideal): no schedule on this host can finish faster;
   * outcomes (0 infrastructure failures), the most requests the teacher had in flight, and the
     job's containers left after it (0).
+
+`--breakdown`: before each job, the start phase stage by stage, each stage N containers asked
+for at once, as the job asks: the engine floor again, ttgen's start path (admission control,
+create, start, the exec helper, the trial's /logs), then that plus Terminus 2's terminal set-up
+(tmux, its shell, the recorder, the prompt hook, the first capture). Each as seconds until the
+last container is ready, over the floor, and host CPU-s per container. With the `phases` line
+(when the job's last environment was ready) it shows how much of the job's start phase is the
+start path, the terminal set-up, and the first trials' turns competing for the same cores.
 
 `--kill N@L`: the same job through the CLI (`ttgen rollout`, a process of its own), killed with
 SIGKILL once all N trials have their container and none has finished, then the same command
@@ -54,6 +64,8 @@ from pathlib import Path
 import aiodocker
 from terminus import floor_start, make_task, pct, server_process, turn_times
 
+from ttgen.agents.terminus2.agent import PANE_LOG, RECORDING
+from ttgen.agents.terminus2.tmux import TmuxSession
 from ttgen.formats.trial import INFRA_OUTCOMES, AgentSpec, read_trial_result
 from ttgen.rollout.job import Job, JobOptions, rollout_specs
 from ttgen.sandbox.docker import LABEL_JOB, DockerBackend
@@ -230,11 +242,80 @@ def turn_stats(job_dir: Path, names: list[str]) -> list[float]:
     return per_turn
 
 
+def phase_stats(results: list) -> str:
+    """Where the trials' time went: each phase's duration (p50/max) and when, counted from the
+    first trial's start, the last trial reached each point."""
+    starts = [r.started_at for r in results if r.started_at]
+    if not starts:
+        return ""
+    t0 = min(starts)
+    parts = []
+    for label, attr in (("environment", "environment_setup"), ("agent setup", "agent_setup"),
+                        ("agent", "agent_execution"), ("verifier", "verifier")):  # fmt: skip
+        timings = [getattr(r, attr) for r in results if getattr(r, attr)]
+        secs = sorted(t.seconds for t in timings if t.seconds is not None)
+        ends = [(t.finished_at - t0).total_seconds() for t in timings if t.finished_at]
+        if secs and ends:
+            parts.append(f"{label} p50 {statistics.median(secs):.2f} max {secs[-1]:.2f}, "
+                         f"all done at {max(ends):.1f}")  # fmt: skip
+    ends = [(r.finished_at - t0).total_seconds() for r in results if r.finished_at]
+    tail = sorted((r.finished_at - r.verifier.finished_at).total_seconds() for r in results
+                  if r.finished_at and r.verifier and r.verifier.finished_at)  # fmt: skip
+    if ends:
+        parts.append(
+            f"last trial done at {max(ends):.1f}"
+            + (f" (tear-down p50 {statistics.median(tail):.2f})" if tail else "")
+        )
+    return "; ".join(parts)
+
+
+async def start_stage(backend: DockerBackend, task, n: int, setup: bool) -> tuple[float, float]:
+    """N containers through ttgen's own start path, all asked for at once (admission control
+    decides how many the engine gets): create, start, the exec helper, the trial's /logs (one
+    exec); with `setup`, also Terminus 2's terminal (tmux, its shell, the recorder, the prompt
+    hook, the first capture). Returns (seconds until the last is ready, CPU-s of the host per
+    container, removal included)."""
+    image = await backend.ensure_image(task)
+    busy0 = host_busy()
+    t0 = time.monotonic()
+
+    async def one():
+        sb = await backend.start(task, job="bench-scale-stage", image=image, exec_channel="eager")
+        await sb.exec("mkdir -p /logs/agent /logs/verifier && chmod 777 /logs/agent", user="root")
+        if setup:
+            tmux = TmuxSession(sb, pane_log=PANE_LOG, recording=RECORDING)
+            await tmux.start()
+            await tmux.get_incremental_output()
+        return sb
+
+    made = await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
+    sec = time.monotonic() - t0
+    await asyncio.gather(*(sb.stop() for sb in made if not isinstance(sb, BaseException)))
+    failed = [m for m in made if isinstance(m, BaseException)]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {n} starts failed: {failed[0]!r}")
+    return sec, (host_busy() - busy0) / n
+
+
+async def breakdown(backend: DockerBackend, task, n: int, network: str) -> str:
+    """Where the job's start phase goes beyond the floor, stage by stage (same run)."""
+    busy0 = host_busy()
+    floor = await floor_start(n, host_config(backend, network))
+    parts = [f"engine floor {floor:.1f} s, {(host_busy() - busy0) / n:.2f}"]
+    for label, setup in (("ttgen start", False), ("+ Terminus 2 set-up", True)):
+        sec, cpu = await start_stage(backend, task, n, setup)
+        parts.append(f"{label} {sec:.1f} s = {sec / floor:.2f} x, {cpu:.2f}")
+    return (f"    start phase alone, {n} containers (s until the last is ready, host CPU-s per "
+            f"container): " + "; ".join(parts))  # fmt: skip
+
+
 async def one_run(n: int, latency: float, args, tmp: Path) -> None:
     task = make_task(tmp / f"task-{n}")
     ideal = args.turns * latency
     async with DockerBackend() as backend:
-        floor = await floor_start(n, host_config(backend, await backend._isolated_network()))
+        network = await backend._isolated_network()
+        floor = await floor_start(n, host_config(backend, network))
+        stages = await breakdown(backend, task, n, network) if args.breakdown else ""
         specs = rollout_specs([task], AgentSpec(name="terminus-2", kwargs={
             "model": "bench", "base_url": "", "api_key": "x"}), n)  # fmt: skip
         with server_process(args.turns, 0.1, latency) as (base_url, server_stats):
@@ -255,6 +336,7 @@ async def one_run(n: int, latency: float, args, tmp: Path) -> None:
     results = [r for r in (read_trial_result(job_dir / nm) for nm in names) if r is not None]
     agent = sorted((r.agent_execution.seconds or 0.0) / ideal for r in results if r.agent_execution)
     per_turn = turn_stats(job_dir, names)
+    phases = phase_stats(results)
     target = TARGETS.get((n, latency))
     ratio = job_sec / (floor + ideal)
     verdict = f"target <= {target:.2f}   {'OK' if ratio <= target else 'MISSED'}" if target else ""
@@ -264,6 +346,10 @@ async def one_run(n: int, latency: float, args, tmp: Path) -> None:
     if agent:
         print(f"    agent phase per trial over the ideal: p50 {statistics.median(agent):.3f}, "
               f"max {agent[-1]:.3f}")  # fmt: skip
+    if phases:
+        print("    phases (s): " + phases)
+    if stages:
+        print(stages)
     if per_turn:
         print(f"    each turn besides the model's latency (command waits included): p50 "
               f"{statistics.median(per_turn) * 1000:.0f} ms, p90 {pct(per_turn, 0.9) * 1000:.0f} "
@@ -356,6 +442,11 @@ async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", default="64@1,256@10,1000@30", help="N@latency, comma-separated")
     ap.add_argument("--turns", type=int, default=16, help="model calls per trial")
+    ap.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time the start phase stage by stage (see the docstring)",
+    )
     ap.add_argument("--kill", default="", help="N@latency: kill -9 the CLI mid-job, then resume")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ttgen-bench-scale-"))
