@@ -31,7 +31,10 @@ create, start, the exec helper, the trial's /logs), then that plus Terminus 2's 
 (tmux, its shell, the recorder, the prompt hook, the first capture). Each as seconds until the
 last container is ready, over the floor, and host CPU-s per container. With the `phases` line
 (when the job's last environment was ready) it shows how much of the job's start phase is the
-start path, the terminal set-up, and the first trials' turns competing for the same cores.
+start path, the terminal set-up, and the first trials' turns competing for the same cores. Then
+the set-up bound: each trial's container and terminal must be ready `ideal` seconds before the
+job can end, so no schedule on this host ends before N x (set-up CPU-s per container) / cores +
+ideal; printed over (floor + ideal), with ttgen's set-up and with the engine floor's alone.
 
 `--kill N@L`: the same job through the CLI (`ttgen rollout`, a process of its own), killed with
 SIGKILL once all N trials have their container and none has finished, then the same command
@@ -273,8 +276,8 @@ async def start_stage(backend: DockerBackend, task, n: int, setup: bool) -> tupl
     """N containers through ttgen's own start path, all asked for at once (admission control
     decides how many the engine gets): create, start, the exec helper, the trial's /logs (one
     exec); with `setup`, also Terminus 2's terminal (tmux, its shell, the recorder, the prompt
-    hook, the first capture). Returns (seconds until the last is ready, CPU-s of the host per
-    container, removal included)."""
+    hook, the first capture). Returns (seconds until the last is ready, host CPU-s per container
+    until then)."""
     image = await backend.ensure_image(task)
     busy0 = host_busy()
     t0 = time.monotonic()
@@ -289,24 +292,37 @@ async def start_stage(backend: DockerBackend, task, n: int, setup: bool) -> tupl
         return sb
 
     made = await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
-    sec = time.monotonic() - t0
+    sec, cpu = time.monotonic() - t0, (host_busy() - busy0) / n
     await asyncio.gather(*(sb.stop() for sb in made if not isinstance(sb, BaseException)))
     failed = [m for m in made if isinstance(m, BaseException)]
     if failed:
         raise RuntimeError(f"{len(failed)} of {n} starts failed: {failed[0]!r}")
-    return sec, (host_busy() - busy0) / n
+    return sec, cpu
 
 
-async def breakdown(backend: DockerBackend, task, n: int, network: str) -> str:
-    """Where the job's start phase goes beyond the floor, stage by stage (same run)."""
+async def breakdown(backend: DockerBackend, task, n: int, network: str, ideal: float) -> str:
+    """Where the job's start phase goes beyond the floor, stage by stage (same run), and the
+    bound it sets: every trial's container and terminal must be ready `ideal` seconds before the
+    job can end, so no schedule on this host ends before (all that set-up's CPU-s / cores) +
+    ideal, whatever runs first."""
     busy0 = host_busy()
-    floor = await floor_start(n, host_config(backend, network))
-    parts = [f"engine floor {floor:.1f} s, {(host_busy() - busy0) / n:.2f}"]
+    cpu: list[float] = []
+    floor = await floor_start(n, host_config(backend, network),
+                              on_ready=lambda: cpu.append((host_busy() - busy0) / n))  # fmt: skip
+    parts = [f"engine floor {floor:.1f} s, {cpu[0]:.2f}"]
     for label, setup in (("ttgen start", False), ("+ Terminus 2 set-up", True)):
-        sec, cpu = await start_stage(backend, task, n, setup)
-        parts.append(f"{label} {sec:.1f} s = {sec / floor:.2f} x, {cpu:.2f}")
-    return (f"    start phase alone, {n} containers (s until the last is ready, host CPU-s per "
-            f"container): " + "; ".join(parts))  # fmt: skip
+        sec, per = await start_stage(backend, task, n, setup)
+        parts.append(f"{label} {sec:.1f} s = {sec / floor:.2f} x, {per:.2f}")
+    cores = os.cpu_count() or 1
+    bound = n * per / cores + ideal
+    return (
+        f"    start phase alone, {n} containers (s until the last is ready, host CPU-s per "
+        f"container until then): " + "; ".join(parts) + "\n"
+        f"    set-up bound: {n} x {per:.2f} CPU-s / {cores} cores + ideal {ideal:.0f} s = "
+        f"{bound:.1f} s = {bound / (floor + ideal):.3f} x (this floor + ideal); with the engine "
+        f"floor's CPU-s alone {n * cpu[0] / cores + ideal:.1f} s = "
+        f"{(n * cpu[0] / cores + ideal) / (floor + ideal):.3f} x"
+    )
 
 
 async def one_run(n: int, latency: float, args, tmp: Path) -> None:
@@ -315,7 +331,7 @@ async def one_run(n: int, latency: float, args, tmp: Path) -> None:
     async with DockerBackend() as backend:
         network = await backend._isolated_network()
         floor = await floor_start(n, host_config(backend, network))
-        stages = await breakdown(backend, task, n, network) if args.breakdown else ""
+        stages = await breakdown(backend, task, n, network, ideal) if args.breakdown else ""
         specs = rollout_specs([task], AgentSpec(name="terminus-2", kwargs={
             "model": "bench", "base_url": "", "api_key": "x"}), n)  # fmt: skip
         with server_process(args.turns, 0.1, latency) as (base_url, server_stats):

@@ -154,7 +154,7 @@ async def part_ab(backend, task, tmp: Path, args) -> None:
     )
 
 
-async def floor_start(n: int, host_config: dict) -> float:
+async def floor_start(n: int, host_config: dict, on_ready=None) -> float:
     """The engine's floor for starting `n` containers at once: raw API create + start + one exec
     (`true`) each, all concurrently, until the last is ready. Seconds. `host_config` is what a
     trial's container gets (network, limits), so the floor pays for the same isolation."""
@@ -176,7 +176,10 @@ async def floor_start(n: int, host_config: dict) -> float:
         t0 = time.monotonic()
         try:
             await asyncio.gather(*(one(docker) for _ in range(n)))
-            return time.monotonic() - t0
+            sec = time.monotonic() - t0
+            if on_ready is not None:  # before the removals
+                on_ready()
+            return sec
         finally:
             for c in await docker.containers.list(all=True, filters={"label": [label]}):
                 with contextlib.suppress(aiodocker.DockerError):
