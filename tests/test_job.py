@@ -325,6 +325,48 @@ def test_ctrl_c_stops_within_seconds_and_leaves_no_containers(
     assert len(results(out)) == 6
 
 
+async def test_a_stop_that_a_trial_lost_still_stops_the_job(docker_ready, make_task, tmp_path):
+    """Python 3.11's wait_for can drop a cancellation that lands as its inner call finishes, so
+    a trial may finish (or return) although the job was told to stop. Injected here: the first
+    trial's cancellation is swallowed. The job must still stop at once: no further trial
+    starts, it ends cancelled, no container is left. (Before the fix the worker went on to run
+    the whole queue, and SIGTERM took 27 s in a suite run.)"""
+    from ttgen.formats.trial import read_trial_result
+    from ttgen.rollout.executors import LocalExecutor
+
+    tasks = [Task.load(make_task("a", test_sh=PASS_IF_ANSWER,
+                                 solve_sh="#!/bin/bash\nsleep 3\necho 42 > /app/answer.txt\n"))]  # fmt: skip
+    specs = rollout_specs(tasks, AgentSpec(name="oracle"), 4)
+    started, swallowed = [], []
+
+    class LosesOneCancel(LocalExecutor):
+        async def run_trial(self, spec, trial_dir, **kw):
+            started.append(spec.trial_name)
+            try:
+                return await super().run_trial(spec, trial_dir, **kw)
+            except asyncio.CancelledError:
+                if swallowed:
+                    raise
+                swallowed.append(spec.trial_name)
+                return read_trial_result(trial_dir)  # as if the stop had been lost
+
+    out = tmp_path / "job"
+    job = Job(out, specs, JobOptions(n_concurrent=1, retries=0), executor=LosesOneCancel())
+    run = asyncio.ensure_future(job.run())
+    deadline = time.monotonic() + 120
+    while not (job.job_id and await job_containers(job.job_id)):
+        assert time.monotonic() < deadline and not run.done(), "no container started"
+        await asyncio.sleep(0.1)
+    t0 = time.monotonic()
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert time.monotonic() - t0 < 5
+    assert swallowed == started == [specs[0].trial_name]  # nothing started after the stop
+    assert json.loads((out / "result.json").read_text())["status"] == "cancelled"
+    assert await job_containers(job.job_id) == []
+
+
 def test_progress_shows_names_and_paths_as_written():
     """JobProgress prints through rich: a job folder, trial or label with [brackets] must not
     be taken for markup."""

@@ -58,7 +58,7 @@ from ttgen.formats.trial import (
 )
 from ttgen.rollout.executors import TrialExecutor, make_executor
 from ttgen.rollout.job_stats import TrialSummary, compute_stats
-from ttgen.rollout.trial import TimeoutPolicy, TrialSpec
+from ttgen.rollout.trial import TimeoutPolicy, TrialSpec, raise_if_cancel_requested
 from ttgen.sandbox import SandboxBackend, check_backend
 from ttgen.task import Task
 
@@ -568,6 +568,10 @@ class Job:
 
         async def worker() -> None:
             for spec, history in queue:
+                # A stop (Ctrl-C, SIGTERM) that a trial did not see -- Python 3.11's wait_for
+                # can lose a cancellation that lands as its inner call finishes -- must still
+                # stop this worker: no trial starts once the job is asked to stop.
+                raise_if_cancel_requested()
                 await self._run_trial(executor, spec, history)
 
         try:
@@ -616,6 +620,7 @@ class Job:
                     )
                     self.events.trial_retrying(spec, result, wait)
                     await asyncio.sleep(wait)
+                    raise_if_cancel_requested()
                     continue
                 break
             if result.outcome == Outcome.BUILD_ERROR and result.exception_info:

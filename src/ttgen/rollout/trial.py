@@ -167,6 +167,16 @@ def _exception_info(exc: BaseException, type_name: str | None = None) -> Excepti
     )
 
 
+def raise_if_cancel_requested() -> None:
+    """Raise CancelledError when this task was asked to stop and the request got lost on the
+    way (Python 3.11's `asyncio.wait_for` drops a cancellation that arrives just as its inner
+    call finishes; a cleanup that suppresses everything can too): the stop still happens, at the
+    next point that checks."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def _classify(exc: BaseException, phase: str) -> Outcome:
     if isinstance(exc, ImageBuildError | ImageNotFoundError):
         return Outcome.BUILD_ERROR
@@ -314,10 +324,13 @@ class Trial:
         try:
             phase = "environment_setup"
             await self._environment_setup(result, timeouts, tlog)
+            raise_if_cancel_requested()  # a stop that a phase's own calls lost (see the job)
             phase = "agent_setup"
             agent, ctx = await self._agent_setup(result, timeouts, tlog)
+            raise_if_cancel_requested()
             phase = "agent_execution"
             timed_out = await self._agent_execution(agent, ctx, result, timeouts, tlog)
+            raise_if_cancel_requested()
             phase = "verifier"
             await self._ensure_alive(result)
             if not task.has_tests:
@@ -748,4 +761,4 @@ class Trial:
                 timing.finished_at = t
 
 
-__all__ = ["TimeoutPolicy", "Trial", "TrialSpec", "parse_rewards"]
+__all__ = ["TimeoutPolicy", "Trial", "TrialSpec", "parse_rewards", "raise_if_cancel_requested"]
