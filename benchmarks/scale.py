@@ -71,6 +71,7 @@ from ttgen.agents.terminus2.agent import PANE_LOG, RECORDING
 from ttgen.agents.terminus2.tmux import TmuxSession
 from ttgen.formats.trial import INFRA_OUTCOMES, AgentSpec, read_trial_result
 from ttgen.rollout.job import Job, JobOptions, rollout_specs
+from ttgen.rollout.trial import LOGS_SETUP_CMD
 from ttgen.sandbox.docker import LABEL_JOB, DockerBackend
 
 TARGETS = {(64, 1.0): 1.15, (1000, 30.0): 1.05}
@@ -284,7 +285,7 @@ async def start_stage(backend: DockerBackend, task, n: int, setup: bool) -> tupl
 
     async def one():
         sb = await backend.start(task, job="bench-scale-stage", image=image, exec_channel="eager")
-        await sb.exec("mkdir -p /logs/agent /logs/verifier && chmod 777 /logs/agent", user="root")
+        await sb.exec(LOGS_SETUP_CMD, user="root", timeout=60)  # as a trial does
         if setup:
             tmux = TmuxSession(sb, pane_log=PANE_LOG, recording=RECORDING)
             await tmux.start()
@@ -314,14 +315,13 @@ async def breakdown(backend: DockerBackend, task, n: int, network: str, ideal: f
         sec, per = await start_stage(backend, task, n, setup)
         parts.append(f"{label} {sec:.1f} s = {sec / floor:.2f} x, {per:.2f}")
     cores = os.cpu_count() or 1
-    bound = n * per / cores + ideal
+    bound, engine_only = (n * c / cores + ideal for c in (per, cpu[0]))
     return (
         f"    start phase alone, {n} containers (s until the last is ready, host CPU-s per "
         f"container until then): " + "; ".join(parts) + "\n"
         f"    set-up bound: {n} x {per:.2f} CPU-s / {cores} cores + ideal {ideal:.0f} s = "
         f"{bound:.1f} s = {bound / (floor + ideal):.3f} x (this floor + ideal); with the engine "
-        f"floor's CPU-s alone {n * cpu[0] / cores + ideal:.1f} s = "
-        f"{(n * cpu[0] / cores + ideal) / (floor + ideal):.3f} x"
+        f"floor's CPU-s alone {engine_only:.1f} s = {engine_only / (floor + ideal):.3f} x"
     )
 
 

@@ -75,6 +75,11 @@ log = logging.getLogger(__name__)
 AGENT_LOGS = "/logs/agent"
 VERIFIER_LOGS = "/logs/verifier"
 ARTIFACT_LOGS = "/logs/artifacts"
+# Run as root in every new container: the log folders the agent and the verifier write to.
+LOGS_SETUP_CMD = (
+    f"mkdir -p {AGENT_LOGS} {VERIFIER_LOGS} {ARTIFACT_LOGS} && "
+    f"chmod 777 {AGENT_LOGS} {VERIFIER_LOGS} {ARTIFACT_LOGS}"
+)
 TESTS_DIR = "/tests"
 # A listing of the uploaded tests (sha256 per file; caches that running them writes left out),
 # taken before and after test.sh: a file of the tests that changed while they ran is evidence.
@@ -413,12 +418,7 @@ class Trial:
             exec_channel="eager",  # a trial runs many commands: start the exec helper now
         )
         result.environment.container = name
-        setup = await self.sandbox.exec(
-            f"mkdir -p {AGENT_LOGS} {VERIFIER_LOGS} {ARTIFACT_LOGS} && "
-            f"chmod 777 {AGENT_LOGS} {VERIFIER_LOGS} {ARTIFACT_LOGS}",
-            user="root",
-            timeout=60,
-        )
+        setup = await self.sandbox.exec(LOGS_SETUP_CMD, user="root", timeout=60)
         if not setup.ok:
             raise SandboxError(
                 f"cannot create /logs in the container: {setup.output.strip()[:500]}"
