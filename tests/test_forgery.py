@@ -275,7 +275,7 @@ async def test_no_agent_process_can_reach_into_the_exec_helper(backend, job_name
     try:
         assert sb._channel is not None and sb._channel.sealed
         probe = (
-            "p=$(pgrep -f 'import json, os, pwd' | head -1); "
+            f"p={sb._channel.pid}; "
             "python3 -c \"open('/proc/$p/mem','rb')\" 2>&1 | tail -1; "
             "sleep 30 >/dev/null 2>&1 & python3 -c \"open('/proc/$!/mem','rb'); print('other: readable')\""
         )

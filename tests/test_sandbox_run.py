@@ -303,6 +303,32 @@ async def test_commands_run_as_the_image_user(backend, make_task, job_name):
         assert (await sb.exec("id -un; echo $HOME")).stdout == "agent\n/home/agent\n"
         assert (await sb.exec("id -u", user="root")).stdout == "0\n"
         assert (await sb.exec(["id", "-u"], user="1234")).stdout == "1234\n"
+        if sb._channel is not None:
+            # The helper (the container's own command, as root) switches users itself: none
+            # of these needed a `docker exec`.
+            assert sb._channel.alive and sb._channel_can_switch_user
+            assert not (await sb.container.show())["ExecIDs"]
+
+
+async def test_the_exec_helper_ignores_modules_an_agent_could_plant(
+    engine_ready, backend_name, settings, make_task, job_name
+):
+    """PYTHONPATH and the working directory hold files a task or an agent controls: a json.py
+    there must not be what the helper imports (python3 -I)."""
+    df = unique_dockerfile(
+        "RUN echo 'raise SystemExit(\"planted\")' > /app/json.py\n"
+        "RUN cp /app/json.py /app/select.py\n"
+        "ENV PYTHONPATH=/app\n"
+    )
+    task = Task.load(make_task(dockerfile=df))
+    async with open_backend(backend_name, settings, exec_channel="eager") as b:
+        async with await b.start(task, job=job_name) as sb:
+            if (await sb.exec("command -v python3")).exit_code != 0:
+                pytest.fail("the test image has no python3: the helper cannot be tested")
+            assert sb._channel is not None and sb._channel.alive
+            res = await sb.exec("python3 -c 'import json' 2>&1; echo $PYTHONPATH")
+            assert "planted" in res.stdout and res.stdout.endswith("/app\n")
+        await b.gc(job=job_name)
 
 
 async def test_the_exec_helper_is_used_and_survives_being_killed(
@@ -319,8 +345,12 @@ async def test_the_exec_helper_is_used_and_survives_being_killed(
             assert min(times) < 0.02  # no runc exec per command
             # A command that kills the helper (say a careless pkill) fails as an
             # infrastructure error; later commands still run, through docker exec.
+            pid = sb._channel.pid
+            assert pid > 1
+            # The helper is the container's own command: no exec was needed for it.
+            assert not (await sb.container.show())["ExecIDs"]
             with pytest.raises(SandboxError, match="helper"):
-                await sb.exec("pkill -9 -f 'import json, os, pwd'; sleep 5", timeout=30)
+                await sb.exec(f"kill -9 {pid}; sleep 5", timeout=30)
             assert not sb._channel.alive
             assert (await sb.exec("echo fine")).stdout == "fine\n"
         await b.gc(job=job_name)

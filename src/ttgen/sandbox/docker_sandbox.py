@@ -20,16 +20,18 @@ import tarfile
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
 import aiodocker
+import aiodocker.stream
+from yarl import URL
 
 from ttgen.errors import SandboxError, TooLargeError
 from ttgen.sandbox.base import DEFAULT_MAX_OUTPUT_BYTES, ExecResult
-from ttgen.sandbox.execd import HELPER, ExecChannel, UserSwitchError
+from ttgen.sandbox.execd import HELPER, HELPER_BYTES, MAIN_CMD, ExecChannel, UserSwitchError
 from ttgen.sandbox.host import (
     EXEC_MARKER,
     foreign_pids,
@@ -45,6 +47,29 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KEEPALIVE_CMD = ["sh", "-c", "sleep infinity"]
+# What a container whose exec helper is its main process gets (see execd.MAIN_CMD): stdin kept
+# open for the attached helper, and no log driver (everything the helper sends would be logged).
+MAIN_HELPER_CONFIG: dict[str, Any] = {
+    "Cmd": MAIN_CMD,
+    "OpenStdin": True,
+    "StdinOnce": False,
+    "AttachStdin": True,
+    "AttachStdout": True,
+    "AttachStderr": True,
+    # As root, whatever the image's USER: the helper switches to the image's user per command
+    # (an exec as root in a container of another user has no capabilities to do so), and an
+    # agent running as that user cannot kill the keep-alive.
+    "User": "0",
+}
+# A snapshot of such a container keeps the plain keep-alive (its helper starts as usual).
+SNAPSHOT_KEEPALIVE: dict[str, Any] = {
+    "Cmd": KEEPALIVE_CMD,
+    "OpenStdin": False,
+    "StdinOnce": False,
+    "AttachStdin": False,
+    "AttachStdout": False,
+    "AttachStderr": False,
+}
 FAST_COPY_MAX_BYTES = 8 * 1024 * 1024  # file copies through the exec helper up to this size
 
 
@@ -151,6 +176,7 @@ class DockerSandbox:
         self._owned_image: str | None = None
         self._channel_exec: Any = None  # the exec running the helper (its pid is ttgen's)
         self._init_pid = 0  # host pid of the container's init (known once _engine_is_local ran)
+        self._keepalive_cmd: list[str] = KEEPALIVE_CMD  # the container's own command
 
     async def __aenter__(self) -> DockerSandbox:
         return self
@@ -215,7 +241,8 @@ class DockerSandbox:
                 stdout=True,
                 stderr=True,
                 stdin=req.stdin is not None,
-                user=req.user or "",
+                # the image's user unless told: the container's own may be root (execd.MAIN_CMD)
+                user=req.user or self._default_user or "",
                 environment=req.env,
                 workdir=req.cwd,
             )
@@ -309,7 +336,9 @@ class DockerSandbox:
 
     async def _start_channel(self) -> None:
         try:
-            ex = await self.container.exec(["python3", "-c", HELPER], stdin=True, user="root")
+            ex = await self.container.exec(
+                ["python3", "-I", "-c", HELPER], stdin=True, user="root"
+            )
             self._channel_exec = ex
             stream = ex.start(detach=False)
             await stream.__aenter__()
@@ -320,6 +349,41 @@ class DockerSandbox:
                 await channel.close()
         except Exception as exc:  # no python3, no room: the classic path keeps working
             log.debug("%s: no exec helper: %r", self.name, exc)
+
+    async def _attach_main_channel(self, start: Callable[[], Awaitable[Any]]) -> None:
+        """Attach to the stdin/stdout of the created container (its command is the exec helper,
+        execd.MAIN_CMD), send the helper's code, call `start` (the container's start), then wait
+        for the helper's hello; without one, commands use `docker exec`."""
+        self._keepalive_cmd = MAIN_CMD
+
+        async def setup() -> tuple[URL, None, bool]:
+            url = URL(f"containers/{self.id}/attach").with_query(
+                {"stream": 1, "stdin": 1, "stdout": 1, "stderr": 1, "logs": 0, "detachKeys": ""}
+            )
+            return url, None, False  # no tty: the engine frames stdout and stderr
+
+        stream = aiodocker.stream.Stream(self.backend.docker, setup, None)
+        try:
+            await stream.__aenter__()
+            await stream.write_in(HELPER_BYTES)  # the code python3 reads first
+        except Exception as exc:
+            log.debug("%s: cannot attach to the exec helper: %r", self.name, exc)
+            with contextlib.suppress(Exception):
+                await stream.close()
+            await start()
+            return
+        channel = ExecChannel(stream)
+        try:
+            await start()
+            if await asyncio.wait_for(asyncio.shield(channel.ready), 15):
+                self._channel = channel
+                return
+        except TimeoutError:
+            pass
+        except BaseException:
+            await asyncio.shield(channel.close())
+            raise
+        await channel.close()
 
     async def _kill_tree(self, marker: str) -> None:
         """Kill every process started by one exec: those carrying its marker in their environment.
@@ -637,7 +701,7 @@ class DockerSandbox:
         if not await self._engine_is_local():
             return None
         ours = await self._our_pids()
-        return await asyncio.to_thread(foreign_pids, self._init_pid, ours, KEEPALIVE_CMD)
+        return await asyncio.to_thread(foreign_pids, self._init_pid, ours, self._keepalive_cmd)
 
     async def _our_pids(self) -> set[int]:
         """Host pids of ttgen's own processes in the container: its init (fixed for its life)
@@ -653,7 +717,7 @@ class DockerSandbox:
             return None
         ours = await self._our_pids()
         frozen = await asyncio.to_thread(
-            freeze_idle_terminal, self._init_pid, ours, KEEPALIVE_CMD, tuple(harness)
+            freeze_idle_terminal, self._init_pid, ours, self._keepalive_cmd, tuple(harness)
         )
         return None if frozen is None else process_lines(frozen)
 

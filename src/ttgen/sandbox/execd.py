@@ -4,10 +4,12 @@ per command.
 Every `docker exec` pays for runc setting up a process inside the container's namespaces
 (~25-35 ms here); a helper already inside only forks (~1-2 ms). The helper is a small Python
 program (`HELPER`, run with the container's python3, if it has one) attached to an exec's stdin
-and stdout. The host sends one JSON request per line; the helper answers with binary frames::
+and stdout, or to the container's own when it is the container's command (`MAIN_CMD`: no exec
+at all). The host sends one JSON request per line; the helper answers with binary frames::
 
     >IBI  request id, kind, payload length; payload
-    kinds: 1 stdout, 2 stderr, 3 exit status, 4 hello, 5 cannot switch to the requested user
+    kinds: 1 stdout, 2 stderr, 3 exit status, 4 hello, 5 cannot switch to the requested user,
+           6 no helper here (sent by `MAIN_CMD`'s shell where the image has no python3)
 
 It runs each command in its own session, with the container's environment plus the request's,
 as the requested user, in the requested directory; it streams output as it comes and reports the
@@ -34,7 +36,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 FRAME = struct.Struct(">IBI")
-STDOUT, STDERR, EXIT, HELLO, NO_USER = 1, 2, 3, 4, 5
+STDOUT, STDERR, EXIT, HELLO, NO_USER, NO_HELPER = 1, 2, 3, 4, 5, 6
 
 # Runs inside the container (Python >= 3.6, standard library only). Kept free of the words
 # "python" and "ttgen" so that `pkill -f python` in a task does not hit it by accident.
@@ -181,6 +183,28 @@ main()
 """
 
 
+# The command of a container whose helper is its own main process (attached to the container's
+# stdin and stdout, so it needs no `docker exec`): the shell starts python3 on the container's
+# stdin (kept as fd 3 first: sh gives a background command /dev/null) and waits for it. The
+# helper's code comes first on that stdin (`MAIN_BOOT` bytes, sent by the host as it attaches),
+# so no process but the helper carries the code in its command line. Should the helper exit (an
+# agent's `pkill python3`, a python3 too old), the shell says so on stderr (`HELPER_EXITED`: the
+# container's stdout stays open in its init, so the stream does not end) and becomes the
+# keep-alive; commands then go through `docker exec`. Without python3 the shell sends one
+# NO_HELPER frame. -I keeps PYTHONPATH and the working directory (files an agent may write) out
+# of the helper's imports.
+HELPER_BYTES = HELPER.encode()
+HELPER_EXITED = b"ttgen: the exec helper exited"
+MAIN_SCRIPT = (
+    "if command -v python3 >/dev/null 2>&1; then exec 3<&0; "
+    f'python3 -I -c "import sys; exec(sys.stdin.buffer.read({len(HELPER_BYTES)}))" <&3 3<&- & '
+    f"exec 3<&-; wait $!; echo '{HELPER_EXITED.decode()}' >&2; "
+    "else printf '\\000\\000\\000\\000\\006\\000\\000\\000\\000'; fi; "
+    "exec sleep infinity </dev/null >/dev/null 2>&1"
+)
+MAIN_CMD = ["sh", "-c", MAIN_SCRIPT]
+
+
 class UserSwitchError(Exception):
     """The helper cannot run a command as the requested user (nothing was started)."""
 
@@ -204,6 +228,7 @@ class ExecChannel:
         self._buf = bytearray()
         self.alive = True
         self.sealed = False  # the helper made itself non-dumpable (no ptrace attach into it)
+        self.pid = 0  # the helper's pid in the container (from its hello)
         self.ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._reader = asyncio.ensure_future(self._read())
 
@@ -215,6 +240,8 @@ class ExecChannel:
                     break
                 if msg.stream != 1:
                     log.debug("exec helper: %s", msg.data.decode(errors="replace").rstrip())
+                    if HELPER_EXITED in msg.data:
+                        break
                     continue
                 self._buf += msg.data
                 while len(self._buf) >= FRAME.size:
@@ -241,8 +268,14 @@ class ExecChannel:
     def _dispatch(self, rid: int, kind: int, payload: bytes) -> None:
         if kind == HELLO:
             self.sealed = payload.endswith(b" sealed")
+            with contextlib.suppress(ValueError, IndexError):
+                self.pid = int(payload.split()[0])
             if not self.ready.done():
                 self.ready.set_result(True)
+            return
+        if kind == NO_HELPER:
+            if not self.ready.done():
+                self.ready.set_result(False)
             return
         pending = self._pending.get(rid)
         if pending is None:

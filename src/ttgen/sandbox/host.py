@@ -83,19 +83,14 @@ def _cmdline(pid: int) -> str:
         return "?"
 
 
-def _descendants(pid: int) -> set[int]:
-    found, todo = set(), [pid]
-    while todo:
-        p = todo.pop()
-        if p in found:
-            continue
-        found.add(p)
-        try:
-            for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/children", encoding="ascii") as f:
-                    todo += [int(x) for x in f.read().split()]
-        except (OSError, ValueError):
-            continue
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as f:
+                found.update(int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        pass
     return found
 
 
@@ -133,11 +128,14 @@ def _foreign(init: int, ours: set[int], keepalive_cmd: Sequence[str]) -> list[in
                 children += [int(x) for x in f.read().split()]
     except (OSError, ValueError):
         return None
-    keepalive = (" ".join(keepalive_cmd), keepalive_cmd[-1])  # sh may exec its command
+    keepalive = (" ".join(keepalive_cmd).strip(), keepalive_cmd[-1].strip())  # sh may exec it
     started = sorted((st[1], pid) for pid in children if (st := _proc_stat(pid)) is not None)
     if started and _cmdline(started[0][1]) in keepalive:
-        # it and what it runs (`sh -c` forks the sleep): no agent process can be its child
-        ours = {*ours, *_descendants(started[0][1])}
+        # It and its children: the sleep a `sh -c` may fork, or the exec helper when that is the
+        # container's command (execd.MAIN_CMD). No agent process can be one of them (orphans go
+        # to init); the helper's own children are commands it ran, counted like any other.
+        keep = started[0][1]
+        ours = {*ours, keep, *_children(keep)}
     out = []
     for pid in pids:
         if pid in ours:

@@ -119,17 +119,25 @@ if [ -n "$2" ] && : > "$2" 2>/dev/null; then echo TTGEN_CAST_OK; fi
 # The pane's recorder (the `pipe-pane` command when the image has python3): appends the raw
 # bytes to the pane log, as `cat` would, and writes an asciinema v2 recording of the same bytes
 # with their times (header, then one `[seconds, "o", text]` line per chunk). Each file stops
-# growing at `cap` bytes. Standard library only; no "python" or "ttgen" in its text.
+# growing at `cap` bytes. Standard library only, and not even `json` (importing it, and `re` with
+# it, doubles the interpreter's start: ~6 ms of CPU per trial): JSON strings are escaped by a
+# table (control characters, quote, backslash; other text is written as UTF-8). Run with -I -S.
+# No "python" or "ttgen" in its text, no escaped backslash (tmux would unescape it) and no "%"
+# (tmux passes the command through strftime).
 _RECORDER = r"""
-import codecs, json, os, sys, time
+import os, sys, time
+from codecs import getincrementaldecoder
 pane, cast, width, height, cap = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+b = chr(92)
+esc = {i: b + "u" + format(i, "04x") for i in range(32)}
+esc.update({8: b + "b", 9: b + "t", 10: b + "n", 12: b + "f", 13: b + "r", 34: b + '"', 92: b + b})
 t0 = int(time.time())
 raw = open(pane, "ab", buffering=0) if pane else None
 rec = open(cast, "w", encoding="utf-8")
-rec.write(json.dumps({"version": 2, "width": width, "height": height, "timestamp": t0,
-                      "env": {"SHELL": "/bin/bash", "TERM": "xterm-256color"}}) + "\n")
+rec.write('{"version": 2, "width": ' + str(width) + ', "height": ' + str(height) + ', "timestamp": '
+          + str(t0) + ', "env": {"SHELL": "/bin/bash", "TERM": "xterm-256color"}}\n')
 rec.flush()
-dec = codecs.getincrementaldecoder("utf-8")("replace")
+dec = getincrementaldecoder("utf-8")("replace")
 n_raw = n_rec = 0
 while True:
     try:
@@ -144,11 +152,12 @@ while True:
     if n_rec < cap:
         text = dec.decode(data)
         if text:
-            line = json.dumps([round(time.time() - t0, 6), "o", text]) + "\n"
+            line = "[" + repr(round(time.time() - t0, 6)) + ', "o", "' + text.translate(esc) + '"]\n'
             rec.write(line)
             rec.flush()
             n_rec += len(line)
 """
+
 RECORDING_CAP_BYTES = 16 * 1024 * 1024
 
 
@@ -281,13 +290,13 @@ class TmuxSession:
         cmd += ["-d", "-s", name, "bash --login", ";"]
         python = re.search(r"^TTGEN_PY=(.+)$", prep.stdout, re.MULTILINE)
         if self.recording and python and cast_ok:
-            args = [python.group(1).strip(), "-c", _RECORDER]
+            args = [python.group(1).strip(), "-I", "-S", "-c", _RECORDER]
             args += [self.pane_log if self.pane_logging else "", self.recording]
             args += [str(self.width), str(self.height), str(RECORDING_CAP_BYTES)]
             pipe = "exec " + " ".join(shlex.quote(a) for a in args)
             cmd += ["pipe-pane", "-o", "-t", name, pipe, ";"]
             self.recording_active = True
-            self.harness = [" ".join(args[:3])]  # the interpreter, -c and the code
+            self.harness = [" ".join(args[:5])]  # the interpreter, its options and the code
         elif self.pane_logging:
             assert self.pane_log is not None
             cmd += ["pipe-pane", "-o", "-t", name, f"exec cat >> {shlex.quote(self.pane_log)}", ";"]
