@@ -128,7 +128,8 @@ def _foreign(init: int, ours: set[int], keepalive_cmd: Sequence[str]) -> list[in
                 children += [int(x) for x in f.read().split()]
     except (OSError, ValueError):
         return None
-    keepalive = (" ".join(keepalive_cmd).strip(), keepalive_cmd[-1].strip())  # sh may exec it
+    # sh may exec its command; MAIN_CMD's shell execs a sleep once the exec helper has exited
+    keepalive = (" ".join(keepalive_cmd).strip(), keepalive_cmd[-1].strip(), "sleep infinity")
     started = sorted((st[1], pid) for pid in children if (st := _proc_stat(pid)) is not None)
     if started and _cmdline(started[0][1]) in keepalive:
         # It and its children: the sleep a `sh -c` may fork, or the exec helper when that is the
