@@ -61,6 +61,63 @@ async def test_container_starts_wait_for_a_slot_and_all_start(docker_ready, make
         await backend.close()
 
 
+
+async def test_a_removal_the_engine_gave_up_on_is_asked_again(
+    docker_ready, make_task, job_name, monkeypatch
+):
+    """To remove a running container the engine kills it and waits 2 s for its exit event; on a
+    loaded host (CI, 1,000 trials stopping at once) the wait lapses and the removal answers 500
+    "did not receive an exit event" while the kill goes on. A sandbox's stop asks again: the
+    container is gone and the trial sees no error. An error that persists is raised, naming the
+    container, after a bounded number of tries."""
+    import aiodocker
+
+    from ttgen.errors import SandboxError
+    from ttgen.sandbox import docker_sandbox
+    from ttgen.sandbox.docker import DockerBackend
+
+    backend = DockerBackend(Settings(pull=False))
+    task = _task(make_task)
+    try:
+        sb = await backend.start(task, job=job_name, name=f"{job_name}-lapse")
+        real_delete = sb.container.delete
+        tries = 0
+
+        async def lapsing(**kwargs):
+            nonlocal tries
+            tries += 1
+            if tries <= 2:
+                if tries == 1:
+                    await sb.container.kill()
+                raise aiodocker.DockerError(500, f"Could not kill running container "
+                    f"{sb.container.id}, cannot remove - tried to kill container, but did not "
+                    "receive an exit event")  # fmt: skip
+            return await real_delete(**kwargs)
+
+        sb.container.delete = lapsing
+        await sb.stop()
+        assert tries == 3
+        assert await job_containers(job_name) == []
+
+        monkeypatch.setattr(docker_sandbox, "REMOVE_RETRY_DELAYS", (0.0, 0.0))
+        stuck = await backend.start(task, job=job_name, name=f"{job_name}-stuck")
+        tries = 0
+
+        async def failing(**kwargs):
+            nonlocal tries
+            tries += 1
+            raise aiodocker.DockerError(500, "driver overlay2 failed to remove root filesystem")
+
+        stuck.container.delete = failing
+        with pytest.raises(SandboxError, match=f"cannot remove container {stuck.name}: driver"):
+            await stuck.stop()
+        assert tries == 3
+        assert await job_containers(job_name) == [stuck.container.id]  # left for the gc
+    finally:
+        await backend.gc(job=job_name)
+        await backend.close()
+    assert await job_containers(job_name) == []
+
 def test_start_slots_setting_and_its_errors(tmp_path, monkeypatch):
     assert load_settings(tmp_path, {"TTGEN_START_CONCURRENCY": "3"}).engine_slots == 3
     assert 1 <= load_settings(tmp_path, {}).engine_slots <= 32
@@ -80,6 +137,7 @@ async def test_more_long_lived_exec_streams_than_a_default_pool_holds(docker_rea
     pools hold 100 connections by default: with 120 streams open, the next engine call would
     wait for a free connection forever. The backend's pool has no such limit."""
     from ttgen.sandbox.docker import DockerBackend
+    from ttgen.sandbox.docker_sandbox import force_remove
 
     backend = DockerBackend(Settings(pull=False))
     docker = backend.docker
@@ -106,7 +164,7 @@ async def test_more_long_lived_exec_streams_than_a_default_pool_holds(docker_rea
     finally:
         for s in streams:
             await s.__aexit__(None, None, None)
-        await container.delete(force=True)
+        await force_remove(container)  # 120 processes to kill: the engine's wait may lapse
         await backend.close()
 
 

@@ -57,6 +57,7 @@ from ttgen.sandbox.docker_sandbox import (
     MAIN_HELPER_CONFIG,
     SNAPSHOT_KEEPALIVE,
     DockerSandbox,
+    force_remove,
 )
 from ttgen.sandbox.host import EXEC_MARKER, owner_alive, pid_alive
 from ttgen.settings import Settings, load_settings
@@ -193,10 +194,9 @@ class DockerBackend(DockerImages):
 
     async def remove_container(self, ref: str) -> None:
         try:
-            await self.docker.containers.container(ref).delete(force=True, v=True)
+            await force_remove(self.docker.containers.container(ref))
         except aiodocker.DockerError as exc:
-            if exc.status not in (404, 409):
-                raise SandboxError(f"cannot remove container {ref}: {exc.message}") from exc
+            raise SandboxError(f"cannot remove container {ref}: {exc.message}") from exc
 
     async def containers(self, *, job: str | None = None) -> list[str]:
         filters: dict[str, list[str]] = {"label": [f"{LABEL_MANAGED}=true"]}
@@ -372,7 +372,7 @@ class DockerBackend(DockerImages):
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 made = await create
-                await asyncio.shield(made.delete(force=True, v=True))
+                await asyncio.shield(force_remove(made))
             raise
         sandbox = self.sandbox_class(self, container, name, image.tag, task.name)
         sandbox._create_config = config
@@ -464,7 +464,7 @@ class DockerBackend(DockerImages):
             with contextlib.suppress(Exception):
                 if isinstance(exc, asyncio.CancelledError):
                     made = await create
-                    await asyncio.shield(made.delete(force=True, v=True))
+                    await asyncio.shield(force_remove(made))
                 await asyncio.shield(self.docker.images.delete(image, force=True))
             if isinstance(exc, aiodocker.DockerError):
                 raise SandboxError(
@@ -505,14 +505,12 @@ class DockerBackend(DockerImages):
         async def remove(c: Any) -> None:
             try:
                 async with self.remove_slots:
-                    await c.delete(force=True, v=True)
-                names = c._container.get("Names") or [c.id]
-                removed.append(names[0].lstrip("/"))
+                    gone = await force_remove(c)  # False: someone else removes it already
+                if gone:
+                    names = c._container.get("Names") or [c.id]
+                    removed.append(names[0].lstrip("/"))
             except aiodocker.DockerError as exc:
-                if exc.status not in (404, 409):  # 409: someone else is removing it already
-                    raise SandboxError(
-                        f"cannot remove container {c.id[:12]}: {exc.message}"
-                    ) from exc
+                raise SandboxError(f"cannot remove container {c.id[:12]}: {exc.message}") from exc
 
         doomed = [
             c

@@ -71,6 +71,31 @@ SNAPSHOT_KEEPALIVE: dict[str, Any] = {
     "AttachStderr": False,
 }
 FAST_COPY_MAX_BYTES = 8 * 1024 * 1024  # file copies through the exec helper up to this size
+# Waits between the tries of a forced removal the engine answered with a server error.
+REMOVE_RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+async def force_remove(container: Any) -> bool:
+    """Remove a container, killing it first; False when it was gone (or going) already.
+
+    The engine sends the kill, then waits a fixed 2 s for the container's exit event; on a
+    loaded host (a CI runner, 1,000 trials stopping at once, a container with many processes)
+    that wait lapses and the removal fails with a 500 ("tried to kill container, but did not
+    receive an exit event") while the kill goes on. Such a 5xx is asked again a few times
+    (~8 s in all) before it is raised; a 404 or 409 (someone else removes it) is success.
+    """
+    for delay in (*REMOVE_RETRY_DELAYS, None):
+        try:
+            await container.delete(force=True, v=True)
+            return True
+        except aiodocker.DockerError as exc:
+            if exc.status in (404, 409):
+                return False
+            if delay is None or not 500 <= exc.status < 600:
+                raise
+            log.info("removing container %s: %s; asking again", container.id[:12], exc.message)
+        await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -665,10 +690,9 @@ class DockerSandbox:
             self._channel_task.cancel()
         try:
             async with self.backend.remove_slots:  # admission control (see DockerBackend)
-                await asyncio.shield(self.container.delete(force=True, v=True))
+                await asyncio.shield(force_remove(self.container))
         except aiodocker.DockerError as exc:
-            if exc.status not in (404, 409):
-                raise SandboxError(f"cannot remove container {self.name}: {exc.message}") from exc
+            raise SandboxError(f"cannot remove container {self.name}: {exc.message}") from exc
         finally:
             if self._channel is not None:
                 await self._channel.close()

@@ -32,6 +32,7 @@ from typing import Any
 import aiodocker
 
 from ttgen.errors import TtgenError
+from ttgen.sandbox.docker_sandbox import force_remove
 from ttgen.settings import Settings, host_ca_bundle, load_settings
 
 HARBOR_VERSION = "0.24.0"
@@ -214,7 +215,7 @@ async def run_probe(
             stdout = "".join(await container.log(stdout=True, stderr=False))
             stderr = "".join(await container.log(stdout=False, stderr=True))
         finally:
-            await container.delete(force=True)
+            await force_remove(container)
     code = status.get("StatusCode")
     try:
         doc = _last_json(stdout)
