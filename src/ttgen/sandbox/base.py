@@ -40,6 +40,7 @@ LABEL_JOB = "ttgen.job"
 LABEL_OWNER = "ttgen.owner"  # "<hostname>:<pid>" of the process that started the container
 LABEL_TASK = "ttgen.task"
 LABEL_CA = "ttgen.ca"
+LABEL_CA_OF = "ttgen.ca-of"  # on a prebuilt image plus the CA bundle: the image it adds to
 LABEL_SNAPSHOT = "ttgen.snapshot"  # on a snapshot image (verifier containers): its job
 LABEL_ROLE = "ttgen.role"  # "verifier" on a container started from a snapshot
 
@@ -74,6 +75,13 @@ class ImageRef:
     source: str  # "built" | "cached" | "prebuilt"
     seconds: float = 0.0
     has_ca: bool = False
+    # The image containers start from when it is not `tag` itself: a prebuilt image with the
+    # extra CA bundle added as one layer (built once; `tag` stays the task's image).
+    runs_from: str | None = None
+
+    @property
+    def container_image(self) -> str:
+        return self.runs_from or self.tag
 
 
 @dataclass(frozen=True)

@@ -206,6 +206,28 @@ def _tarinfo(name: str, size: int, mode: int) -> tarfile.TarInfo:
     return info
 
 
+def ca_layer_context(image: str, ca: bytes) -> BuildContext:
+    """The context of `image` plus the CA bundle and its environment (one layer): what a
+    prebuilt image runs as when an extra CA is configured, built once per image and bundle
+    instead of copying the bundle into every container (an archive upload costs the engine
+    ~55 ms of CPU per container)."""
+    dockerfile = (
+        f"FROM {image}\nCOPY {CA_CONTEXT_PATH} {CA_CONTAINER_PATH}\n"
+        "ENV " + " ".join(f"{k}={v}" for k, v in ca_env().items()) + "\n"
+    )
+    h = hashlib.sha256()
+    h.update(f"ttgen-ca-layer/{RECIPE_VERSION}\0".encode())
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in (("Dockerfile", dockerfile.encode("utf-8")), (CA_CONTEXT_PATH, ca)):
+            h.update(f"{name}\0{len(data)}\0".encode())
+            h.update(data)
+            tar.addfile(_tarinfo(name, len(data), 0o644), io.BytesIO(data))
+    return BuildContext(
+        tar=buf.getvalue(), digest=h.hexdigest(), dockerfile=dockerfile, base_images=[image]
+    )
+
+
 def make_build_context(environment_dir: Path, settings: Settings) -> BuildContext:
     """Assemble the build context of one environment folder and hash it."""
     dockerfile_path = environment_dir / "Dockerfile"

@@ -49,7 +49,7 @@ from ttgen.sandbox.base import (
     resolve_env,
     sandbox_labels,
 )
-from ttgen.sandbox.context import CA_CONTAINER_PATH, BuildContext, ca_bundle_bytes, ca_env
+from ttgen.sandbox.context import CA_CONTAINER_PATH, BuildContext, ca_env
 from ttgen.sandbox.docker_images import BUILD_LOG_TAIL_LINES, DockerImages, build_failure
 from ttgen.sandbox.docker_sandbox import (
     FAST_COPY_MAX_BYTES,
@@ -261,13 +261,6 @@ class DockerBackend(DockerImages):
             return "/", None
         return self._workdirs[tag]
 
-    def _ca(self) -> bytes | None:
-        if self.settings.extra_ca_cert is None:
-            return None
-        if self._ca_bytes is None:
-            self._ca_bytes = ca_bundle_bytes(self.settings.extra_ca_cert)
-        return self._ca_bytes
-
     def _host_config(self, limits: Limits, network: str) -> dict[str, Any]:
         """The HostConfig of a task container: init, limits, no privileges, its network."""
         return {
@@ -326,7 +319,7 @@ class DockerBackend(DockerImages):
         network = await self._isolated_network() if limits.network else "none"
         name = name or container_name(job, task.name)
         config: dict[str, Any] = {
-            "Image": image.tag,
+            "Image": image.container_image,
             "Cmd": KEEPALIVE_CMD,
             "Env": [f"{k}={v}" for k, v in env.items()],
             "Labels": sandbox_labels(job, task.name, labels),
@@ -374,10 +367,10 @@ class DockerBackend(DockerImages):
                 made = await create
                 await asyncio.shield(force_remove(made))
             raise
-        sandbox = self.sandbox_class(self, container, name, image.tag, task.name)
+        sandbox = self.sandbox_class(self, container, name, image.container_image, task.name)
         sandbox._create_config = config
         try:
-            image_workdir, image_user = await self._image_defaults(image.tag)
+            image_workdir, image_user = await self._image_defaults(image.container_image)
             sandbox.workdir = envcfg.workdir or image_workdir
             sandbox._default_user = image_user
             if inject_ca:

@@ -32,8 +32,13 @@ from ttgen.errors import (
     SandboxError,
     TaskError,
 )
-from ttgen.sandbox.base import LABEL_CA, LABEL_MANAGED, LABEL_TASK, ImageRef
-from ttgen.sandbox.context import BuildContext, make_build_context
+from ttgen.sandbox.base import LABEL_CA, LABEL_CA_OF, LABEL_MANAGED, LABEL_TASK, ImageRef
+from ttgen.sandbox.context import (
+    BuildContext,
+    ca_bundle_bytes,
+    ca_layer_context,
+    make_build_context,
+)
 from ttgen.sandbox.diagnose import TLS_HINT, infrastructure_sign, tls_intercepted
 from ttgen.settings import Settings
 from ttgen.task import Task
@@ -78,7 +83,16 @@ class DockerImages:
     _build_slots: asyncio.Semaphore
     _workdirs: dict[str, tuple[str, str | None]]
     _contexts: dict[Path, tuple[tuple, BuildContext]]
+    _ca_bytes: bytes | None  # the extra CA bundle's bytes, read once
     docker: aiodocker.Docker  # the backend's client (a property there)
+
+    def _ca(self) -> bytes | None:
+        """The extra CA bundle (the host's trust store plus the extra file), or None."""
+        if self.settings.extra_ca_cert is None:
+            return None
+        if self._ca_bytes is None:
+            self._ca_bytes = ca_bundle_bytes(self.settings.extra_ca_cert)
+        return self._ca_bytes
 
     async def image_exists(self, ref: str) -> dict[str, Any] | None:
         """The image's inspection, or None; its WORKDIR and USER are remembered for the
@@ -118,12 +132,15 @@ class DockerImages:
         dockerfile = task.dockerfile
         if env.docker_image and (not force_build or dockerfile is None):
             ref = self.settings.resolve_image(env.docker_image)
-            if (
-                await self.image_exists(ref)
-                or await self._build_domain_bases(task, [ref])
-                or await self.pull(ref)
+            info = await self.image_exists(ref)
+            if info is None and (
+                await self._build_domain_bases(task, [ref]) or await self.pull(ref)
             ):
-                return ImageRef(ref, "prebuilt")
+                info = await self.image_exists(ref)
+            if info is not None:
+                if self.settings.extra_ca_cert is None:
+                    return ImageRef(ref, "prebuilt")
+                return await self._with_ca_layer(task, ref, info, build_timeout)
             if dockerfile is None:
                 hint = (
                     ""
@@ -139,6 +156,34 @@ class DockerImages:
                 task.path or task.name, "environment/Dockerfile missing and no docker_image set"
             )
         return await self.build(task, force=force_build, timeout=build_timeout)
+
+    async def _with_ca_layer(
+        self, task: Task, ref: str, info: Mapping[str, Any], timeout: float | None
+    ) -> ImageRef:
+        """Prebuilt `ref` with the extra CA bundle as one more layer, built once per image id
+        and bundle, so no container needs the bundle copied in at its start. Should that build
+        fail, each container gets the bundle copied in at its start, as before."""
+        ca = self._ca()
+        assert ca is not None
+        ctx = ca_layer_context(ref, ca)
+        digest = hashlib.sha256(f"{ctx.digest}\0{info['Id']}".encode()).hexdigest()
+        tag = f"{ctx.tag.split(':')[0]}:{digest[:20]}"
+        async with self.build_lock(tag):
+            if await self.image_exists(tag):
+                return ImageRef(ref, "prebuilt", has_ca=True, runs_from=tag)
+            if timeout is None:
+                timeout = task.config.environment.build_timeout_sec
+            try:
+                seconds = await self.build_context(
+                    ctx, tag, name=task.name, timeout=timeout, labels={LABEL_CA_OF: ref}
+                )
+            except ImageBuildError as exc:
+                log.warning(
+                    "%s: cannot add the CA bundle to image %s as a layer (%s); each container "
+                    "gets it copied in at its start instead", task.name, ref, exc,
+                )  # fmt: skip
+                return ImageRef(ref, "prebuilt")
+            return ImageRef(ref, "prebuilt", seconds, has_ca=True, runs_from=tag)
 
     async def _context_for(self, task: Task) -> tuple[BuildContext, str]:
         env_dir = task.environment_dir
