@@ -8,7 +8,6 @@ the container.
 from __future__ import annotations
 
 import asyncio
-
 import datetime as dt
 import io
 import zipfile

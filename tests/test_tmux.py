@@ -221,6 +221,46 @@ async def test_an_early_capture_waits_for_the_prompt_to_be_drawn(term, sandbox):
     assert re.fullmatch(r"\d+\|\d+\|\d+", pos.stdout.strip()), pos.stdout
 
 
+
+async def test_a_wait_that_runs_out_captures_the_screen_of_that_moment(term, sandbox):
+    """A command still running when its duration is up (Terminus 2 then shows the screen as it
+    is): the call that ends the wait also takes that capture, so the turn costs two execs (the
+    keys with their wait, the wait's end with the capture), not three; the next turn still
+    ends at its prompt."""
+    await term.get_incremental_output()
+    calls: list[object] = []
+    real = sandbox.exec
+
+    async def counting(cmd, *args, **kwargs):
+        calls.append(cmd)
+        return await real(cmd, *args, **kwargs)
+
+    sandbox.exec = counting
+    try:
+        r = await term.send_keys("echo sta''rted; sleep 3; echo fin''ished\n", wait_sec=0.5,
+                                 capture=True)  # fmt: skip
+        assert not r.ended_early and r.waited_sec >= 0.5, r
+        out = await term.get_incremental_output()
+        assert len(calls) == 2, calls
+    finally:
+        sandbox.exec = real
+    assert "started" in out.splitlines() and "finished" not in out.splitlines(), out
+    # The late prompt of that command (while the model thinks) opens the gate with nobody
+    # waiting; the next wait, woken by it, waits once more inside the same call (one exec for
+    # the whole turn).
+    await asyncio.sleep(3)
+    calls.clear()
+    sandbox.exec = counting
+    try:
+        r = await term.send_keys("echo next\n", wait_sec=10, capture=True)
+        out = await term.get_incremental_output()
+        assert len(calls) == 1, calls
+    finally:
+        sandbox.exec = real
+    assert r.ended_early and r.waited_sec < 1, r
+    rows = [row for row in out.splitlines() if row.strip()]
+    assert rows[-4:-1] == ["finished", rows[-3], "next"] and rows[-3].endswith("echo next"), rows
+
 async def test_keys_that_bring_no_prompt_wait_the_full_time(term):
     r = await term.send_keys("python3\n", wait_sec=1.5)
     assert not r.ended_early and r.waited_sec >= 1.5, r

@@ -581,8 +581,15 @@ class TmuxSession:
         when_idle = " ".join(shlex.quote(a) for a in finish_if_drawn)
         if self.settle_sec > 0:
             when_idle = f"run-shell -d {self.settle_sec:.3f} ; {when_idle}"
+        # Woken by the prompt of an earlier command (one whose wait ran out opened the gate
+        # with nobody waiting), not cancelled: wait once more in the same call.
+        stale = (
+            f"#{{&&:#{{e|<:#{{{self._opt_idle}}},{seq}}},"
+            f"#{{!=:#{{{self._opt_cancel}}},{token}}}}}"
+        )
         check = [
             *("wait-for", "-L", self._channel, ";"),
+            *("if-shell", "-F", "-t", target, stale, f"wait-for -L {self._channel}", ";"),
             *("display-message", "-p", "-t", target),
             f"{state} #{{{self._opt_idle}}} #{{{self._opt_cancel}}}",
             ";",
@@ -601,7 +608,7 @@ class TmuxSession:
             try:
                 res = await asyncio.wait_for(asyncio.shield(waiter), remaining)
             except TimeoutError:
-                await self._cancel_wait(waiter, token)
+                await self._cancel_wait(waiter, token, capture_mark=mark if capture else None)
                 return "timeout"
             except asyncio.CancelledError:
                 # Let the wait end by itself (cancel token + wake-up) rather than killing its
@@ -663,19 +670,27 @@ class TmuxSession:
             self._prefetched = (rest, mark)
         return bool(sep)
 
-    async def _cancel_wait(self, waiter: asyncio.Future[ExecResult], token: str) -> None:
-        """End an in-container prompt wait: it exits when woken and shown its token."""
+    async def _cancel_wait(
+        self, waiter: asyncio.Future[ExecResult], token: str, capture_mark: str | None = None
+    ) -> None:
+        """End an in-container prompt wait: it exits when woken and shown its token. With
+        `capture_mark`, the same tmux call then captures the terminal, at the moment the wait
+        ran out, for the next `get_incremental_output` (a wait that runs its full time costs
+        no capture call of its own)."""
         killed = False
         if not waiter.done():
+            cmd = [
+                *self._tmux,
+                *("set-option", "-g", self._opt_cancel, token, ";"),
+                *("wait-for", "-U", self._channel),
+            ]
+            if capture_mark is not None:
+                cmd += [";", *shlex.split(self._capture_commands(capture_mark))]
             with contextlib.suppress(Exception):
-                await self._run(
-                    [
-                        *self._tmux,
-                        *("set-option", "-g", self._opt_cancel, token, ";"),
-                        *("wait-for", "-U", self._channel),
-                    ],
-                    timeout=10,
-                )
+                res = await self._run(cmd, timeout=10, max_output_bytes=self.max_capture_bytes)
+                if capture_mark is not None and res.ok and f"{capture_mark}\n" in res.stdout:
+                    self._warn_if_cut(res)
+                    self._prefetched = (res.stdout, capture_mark)
             try:
                 await asyncio.wait_for(asyncio.shield(waiter), 5)
             except TimeoutError:
