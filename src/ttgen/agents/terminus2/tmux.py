@@ -59,6 +59,15 @@ PROMPT_DRAW_MAX_SEC; an empty PS1 moves nothing). Only then, in that same call, 
 command also captures the pane (``capture=True``), so the observation costs no exec of its own.
 Under load a fixed pause was not enough: 1 capture in 921 missed the prompt with 20 ms.
 
+The time limit is kept by the tmux server too (tmux 3.2 and later): the same call starts a
+``run-shell -b -d <seconds> -C`` timer that, if this wait is still on then, sets ``cancel`` to
+the wait's token and opens the gate; the woken call sees its token and takes the capture of that
+moment. So a turn whose command outlives its duration is still one exec (under load, with
+Terminus 2's usual 0.1 s durations, most turns). A wait woken by the prompt of an earlier command
+(one whose wait ran out opens the gate with nobody waiting) waits once more in the same call.
+Only a call that has not come back WAIT_END_GRACE_SEC after the deadline (or any call, before
+tmux 3.2) is ended by a tmux call of ttgen's, which then takes the capture.
+
 The hook costs the shell two tmux client calls per prompt (~2 ms each). With
 ``early_completion=False`` the hook removes itself (restoring ``PROMPT_COMMAND``) after the one prompt that tells setup the shell is
 ready.
@@ -168,6 +177,9 @@ _CURSOR = "#{cursor_x}|#{cursor_y}|#{history_size}"
 # never moves it), and how often it looks.
 PROMPT_DRAW_MAX_SEC = 0.5
 PROMPT_DRAW_POLL_SEC = 0.01
+# A prompt wait ends itself at its deadline (a timer in the tmux server); only if its call has
+# not come back this long after the deadline does a tmux call of its own end it.
+WAIT_END_GRACE_SEC = 3.0
 
 
 @dataclass(frozen=True)
@@ -231,7 +243,9 @@ class TmuxSession:
         self._opt_idle = f"@ttgen_{tag}_idle"
         self._opt_pos = f"@ttgen_{tag}_pos"
         self._opt_cancel = f"@ttgen_{tag}_cancel"
+        self._opt_waiting = f"@ttgen_{tag}_waiting"
         self._channel = f"ttgen-{tag}"
+        self._server_deadline = False  # tmux keeps a wait's deadline itself (3.2 and later)
         self._tmux: list[str] = ["tmux"]
         self._seq = 0
         self._started = False
@@ -301,9 +315,16 @@ class TmuxSession:
             assert self.pane_log is not None
             cmd += ["pipe-pane", "-o", "-t", name, f"exec cat >> {shlex.quote(self.pane_log)}", ";"]
             self.harness = ["cat"]
+        cmd += ["display-message", "-p", "-t", name, "ttgen-tmux-version #{version}", ";"]
         cmd += ["display-message", "-p", "-t", name, "#{socket_path}"]
         res = await self._run(cmd, env={"TERM": "xterm-256color", "SHELL": "/bin/bash"})
         lines = res.stdout.strip().splitlines()
+        version = re.search(r"^ttgen-tmux-version \D*(\d+)\.(\d+)", res.stdout, re.MULTILINE)
+        # run-shell -d/-C (the server-kept deadline) came with tmux 3.2
+        self._server_deadline = version is not None and (
+            int(version.group(1)),
+            int(version.group(2)),
+        ) >= (3, 2)
         if not res.ok or not lines:
             raise AgentError(
                 f"tmux could not start session {name!r} (exit {res.exit_code}): "
@@ -565,12 +586,35 @@ class TmuxSession:
             return "timeout"
         token = uuid.uuid4().hex[:12]
         target = self.session_name
-        done, state, drawing = (f"ttgen-{w}-{token}" for w in ("done", "state", "drawing"))
+        done, state, drawing, cut = (
+            f"ttgen-{w}-{token}" for w in ("done", "state", "drawing", "cut")
+        )
         mark = f"ttgen-capture-{uuid.uuid4().hex}"
         finish = [f"clear-history -t {target}"] if clear_history else []
-        finish.append(f"display-message -p {done}")
+        finish += [f"set-option -g {self._opt_waiting} -", f"display-message -p {done}"]
         if capture:
             finish.append(self._capture_commands(mark))
+        # The deadline, kept by the server: at that moment, if this wait is still on, it is
+        # cancelled and woken (the ## survive run-shell's own expansion: the test is made when
+        # the timer fires). The gate is then held by this wait, so the unlock is never an error.
+        on_time = (
+            f"if-shell -F '##{{==:##{{{self._opt_waiting}}},{token}}}' "
+            f"'set-option -g {self._opt_cancel} {token} ; wait-for -U {self._channel}'"
+        )
+        timer = [
+            *("set-option", "-g", self._opt_waiting, token, ";"),
+            *("run-shell", "-b", "-d", f"{max(remaining, 0.0):.3f}", "-C", on_time, ";"),
+        ]
+        # Woken by the deadline (or a cancel) before the prompt: the screen as it is then, in
+        # the same call.
+        cancelled = f"#{{==:#{{{self._opt_cancel}}},{token}}}"
+        on_cancel = [f"display-message -p {cut}"]
+        if capture:
+            on_cancel.append(self._capture_commands(mark))
+        if_cancelled = " ".join(
+            shlex.quote(a)
+            for a in ("if-shell", "-F", "-t", target, cancelled, " ; ".join(on_cancel))
+        )
         # Done once the cursor has left where the hook saw it: bash has drawn its prompt.
         moved = f"#{{!=:{_CURSOR},#{{{self._opt_pos}}}}}"
         finish_if_drawn = [
@@ -584,8 +628,7 @@ class TmuxSession:
         # Woken by the prompt of an earlier command (one whose wait ran out opened the gate
         # with nobody waiting), not cancelled: wait once more in the same call.
         stale = (
-            f"#{{&&:#{{e|<:#{{{self._opt_idle}}},{seq}}},"
-            f"#{{!=:#{{{self._opt_cancel}}},{token}}}}}"
+            f"#{{&&:#{{e|<:#{{{self._opt_idle}}},{seq}}},#{{!=:#{{{self._opt_cancel}}},{token}}}}}"
         )
         check = [
             *("wait-for", "-L", self._channel, ";"),
@@ -595,18 +638,24 @@ class TmuxSession:
             ";",
             *("if-shell", "-F", "-t", target, f"#{{e|>=:#{{{self._opt_idle}}},{seq}}}"),
             when_idle,
+            if_cancelled,
         ]
-        first = bool(send)
+        first, timed = bool(send), not self._server_deadline
         while True:
             remaining = max(deadline - time.monotonic(), 0.0)
-            cmd = [*self._tmux, *send, ";", *check] if first else [*self._tmux, *check]
+            cmd = [*self._tmux, *send, ";"] if first else [*self._tmux]
+            if not timed:
+                cmd += timer
+                timed = True
+            cmd += check
             waiter = asyncio.ensure_future(self._run(
                 cmd, stdin=stdin if first else None, timeout=remaining + 30,
                 max_output_bytes=self.max_capture_bytes,
             ))  # fmt: skip
             self._waiter = (waiter, token)
             try:
-                res = await asyncio.wait_for(asyncio.shield(waiter), remaining)
+                grace = WAIT_END_GRACE_SEC if self._server_deadline else 0.0
+                res = await asyncio.wait_for(asyncio.shield(waiter), remaining + grace)
             except TimeoutError:
                 await self._cancel_wait(waiter, token, capture_mark=mark if capture else None)
                 return "timeout"
@@ -633,8 +682,9 @@ class TmuxSession:
                                               clear_history)  # fmt: skip
             if self._finished(res, done, mark, capture):
                 return "prompt"
-            cancelled = f" {token}" in res.stdout.split(state, 1)[-1].split("\n", 1)[0]
-            if cancelled or deadline <= time.monotonic():
+            if self._finished(res, cut, mark, capture):
+                return "timeout"
+            if deadline <= time.monotonic():
                 return "timeout"
 
     async def _wait_drawn(
@@ -681,6 +731,7 @@ class TmuxSession:
         if not waiter.done():
             cmd = [
                 *self._tmux,
+                *("set-option", "-g", self._opt_waiting, "-", ";"),  # the server's timer is off
                 *("set-option", "-g", self._opt_cancel, token, ";"),
                 *("wait-for", "-U", self._channel),
             ]
