@@ -412,3 +412,34 @@ async def test_max_turns_and_agent_timeout_end_the_loop(backend, job_name, make_
     assert messages[-1]["role"] == "assistant" and "sleep 100" in messages[-1]["content"]
     assert result.agent_result.n_input_tokens > 0  # usage kept even though the run was cut
     assert await job_containers(job_name) == []
+
+
+async def test_history_files_are_rewritten_at_most_every_few_seconds(
+    backend, job_name, make_task, tmp_path, monkeypatch
+):
+    """Each write of messages.json and trajectory.json encodes the whole history again: with
+    fast turns they are written at most every FLUSH_EVERY_SEC while the agent runs (a write per
+    turn makes a long trial's cost grow with the square of its turns), and in full at the
+    end."""
+    from ttgen.agents.terminus2 import agent as t2
+
+    writes: list[tuple[float, str]] = []
+    real = t2._write
+
+    def counting(path, data) -> None:
+        writes.append((time.monotonic(), path.name))
+        real(path, data)
+
+    monkeypatch.setattr(t2, "_write", counting)
+    async with ScriptedLLMServer([], default=action([("echo turn\n", 0.1)])) as server:
+        spec = TrialSpec(task=hello_task(make_task), trial_name="f",
+                         agent=terminus(server, max_turns=12))  # fmt: skip
+        result = await Trial(spec, backend, tmp_path / "f", job_id=job_name).run()
+    assert result.agent_result.metadata["n_episodes"] == 12
+    times = [t for t, name in writes if name == "messages.json"]
+    assert len(times) <= 2 + (times[-1] - times[0]) / t2.FLUSH_EVERY_SEC, writes
+    assert len(times) < 12
+    messages = json.loads((tmp_path / "f" / "agent" / "messages.json").read_text())
+    assert sum(m["role"] == "assistant" for m in messages) == 12
+    steps = json.loads((tmp_path / "f" / "agent" / "trajectory.json").read_text())["steps"]
+    assert sum(s["source"] == "agent" for s in steps) == 12

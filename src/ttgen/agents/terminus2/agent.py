@@ -84,6 +84,9 @@ MAX_COMMAND_WAIT_SEC = 60.0
 MAX_OUTPUT_LENGTH_RETRIES = 10
 PANE_LOG = "/logs/agent/terminus_2.pane"
 RECORDING = "/logs/agent/recording.cast"
+# messages.json and trajectory.json are rewritten after a turn at most this often while the
+# agent runs (each write re-encodes the whole history), and always when it stops.
+FLUSH_EVERY_SEC = 5.0
 
 
 def _now() -> str:
@@ -241,7 +244,7 @@ def merge_recording(
 
 class _Run:
     """One trajectory: its history (history.py: the messages, contexts and ATIF steps in one
-    list) and counters, flushed after every turn."""
+    list) and counters, flushed after a turn at most every FLUSH_EVERY_SEC, and at the end."""
 
     def __init__(self, agent: Terminus2Agent, instruction: str, ctx: AgentContext) -> None:
         self.agent = agent
@@ -255,6 +258,7 @@ class _Run:
         self.used_tokens = 0  # context size after the last call (prompt + completion tokens)
         self.n_truncated = 0  # responses cut at the output limit and asked again
         self.tmux: TmuxSession | None = None
+        self.flushed_at = float("-inf")
 
     @property
     def n_summaries(self) -> int:
@@ -318,7 +322,7 @@ class _Run:
                 self._observe(output_length_message(
                     self.agent.llm_config.max_tokens, parse(response.content).warning_text
                 ))  # fmt: skip
-                self.flush()
+                self.flush(every=FLUSH_EVERY_SEC)
                 continue
             truncations = 0
             self.n_turns += 1
@@ -328,7 +332,7 @@ class _Run:
                 self._observe(
                     parse_error_message(parsed.error, parsed.warning_text, self.agent.template)
                 )
-                self.flush()
+                self.flush(every=FLUSH_EVERY_SEC)
                 continue
             calls = [
                 {
@@ -371,7 +375,7 @@ class _Run:
             if parsed.warnings:
                 prompt = WARNINGS_PREFIX.format(warnings=parsed.warning_text) + prompt
             self._observe(prompt)
-            self.flush()
+            self.flush(every=FLUSH_EVERY_SEC)
         self.ended = "max_turns"
 
     def _add_rollout_details(self, details: dict[str, list[Any]]) -> None:
@@ -500,7 +504,12 @@ class _Run:
         except LLMError:
             return LAST_RESORT_HANDOFF.format(instruction=self.instruction, screen=screen)
 
-    def flush(self) -> None:
+    def flush(self, *, every: float = 0.0) -> None:
+        """Write messages.json and trajectory.json; with `every`, only if the last write is
+        that many seconds old."""
+        if time.monotonic() - self.flushed_at < every:
+            return
+        self.flushed_at = time.monotonic()
         ctx, agent = self.ctx, self.agent
         ctx.metadata.update(
             n_episodes=self.n_turns,
