@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import random
@@ -222,12 +223,9 @@ async def test_an_early_capture_waits_for_the_prompt_to_be_drawn(term, sandbox):
 
 
 
-async def test_a_wait_that_runs_out_captures_the_screen_of_that_moment(term, sandbox):
-    """A command still running when its duration is up (Terminus 2 then shows the screen as it
-    is): the tmux server ends the wait at its deadline and the same call takes that capture, so
-    the whole turn is one exec (keys, wait, end, capture), not three; the next turn still ends
-    at its prompt."""
-    await term.get_incremental_output()
+@contextlib.contextmanager
+def execs_into(sandbox):
+    """The commands `sandbox` runs inside the block (a list filled as they run)."""
     calls: list[object] = []
     real = sandbox.exec
 
@@ -237,56 +235,42 @@ async def test_a_wait_that_runs_out_captures_the_screen_of_that_moment(term, san
 
     sandbox.exec = counting
     try:
+        yield calls
+    finally:
+        sandbox.exec = real
+
+
+@pytest.mark.parametrize("server_deadline", [True, False], ids=["tmux-3.2+", "older-tmux"])
+async def test_a_wait_that_runs_out_captures_the_screen_of_that_moment(
+    term, sandbox, server_deadline
+):
+    """A command still running when its duration is up (Terminus 2 then shows the screen as it
+    is): the tmux server ends the wait at its deadline and the same call takes that capture, so
+    the whole turn is one exec (keys, wait, end, capture). tmux before 3.2 has no timed
+    run-shell: a call of ttgen's ends the wait and takes the capture (two execs). Either way
+    the next turn still ends at its prompt, in one exec."""
+    assert term._server_deadline  # the base image's tmux 3.3a
+    term._server_deadline = server_deadline
+    await term.get_incremental_output()
+    with execs_into(sandbox) as calls:
         r = await term.send_keys("echo sta''rted; sleep 3; echo fin''ished\n", wait_sec=0.5,
                                  capture=True)  # fmt: skip
-        assert not r.ended_early and 0.5 <= r.waited_sec < 1.0, r
         out = await term.get_incremental_output()
-        assert len(calls) == 1, calls
-    finally:
-        sandbox.exec = real
+    assert not r.ended_early and 0.5 <= r.waited_sec < 1.0, r
+    assert len(calls) == (1 if server_deadline else 2), calls
+    assert ("run-shell" in calls[0]) == server_deadline, calls
     assert "started" in out.splitlines() and "finished" not in out.splitlines(), out
     # The late prompt of that command (while the model thinks) opens the gate with nobody
-    # waiting; the next wait, woken by it, waits once more inside the same call (one exec for
-    # the whole turn).
+    # waiting; the next wait, woken by it, waits once more inside the same call.
     await asyncio.sleep(3)
-    calls.clear()
-    sandbox.exec = counting
-    try:
+    with execs_into(sandbox) as calls:
         r = await term.send_keys("echo next\n", wait_sec=10, capture=True)
         out = await term.get_incremental_output()
-        assert len(calls) == 1, calls
-    finally:
-        sandbox.exec = real
+    assert len(calls) == 1, calls
     assert r.ended_early and r.waited_sec < 1, r
     rows = [row for row in out.splitlines() if row.strip()]
     assert rows[-4:-1] == ["finished", rows[-3], "next"] and rows[-3].endswith("echo next"), rows
 
-
-async def test_before_tmux_3_2_a_run_out_wait_is_ended_by_a_call_of_its_own(term, sandbox):
-    """tmux before 3.2 has no timed run-shell: ttgen ends the wait at its deadline with a tmux
-    call that also takes the capture (two execs for the turn), with the same observation."""
-    assert term._server_deadline  # the base image's tmux 3.3a
-    term._server_deadline = False
-    await term.get_incremental_output()
-    calls: list[object] = []
-    real = sandbox.exec
-
-    async def counting(cmd, *args, **kwargs):
-        calls.append(cmd)
-        return await real(cmd, *args, **kwargs)
-
-    sandbox.exec = counting
-    try:
-        r = await term.send_keys("echo sta''rted; sleep 2; echo fin''ished\n", wait_sec=0.5,
-                                 capture=True)  # fmt: skip
-        out = await term.get_incremental_output()
-    finally:
-        sandbox.exec = real
-    assert not r.ended_early and 0.5 <= r.waited_sec < 1.0, r
-    assert len(calls) == 2 and "run-shell" not in calls[0], calls
-    assert "started" in out.splitlines() and "finished" not in out.splitlines(), out
-    r = await term.send_keys("echo next\n", wait_sec=10)
-    assert r.ended_early and r.waited_sec < 3, r
 
 async def test_keys_that_bring_no_prompt_wait_the_full_time(term):
     r = await term.send_keys("python3\n", wait_sec=1.5)

@@ -178,8 +178,9 @@ _CURSOR = "#{cursor_x}|#{cursor_y}|#{history_size}"
 PROMPT_DRAW_MAX_SEC = 0.5
 PROMPT_DRAW_POLL_SEC = 0.01
 # A prompt wait ends itself at its deadline (a timer in the tmux server); only if its call has
-# not come back this long after the deadline does a tmux call of its own end it.
-WAIT_END_GRACE_SEC = 3.0
+# not come back this long after the deadline does a tmux call of its own end it. Generous: on a
+# host so loaded that the call is late, a second call would only queue behind it.
+WAIT_END_GRACE_SEC = 10.0
 
 
 @dataclass(frozen=True)
