@@ -573,13 +573,13 @@ class TmuxSession:
         `send` (a tmux command list, with its `stdin`) is run first, in the same tmux call.
 
         Each try is one tmux client call (no shell): [the keys, then] ``wait-for -L`` on the
-        session's gate, which returns when a prompt hook opens it; then the ``idle`` and
-        ``cancel`` options; then, only if ``idle`` has reached `seq` (decided by the server in
-        the same call, with ``if-shell -F``), a pause of `settle_sec` inside the server and, if
-        the cursor shows the prompt drawn, a mark line and `clear_history` or `capture`
-        (otherwise `_wait_drawn` looks again). A wake-up by an earlier prompt tries again;
-        `_cancel_wait` ends a try by setting ``cancel`` to this wait's token and opening the
-        gate.
+        session's gate, which returns when a prompt hook opens it (woken by an earlier
+        prompt, it waits once more); then, only if ``idle`` has reached `seq` (decided by the
+        server in the same call, with ``if-shell -F``), a pause of `settle_sec` inside the
+        server and, if the cursor shows the prompt drawn, a mark line and `clear_history` or
+        `capture` (otherwise `_wait_drawn` looks again); else, if ``cancel`` holds this wait's
+        token (the server's deadline timer, or `_cancel_wait`, set it and opened the gate), a
+        cut line and the capture. A call that ends with neither tries again.
 
         Returns "prompt", "timeout", "gone" (the session ended) or "error"."""
         remaining = deadline - time.monotonic()
@@ -587,9 +587,7 @@ class TmuxSession:
             return "timeout"
         token = uuid.uuid4().hex[:12]
         target = self.session_name
-        done, state, drawing, cut = (
-            f"ttgen-{w}-{token}" for w in ("done", "state", "drawing", "cut")
-        )
+        done, drawing, cut = (f"ttgen-{w}-{token}" for w in ("done", "drawing", "cut"))
         mark = f"ttgen-capture-{uuid.uuid4().hex}"
         finish = [f"clear-history -t {target}"] if clear_history else []
         finish += [f"set-option -g {self._opt_waiting} -", f"display-message -p {done}"]
@@ -634,9 +632,6 @@ class TmuxSession:
         check = [
             *("wait-for", "-L", self._channel, ";"),
             *("if-shell", "-F", "-t", target, stale, f"wait-for -L {self._channel}", ";"),
-            *("display-message", "-p", "-t", target),
-            f"{state} #{{{self._opt_idle}}} #{{{self._opt_cancel}}}",
-            ";",
             *("if-shell", "-F", "-t", target, f"#{{e|>=:#{{{self._opt_idle}}},{seq}}}"),
             when_idle,
             if_cancelled,
