@@ -19,9 +19,12 @@ duration 0.1 s, Terminus 2's early completion). Printed per run:
     all and per trial (target at 1,000 trials: <= 20 GB), and this process's peak RSS;
   * CPU seconds during the job per trial: in all, this process (the harness), the teacher's
     process, the engine (dockerd, containerd and the per-container shims), the containers
-    (their cgroups) and the rest;
+    (their cgroups) and the rest, then the rest split where it can be: interrupts, time stolen
+    by the hypervisor, kernel threads, and the busiest processes outside the job (on our hosts
+    the kernel's DAMON thread `kdamond` and the sandbox's own `process_api`);
   * the CPU bound: all the CPU seconds the job took, spread perfectly over the cores, as a time
     and over (floor + ideal): no schedule on this host can finish faster;
+  * how the verifiers ran: in the agent's container, or in a snapshot (and why);
   * outcomes (0 infrastructure failures), the most requests the teacher had in flight, and the
     job's containers left after it (0).
 
@@ -166,9 +169,40 @@ def host_busy() -> float:
     return (sum(cpu) - cpu[3] - cpu[4]) / TICK  # everything but idle and iowait
 
 
+def irq_cpu() -> tuple[float, float]:
+    """CPU seconds the host spent in hard and soft interrupts (counted on no process), and
+    stolen by the hypervisor (counted as busy)."""
+    with open("/proc/stat") as f:
+        cpu = [int(x) for x in f.readline().split()[1:]]
+    return (cpu[5] + cpu[6]) / TICK, cpu[7] / TICK
+
+
+def outside_cpu() -> dict[int, tuple[str, bool, float]]:
+    """pid -> (comm, is a kernel thread, CPU seconds) for every process outside the engine's
+    containers (their CPU is read from their cgroups)."""
+    out = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cgroup") as f:
+                if "/docker/" in f.read():
+                    continue
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                head, tail = f.read().rsplit(b")", 1)
+            fields = tail.split()
+            comm = head.split(b"(", 1)[1].decode(errors="replace")
+            kthread = int(fields[1]) == 2 or entry.name == "2"  # ppid 2: kthreadd's children
+            out[int(entry.name)] = (comm, kthread, sum(int(x) for x in fields[11:13]) / TICK)
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
 class CpuMeter:
     """CPU seconds by consumer between start() and stop(). The shims come and go with their
-    containers, so they are read every second and their last reading kept."""
+    containers, so they are read every second and their last reading kept (and what they used
+    after it is read from init, which reaps them)."""
 
     def __init__(self, server_pid: int) -> None:
         self.server_pid = server_pid
@@ -195,6 +229,7 @@ class CpuMeter:
         self._started = True
         self.t0 = (host_busy(), proc_cpu(os.getpid()), proc_cpu(self.server_pid),
                    self._engine(), containers_cpu())  # fmt: skip
+        self._outside0, self._irq0, self._init0 = outside_cpu(), irq_cpu(), proc_cpu(1)
         self._thread.start()
         return self
 
@@ -206,6 +241,18 @@ class CpuMeter:
                                             proc_cpu(self.server_pid), self._engine(),
                                             containers_cpu())  # fmt: skip
         shims = sum(last - first for first, last in self._shims.values())
+        # A shim outlives its parent, so init reaps it and gets all its CPU seconds, the part
+        # after its last reading (its container's removal) included: that part is added.
+        gone = sum(
+            last for pid, (_, last) in self._shims.items() if not os.path.exists(f"/proc/{pid}")
+        )
+        init = outside_cpu().get(1)
+        init_children = (
+            proc_cpu(1)
+            - self._init0
+            - (init[2] - self._outside0[1][2] if init and 1 in self._outside0 else 0.0)
+        )
+        shims += max(0.0, init_children - gone)
         out = {
             "host": busy - self.t0[0],
             "harness": ours - self.t0[1],
@@ -215,6 +262,23 @@ class CpuMeter:
         if cont is not None and self.t0[4] is not None:
             out["containers"] = cont - self.t0[4]
         out["rest"] = out["host"] - sum(v for k, v in out.items() if k != "host")
+        # the rest, split where it can be: interrupts, kernel threads, other host processes
+        # (only those alive at both ends; the harness, teacher and engine are left out)
+        known = {os.getpid(), self.server_pid, *pids_named("dockerd", "containerd"),
+                 *self._shims}  # fmt: skip
+        by: dict[str, float] = {}
+        kernel = 0.0
+        for pid, (comm, kthread, sec) in outside_cpu().items():
+            before = self._outside0.get(pid)
+            if pid in known or before is None or before[0] != comm:
+                continue
+            used = sec - before[2]
+            if kthread:
+                kernel += used
+            by[comm] = by.get(comm, 0.0) + used
+        irq, steal = irq_cpu()
+        top = sorted(by.items(), key=lambda kv: -kv[1])[:5]
+        self.rest_split = (irq - self._irq0[0], steal - self._irq0[1], kernel, top)
         return out
 
 
@@ -244,6 +308,26 @@ def turn_stats(job_dir: Path, names: list[str]) -> list[float]:
         steps = [s for s in json.loads(path.read_text())["steps"] if s["source"] == "agent"]
         per_turn += [over for _, over, _ in turn_times(steps)]
     return per_turn
+
+
+def isolation_stats(job_dir: Path, results: list) -> str:
+    """How the trials' verifiers ran (in the agent's container or in a snapshot) and, for the
+    snapshots, the most common reason trial.log gives."""
+    modes: dict[str, int] = {}
+    for r in results:
+        mode = getattr(r, "verifier_isolation", None) or "none"
+        modes[mode] = modes.get(mode, 0) + 1
+    reasons: dict[str, int] = {}
+    if modes.get("snapshot"):
+        for log in job_dir.glob("*/trial.log"):
+            for line in log.read_text(errors="replace").splitlines():
+                if "from a snapshot (" in line:
+                    why = line.split("; ", 1)[-1].rstrip(")")
+                    reasons[why] = reasons.get(why, 0) + 1
+    top = sorted(reasons.items(), key=lambda kv: -kv[1])[:3]
+    return ", ".join(f"{k} {v}" for k, v in sorted(modes.items())) + (
+        "; snapshot because: " + "; ".join(f"{why!r} x{n}" for why, n in top) if top else ""
+    )
 
 
 def phase_stats(results: list) -> str:
@@ -382,12 +466,18 @@ async def one_run(n: int, latency: float, args, tmp: Path) -> None:
         + ", ".join(f"{k} {v / n:.2f}" for k, v in cpu.items())
         + f" (host busy {cpu['host'] / job_sec:.2f} of {os.cpu_count()} cores on average)"
     )
+    irq, steal, kernel, top = meter.rest_split
+    print(f"    of the rest, in all: interrupts {irq:.1f} CPU-s, stolen by the hypervisor "
+          f"{steal:.1f}, kernel threads {kernel:.1f}; "
+          "most busy processes outside the job: "
+          + ", ".join(f"{comm} {sec:.1f}" for comm, sec in top))  # fmt: skip
     # The CPU work this job took, spread perfectly over every core, is a limit no schedule
     # beats: where it lies above the target, the target is out of this host's reach.
     bound = cpu["host"] / (os.cpu_count() or 1)
     print(f"    CPU bound: {cpu['host']:.0f} CPU-s of work on {os.cpu_count()} cores take at "
           f"least {bound:.1f} s = {bound / (floor + ideal):.3f} x (floor + ideal); the job took "
           f"{job_sec / bound:.2f} x that bound")  # fmt: skip
+    print(f"    verifier isolation: {isolation_stats(job_dir, results)}")
     print(f"    outcomes {json.dumps(outcomes)}; infrastructure failures {infra}; most requests "
           f"in flight {server_stats['max_in_flight']}; containers left {left}")  # fmt: skip
     shutil.rmtree(job_dir, ignore_errors=True)
