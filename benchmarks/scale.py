@@ -410,7 +410,7 @@ async def breakdown(backend: DockerBackend, task, n: int, network: str, ideal: f
 
 
 async def one_run(n: int, latency: float, args, tmp: Path) -> None:
-    task = make_task(tmp / f"task-{n}")
+    task = make_task(Path(tempfile.mkdtemp(prefix=f"task-{n}-", dir=tmp)))
     ideal = args.turns * latency
     async with DockerBackend() as backend:
         network = await backend._isolated_network()

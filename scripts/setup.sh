@@ -53,6 +53,10 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   echo "$want" > "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"
+# An editable install writes no bytecode, and where PYTHONDONTWRITEBYTECODE is set (as on our
+# machines) every ttgen command would compile its modules again (~70 ms): write it now, as pip
+# does for an installed package (only what changed since the last run).
+"$VENV/bin/python" -m compileall -q "$ROOT/src" >/dev/null
 
 # 2. Docker engine ----------------------------------------------------------------------------
 engine_up() {
