@@ -338,3 +338,39 @@ async def test_missing_tmux_is_a_clear_error(sandbox):
     with pytest.raises(AgentError, match="tmux is not installed"):
         await term.start()
     assert not term.started
+
+
+async def test_a_turn_at_the_prompt_costs_the_shell_one_tmux_call(term, sandbox):
+    """tmux 3.2+: a send made while the shell sits at its prompt writes its number to a file
+    before the keys, so the prompt hook reads it there instead of asking the server (one tmux
+    client per prompt instead of two). After a wait that ran out (a command may still be
+    running) the hook asks the server, and the typed-ahead line still waits for its own prompt.
+    The file lives in tmux's own socket folder and goes with the session."""
+    assert term._seq_file is not None and term._seq_file.startswith("/tmp/tmux-0/.ttgen-")
+
+    async def option(name: str) -> str:
+        return (await sh(sandbox, f"tmux show-options -gv {name}")).strip()
+
+    seen_before = await option(term._opt_seen)
+    for i in range(5):
+        r = await term.send_keys(f"echo fast-{i}\n", wait_sec=10)
+        assert r.ended_early and r.waited_sec < 1, r
+    assert await option(term._opt_idle) == str(term._seq)
+    assert await option(term._opt_seen) == seen_before  # never asked the server
+    # A command outlives its wait; keys typed while it runs must wait for their own prompt.
+    r = await term.send_keys("sleep 2\n", wait_sec=0.3)
+    assert not r.ended_early, r
+    assert (await sh(sandbox, f"cat {term._seq_file}")).strip() == str(term._seq)
+    r = await term.send_keys("echo after-sleep\n", wait_sec=10)
+    assert r.ended_early and 1.2 < r.waited_sec < 3, r
+    assert (await sh(sandbox, f"cat {term._seq_file}")).strip() == "-"
+    assert await option(term._opt_seen) == str(term._seq)  # this prompt asked the server
+    last = screen_lines(await term.capture(full_history=False))[-2:]
+    assert last[0] == "after-sleep" and last[1].endswith("#"), last
+    # Tampering with the file changes nothing for the next turn: the send writes it first.
+    await sh(sandbox, f"echo 999999 > {term._seq_file}")
+    r = await term.send_keys("sleep 1; echo slept\n", wait_sec=10)
+    assert r.ended_early and 1 <= r.waited_sec < 2, r
+    assert not (await sh(sandbox, "tmux list-buffers")).strip()  # no buffer left behind
+    await term.stop()
+    assert (await sh(sandbox, "ls -A /tmp/tmux-0 2>/dev/null || true")).strip() in ("", "default")

@@ -68,7 +68,15 @@ Terminus 2's usual 0.1 s durations, most turns). A wait woken by the prompt of a
 Only a call that has not come back WAIT_END_GRACE_SEC after the deadline (or any call, before
 tmux 3.2) is ended by a tmux call of ttgen's, which then takes the capture.
 
-The hook costs the shell two tmux client calls per prompt (~2 ms each). With
+The hook costs the shell two tmux client calls per prompt (~2 ms of CPU each), or one: with
+tmux 3.2 and later, a send made while the shell sits idle at its prompt (the previous wait ended
+there) first writes its number to a file in tmux's socket folder (``save-buffer``: the client
+writes it, and the server goes on to the keys only once it has), so the prompt after the keys
+finds ``sent`` there, and the first call is skipped. The same reasoning holds: the number was
+written before the keys were queued, and with nothing running in the shell no other prompt
+can come between. Any other send (after a wait that ran out, so a command may still be running
+and draw a prompt at any moment) writes ``-`` there first, and the hook asks the server as
+above. The file is removed with the session. With
 ``early_completion=False`` the hook removes itself (restoring ``PROMPT_COMMAND``) after the one prompt that tells setup the shell is
 ready.
 
@@ -247,6 +255,10 @@ class TmuxSession:
         self._opt_waiting = f"@ttgen_{tag}_waiting"
         self._channel = f"ttgen-{tag}"
         self._server_deadline = False  # tmux keeps a wait's deadline itself (3.2 and later)
+        # Where each send also writes its sequence number for the prompt hook (tmux 3.2 and
+        # later, next to the server's socket); None: the hook asks the server every time.
+        self._seq_file: str | None = None
+        self._at_prompt = False  # the last wait ended at the prompt (nothing runs in the shell)
         self._tmux: list[str] = ["tmux"]
         self._seq = 0
         self._started = False
@@ -331,7 +343,10 @@ class TmuxSession:
                 f"tmux could not start session {name!r} (exit {res.exit_code}): "
                 f"{res.output.strip()[:500]}"
             )
-        self._tmux = [tmux, "-S", lines[-1].strip()]
+        socket = lines[-1].strip()
+        self._tmux = [tmux, "-S", socket]
+        if self.early_completion and self._server_deadline and "/" in socket and "#" not in socket:
+            self._seq_file = f"{socket.rsplit('/', 1)[0]}/.ttgen-{self._tag}"
         self._started = True
         try:
             await self._install_hook()
@@ -407,6 +422,7 @@ class TmuxSession:
                 f"(within {self.setup_timeout_sec:g} s). Screen:\n{screen.rstrip()[-2000:]}"
             )
         self._hooked = self.early_completion
+        self._at_prompt = True
 
     def _hook_script(self, path: str) -> str:
         """The bash file sourced once in the session's shell (see the module docstring)."""
@@ -418,17 +434,40 @@ class TmuxSession:
             lines.append(
                 'if [ -n "${PROMPT_COMMAND+x}" ]; then __ttgen_saved_pc=$PROMPT_COMMAND; fi'
             )
-        lines += [
-            f"{fn}() {{",
-            f"    {tmux} set-option -gF {self._opt_seen} '#{{{self._opt_sent}}}' >/dev/null 2>&1 || :",
-            "    if builtin read -t 0 2>/dev/null; then",
-            "        :",
-            "    else",
-            f"        {tmux} set-option -gF {self._opt_idle} '#{{{self._opt_seen}}}' \\; "
+        ask = f"{tmux} set-option -gF {self._opt_seen} '#{{{self._opt_sent}}}' >/dev/null 2>&1 || :"
+        signal = (
             f"set-option -gF {self._opt_pos} '{_CURSOR}' \\; "
-            f"wait-for -U {self._channel} >/dev/null 2>&1 || :",
-            "    fi",
-        ]
+            f"wait-for -U {self._channel} >/dev/null 2>&1 || :"
+        )
+        from_server = f"{tmux} set-option -gF {self._opt_idle} '#{{{self._opt_seen}}}' \\; {signal}"
+        lines.append(f"{fn}() {{")
+        if self._seq_file is None:
+            lines += [
+                f"    {ask}",
+                "    if builtin read -t 0 2>/dev/null; then",
+                "        :",
+                "    else",
+                f"        {from_server}",
+                "    fi",
+            ]
+        else:
+            # A number in the file (written before the keys of a send made while the shell sat
+            # idle at its prompt) needs no question to the server; anything else (no file,
+            # "-": keys sent while a command may still run) asks it, as on older tmux.
+            lines += [
+                "    local __ttgen_s=",
+                f"    {{ IFS= builtin read -r __ttgen_s < {shlex.quote(self._seq_file)}; }} 2>/dev/null || :",
+                "    case $__ttgen_s in",
+                f"        ''|*[!0-9]*) __ttgen_s=; {ask} ;;",
+                "    esac",
+                "    if builtin read -t 0 2>/dev/null; then",
+                "        :",
+                '    elif [ -n "$__ttgen_s" ]; then',
+                f'        {tmux} set-option -g {self._opt_idle} "$__ttgen_s" \\; {signal}',
+                "    else",
+                f"        {from_server}",
+                "    fi",
+            ]
         if once:  # strict timing: only the readiness signal at setup, then the shell as it was
             lines += [
                 '    if [ -n "${__ttgen_saved_pc+x}" ]; then PROMPT_COMMAND=$__ttgen_saved_pc;'
@@ -464,9 +503,14 @@ class TmuxSession:
             return
         self._started = False
         self._hooked = False
+        self._at_prompt = False
         self._prefetched = None
+        kill = [*self._tmux, "kill-session", "-t", self.session_name]
+        if self._seq_file is not None:
+            kill = ["sh", "-c", 'rm -f -- "$1"; shift; exec "$@"', "ttgen-tmux-stop",
+                    self._seq_file, *kill]  # fmt: skip
         with contextlib.suppress(Exception):
-            await self._run([*self._tmux, "kill-session", "-t", self.session_name], timeout=10)
+            await self._run(kill, timeout=10)
 
     async def is_alive(self, *, max_age_sec: float = 0.0) -> bool:
         """Whether the session exists. With `max_age_sec`, a successful capture of the session
@@ -509,12 +553,14 @@ class TmuxSession:
         if watch:
             self._seq += 1
             seq = self._seq
-        cmd, stdin = self._send_command(keys, seq)
+        cmd, stdin = self._send_command(keys, seq, fast=seq is not None and self._at_prompt)
+        self._at_prompt = False  # until this wait ends at the prompt
         if keys and self.recording_active:
             self.keystrokes.append((time.time(), keys))
         if seq is not None:
             # One tmux call delivers the keys, waits for the prompt (and captures).
             outcome = await self._wait_prompt(seq, deadline, send=cmd, stdin=stdin, capture=capture)
+            self._at_prompt = outcome == "prompt"
             if outcome in ("prompt", "gone"):
                 return SendKeysResult(time.monotonic() - t0, True)
         elif cmd:
@@ -532,29 +578,41 @@ class TmuxSession:
             f"(exit {res.exit_code}): {res.output.strip()[:500]}"
         )
 
-    def _send_command(self, keys: str, seq: int | None) -> tuple[list[str], bytes | None]:
-        """The tmux command list that delivers `keys` (and records `seq`), and its stdin."""
+    def _send_command(
+        self, keys: str, seq: int | None, *, fast: bool = False
+    ) -> tuple[list[str], bytes | None]:
+        """The tmux command list that delivers `keys` (and records `seq`), and its stdin.
+
+        With a sequence number file (tmux 3.2+), the list first writes `seq` there when `fast`
+        (the shell sat idle at its prompt: the next prompt is the one after these keys), else
+        "-" (the hook then asks the server). The client writes the file, and the server goes on
+        to the keys only once it has (save-buffer waits), so a hook never reads a stale number.
+        """
         # Lone surrogates cannot leave the process; they become U+FFFD.
         keys = keys.encode("utf-8", errors="replace").decode("utf-8")
         target = self.session_name
         stdin = None
         cmd: list[str] = []
+        if seq is not None and self._seq_file is not None:
+            buf = f"ttgen-{self._tag}-seq"
+            cmd += ["set-buffer", "-b", buf, str(seq) if fast else "-", ";"]
+            cmd += ["save-buffer", "-b", buf, self._seq_file, ";", "delete-buffer", "-b", buf, ";"]
         if not keys:
             pass
         elif _KEY_NAME.fullmatch(keys) and not keys.endswith(";"):
-            cmd = ["send-keys", "-t", target, "--", keys]
+            cmd += ["send-keys", "-t", target, "--", keys]
         elif len(keys.encode("utf-8")) <= self.paste_threshold and "\0" not in keys:
-            cmd = ["send-keys", "-t", target, "-l", "--", _protect_separator(keys)]
+            cmd += ["send-keys", "-t", target, "-l", "--", _protect_separator(keys)]
         else:
             # Over tmux's command size: a paste buffer read from stdin, pasted without bracketed
             # paste markers and without turning LF into CR (-r), so the pane gets the very bytes
             # send-keys would have typed.
             buf = f"ttgen-{uuid.uuid4().hex[:12]}"
-            cmd = ["load-buffer", "-b", buf, "-", ";", "paste-buffer", "-d", "-r", "-b", buf]
+            cmd += ["load-buffer", "-b", buf, "-", ";", "paste-buffer", "-d", "-r", "-b", buf]
             cmd += ["-t", target]
             stdin = keys.encode("utf-8")
         if seq is not None:
-            if cmd:
+            if cmd and cmd[-1] != ";":
                 cmd.append(";")
             cmd += ["set-option", "-g", self._opt_sent, str(seq)]
         return cmd, stdin
