@@ -46,7 +46,6 @@ FR = struct.Struct(">IBI")
 out = sys.stdout.buffer
 def send(rid, kind, data=b""):
     out.write(FR.pack(rid, kind, len(data)) + data)
-    out.flush()
 def resolve(user):
     name, _, group = user.partition(":")
     try:
@@ -108,6 +107,8 @@ def start(req):
             except OSError:
                 pass
         threading.Thread(target=feed, daemon=True).start()
+    for f in (p.stdout, p.stderr):
+        os.set_blocking(f.fileno(), False)
     jobs[rid] = [p, {p.stdout.fileno(): (p.stdout, 1), p.stderr.fileno(): (p.stderr, 2)}]
 def main():
     inp = sys.stdin.buffer.raw if hasattr(sys.stdin.buffer, "raw") else sys.stdin.buffer
@@ -127,6 +128,9 @@ def main():
         pass
     send(0, 4, (str(os.getpid()) + (" sealed" if sealed else "")).encode())
     while True:
+        # What one pass has to say leaves in one write: a command's last output and its exit
+        # status usually travel together (one wake-up of each relay on the way, not two).
+        out.flush()
         fds = [inp.fileno(), wake_r] + [fd for j in jobs.values() for fd in j[1]]
         try:
             ready, _, _ = select.select(fds, [], [], 0.05 if any(not j[1] for j in jobs.values()) else None)
@@ -165,15 +169,24 @@ def main():
             for rid, (p, pipes) in list(jobs.items()):
                 if fd in pipes:
                     pipe, kind = pipes[fd]
-                    try:
-                        chunk = os.read(fd, 1 << 16)
-                    except OSError:
-                        chunk = b""
-                    if chunk:
+                    for _ in range(8):  # what there is now (a bounded share), and the end if it came
+                        try:
+                            chunk = os.read(fd, 1 << 16)
+                        except BlockingIOError:
+                            break
+                        except OSError:
+                            chunk = b""
+                        if not chunk:
+                            del pipes[fd]
+                            pipe.close()
+                            if not pipes and p.poll() is None:
+                                # It closed its output: it is most likely exiting right now.
+                                try:
+                                    p.wait(0.002)
+                                except subprocess.TimeoutExpired:
+                                    pass
+                            break
                         send(rid, kind, chunk)
-                    else:
-                        del pipes[fd]
-                        pipe.close()
         for rid, (p, pipes) in list(jobs.items()):
             if not pipes and p.poll() is not None:
                 code = p.returncode if p.returncode >= 0 else 128 - p.returncode
