@@ -221,6 +221,25 @@ async def test_exec_output_is_capped_but_the_command_finishes(backend, make_task
         assert "bytes omitted by ttgen" in res.stdout
 
 
+async def test_a_command_streaming_nonstop_does_not_hold_up_the_others(
+    backend, make_task, job_name
+):
+    """An agent's command that prints without pause (`yes`) shares the exec channel with the
+    harness's own short commands: those still come back at once, whole and in order."""
+    task = Task.load(make_task(dockerfile=None, toml=PREBUILT))
+    async with await backend.start(task, job=job_name) as sb:
+        noisy = asyncio.ensure_future(sb.exec("timeout 4 yes", max_output_bytes=4096, timeout=30))
+        await asyncio.sleep(0.5)  # streaming by now
+        times = []
+        for i in range(10):
+            res = await sb.exec(["sh", "-c", f"echo out-{i}; echo err-{i} >&2; exit {i}"])
+            times.append(res.duration_sec)
+            assert (res.exit_code, res.stdout, res.stderr) == (i, f"out-{i}\n", f"err-{i}\n")
+        assert not noisy.done() and max(times) < 1.0, times
+        res = await noisy
+        assert res.exit_code == 124 and res.stdout_omitted_bytes > 1_000_000, res
+
+
 async def test_upload_and_download_files_and_folders(backend, make_task, job_name, tmp_path):
     task = Task.load(make_task(dockerfile=None, toml=PREBUILT))
     src = tmp_path / "src"
