@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 from conftest import BASE_IMAGE, job_containers
@@ -420,17 +421,26 @@ async def test_history_files_are_rewritten_at_most_every_few_seconds(
     """Each write of messages.json and trajectory.json encodes the whole history again: with
     fast turns they are written at most every FLUSH_EVERY_SEC while the agent runs (a write per
     turn makes a long trial's cost grow with the square of its turns), and in full at the
-    end."""
+    end. The writes while it runs happen in the file writer thread, not on the event loop all
+    trials share; the last one, indented, is on disk when the agent returns."""
     from ttgen.agents.terminus2 import agent as t2
 
     writes: list[tuple[float, str]] = []
-    real = t2._write
+    threads: set[str] = set()
+    real, real_texts = t2._write, t2._write_texts
 
     def counting(path, data) -> None:
         writes.append((time.monotonic(), path.name))
         real(path, data)
 
+    def counting_texts(files) -> None:
+        threads.add(threading.current_thread().name)
+        for path, _ in files:
+            writes.append((time.monotonic(), path.name))
+        real_texts(files)
+
     monkeypatch.setattr(t2, "_write", counting)
+    monkeypatch.setattr(t2, "_write_texts", counting_texts)
     async with ScriptedLLMServer([], default=action([("echo turn\n", 0.1)])) as server:
         spec = TrialSpec(task=hello_task(make_task), trial_name="f",
                          agent=terminus(server, max_turns=12))  # fmt: skip
@@ -439,7 +449,10 @@ async def test_history_files_are_rewritten_at_most_every_few_seconds(
     times = [t for t, name in writes if name == "messages.json"]
     assert len(times) <= 2 + (times[-1] - times[0]) / t2.FLUSH_EVERY_SEC, writes
     assert len(times) < 12
-    messages = json.loads((tmp_path / "f" / "agent" / "messages.json").read_text())
+    assert len(times) >= 2 and all(n.startswith("ttgen-trial-files") for n in threads), threads
+    text = (tmp_path / "f" / "agent" / "messages.json").read_text()
+    assert text.startswith("[\n  {")  # the final write, indented
+    messages = json.loads(text)
     assert sum(m["role"] == "assistant" for m in messages) == 12
     steps = json.loads((tmp_path / "f" / "agent" / "trajectory.json").read_text())["steps"]
     assert sum(s["source"] == "agent" for s in steps) == 12
