@@ -357,6 +357,7 @@ async def test_a_turn_at_the_prompt_costs_the_shell_one_tmux_call(term, sandbox)
         assert r.ended_early and r.waited_sec < 1, r
     assert await option(term._opt_idle) == str(term._seq)
     assert await option(term._opt_seen) == seen_before  # never asked the server
+    assert (await sh(sandbox, f"cat {term._seq_file}")) == ""  # each number is used once
     # A command outlives its wait; keys typed while it runs must wait for their own prompt.
     r = await term.send_keys("sleep 2\n", wait_sec=0.3)
     assert not r.ended_early, r
@@ -372,5 +373,13 @@ async def test_a_turn_at_the_prompt_costs_the_shell_one_tmux_call(term, sandbox)
     r = await term.send_keys("sleep 1; echo slept\n", wait_sec=10)
     assert r.ended_early and 1 <= r.waited_sec < 2, r
     assert not (await sh(sandbox, "tmux list-buffers")).strip()  # no buffer left behind
+    # The number cannot be written (here a folder is in the way; a full disk alike): the keys
+    # still go, the hook asks the server, and the turn ends at its prompt, without an error.
+    await sh(sandbox, f"rm -f {term._seq_file} && mkdir {term._seq_file}")
+    for i in range(3):
+        r = await term.send_keys(f"echo blocked-{i}\n", wait_sec=10, capture=True)
+        assert r.ended_early and r.waited_sec < 1, r
+        assert f"\nblocked-{i}\n" in await term.get_incremental_output()
+    await sh(sandbox, f"rmdir {term._seq_file}")
     await term.stop()
     assert (await sh(sandbox, "ls -A /tmp/tmux-0 2>/dev/null || true")).strip() in ("", "default")

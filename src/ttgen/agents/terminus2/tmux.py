@@ -76,7 +76,10 @@ finds ``sent`` there, and the first call is skipped. The same reasoning holds: t
 written before the keys were queued, and with nothing running in the shell no other prompt
 can come between. Any other send (after a wait that ran out, so a command may still be running
 and draw a prompt at any moment) writes ``-`` there first, and the hook asks the server as
-above. The file is removed with the session. With
+above. The hook empties the file once it has taken a number (each number is used once), so a
+write that fails (a full disk) leaves nothing old to be taken for new: that turn's hook asks the
+server, and the failed write is not an error of the turn. The file is removed with the session.
+With
 ``early_completion=False`` the hook removes itself (restoring ``PROMPT_COMMAND``) after the one prompt that tells setup the shell is
 ready.
 
@@ -92,6 +95,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import shlex
@@ -459,6 +463,8 @@ class TmuxSession:
                 f"    {{ IFS= builtin read -r __ttgen_s < {shlex.quote(self._seq_file)}; }} 2>/dev/null || :",
                 "    case $__ttgen_s in",
                 f"        ''|*[!0-9]*) __ttgen_s=; {ask} ;;",
+                # used once: should a later write fail, no old number is taken for a new one
+                f"        *) {{ : > {shlex.quote(self._seq_file)}; }} 2>/dev/null || : ;;",
                 "    esac",
                 "    if builtin read -t 0 2>/dev/null; then",
                 "        :",
@@ -723,6 +729,11 @@ class TmuxSession:
                     self._waiter = None
             if res.timed_out:
                 await self._repair_gate()
+            if res.exit_code != 0 and self._only_seq_file_failed(res):
+                # The number could not be written (a full disk, say): the keys went and the
+                # wait ran all the same; the hook finds no new number and asks the server.
+                log.debug("cannot write %s: %s", self._seq_file, res.stderr.strip()[:300])
+                res = dataclasses.replace(res, exit_code=0)
             if res.exit_code != 0:
                 if not await self.is_alive():
                     return "gone"
@@ -740,6 +751,13 @@ class TmuxSession:
                 return "timeout"
             if deadline <= time.monotonic():
                 return "timeout"
+
+    def _only_seq_file_failed(self, res: ExecResult) -> bool:
+        """Whether the sequence number file's write is all that failed in this tmux call."""
+        if self._seq_file is None or res.timed_out:
+            return False
+        errors = [line for line in res.stderr.splitlines() if line.strip()]
+        return bool(errors) and all(line.startswith(f"{self._seq_file}: ") for line in errors)
 
     async def _wait_drawn(
         self,
