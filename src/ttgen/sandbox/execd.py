@@ -110,6 +110,28 @@ def start(req):
     for f in (p.stdout, p.stderr):
         os.set_blocking(f.fileno(), False)
     jobs[rid] = [p, {p.stdout.fileno(): (p.stdout, 1), p.stderr.fileno(): (p.stderr, 2)}]
+def pump(rid, p, pipes, fd):
+    # What there is now (a bounded share, so a nonstop writer cannot hold up the others), and
+    # the end if it came.
+    pipe, kind = pipes[fd]
+    for _ in range(8):
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            del pipes[fd]
+            pipe.close()
+            if not pipes and p.poll() is None:
+                # It closed its output: it is most likely exiting right now.
+                try:
+                    p.wait(0.002)
+                except subprocess.TimeoutExpired:
+                    pass
+            return
+        send(rid, kind, chunk)
 def main():
     inp = sys.stdin.buffer.raw if hasattr(sys.stdin.buffer, "raw") else sys.stdin.buffer
     buf = b""
@@ -168,25 +190,7 @@ def main():
                 continue
             for rid, (p, pipes) in list(jobs.items()):
                 if fd in pipes:
-                    pipe, kind = pipes[fd]
-                    for _ in range(8):  # what there is now (a bounded share), and the end if it came
-                        try:
-                            chunk = os.read(fd, 1 << 16)
-                        except BlockingIOError:
-                            break
-                        except OSError:
-                            chunk = b""
-                        if not chunk:
-                            del pipes[fd]
-                            pipe.close()
-                            if not pipes and p.poll() is None:
-                                # It closed its output: it is most likely exiting right now.
-                                try:
-                                    p.wait(0.002)
-                                except subprocess.TimeoutExpired:
-                                    pass
-                            break
-                        send(rid, kind, chunk)
+                    pump(rid, p, pipes, fd)
         for rid, (p, pipes) in list(jobs.items()):
             if not pipes and p.poll() is not None:
                 code = p.returncode if p.returncode >= 0 else 128 - p.returncode

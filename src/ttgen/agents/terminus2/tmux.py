@@ -445,35 +445,35 @@ class TmuxSession:
         )
         from_server = f"{tmux} set-option -gF {self._opt_idle} '#{{{self._opt_seen}}}' \\; {signal}"
         lines.append(f"{fn}() {{")
+        fast: list[str] = []
         if self._seq_file is None:
-            lines += [
-                f"    {ask}",
-                "    if builtin read -t 0 2>/dev/null; then",
-                "        :",
-                "    else",
-                f"        {from_server}",
-                "    fi",
-            ]
+            lines.append(f"    {ask}")
         else:
             # A number in the file (written before the keys of a send made while the shell sat
             # idle at its prompt) needs no question to the server; anything else (no file,
             # "-": keys sent while a command may still run) asks it, as on older tmux.
+            seq_file = shlex.quote(self._seq_file)
             lines += [
                 "    local __ttgen_s=",
-                f"    {{ IFS= builtin read -r __ttgen_s < {shlex.quote(self._seq_file)}; }} 2>/dev/null || :",
+                f"    {{ IFS= builtin read -r __ttgen_s < {seq_file}; }} 2>/dev/null || :",
                 "    case $__ttgen_s in",
                 f"        ''|*[!0-9]*) __ttgen_s=; {ask} ;;",
                 # used once: should a later write fail, no old number is taken for a new one
-                f"        *) {{ : > {shlex.quote(self._seq_file)}; }} 2>/dev/null || : ;;",
+                f"        *) {{ : > {seq_file}; }} 2>/dev/null || : ;;",
                 "    esac",
-                "    if builtin read -t 0 2>/dev/null; then",
-                "        :",
+            ]
+            fast = [
                 '    elif [ -n "$__ttgen_s" ]; then',
                 f'        {tmux} set-option -g {self._opt_idle} "$__ttgen_s" \\; {signal}',
-                "    else",
-                f"        {from_server}",
-                "    fi",
             ]
+        lines += [
+            "    if builtin read -t 0 2>/dev/null; then",
+            "        :",
+            *fast,
+            "    else",
+            f"        {from_server}",
+            "    fi",
+        ]
         if once:  # strict timing: only the readiness signal at setup, then the shell as it was
             lines += [
                 '    if [ -n "${__ttgen_saved_pc+x}" ]; then PROMPT_COMMAND=$__ttgen_saved_pc;'
