@@ -134,40 +134,40 @@ def proc_cpu(pid: int) -> float:
         return 0.0
 
 
-# pid -> (comm, confirmed): a name read twice in a row is kept (a process forked but not yet
-# exec'd shows its parent's name for a moment); pids are not reused within a run.
-_comms: dict[int, tuple[str, bool]] = {}
-_comms_lock = threading.Lock()
-
-
 def pids_named(*names: str) -> list[int]:
-    """Processes whose command name is one of `names` (a trailing * matches a prefix). A name
-    seen twice in a row is not read again: the meter's thread runs in the harness's process,
-    and reading ~10,000 names a second at 1,000 containers took the harness's cores (and its
-    GIL)."""
+    """Processes whose command name is one of `names` (a trailing * matches a prefix)."""
     out = []
     prefixes = tuple(n[:-1] for n in names if n.endswith("*"))
-    with _comms_lock:
-        seen: dict[int, tuple[str, bool]] = {}
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/comm") as f:
+                comm = f.read().strip()
+        except OSError:
+            continue
+        if comm in names or (prefixes and comm.startswith(prefixes)):
+            out.append(int(entry.name))
+    return out
+
+
+def shims_cpu() -> dict[tuple[int, int], float]:
+    """(pid, start time) -> CPU seconds (with waited-for children) of each containerd shim
+    running now. The start time tells a shim from a later process given the same pid: at
+    1,000 containers pids wrap around within a job."""
+    out = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                head, tail = f.read().rsplit(b")", 1)
+            if not head.split(b"(", 1)[1].startswith(b"containerd-shim"):
                 continue
-            pid = int(entry.name)
-            known = _comms.get(pid)
-            if known is not None and known[1]:
-                comm = known[0]
-                seen[pid] = known
-            else:
-                try:
-                    with open(f"/proc/{pid}/comm") as f:
-                        comm = f.read().strip()
-                except OSError:
-                    continue
-                seen[pid] = (comm, known is not None and known[0] == comm)
-            if comm in names or (prefixes and comm.startswith(prefixes)):
-                out.append(pid)
-        _comms.clear()
-        _comms.update(seen)
+            fields = tail.split()
+            out[(int(entry.name), int(fields[19]))] = sum(int(x) for x in fields[11:15]) / TICK
+        except (OSError, ValueError, IndexError):
+            continue
     return out
 
 
@@ -223,52 +223,34 @@ def outside_cpu() -> dict[int, tuple[str, bool, float]]:
 
 
 class CpuMeter:
-    """CPU seconds by consumer between start() and stop(). The shims come and go with their
-    containers, so they are read every second and their last reading kept (and what they used
-    after it is read from init, which reaps them)."""
+    """CPU seconds by consumer between start() and stop(), read at those two moments only (a
+    meter thread polling /proc every second took ~20% of a core at 1,000 containers, in the
+    harness's process, and its GIL). The shims come and go with their containers: those
+    running at stop() are read then; those gone by then were reaped by init, whose children's
+    CPU seconds hold all they used."""
 
     def __init__(self, server_pid: int) -> None:
         self.server_pid = server_pid
-        self._shims: dict[int, tuple[float, float]] = {}  # pid -> (first, last) reading
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-
-    def _read_shims(self) -> None:
-        for pid in pids_named("containerd-shim*"):
-            now = proc_cpu(pid)
-            first = self._shims.get(pid, (now if self._started else 0.0, 0.0))[0]
-            self._shims[pid] = (first, now)
-
-    def _watch(self) -> None:
-        while not self._stop.wait(1.0):
-            self._read_shims()
 
     def _engine(self) -> float:
         return sum(proc_cpu(p) for p in pids_named("dockerd", "containerd"))
 
     def start(self) -> CpuMeter:
-        self._started = False
-        self._read_shims()
-        self._started = True
+        self._shims0 = shims_cpu()
         self.t0 = (host_busy(), proc_cpu(os.getpid()), proc_cpu(self.server_pid),
                    self._engine(), containers_cpu())  # fmt: skip
         self._outside0, self._irq0, self._init0 = outside_cpu(), irq_cpu(), proc_cpu(1)
-        self._thread.start()
         return self
 
     def stop(self) -> dict[str, float]:
-        self._stop.set()
-        self._thread.join()
-        self._read_shims()
+        shims1 = shims_cpu()
         busy, ours, server, engine, cont = (host_busy(), proc_cpu(os.getpid()),
                                             proc_cpu(self.server_pid), self._engine(),
                                             containers_cpu())  # fmt: skip
-        shims = sum(last - first for first, last in self._shims.values())
-        # A shim outlives its parent, so init reaps it and gets all its CPU seconds, the part
-        # after its last reading (its container's removal) included: that part is added.
-        gone = sum(
-            last for pid, (_, last) in self._shims.items() if not os.path.exists(f"/proc/{pid}")
-        )
+        shims = sum(sec - self._shims0.get(key, 0.0) for key, sec in shims1.items())
+        # What init reaped during the job holds the whole CPU time of each shim that ended:
+        # the part used before start() (read then) is taken off.
+        gone = sum(sec for key, sec in self._shims0.items() if key not in shims1)
         init = outside_cpu().get(1)
         init_children = (
             proc_cpu(1)
@@ -288,7 +270,7 @@ class CpuMeter:
         # the rest, split where it can be: interrupts, kernel threads, other host processes
         # (only those alive at both ends; the harness, teacher and engine are left out)
         known = {os.getpid(), self.server_pid, *pids_named("dockerd", "containerd"),
-                 *self._shims}  # fmt: skip
+                 *(pid for pid, _ in (*self._shims0, *shims1))}  # fmt: skip
         by: dict[str, float] = {}
         kernel = 0.0
         for pid, (comm, kthread, sec) in outside_cpu().items():

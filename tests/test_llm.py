@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import resource
 import socket
 import time
@@ -558,3 +559,94 @@ async def test_usage_accumulated() -> None:
     assert combined.calls == 4 and combined.cost_usd == pytest.approx(2 * total.cost_usd)
     unpriced = LLMUsage()
     assert unpriced.cost_usd is None
+
+
+# -- proxy and ~/.netrc from the environment (looked up once per endpoint) ---------------------
+
+
+class ForwardProxy:
+    """A plain-HTTP forward proxy on a real socket: relays the bytes both ways to the host the
+    first request line names, and keeps what the client sent (requests on a kept-alive
+    connection included)."""
+
+    def __init__(self) -> None:
+        self.sent = b""
+
+    @property
+    def targets(self) -> list[str]:
+        """The targets of the request lines sent (a POST's body is JSON: no line break)."""
+        return re.findall(r"POST (\S+) HTTP/1\.1\r\n", self.sent.decode())
+
+    async def __aenter__(self) -> ForwardProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        self.sent += head.encode()
+        target = head.split(" ", 2)[1]  # absolute form: http://host:port/path
+        host, port = target.split("/")[2].rsplit(":", 1)
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        up_writer.write(head.encode())
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(65536):
+                if src is reader:
+                    self.sent += data
+                dst.write(data)
+                await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer),
+                             return_exceptions=True)  # fmt: skip
+
+
+@pytest.fixture
+def _clean_proxy_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
+                 "ALL_PROXY", "no_proxy", "NO_PROXY"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "empty-netrc").write_text("")
+    monkeypatch.setenv("NETRC", str(tmp_path / "empty-netrc"))
+
+
+@pytest.mark.usefixtures("_clean_proxy_env")
+async def test_requests_go_through_the_environments_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with ScriptedLLMServer(default="ok") as server, ForwardProxy() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url.replace("http://", "http://pu:pp@"))
+        async with LLMClient(config(server, api_key="sk-x")) as llm:
+            for _ in range(3):
+                assert (await llm.chat(MESSAGES)).content == "ok"
+        assert len(server.requests) == 3
+        assert proxy.targets == [f"{server.base_url}/chat/completions"] * 3
+        # the proxy's credentials from its URL; the endpoint's key still reaches the endpoint
+        assert proxy.sent.decode().count("\r\nProxy-Authorization: Basic cHU6cHA=\r\n") == 3
+        assert server.requests[0].headers["authorization"] == "Bearer sk-x"
+
+        # NO_PROXY covering the endpoint's host: straight there
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        async with LLMClient(config(server)) as llm:
+            assert (await llm.chat(MESSAGES)).content == "ok"
+        assert len(proxy.targets) == 3 and len(server.requests) == 4
+
+
+@pytest.mark.usefixtures("_clean_proxy_env")
+async def test_netrc_credentials_only_where_the_client_has_no_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login nu password np\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    async with ScriptedLLMServer(default="ok") as server:
+        keyed, anonymous = LLMClient(config(server, api_key="sk-k")), LLMClient(config(server))
+        async with keyed, anonymous:
+            # a key and a ~/.netrc entry for the same host: the key, no error
+            assert (await keyed.chat(MESSAGES)).content == "ok"
+            assert (await anonymous.chat(MESSAGES)).content == "ok"
+    assert server.requests[0].headers["authorization"] == "Bearer sk-k"
+    assert server.requests[1].headers["authorization"] == "Basic bnU6bnA="
