@@ -355,3 +355,37 @@ async def test_terminus_terminal_idle_at_its_prompt_is_stopped_and_verified_in_p
         assert "the agent's terminal is idle: stopped its" in log, log
         assert "tmux" in log.split("stopped its", 1)[1].splitlines()[0]
     assert await job_containers(job_name) == []
+
+
+async def test_a_terminal_slow_to_stop_on_a_loaded_host_is_still_verified_in_place(
+    backend, job_name, make_task, tmp_path, monkeypatch
+):
+    """On a loaded host a stopped process shows state T only once it gets a core (at 1,000
+    containers on 2 cores, over the 0.2 s once allowed: the verifier then went to a snapshot).
+    Here the states read stay what they were for 0.6 s after the stop."""
+    import time
+
+    from ttgen.rollout.trial import Trial, TrialSpec
+    from ttgen.sandbox import host
+    from ttgen.testing import ScriptedLLMServer
+
+    real, first = host._proc_stat, []  # when the freeze first read a state
+
+    def slow(pid: int):
+        st = real(pid)
+        if not first:
+            first.append(time.monotonic())
+        if st is not None and st[0] == "T" and time.monotonic() - first[0] < 0.6:
+            return ("S", st[1])
+        return st
+
+    monkeypatch.setattr(host, "_proc_stat", slow)
+    task = Task.load(make_task("term", dockerfile=DOCKERFILE, test_sh=TERMINAL_TEST, env_files={}))
+    async with ScriptedLLMServer([], default=_typing("echo hello > /app/out.txt\n")) as server:
+        spec = TrialSpec(task=task, trial_name="term__0", agent=_terminus(server.base_url))
+        result = await Trial(spec, backend, tmp_path / "t", job_id=job_name).run()
+    log = (tmp_path / "t" / "trial.log").read_text()
+    assert first, "the freeze never read a process state"
+    assert result.outcome.value == "passed", (result.exception_info, log)
+    assert result.verifier_isolation == "in_place", log
+    assert await job_containers(job_name) == []

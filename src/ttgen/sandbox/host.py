@@ -204,6 +204,9 @@ def idle_terminal(pids: Sequence[int], harness: Sequence[str]) -> list[int] | No
     return [*servers, *rest]
 
 
+FREEZE_WAIT_SEC = 3.0  # for every stopped process to show state T
+
+
 def freeze_idle_terminal(
     init: int, ours: set[int], keepalive_cmd: Sequence[str], harness: Sequence[str]
 ) -> list[int] | None:
@@ -220,14 +223,22 @@ def freeze_idle_terminal(
         for pid in terminal:  # servers first: a stopped server starts nothing
             os.kill(pid, signal.SIGSTOP)
             stopped.append(pid)
-        for _ in range(100):  # SIGSTOP takes effect within microseconds
+        # SIGSTOP takes effect within microseconds on an idle host, but a process must get a
+        # core to stop: with 1,000 containers on 2 cores that took over the 0.2 s once allowed
+        # (3 of 1,000 verifiers then went to a snapshot, ~60 s each under that load).
+        deadline = time.monotonic() + FREEZE_WAIT_SEC
+        pause = 0.001
+        while True:
             now = _foreign(init, ours, keepalive_cmd)
             if now is None or sorted(now) != sorted(terminal):
                 break
             states = [_proc_stat(pid) for pid in terminal]
             if all(st is not None and st[0] == "T" for st in states):
                 return terminal
-            time.sleep(0.002)
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
     except (ProcessLookupError, PermissionError):
         pass
     thaw(stopped)
