@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
 import time
+from pathlib import Path
 
 import aiodocker
 import pytest
@@ -306,8 +308,19 @@ async def test_gc_removes_orphans_but_not_live_containers(
         orphan = await b.start(
             task, job=job_name, labels={LABEL_OWNER: f"{os.uname().nodename}:999999999"}
         )
+        # an owner that ended but was not collected yet (a Ray worker that died waits for its
+        # raylet): a zombie uses nothing
+        zombie = subprocess.Popen(["true"])
+        stat = Path(f"/proc/{zombie.pid}/stat")
+        while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            time.sleep(0.01)
+        of_zombie = await b.start(
+            task, job=job_name, labels={LABEL_OWNER: f"{os.uname().nodename}:{zombie.pid}"}
+        )
         removed = await b.gc()
+        zombie.wait()
         assert orphan.name in removed["containers"]
+        assert of_zombie.name in removed["containers"]
         assert live.name not in removed["containers"]
         assert await job_containers(job_name) == [live.id]
         removed = await b.gc(job=job_name)

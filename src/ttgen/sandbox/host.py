@@ -55,14 +55,17 @@ def kill_marked_on_host(marker: str) -> None:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether process `pid` exists on this host (another user's counts too)."""
+    """Whether process `pid` exists on this host (another user's counts too) and has not
+    ended: a zombie (ended, its parent has not collected it yet; a Ray worker that died waits
+    for its raylet) can no longer use anything it made."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    st = _proc_stat(pid)
+    return st is None or st[0] not in ("Z", "X")
 
 
 def _proc_stat(pid: int) -> tuple[str, int] | None:
