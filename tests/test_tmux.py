@@ -383,3 +383,21 @@ async def test_a_turn_at_the_prompt_costs_the_shell_one_tmux_call(term, sandbox)
     await sh(sandbox, f"rmdir {term._seq_file}")
     await term.stop()
     assert (await sh(sandbox, "ls -A /tmp/tmux-0 2>/dev/null || true")).strip() in ("", "default")
+
+
+async def test_a_turn_at_the_prompt_skips_the_question_on_a_busy_host(term, sandbox):
+    """The number is on disk before the keys reach the pane, however late the processes of the
+    container get the CPU: with busy loops beside the shell, no fast turn's prompt asks the
+    server (tmux's save-buffer wrote it from the client after the keys went, and on a loaded CI
+    host the shell's prompt came first)."""
+    hogs = "for i in 1 2 3 4; do (while :; do :; done) </dev/null >/dev/null 2>&1 & done"
+    await sh(sandbox, f"setsid sh -c '{hogs}' </dev/null >/dev/null 2>&1")
+    try:
+        seen_before = (await sh(sandbox, f"tmux show-options -gv {term._opt_seen}")).strip()
+        for i in range(40):
+            r = await term.send_keys(f"echo busy-{i}\n", wait_sec=20)
+            assert r.ended_early, (i, r)
+        seen = (await sh(sandbox, f"tmux show-options -gv {term._opt_seen}")).strip()
+        assert seen == seen_before, f"a prompt asked the server (last at turn {seen})"
+    finally:
+        await sandbox.exec("pkill -f 'while :' || true", user="root")

@@ -33,9 +33,9 @@ with three tmux user options of this session (global options with a per-session 
   ``tmux wait-for`` gate (``-U``).
 
 ``send_keys`` then waits until ``idle`` reaches its sequence number, or the time is up: one
-tmux client call (one exec, no shell) delivers the keys and sleeps in ``wait-for -L`` on that gate
-(no polling); when woken it reads ``idle``, and the server itself decides (``if-shell -F``)
-whether that wait is over. Why a return is never premature:
+tmux client call (one exec, perhaps by way of ``sh``: see below) delivers the keys and sleeps in
+``wait-for -L`` on that gate (no polling); when woken it reads ``idle``, and the server itself
+decides (``if-shell -F``) whether that wait is over. Why a return is never premature:
 ``idle >= n`` means some prompt's hook read ``sent >= n`` from the server, i.e. after the server
 had queued our keys to the pane, and the hook only checked for pending input after that answer
 came back. So at that check our keys were in the terminal's input queue or already consumed;
@@ -70,17 +70,19 @@ tmux 3.2) is ended by a tmux call of ttgen's, which then takes the capture.
 
 The hook costs the shell two tmux client calls per prompt (~2 ms of CPU each), or one: with
 tmux 3.2 and later, a send made while the shell sits idle at its prompt (the previous wait ended
-there) first writes its number to a file in tmux's socket folder (``save-buffer``: the client
-writes it, and the server goes on to the keys only once it has), so the prompt after the keys
-finds ``sent`` there, and the first call is skipped. The same reasoning holds: the number was
-written before the keys were queued, and with nothing running in the shell no other prompt
-can come between. Any other send (after a wait that ran out, so a command may still be running
-and draw a prompt at any moment) writes ``-`` there first, and the hook asks the server as
-above. The hook empties the file once it has taken a number (each number is used once), so a
-write that fails (a full disk) leaves nothing old to be taken for new: that turn's hook asks the
-server, and the failed write is not an error of the turn. The file is removed with the session.
-With
-``early_completion=False`` the hook removes itself (restoring ``PROMPT_COMMAND``) after the one prompt that tells setup the shell is
+there) first writes its number to a file in tmux's socket folder, so the prompt after the keys
+finds ``sent`` there, and the first call is skipped. The write is made by ``sh`` in the same exec,
+before it ``exec``s the tmux client that sends the keys, so it is on disk before the server can
+queue them. (tmux's own ``save-buffer`` is not enough: the server hands the data to the client and
+goes on to the keys at once, and on a loaded host the shell's prompt came before the client had
+written it.) The same reasoning as above holds: the number was written before the keys were
+queued, and with nothing running in the shell no other prompt can come between. Any other send
+(after a wait that ran out, so a command may still be running and draw a prompt at any moment)
+writes ``-`` there first, and the hook asks the server as above. The hook empties the file once
+it has taken a number (each number is used once), so a write that fails (a full disk) leaves
+nothing old to be taken for new: that turn's hook asks the server, and the failed write is not an
+error of the turn. The file is removed with the session. With ``early_completion=False`` the hook
+removes itself (restoring ``PROMPT_COMMAND``) after the one prompt that tells setup the shell is
 ready.
 
 What early completion cannot know: output that background processes write after the prompt
@@ -95,7 +97,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import re
 import shlex
@@ -559,13 +560,14 @@ class TmuxSession:
         if watch:
             self._seq += 1
             seq = self._seq
-        cmd, stdin = self._send_command(keys, seq, fast=seq is not None and self._at_prompt)
+        cmd, stdin, note = self._send_command(keys, seq, fast=seq is not None and self._at_prompt)
         self._at_prompt = False  # until this wait ends at the prompt
         if keys and self.recording_active:
             self.keystrokes.append((time.time(), keys))
         if seq is not None:
             # One tmux call delivers the keys, waits for the prompt (and captures).
-            outcome = await self._wait_prompt(seq, deadline, send=cmd, stdin=stdin, capture=capture)
+            outcome = await self._wait_prompt(seq, deadline, send=cmd, stdin=stdin, note=note,
+                                              capture=capture)  # fmt: skip
             self._at_prompt = outcome == "prompt"
             if outcome in ("prompt", "gone"):
                 return SendKeysResult(time.monotonic() - t0, True)
@@ -586,23 +588,22 @@ class TmuxSession:
 
     def _send_command(
         self, keys: str, seq: int | None, *, fast: bool = False
-    ) -> tuple[list[str], bytes | None]:
-        """The tmux command list that delivers `keys` (and records `seq`), and its stdin.
+    ) -> tuple[list[str], bytes | None, str | None]:
+        """The tmux command list that delivers `keys` (and records `seq`), its stdin, and what
+        the same exec writes to the sequence number file first (`_with_note`).
 
-        With a sequence number file (tmux 3.2+), the list first writes `seq` there when `fast`
-        (the shell sat idle at its prompt: the next prompt is the one after these keys), else
-        "-" (the hook then asks the server). The client writes the file, and the server goes on
-        to the keys only once it has (save-buffer waits), so a hook never reads a stale number.
+        With a sequence number file (tmux 3.2+) that is `seq` when `fast` (the shell sat idle at
+        its prompt: the next prompt is the one after these keys), else "-" (the hook then asks
+        the server); None without one, or without `seq`.
         """
         # Lone surrogates cannot leave the process; they become U+FFFD.
         keys = keys.encode("utf-8", errors="replace").decode("utf-8")
         target = self.session_name
         stdin = None
         cmd: list[str] = []
+        note = None
         if seq is not None and self._seq_file is not None:
-            buf = f"ttgen-{self._tag}-seq"
-            cmd += ["set-buffer", "-b", buf, str(seq) if fast else "-", ";"]
-            cmd += ["save-buffer", "-b", buf, self._seq_file, ";", "delete-buffer", "-b", buf, ";"]
+            note = str(seq) if fast else "-"
         if not keys:
             pass
         elif _KEY_NAME.fullmatch(keys) and not keys.endswith(";"):
@@ -621,7 +622,17 @@ class TmuxSession:
             if cmd and cmd[-1] != ";":
                 cmd.append(";")
             cmd += ["set-option", "-g", self._opt_sent, str(seq)]
-        return cmd, stdin
+        return cmd, stdin, note
+
+    def _with_note(self, argv: list[str], note: str | None) -> list[str]:
+        """`argv` (a tmux client call) run by ``sh`` after it has written `note` to the sequence
+        number file: the number is on disk before the server can queue the keys. A write that
+        fails (a full disk, a folder in the way) is not an error: the hook then asks the server.
+        """
+        if note is None or self._seq_file is None:
+            return argv
+        script = '{ printf "%s\\n" "$1" >"$2"; } 2>/dev/null; shift 2; exec "$@"'
+        return ["sh", "-c", script, "ttgen-send", note, self._seq_file, *argv]
 
     async def _wait_prompt(
         self,
@@ -631,6 +642,7 @@ class TmuxSession:
         clear_history: bool = False,
         send: Sequence[str] = (),
         stdin: bytes | None = None,
+        note: str | None = None,
         capture: bool = False,
     ) -> str:
         """Wait until a prompt has come back after the keys numbered `seq`, or `deadline`.
@@ -703,7 +715,7 @@ class TmuxSession:
         first, timed = bool(send), not self._server_deadline
         while True:
             remaining = max(deadline - time.monotonic(), 0.0)
-            cmd = [*self._tmux, *send, ";"] if first else [*self._tmux]
+            cmd = self._with_note([*self._tmux, *send, ";"], note) if first else [*self._tmux]
             if not timed:
                 cmd += timer
                 timed = True
@@ -729,11 +741,6 @@ class TmuxSession:
                     self._waiter = None
             if res.timed_out:
                 await self._repair_gate()
-            if res.exit_code != 0 and self._only_seq_file_failed(res):
-                # The number could not be written (a full disk, say): the keys went and the
-                # wait ran all the same; the hook finds no new number and asks the server.
-                log.debug("cannot write %s: %s", self._seq_file, res.stderr.strip()[:300])
-                res = dataclasses.replace(res, exit_code=0)
             if res.exit_code != 0:
                 if not await self.is_alive():
                     return "gone"
@@ -751,13 +758,6 @@ class TmuxSession:
                 return "timeout"
             if deadline <= time.monotonic():
                 return "timeout"
-
-    def _only_seq_file_failed(self, res: ExecResult) -> bool:
-        """Whether the sequence number file's write is all that failed in this tmux call."""
-        if self._seq_file is None or res.timed_out:
-            return False
-        errors = [line for line in res.stderr.splitlines() if line.strip()]
-        return bool(errors) and all(line.startswith(f"{self._seq_file}: ") for line in errors)
 
     async def _wait_drawn(
         self,
