@@ -349,9 +349,11 @@ async def test_a_turn_at_the_prompt_costs_the_shell_one_tmux_call(term, sandbox)
     assert term._seq_file is not None and term._seq_file.startswith("/tmp/tmux-0/.ttgen-")
 
     async def option(name: str) -> str:
-        return (await sh(sandbox, f"tmux show-options -gv {name}")).strip()
+        return (await sh(sandbox, f"tmux show-options -gqv {name}")).strip()
 
+    # The set-up's own first prompt found its number in the file too.
     seen_before = await option(term._opt_seen)
+    assert seen_before == ""
     for i in range(5):
         r = await term.send_keys(f"echo fast-{i}\n", wait_sec=10)
         assert r.ended_early and r.waited_sec < 1, r
@@ -393,11 +395,11 @@ async def test_a_turn_at_the_prompt_skips_the_question_on_a_busy_host(term, sand
     hogs = "for i in 1 2 3 4; do (while :; do :; done) </dev/null >/dev/null 2>&1 & done"
     await sh(sandbox, f"setsid sh -c '{hogs}' </dev/null >/dev/null 2>&1")
     try:
-        seen_before = (await sh(sandbox, f"tmux show-options -gv {term._opt_seen}")).strip()
+        seen_before = (await sh(sandbox, f"tmux show-options -gqv {term._opt_seen}")).strip()
         for i in range(40):
             r = await term.send_keys(f"echo busy-{i}\n", wait_sec=20)
             assert r.ended_early, (i, r)
-        seen = (await sh(sandbox, f"tmux show-options -gv {term._opt_seen}")).strip()
+        seen = (await sh(sandbox, f"tmux show-options -gqv {term._opt_seen}")).strip()
         assert seen == seen_before, f"a prompt asked the server (last at turn {seen})"
     finally:
         await sandbox.exec("pkill -f 'while :' || true", user="root")

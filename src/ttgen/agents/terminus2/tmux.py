@@ -124,18 +124,33 @@ _EXEC_MARKER_VARS = ("TTGEN_EXEC_ID",)
 # Everything else is sent with -l, where nothing is interpreted.
 _KEY_NAME = re.compile(r"(?:[CMS]-)*(?:[A-Za-z][A-Za-z0-9]*|[!-~])|\^[!-~]")
 
-_PREP_SCRIPT = r"""
+# The session's start, one exec: find tmux and bash, make the log files, choose the pane's
+# logger (the recorder when python3 is there and the recording can be written, else `cat` into
+# the pane log, else none), then exec the tmux client that starts the server and the session.
+# $1 pane log, $2 recording, $3/$4 the recorder's arguments after the interpreter with/without
+# the pane log, $5 the `cat` logger, $6 the session; the rest is the tmux command list.
+_START_SCRIPT = r"""
 t=$(command -v tmux 2>/dev/null)
 [ -n "$t" ] || { echo TTGEN_NO_TMUX; exit 0; }
 command -v bash >/dev/null 2>&1 || { echo TTGEN_NO_BASH; exit 0; }
 echo "TTGEN_TMUX=$t"
-p=$(command -v python3 2>/dev/null) && echo "TTGEN_PY=$p"
+log= pipe=
 if [ -n "$1" ]; then
     d=${1%/*}
     [ -n "$d" ] && mkdir -p "$d" 2>/dev/null
-    if : >> "$1" 2>/dev/null; then echo TTGEN_LOG_OK; fi
+    if : >> "$1" 2>/dev/null; then log=1; echo TTGEN_LOG_OK; fi
 fi
-if [ -n "$2" ] && : > "$2" 2>/dev/null; then echo TTGEN_CAST_OK; fi
+if [ -n "$2" ] && : > "$2" 2>/dev/null && p=$(command -v python3 2>/dev/null); then
+    case $p in
+        *[!A-Za-z0-9/._+-]*) ;;
+        *) echo "TTGEN_PY=$p"; if [ -n "$log" ]; then pipe="exec $p $3"; else pipe="exec $p $4"; fi ;;
+    esac
+fi
+[ -z "$pipe" ] && [ -n "$log" ] && pipe=$5
+s=$6
+shift 6
+[ -z "$pipe" ] && exec "$t" "$@"
+exec "$t" "$@" \; pipe-pane -o -t "$s" "$pipe"
 """
 
 # The pane's recorder (the `pipe-pane` command when the image has python3): appends the raw
@@ -290,65 +305,79 @@ class TmuxSession:
         """Start the session (tmux must be in the image; this layer installs nothing)."""
         if self._started:
             raise AgentError(f"tmux session {self.session_name!r} is already started")
-        prep = await self._run([
-            "sh", "-c", _PREP_SCRIPT, "ttgen-tmux-prep", self.pane_log or "", self.recording or "",
-        ])  # fmt: skip
+        if self.user and (self.pane_log or self.recording):
+            await self._make_logs_for_user()
+        name = self.session_name
+        recorder: list[str] = []
+        if self.recording:
+            recorder = ["-I", "-S", "-c", _RECORDER, self.pane_log or "", self.recording,
+                        str(self.width), str(self.height), str(RECORDING_CAP_BYTES)]  # fmt: skip
+        without_log = [*recorder[:4], "", *recorder[5:]] if recorder else []
+        tmux_cmd = ["set-option", "-g", "history-limit", str(self.history_limit), ";"]
+        for var in _EXEC_MARKER_VARS:
+            tmux_cmd += ["set-environment", "-g", "-u", var, ";"]
+        tmux_cmd += ["new-session", "-x", str(self.width), "-y", str(self.height)]
+        tmux_cmd += ["-d", "-s", name, "bash --login", ";"]
+        tmux_cmd += ["display-message", "-p", "-t", name, "ttgen-tmux-version #{version}", ";"]
+        tmux_cmd += ["display-message", "-p", "-t", name, "#{socket_path}"]
+        res = await self._run(
+            [
+                *("sh", "-c", _START_SCRIPT, "ttgen-tmux-start"),
+                self.pane_log or "",
+                self.recording or "",
+                " ".join(shlex.quote(a) for a in recorder),
+                " ".join(shlex.quote(a) for a in without_log),
+                f"exec cat >> {shlex.quote(self.pane_log)}" if self.pane_log else "",
+                name,
+                *tmux_cmd,
+            ],
+            env={"TERM": "xterm-256color", "SHELL": "/bin/bash"},
+        )
         who = f" for user {self.user!r}" if self.user else ""
-        if "TTGEN_NO_TMUX" in prep.stdout:
+        if "TTGEN_NO_TMUX" in res.stdout:
             raise AgentError(
                 f"tmux is not installed in the container (not found on PATH{who}). Terminus 2 "
                 "drives its terminal through tmux, and this layer does not install it: add tmux to "
                 "the task image, or install it in the agent's setup step."
             )
-        if "TTGEN_NO_BASH" in prep.stdout:
+        if "TTGEN_NO_BASH" in res.stdout:
             raise AgentError(
                 f"bash is not installed in the container (not found on PATH{who}); Terminus 2 "
                 "runs `bash --login` in its tmux session."
             )
-        found = re.search(r"^TTGEN_TMUX=(.+)$", prep.stdout, re.MULTILINE)
+        found = re.search(r"^TTGEN_TMUX=(.+)$", res.stdout, re.MULTILINE)
         if found is None:
             raise AgentError(
-                f"cannot probe the container for tmux (exit {prep.exit_code}): "
-                f"{prep.output.strip()[:500]}"
+                f"cannot probe the container for tmux (exit {res.exit_code}): "
+                f"{res.output.strip()[:500]}"
             )
         tmux = found.group(1).strip()
-        self.pane_logging, cast_ok = await self._prepare_logs(prep.stdout)
-
-        name = self.session_name
-        cmd = [tmux, "set-option", "-g", "history-limit", str(self.history_limit), ";"]
-        for var in _EXEC_MARKER_VARS:
-            cmd += ["set-environment", "-g", "-u", var, ";"]
-        cmd += ["new-session", "-x", str(self.width), "-y", str(self.height)]
-        cmd += ["-d", "-s", name, "bash --login", ";"]
-        python = re.search(r"^TTGEN_PY=(.+)$", prep.stdout, re.MULTILINE)
-        if self.recording and python and cast_ok:
-            args = [python.group(1).strip(), "-I", "-S", "-c", _RECORDER]
-            args += [self.pane_log if self.pane_logging else "", self.recording]
-            args += [str(self.width), str(self.height), str(RECORDING_CAP_BYTES)]
-            pipe = "exec " + " ".join(shlex.quote(a) for a in args)
-            cmd += ["pipe-pane", "-o", "-t", name, pipe, ";"]
-            self.recording_active = True
-            self.harness = [" ".join(args[:5])]  # the interpreter, its options and the code
-        elif self.pane_logging:
-            assert self.pane_log is not None
-            cmd += ["pipe-pane", "-o", "-t", name, f"exec cat >> {shlex.quote(self.pane_log)}", ";"]
-            self.harness = ["cat"]
-        cmd += ["display-message", "-p", "-t", name, "ttgen-tmux-version #{version}", ";"]
-        cmd += ["display-message", "-p", "-t", name, "#{socket_path}"]
-        res = await self._run(cmd, env={"TERM": "xterm-256color", "SHELL": "/bin/bash"})
-        lines = res.stdout.strip().splitlines()
         version = re.search(r"^ttgen-tmux-version \D*(\d+)\.(\d+)", res.stdout, re.MULTILINE)
         # run-shell -d/-C (the server-kept deadline) came with tmux 3.2
         self._server_deadline = version is not None and (
             int(version.group(1)),
             int(version.group(2)),
         ) >= (3, 2)
-        if not res.ok or not lines:
+        after = res.stdout.partition("\nttgen-tmux-version ")[2].splitlines()[1:]
+        if not res.ok or not after:
             raise AgentError(
                 f"tmux could not start session {name!r} (exit {res.exit_code}): "
                 f"{res.output.strip()[:500]}"
             )
-        socket = lines[-1].strip()
+        socket = after[0].strip()
+        self.pane_logging = self.pane_log is not None and "TTGEN_LOG_OK" in res.stdout
+        python = re.search(r"^TTGEN_PY=(.+)$", res.stdout, re.MULTILINE)
+        if python is not None:
+            self.recording_active = True
+            # the interpreter, its options and the code
+            self.harness = [" ".join([python.group(1).strip(), *recorder[:4]])]
+        elif self.pane_logging:
+            self.harness = ["cat"]
+        if self.pane_log is not None and not self.pane_logging:
+            log.warning("cannot write the pane log %s; the session runs without it", self.pane_log)
+        if self.recording is not None and not self.recording_active:
+            log.warning("cannot write the recording %s (or no python3 in the container); the "
+                        "session runs without it", self.recording)  # fmt: skip
         self._tmux = [tmux, "-S", socket]
         if self.early_completion and self._server_deadline and "/" in socket and "#" not in socket:
             self._seq_file = f"{socket.rsplit('/', 1)[0]}/.ttgen-{self._tag}"
@@ -359,66 +388,54 @@ class TmuxSession:
             await self.stop()
             raise
 
-    async def _prepare_logs(self, prep_stdout: str) -> tuple[bool, bool]:
-        """Whether the pane log and the recording can be written (created as root and handed
-        over where the folder exists only for root)."""
-        pane_ok = self.pane_log is not None and "TTGEN_LOG_OK" in prep_stdout
-        cast_ok = self.recording is not None and "TTGEN_CAST_OK" in prep_stdout
-        missing = [p for p, ok in ((self.pane_log, pane_ok), (self.recording, cast_ok))
-                   if p is not None and not ok]  # fmt: skip
-        if missing and self.user:
-            res = await self.sandbox.exec(
-                [
-                    "sh",
-                    "-c",
-                    'u=$1; shift; for f; do d=${f%/*}; [ -n "$d" ] && mkdir -p "$d"; '
-                    ': >> "$f" && chown "$u" "$f" && echo "TTGEN_MADE=$f"; done',
-                    "ttgen-tmux-log",
-                    self.user,
-                    *missing,
-                ],
-                user="root",
-                timeout=self.command_timeout_sec,
-            )
-            pane_ok = pane_ok or f"TTGEN_MADE={self.pane_log}" in res.stdout
-            cast_ok = cast_ok or f"TTGEN_MADE={self.recording}" in res.stdout
-        if self.pane_log is not None and not pane_ok:
-            log.warning("cannot write the pane log %s; the session runs without it", self.pane_log)
-        if self.recording is not None and not cast_ok:
-            log.warning("cannot write the recording %s; the session runs without it",
-                        self.recording)  # fmt: skip
-        return pane_ok, cast_ok
+    async def _make_logs_for_user(self) -> None:
+        """Make the log files that do not exist yet as root and hand them to `user` (their
+        folder may exist only for root)."""
+        files = [p for p in (self.pane_log, self.recording) if p is not None]
+        res = await self.sandbox.exec(
+            [
+                "sh",
+                "-c",
+                'u=$1; shift; for f; do [ -e "$f" ] && continue; d=${f%/*}; '
+                '[ -n "$d" ] && mkdir -p "$d"; : >> "$f" && chown "$u" "$f"; done',
+                "ttgen-tmux-log",
+                self.user or "",
+                *files,
+            ],
+            user="root",
+            timeout=self.command_timeout_sec,
+        )
+        if not res.ok:
+            log.debug("cannot make the log files for %s: %s", self.user, res.output[:300])
 
     async def _install_hook(self) -> None:
         """Type the sourcing of the prompt hook into the new shell, wait for its first prompt,
         then clear the scrollback, so that the session looks untouched."""
         path = f"/tmp/.ttgen-terminus-{self._tag}.sh"
         self._seq = 1
-        cmd = [
+        # One exec: sh writes the hook's file (and, with a sequence number file, the number 1,
+        # so that this first prompt needs no question to the server), then the tmux client
+        # types the line that sources it, waits for the prompt, clears the scrollback and
+        # captures the screen for the first observation.
+        prefix = [
             "sh",
             "-c",
-            'f=$1; shift; cat > "$f" || exit 5; exec "$@"',
+            'printf %s "$1" >"$2" || exit 5; [ -z "$3" ] || { printf "1\\n" >"$3"; } 2>/dev/null; '
+            'shift 3; exec "$@"',
             "ttgen-tmux-hook",
+            self._hook_script(path),
             path,
-            *self._tmux,
-            "send-keys",
-            "-t",
-            self.session_name,
-            "-l",
-            "--",
-            f" . {path}\n",
-            ";",
-            "set-option",
-            "-g",
-            self._opt_sent,
-            "1",
+            self._seq_file or "",
         ]
-        res = await self._run(cmd, stdin=self._hook_script(path).encode())
-        if not res.ok:
-            raise AgentError(f"cannot set up the tmux session's shell: {res.output.strip()[:500]}")
-        outcome = await self._wait_prompt(
-            1, time.monotonic() + self.setup_timeout_sec, clear_history=True
-        )
+        send = ["send-keys", "-t", self.session_name, "-l", "--", f" . {path}\n", ";"]
+        send += ["set-option", "-g", self._opt_sent, "1"]
+        try:
+            outcome = await self._wait_prompt(
+                1, time.monotonic() + self.setup_timeout_sec, clear_history=True, send=send,
+                prefix=prefix, capture=True,
+            )  # fmt: skip
+        except AgentError as e:
+            raise AgentError(f"cannot set up the tmux session's shell: {e}") from None
         if outcome != "prompt":
             screen = "" if outcome == "gone" else await self.capture(full_history=False)
             what = "ended" if outcome == "gone" else "did not reach its prompt"
@@ -566,8 +583,8 @@ class TmuxSession:
             self.keystrokes.append((time.time(), keys))
         if seq is not None:
             # One tmux call delivers the keys, waits for the prompt (and captures).
-            outcome = await self._wait_prompt(seq, deadline, send=cmd, stdin=stdin, note=note,
-                                              capture=capture)  # fmt: skip
+            outcome = await self._wait_prompt(seq, deadline, send=cmd, stdin=stdin,
+                                              prefix=self._note_prefix(note), capture=capture)  # fmt: skip
             self._at_prompt = outcome == "prompt"
             if outcome in ("prompt", "gone"):
                 return SendKeysResult(time.monotonic() - t0, True)
@@ -590,7 +607,7 @@ class TmuxSession:
         self, keys: str, seq: int | None, *, fast: bool = False
     ) -> tuple[list[str], bytes | None, str | None]:
         """The tmux command list that delivers `keys` (and records `seq`), its stdin, and what
-        the same exec writes to the sequence number file first (`_with_note`).
+        the same exec writes to the sequence number file first (`_note_prefix`).
 
         With a sequence number file (tmux 3.2+) that is `seq` when `fast` (the shell sat idle at
         its prompt: the next prompt is the one after these keys), else "-" (the hook then asks
@@ -624,15 +641,15 @@ class TmuxSession:
             cmd += ["set-option", "-g", self._opt_sent, str(seq)]
         return cmd, stdin, note
 
-    def _with_note(self, argv: list[str], note: str | None) -> list[str]:
-        """`argv` (a tmux client call) run by ``sh`` after it has written `note` to the sequence
-        number file: the number is on disk before the server can queue the keys. A write that
-        fails (a full disk, a folder in the way) is not an error: the hook then asks the server.
-        """
+    def _note_prefix(self, note: str | None) -> list[str]:
+        """The start of an exec whose ``sh`` writes `note` to the sequence number file, then
+        ``exec``s the tmux client given after it: the number is on disk before the server can
+        queue the keys. A write that fails (a full disk, a folder in the way) is not an error:
+        the hook then asks the server."""
         if note is None or self._seq_file is None:
-            return argv
+            return []
         script = '{ printf "%s\\n" "$1" >"$2"; } 2>/dev/null; shift 2; exec "$@"'
-        return ["sh", "-c", script, "ttgen-send", note, self._seq_file, *argv]
+        return ["sh", "-c", script, "ttgen-send", note, self._seq_file]
 
     async def _wait_prompt(
         self,
@@ -642,13 +659,14 @@ class TmuxSession:
         clear_history: bool = False,
         send: Sequence[str] = (),
         stdin: bytes | None = None,
-        note: str | None = None,
+        prefix: Sequence[str] = (),
         capture: bool = False,
     ) -> str:
         """Wait until a prompt has come back after the keys numbered `seq`, or `deadline`.
-        `send` (a tmux command list, with its `stdin`) is run first, in the same tmux call.
+        `send` (a tmux command list, with its `stdin`) is run first, in the same tmux call, and
+        `prefix` (an ``sh`` that writes files, then ``exec``s the rest) before that client.
 
-        Each try is one tmux client call (no shell): [the keys, then] ``wait-for -L`` on the
+        Each try is one tmux client call: [the keys, then] ``wait-for -L`` on the
         session's gate, which returns when a prompt hook opens it (woken by an earlier
         prompt, it waits once more); then, only if ``idle`` has reached `seq` (decided by the
         server in the same call, with ``if-shell -F``), a pause of `settle_sec` inside the
@@ -715,7 +733,7 @@ class TmuxSession:
         first, timed = bool(send), not self._server_deadline
         while True:
             remaining = max(deadline - time.monotonic(), 0.0)
-            cmd = self._with_note([*self._tmux, *send, ";"], note) if first else [*self._tmux]
+            cmd = [*prefix, *self._tmux, *send, ";"] if first else [*self._tmux]
             if not timed:
                 cmd += timer
                 timed = True
