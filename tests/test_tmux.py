@@ -93,6 +93,32 @@ def test_find_new_content_follows_harbor():
 # -- the session ------------------------------------------------------------------------------
 
 
+async def test_start_and_first_observation_take_two_execs(sandbox):
+    """The set-up is cheap at 1,000 containers: one exec starts tmux (probe, logs, session,
+    logger), one installs the hook, waits for the first prompt and captures the screen that
+    the first observation shows; the first turn is one more."""
+    calls: list[list[str]] = []
+    real = sandbox.exec
+
+    async def counting(cmd, **kw):
+        calls.append(list(cmd) if not isinstance(cmd, str) else [cmd])
+        return await real(cmd, **kw)
+
+    sandbox.exec = counting
+    term = TmuxSession(sandbox, recording="/logs/agent/recording.cast")
+    try:
+        await term.start()
+        first = await term.get_incremental_output()
+        assert first.startswith("Current Terminal Screen:\n") and first.rstrip().endswith("#")
+        assert len(calls) == 2, [c[:4] for c in calls]
+        r = await term.send_keys("echo one\n", wait_sec=5, capture=True)
+        assert r.ended_early and "\none\n" in await term.get_incremental_output()
+        assert len(calls) == 3, [c[:4] for c in calls]
+        assert term.recording_active and term.pane_logging
+    finally:
+        await term.stop()
+        sandbox.exec = real
+
 async def test_start_shows_a_clean_prompt_and_first_then_new_output(term, sandbox):
     first = await term.get_incremental_output()
     assert first.startswith("Current Terminal Screen:\n")
