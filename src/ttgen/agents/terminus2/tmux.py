@@ -137,7 +137,7 @@ echo "TTGEN_TMUX=$t"
 log= pipe=
 if [ -n "$1" ]; then
     d=${1%/*}
-    [ -n "$d" ] && mkdir -p "$d" 2>/dev/null
+    [ -z "$d" ] || [ -d "$d" ] || mkdir -p "$d" 2>/dev/null
     if : >> "$1" 2>/dev/null; then log=1; echo TTGEN_LOG_OK; fi
 fi
 if [ -n "$2" ] && : > "$2" 2>/dev/null && p=$(command -v python3 2>/dev/null); then
