@@ -577,14 +577,14 @@ class TmuxSession:
         if watch:
             self._seq += 1
             seq = self._seq
-        cmd, stdin, note = self._send_command(keys, seq, fast=seq is not None and self._at_prompt)
+        cmd, stdin, prefix = self._send_command(keys, seq, fast=seq is not None and self._at_prompt)
         self._at_prompt = False  # until this wait ends at the prompt
         if keys and self.recording_active:
             self.keystrokes.append((time.time(), keys))
         if seq is not None:
             # One tmux call delivers the keys, waits for the prompt (and captures).
-            outcome = await self._wait_prompt(seq, deadline, send=cmd, stdin=stdin,
-                                              prefix=self._note_prefix(note), capture=capture)  # fmt: skip
+            outcome = await self._wait_prompt(seq, deadline, send=cmd, stdin=stdin, prefix=prefix,
+                                              capture=capture)  # fmt: skip
             self._at_prompt = outcome == "prompt"
             if outcome in ("prompt", "gone"):
                 return SendKeysResult(time.monotonic() - t0, True)
@@ -605,22 +605,20 @@ class TmuxSession:
 
     def _send_command(
         self, keys: str, seq: int | None, *, fast: bool = False
-    ) -> tuple[list[str], bytes | None, str | None]:
-        """The tmux command list that delivers `keys` (and records `seq`), its stdin, and what
-        the same exec writes to the sequence number file first (`_note_prefix`).
+    ) -> tuple[list[str], bytes | None, list[str]]:
+        """The tmux command list that delivers `keys` (and records `seq`), its stdin, and the
+        start of the exec that runs it (`_note_prefix`, or nothing).
 
-        With a sequence number file (tmux 3.2+) that is `seq` when `fast` (the shell sat idle at
-        its prompt: the next prompt is the one after these keys), else "-" (the hook then asks
-        the server); None without one, or without `seq`.
+        With a sequence number file (tmux 3.2+) and `seq`, that exec first writes `seq` there
+        when `fast` (the shell sat idle at its prompt: the next prompt is the one after these
+        keys), else "-" (the hook then asks the server).
         """
         # Lone surrogates cannot leave the process; they become U+FFFD.
         keys = keys.encode("utf-8", errors="replace").decode("utf-8")
         target = self.session_name
         stdin = None
         cmd: list[str] = []
-        note = None
-        if seq is not None and self._seq_file is not None:
-            note = str(seq) if fast else "-"
+        prefix = [] if seq is None else self._note_prefix(str(seq) if fast else "-")
         if not keys:
             pass
         elif _KEY_NAME.fullmatch(keys) and not keys.endswith(";"):
@@ -639,14 +637,14 @@ class TmuxSession:
             if cmd and cmd[-1] != ";":
                 cmd.append(";")
             cmd += ["set-option", "-g", self._opt_sent, str(seq)]
-        return cmd, stdin, note
+        return cmd, stdin, prefix
 
-    def _note_prefix(self, note: str | None) -> list[str]:
+    def _note_prefix(self, note: str) -> list[str]:
         """The start of an exec whose ``sh`` writes `note` to the sequence number file, then
         ``exec``s the tmux client given after it: the number is on disk before the server can
         queue the keys. A write that fails (a full disk, a folder in the way) is not an error:
-        the hook then asks the server."""
-        if note is None or self._seq_file is None:
+        the hook then asks the server. Nothing without a sequence number file."""
+        if self._seq_file is None:
             return []
         script = '{ printf "%s\\n" "$1" >"$2"; } 2>/dev/null; shift 2; exec "$@"'
         return ["sh", "-c", script, "ttgen-send", note, self._seq_file]
