@@ -15,7 +15,7 @@ import pytest
 
 from conftest import BASE_IMAGE
 from ttgen.agents.terminus2.observation import find_new_content, limit_output_length
-from ttgen.agents.terminus2.tmux import TmuxSession
+from ttgen.agents.terminus2.tmux import TmuxSession, _tmux_line
 from ttgen.errors import AgentError
 from ttgen.task import Task
 
@@ -24,17 +24,22 @@ PREBUILT = f'[environment]\ndocker_image = "{BASE_IMAGE}"\n'
 
 @pytest.fixture
 async def sandbox(backend, make_task, job_name):
-    sb = await backend.start(Task.load(make_task(dockerfile=None, toml=PREBUILT)), job=job_name)
+    # as a trial's: the exec helper starts with the container
+    task = Task.load(make_task(dockerfile=None, toml=PREBUILT))
+    sb = await backend.start(task, job=job_name, exec_channel="eager")
     try:
         yield sb
     finally:
         await sb.stop()
 
 
-@pytest.fixture
-async def term(sandbox):
-    t = TmuxSession(sandbox)
+@pytest.fixture(params=["control", "exec"])
+async def term(sandbox, request):
+    """A session whose calls go to its control-mode clients (what a trial gets), or, as where
+    there is no exec helper, each through an exec of a tmux client."""
+    t = TmuxSession(sandbox, control=request.param == "control")
     await t.start()
+    assert len(t._ctls) == (2 if t.control else 0)
     try:
         yield t
     finally:
@@ -93,31 +98,53 @@ def test_find_new_content_follows_harbor():
 # -- the session ------------------------------------------------------------------------------
 
 
-async def test_start_and_first_observation_take_two_execs(sandbox):
+@contextlib.contextmanager
+def tmux_calls(term):
+    """The tmux calls `term` makes inside the block, as ("exec", argv) or ("control", line)."""
+    calls: list[tuple[str, object]] = []
+    sandbox = term.sandbox
+    real_exec, real_control = sandbox.exec, term._run_control
+
+    async def counting_exec(cmd, *args, **kwargs):
+        calls.append(("exec", cmd))
+        return await real_exec(cmd, *args, **kwargs)
+
+    async def counting_control(ctl, line, *args, **kwargs):
+        calls.append(("control", line))
+        return await real_control(ctl, line, *args, **kwargs)
+
+    sandbox.exec, term._run_control = counting_exec, counting_control
+    try:
+        yield calls
+    finally:
+        sandbox.exec = real_exec
+        del term._run_control
+
+
+@pytest.mark.parametrize("control", [True, False], ids=["control", "exec"])
+async def test_start_and_first_observation_take_two_execs(sandbox, control):
     """The set-up is cheap at 1,000 containers: one exec starts tmux (probe, logs, session,
     logger), one installs the hook, waits for the first prompt and captures the screen that
-    the first observation shows; the first turn is one more."""
-    calls: list[list[str]] = []
-    real = sandbox.exec
-
-    async def counting(cmd, **kw):
-        calls.append(list(cmd) if not isinstance(cmd, str) else [cmd])
-        return await real(cmd, **kw)
-
-    sandbox.exec = counting
-    term = TmuxSession(sandbox, recording="/logs/agent/recording.cast")
+    the first observation shows. Then two control-mode clients are attached (one line each to
+    set them up), and a turn is one line to one of them: no process starts in the container
+    but the shell's. Without them, a turn is one more exec."""
+    term = TmuxSession(sandbox, recording="/logs/agent/recording.cast", control=control)
     try:
-        await term.start()
-        first = await term.get_incremental_output()
+        with tmux_calls(term) as calls:
+            await term.start()
+            first = await term.get_incremental_output()
         assert first.startswith("Current Terminal Screen:\n") and first.rstrip().endswith("#")
-        assert len(calls) == 2, [c[:4] for c in calls]
-        r = await term.send_keys("echo one\n", wait_sec=5, capture=True)
-        assert r.ended_early and "\none\n" in await term.get_incremental_output()
-        assert len(calls) == 3, [c[:4] for c in calls]
+        kinds = [kind for kind, _ in calls]
+        assert kinds == ["exec", "exec", *(["control"] * 2 if control else [])], calls
+        with tmux_calls(term) as calls:
+            r = await term.send_keys("echo one\n", wait_sec=5, capture=True)
+            assert r.ended_early and "\none\n" in await term.get_incremental_output()
+        assert [kind for kind, _ in calls] == ["control" if control else "exec"], calls
         assert term.recording_active and term.pane_logging
+        size = await sh(sandbox, "tmux display-message -p '#{window_width}x#{window_height}'")
+        assert size.strip() == "160x40"  # an attached control client leaves the pane's size
     finally:
         await term.stop()
-        sandbox.exec = real
 
 async def test_start_shows_a_clean_prompt_and_first_then_new_output(term, sandbox):
     first = await term.get_incremental_output()
@@ -249,47 +276,36 @@ async def test_an_early_capture_waits_for_the_prompt_to_be_drawn(term, sandbox):
 
 
 
-@contextlib.contextmanager
-def execs_into(sandbox):
-    """The commands `sandbox` runs inside the block (a list filled as they run)."""
-    calls: list[object] = []
-    real = sandbox.exec
-
-    async def counting(cmd, *args, **kwargs):
-        calls.append(cmd)
-        return await real(cmd, *args, **kwargs)
-
-    sandbox.exec = counting
-    try:
-        yield calls
-    finally:
-        sandbox.exec = real
-
-
 @pytest.mark.parametrize("server_deadline", [True, False], ids=["tmux-3.2+", "older-tmux"])
 async def test_a_wait_that_runs_out_captures_the_screen_of_that_moment(
     term, sandbox, server_deadline
 ):
     """A command still running when its duration is up (Terminus 2 then shows the screen as it
-    is): the tmux server ends the wait at its deadline and the same call takes that capture, so
-    the whole turn is one exec (keys, wait, end, capture). tmux before 3.2 has no timed
-    run-shell: a call of ttgen's ends the wait and takes the capture (two execs). Either way
-    the next turn still ends at its prompt, in one exec."""
-    assert term._server_deadline  # the base image's tmux 3.3a
+    is). Through exec calls, the tmux server ends the wait at its deadline and the same call
+    takes that capture, so the whole turn is one exec (keys, wait, end, capture); tmux before
+    3.2 has no timed run-shell: a call of ttgen's ends the wait and takes the capture (two
+    execs). Through control clients (tmux's timer would queue behind the wait), the other
+    client ends it at the deadline: two lines, no process. Either way the next turn still
+    ends at its prompt, in one call."""
+    assert term._server_deadline  # the base image's tmux 3.3a (control clients need 3.2)
     term._server_deadline = server_deadline
     await term.get_incremental_output()
-    with execs_into(sandbox) as calls:
+    with tmux_calls(term) as calls:
         r = await term.send_keys("echo sta''rted; sleep 3; echo fin''ished\n", wait_sec=0.5,
                                  capture=True)  # fmt: skip
         out = await term.get_incremental_output()
     assert not r.ended_early and 0.5 <= r.waited_sec < 1.0, r
-    assert len(calls) == (1 if server_deadline else 2), calls
-    assert ("run-shell" in calls[0]) == server_deadline, calls
+    if term.control:
+        assert [kind for kind, _ in calls] == ["control", "control"], calls
+        assert '"run-shell" "-b"' not in calls[0][1] and "wait-for" in calls[1][1], calls
+    else:
+        assert len(calls) == (1 if server_deadline else 2), calls
+        assert ("run-shell" in calls[0][1]) == server_deadline, calls
     assert "started" in out.splitlines() and "finished" not in out.splitlines(), out
     # The late prompt of that command (while the model thinks) opens the gate with nobody
     # waiting; the next wait, woken by it, waits once more inside the same call.
     await asyncio.sleep(3)
-    with execs_into(sandbox) as calls:
+    with tmux_calls(term) as calls:
         r = await term.send_keys("echo next\n", wait_sec=10, capture=True)
         out = await term.get_incremental_output()
     assert len(calls) == 1, calls
@@ -429,3 +445,49 @@ async def test_a_turn_at_the_prompt_skips_the_question_on_a_busy_host(term, sand
         assert seen == seen_before, f"a prompt asked the server (last at turn {seen})"
     finally:
         await sandbox.exec("pkill -f 'while :' || true", user="root")
+
+
+def test_a_command_line_for_the_control_client_keeps_every_argument_as_given():
+    """What tmux makes of a client's arguments, written as one line: `;` alone separates
+    commands, a trailing `;` ends one, a trailing `\\;` is a literal `;`; anything tmux's
+    parser would act on inside a word ($, ~, quotes, backslashes, newlines, control bytes) is
+    escaped, and NUL, which a line cannot carry, is refused (such keys go through an exec)."""
+    line = _tmux_line(["send-keys", "-l", "--", "a;b $HOME ~x \"q\" \\ \n\t\x1b\x7f", ";",
+                       "display-message", "-p", "x;", "set-option", "y", "z\\;"])  # fmt: skip
+    assert line == (
+        '"send-keys" "-l" "--" "a;b \\$HOME \\~x \\"q\\" \\\\ \\n\\t\\033\\177" ; '
+        '"display-message" "-p" "x" ; "set-option" "y" "z;"'
+    )
+    with pytest.raises(ValueError, match="NUL"):
+        _tmux_line(["send-keys", "-l", "a\0b"])
+
+
+async def test_a_control_client_that_goes_away_leaves_the_terminal_working(sandbox):
+    """The model may end the control clients (`tmux detach-client -a`, `pkill tmux`-like
+    commands) or they may die: the turn in progress still ends at its prompt, and every later
+    call is an exec of a tmux client. Keys with a NUL go through an exec from the start."""
+    term = TmuxSession(sandbox)
+    await term.start()
+    try:
+        assert len(term._ctls) == 2
+        await term.get_incremental_output()
+        r = await term.send_keys("echo before\n", wait_sec=10, capture=True)
+        assert r.ended_early and "\nbefore\n" in await term.get_incremental_output()
+        clients = await sh(sandbox, "tmux list-clients -F '#{client_control_mode}'")
+        assert clients.split() == ["1", "1"]
+        # The model detaches every client but the one it runs in (none: its shell has none).
+        r = await term.send_keys("tmux detach-client -a -s terminus-2; echo detached\n",
+                                 wait_sec=10, capture=True)  # fmt: skip
+        out = await term.get_incremental_output()
+        assert "\ndetached\n" in out, out
+        with tmux_calls(term) as calls:
+            for i in range(3):
+                r = await term.send_keys(f"echo after-{i}\n", wait_sec=10, capture=True)
+                assert r.ended_early and r.waited_sec < 2, r
+                assert f"\nafter-{i}\n" in await term.get_incremental_output()
+        assert term._ctls == []
+        assert {kind for kind, _ in calls} == {"exec"}, calls
+        assert (await sh(sandbox, "tmux list-clients")).strip() == ""
+        assert await term.is_alive()
+    finally:
+        await term.stop()

@@ -167,6 +167,61 @@ done
 """
 
 
+class _Feed:
+    """Hands each chunk of a stream to a callback (`ExecChannel`'s output sink)."""
+
+    def __init__(self, callback: Callable[[bytes], None]) -> None:
+        self.feed = callback
+
+
+class ChannelProcess:
+    """A command started by `DockerSandbox.open_process`: its stdin stays open."""
+
+    def __init__(
+        self,
+        sandbox: DockerSandbox,
+        channel: ExecChannel,
+        rid: int,
+        done: asyncio.Future[int],
+        marker: str,
+        err: _OutputBuffer,
+    ) -> None:
+        self._sandbox = sandbox
+        self._channel = channel
+        self._rid = rid
+        self._marker = marker
+        self._err = err
+        # its exit status (an exception where it could not run or the helper died)
+        self.done = done
+        done.add_done_callback(lambda f: f.cancelled() or f.exception())  # seen: never logged
+
+    @property
+    def running(self) -> bool:
+        return not self.done.done() and self._channel.alive
+
+    def stderr(self) -> str:
+        return self._err.text()
+
+    async def send(self, data: bytes, *, write_file: tuple[str, bytes] | None = None) -> None:
+        """Write `data` to its stdin; with `write_file` (path, content), that file is written in
+        the container first (a write that fails is not an error). Raises ConnectionError when
+        the process or the helper is gone."""
+        if not self.running:
+            raise ConnectionError("the process has exited")
+        await self._channel.send_input(self._rid, data, file=write_file)
+
+    async def close(self, timeout: float = 2.0) -> None:
+        """Close its stdin and wait for it to exit; kill it after `timeout` seconds."""
+        if self.running:
+            with contextlib.suppress(Exception):
+                await self._channel.send_input(self._rid, b"", close=True)
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(asyncio.shield(self.done), timeout)
+        if not self.done.done():
+            with contextlib.suppress(Exception):
+                await self._sandbox._kill_tree(self._marker)
+
+
 class DockerSandbox:
     """One running container (implements `ttgen.sandbox.base.ContainerSandbox`)."""
 
@@ -347,6 +402,34 @@ class DockerSandbox:
             raise SandboxError(
                 f"{self.name}: the exec helper died while running {req.cmd[:3]}: {exc}"
             ) from exc
+
+    async def open_process(
+        self,
+        argv: Sequence[str],
+        on_output: Callable[[bytes], None],
+        *,
+        user: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> ChannelProcess | None:
+        """Start `argv` with its stdin kept open (`ChannelProcess.send`), its stdout handed to
+        `on_output` as it comes; through the exec helper only (None where there is none, or it
+        cannot run commands as `user`: the caller keeps to `exec`)."""
+        channel = self._channel if self._channel is not None and self._channel.alive else None
+        if channel is None or ((user or self._default_user) and not self._channel_can_switch_user):
+            return None
+        marker = uuid.uuid4().hex
+        err = _OutputBuffer(64 * 1024)
+        try:
+            rid, done = await channel.open(
+                list(argv),
+                env={EXEC_MARKER: marker, **(env or {})},
+                user=user or self._default_user,
+                out=_Feed(on_output),
+                err=err,
+            )
+        except ConnectionError:
+            return None
+        return ChannelProcess(self, channel, rid, done, marker, err)
 
     def _start_channel_soon(self) -> None:
         # From the second exec on: a container used for one command never pays for the helper.

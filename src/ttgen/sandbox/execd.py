@@ -11,6 +11,11 @@ at all). The host sends one JSON request per line; the helper answers with binar
     kinds: 1 stdout, 2 stderr, 3 exit status, 4 hello, 5 cannot switch to the requested user,
            6 no helper here (sent by `MAIN_CMD`'s shell where the image has no python3)
 
+A request with ``"keep": 1`` leaves the command's stdin open; ``{"input": id, "data": ...}``
+requests then write to it, in the order sent, each after writing the file it names (``"file":
+[path, content]``, an error there is ignored), and ``"close": 1`` closes it (a tmux control-mode
+client is driven this way: `DockerSandbox.open_process`).
+
 It runs each command in its own session, with the container's environment plus the request's,
 as the requested user, in the requested directory; it streams output as it comes and reports the
 exit status when the command has exited and its output streams are closed (what `docker exec`
@@ -41,7 +46,7 @@ STDOUT, STDERR, EXIT, HELLO, NO_USER, NO_HELPER = 1, 2, 3, 4, 5, 6
 # Runs inside the container (Python >= 3.6, standard library only). Kept free of the words
 # "python" and "ttgen" so that `pkill -f python` in a task does not hit it by accident.
 HELPER = r"""
-import json, os, pwd, grp, select, signal, struct, subprocess, sys, threading, time
+import json, os, pwd, grp, queue, select, signal, struct, subprocess, sys, threading, time
 FR = struct.Struct(">IBI")
 out = sys.stdout.buffer
 def send(rid, kind, data=b""):
@@ -83,6 +88,7 @@ def kill(marker):
                 pass
 base_env = dict(os.environ)
 jobs = {}
+inputs = {}
 def start(req):
     rid = req["id"]
     env = dict(base_env)
@@ -97,10 +103,37 @@ def start(req):
             kw = dict(preexec_fn=demote)
     env.update(req.get("env") or {})
     data = req.get("stdin")
+    keep = bool(req.get("keep"))
     p = subprocess.Popen(req["argv"], cwd=req.get("cwd") or None, env=env, start_new_session=True,
-                         stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
+                         stdin=subprocess.PIPE if data is not None or keep else subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
-    if data is not None:
+    if keep:
+        # Its stdin stays open for "input" requests, written in order by one thread (a full
+        # pipe must not stop this loop), each after the file it names, if any, is written.
+        q = queue.Queue()
+        def writer():
+            while True:
+                item = q.get()
+                if item is None:
+                    break
+                path, content, chunk = item
+                if path:
+                    try:
+                        with open(path, "wb") as f:
+                            f.write(content)
+                    except OSError:
+                        pass
+                try:
+                    p.stdin.write(chunk); p.stdin.flush()
+                except (OSError, ValueError):
+                    break
+            try:
+                p.stdin.close()
+            except OSError:
+                pass
+        threading.Thread(target=writer, daemon=True).start()
+        inputs[rid] = q
+    elif data is not None:
         def feed():
             try:
                 p.stdin.write(data.encode("latin-1")); p.stdin.close()
@@ -173,6 +206,15 @@ def main():
                     if "kill" in req:
                         kill(req["kill"])
                         continue
+                    if "input" in req:
+                        q = inputs.get(req["input"])
+                        if q is not None:
+                            f = req.get("file") or ["", ""]
+                            q.put((f[0], f[1].encode("latin-1"), req.get("data", "").encode("latin-1")))
+                            if req.get("close"):
+                                q.put(None)
+                                del inputs[req["input"]]
+                        continue
                     try:
                         start(req)
                     except PermissionError as e:
@@ -196,6 +238,9 @@ def main():
                 code = p.returncode if p.returncode >= 0 else 128 - p.returncode
                 send(rid, 3, struct.pack(">i", code))
                 del jobs[rid]
+                q = inputs.pop(rid, None)
+                if q is not None:
+                    q.put(None)
 main()
 """
 
@@ -340,6 +385,36 @@ class ExecChannel:
             self._pending.pop(rid, None)
             raise ConnectionError(f"cannot reach the exec helper: {exc}") from exc
         return pending.done
+
+    async def open(
+        self, argv: list[str], *, env: dict[str, str], user: str | None, out: Any, err: Any
+    ) -> tuple[int, asyncio.Future[int]]:
+        """Start a command whose stdin stays open for `send_input`; returns its request id and
+        a future of its exit status (output goes to out/err as it comes)."""
+        rid = self._next
+        self._next += 1
+        pending = _Pending(out, err)
+        self._pending[rid] = pending
+        req = {"id": rid, "argv": argv, "env": env, "cwd": None, "user": user, "keep": 1}
+        try:
+            await self._send(req)
+        except Exception as exc:
+            self._pending.pop(rid, None)
+            raise ConnectionError(f"cannot reach the exec helper: {exc}") from exc
+        return rid, pending.done
+
+    async def send_input(
+        self, rid: int, data: bytes, *, file: tuple[str, bytes] | None = None, close: bool = False
+    ) -> None:
+        """Write `data` to the stdin of the command `open` started, after writing `file`
+        (path, content) in the container if given; requests are carried out in the order sent.
+        `close` closes its stdin after the data."""
+        req: dict[str, Any] = {"input": rid, "data": data.decode("latin-1")}
+        if file is not None:
+            req["file"] = [file[0], file[1].decode("latin-1")]
+        if close:
+            req["close"] = 1
+        await self._send(req)
 
     async def kill(self, marker: str) -> None:
         await self._send({"kill": marker})

@@ -85,6 +85,22 @@ error of the turn. The file is removed with the session. With ``early_completion
 removes itself (restoring ``PROMPT_COMMAND``) after the one prompt that tells setup the shell is
 ready.
 
+Control-mode clients
+--------------------
+Each call above is an exec of a tmux client in the container (a process: ~3-7 ms of CPU, and an
+``sh`` before it when it writes the sequence number). Where the sandbox can keep a process's
+stdin open (`open_process`: the exec helper) and tmux is 3.2 or later, the session keeps two
+control-mode clients (``tmux -C attach-session``, with ``refresh-client -f no-output``) and sends
+each call's command list to one of them as a line; the helper writes the sequence number file
+before it passes the line on. A turn then starts no process but what the shell runs (and the
+prompt hook's client). Two, because a wait blocks its client's command queue: tmux's deadline
+timer would run its commands in that same queue (they go to the attached client), so the
+deadline is kept by ttgen and the other client ends the wait, with the capture of that moment.
+The only trace in the container: `tmux ls` shows the session as attached, and `tmux
+list-clients` the two clients. Keys containing NUL go through an exec (a line cannot carry
+it). Should the clients end (the model detaches them, or kills them), the call in progress
+goes on through execs, and so does every later one.
+
 What early completion cannot know: output that background processes write after the prompt
 came back (``server &``) would have appeared during a longer fixed wait; a shell that replaced
 the hooked one (``exec bash``, ``su``, a nested ``bash``) has no hook, so its waits are the full
@@ -102,8 +118,10 @@ import re
 import shlex
 import time
 import uuid
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ttgen.agents.terminus2.observation import find_new_content
 from ttgen.errors import AgentError
@@ -211,6 +229,151 @@ PROMPT_DRAW_POLL_SEC = 0.01
 WAIT_END_GRACE_SEC = 10.0
 
 
+def _tmux_quote(value: str) -> str:
+    """`value` as one word of a tmux command line (what a control-mode client reads): double
+    quotes, with the characters tmux's parser would act on escaped. NUL cannot be written."""
+    if "\0" in value:
+        raise ValueError("a NUL character cannot be written in a tmux command line")
+    out = ['"']
+    for ch in value:
+        if ch in '\\"$~':
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ch < " " or ch == "\x7f":
+            out.append(f"\\{ord(ch):03o}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _tmux_line(args: Sequence[str]) -> str:
+    """A tmux command list given as a client's arguments, as one command line: an argument
+    ``;`` separates commands, one ending in ``;`` ends its command and one ending in ``\\;``
+    keeps a literal ``;`` (what tmux makes of a client's arguments)."""
+    words: list[str] = []
+    for arg in args:
+        if arg == ";":
+            words.append(";")
+            continue
+        end = False
+        if arg.endswith("\\;"):
+            arg = arg[:-2] + ";"
+        elif arg.endswith(";"):
+            arg, end = arg[:-1], True
+        words.append(_tmux_quote(arg))
+        if end:
+            words.append(";")
+    return " ".join(words)
+
+
+class _ControlRequest:
+    """One command line sent to the control client, and what came back for it."""
+
+    def __init__(self, sentinel: bytes, max_bytes: int) -> None:
+        self.sentinel = sentinel
+        self.out = bytearray()
+        self.err = bytearray()
+        self.failed = False
+        self.answered = 0  # commands of the line that have run (so it was read)
+        self.omitted = 0
+        self.max_bytes = max_bytes
+        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def block(self, lines: list[bytes], error: bool) -> bool:
+        """One command's output; True when it was the sentinel's (the line is done)."""
+        if not error and lines == [self.sentinel]:
+            if not self.future.done():
+                self.future.set_result(None)
+            return True
+        self.answered += 1
+        if error:
+            self.failed = True
+            self.err += b"".join(line + b"\n" for line in lines)
+            return False
+        for line in lines:
+            if len(self.out) + len(line) + 1 > self.max_bytes:
+                self.omitted += len(line) + 1
+                continue
+            self.out += line + b"\n"
+        return False
+
+
+class _Control:
+    """A tmux control-mode client (``tmux -C attach-session``) kept open for a session: each
+    command line costs the container no process (a tmux client per call costs ~3-7 ms of CPU).
+
+    tmux answers each command of a line with ``%begin T N F`` ... ``%end T N F`` (or
+    ``%error``); F is 1 for commands this client sent (and those they insert, e.g. if-shell's),
+    0 for others run on its behalf later (a timer's). Notifications are lines starting with
+    ``%`` outside those blocks, or inside the block of a command that is waiting (none of ours
+    that wait prints anything). Each line is followed by ``display-message -p SENTINEL`` on a
+    line of its own: its block closes the request, whatever failed before it."""
+
+    def __init__(self) -> None:
+        self.proc: Any = None
+        self._buf = bytearray()
+        self._block: tuple[bytes, bytes] | None = None
+        self._ours = False
+        self._lines: list[bytes] = []
+        self.requests: deque[_ControlRequest] = deque()
+        self.lock = asyncio.Lock()
+        self.exited = False
+        # set by the %session-changed that follows its attach (a line read before that would
+        # find no current client)
+        self.attached = asyncio.Event()
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+        while True:
+            i = self._buf.find(b"\n")
+            if i < 0:
+                return
+            line = bytes(self._buf[:i])
+            del self._buf[: i + 1]
+            self._line(line)
+
+    def _line(self, line: bytes) -> None:
+        if self._block is None:
+            parts = line.split(b" ")
+            if len(parts) == 4 and parts[0] == b"%begin":
+                self._block, self._ours, self._lines = (parts[1], parts[2]), parts[3] == b"1", []
+            elif parts[0] == b"%session-changed":
+                self.attached.set()
+            elif parts[0] == b"%exit":
+                self.exited = True
+                self.fail_all()
+            return
+        parts = line.split(b" ")
+        if (
+            len(parts) == 4
+            and parts[0] in (b"%end", b"%error")
+            and (parts[1], parts[2]) == self._block
+        ):
+            self._block = None
+            done = self._ours and self.requests
+            if done and self.requests[0].block(self._lines, parts[0] == b"%error"):
+                self.requests.popleft()
+            self._lines = []
+            return
+        self._lines.append(line)
+
+    def fail_all(self) -> None:
+        while self.requests:
+            req = self.requests.popleft()
+            if not req.future.done():
+                req.future.set_exception(ConnectionError("the tmux control client ended"))
+
+
+# The stderr of a call whose control client ended after running part of its line.
+_CONTROL_LOST = "ttgen: the tmux control client ended during the call"
+
+
 @dataclass(frozen=True)
 class SendKeysResult:
     """How a `send_keys` call waited.
@@ -244,6 +407,7 @@ class TmuxSession:
         setup_timeout_sec: float = 30.0,
         command_timeout_sec: float = 30.0,
         max_capture_bytes: int = MAX_CAPTURE_BYTES,
+        control: bool = True,
     ) -> None:
         if width <= 0 or height <= 0:
             raise ValueError("width and height must be positive")
@@ -265,6 +429,15 @@ class TmuxSession:
         self.setup_timeout_sec = setup_timeout_sec
         self.command_timeout_sec = command_timeout_sec
         self.max_capture_bytes = max_capture_bytes
+        # Keep a control-mode client open (tmux 3.2+, a sandbox with `open_process`): a turn's
+        # keys, wait and capture then start no process in the container.
+        self.control = control
+        # Two control clients when open: a prompt wait blocks one (`wait-for -L`), the other
+        # ends it at its deadline (tmux's own timer would queue behind the wait: its commands go
+        # to the attached client) and takes calls made meanwhile.
+        self._ctls: list[_Control] = []
+        self._ctl_tried = False  # a control client was started once (none is started again)
+        self._ctl_closing: asyncio.Future[Any] | None = None
         tag = uuid.uuid4().hex[:12]
         self._tag = tag
         self._opt_sent = f"@ttgen_{tag}_sent"
@@ -384,6 +557,7 @@ class TmuxSession:
         self._started = True
         try:
             await self._install_hook()
+            await self._open_control()
         except BaseException:
             await self.stop()
             raise
@@ -535,6 +709,11 @@ class TmuxSession:
                     self._seq_file, *kill]  # fmt: skip
         with contextlib.suppress(Exception):
             await self._run(kill, timeout=10)
+        self._drop_control("the session ended")
+        if self._ctl_closing is not None:
+            with contextlib.suppress(BaseException):
+                await self._ctl_closing
+            self._ctl_closing = None
 
     async def is_alive(self, *, max_age_sec: float = 0.0) -> bool:
         """Whether the session exists. With `max_age_sec`, a successful capture of the session
@@ -543,7 +722,7 @@ class TmuxSession:
             return False
         if max_age_sec > 0 and time.monotonic() - self._seen_alive_at <= max_age_sec:
             return True
-        res = await self._run([*self._tmux, "has-session", "-t", self.session_name])
+        res = await self._call(["has-session", "-t", self.session_name])
         return res.exit_code == 0
 
     # -- keys -----------------------------------------------------------------------------------
@@ -569,6 +748,8 @@ class TmuxSession:
             with contextlib.suppress(Exception):
                 await self._cleanup
             self._cleanup = None
+        if not self._ctls and not self._ctl_tried and self.control:
+            await self._open_control()  # the container's exec helper may have started since
         t0 = time.monotonic()
         budget = max(0.0, min(float(wait_sec), float(max_wait_sec)))
         deadline = t0 + budget
@@ -577,19 +758,21 @@ class TmuxSession:
         if watch:
             self._seq += 1
             seq = self._seq
-        cmd, stdin, prefix = self._send_command(keys, seq, fast=seq is not None and self._at_prompt)
+        cmd, stdin, note = self._send_command(
+            keys, seq, fast=seq is not None and self._at_prompt, inline=bool(self._ctls)
+        )
         self._at_prompt = False  # until this wait ends at the prompt
         if keys and self.recording_active:
             self.keystrokes.append((time.time(), keys))
         if seq is not None:
             # One tmux call delivers the keys, waits for the prompt (and captures).
-            outcome = await self._wait_prompt(seq, deadline, send=cmd, stdin=stdin, prefix=prefix,
+            outcome = await self._wait_prompt(seq, deadline, send=cmd, stdin=stdin, note=note,
                                               capture=capture)  # fmt: skip
             self._at_prompt = outcome == "prompt"
             if outcome in ("prompt", "gone"):
                 return SendKeysResult(time.monotonic() - t0, True)
         elif cmd:
-            res = await self._run([*self._tmux, *cmd], stdin=stdin)
+            res = await self._call(cmd, stdin=stdin)
             if not res.ok:
                 self._send_failed(res)
         remaining = deadline - time.monotonic()
@@ -604,27 +787,34 @@ class TmuxSession:
         )
 
     def _send_command(
-        self, keys: str, seq: int | None, *, fast: bool = False
-    ) -> tuple[list[str], bytes | None, list[str]]:
-        """The tmux command list that delivers `keys` (and records `seq`), its stdin, and the
-        start of the exec that runs it (`_note_prefix`, or nothing).
+        self, keys: str, seq: int | None, *, fast: bool = False, inline: bool = False
+    ) -> tuple[list[str], bytes | None, str | None]:
+        """The tmux command list that delivers `keys` (and records `seq`), its stdin, and what
+        to write to the sequence number file before the call (`_call`'s `note`), if anything.
 
-        With a sequence number file (tmux 3.2+) and `seq`, that exec first writes `seq` there
-        when `fast` (the shell sat idle at its prompt: the next prompt is the one after these
-        keys), else "-" (the hook then asks the server).
+        With a sequence number file (tmux 3.2+) and `seq`, that is `seq` when `fast` (the shell
+        sat idle at its prompt: the next prompt is the one after these keys), else "-" (the
+        hook then asks the server). `inline`: keys over `paste_threshold` go in the command
+        list itself (a control-mode line has no size limit), not on stdin.
         """
         # Lone surrogates cannot leave the process; they become U+FFFD.
         keys = keys.encode("utf-8", errors="replace").decode("utf-8")
         target = self.session_name
         stdin = None
         cmd: list[str] = []
-        prefix = [] if seq is None else self._note_prefix(str(seq) if fast else "-")
+        note = None if seq is None or self._seq_file is None else (str(seq) if fast else "-")
         if not keys:
             pass
         elif _KEY_NAME.fullmatch(keys) and not keys.endswith(";"):
             cmd += ["send-keys", "-t", target, "--", keys]
         elif len(keys.encode("utf-8")) <= self.paste_threshold and "\0" not in keys:
             cmd += ["send-keys", "-t", target, "-l", "--", _protect_separator(keys)]
+        elif inline and "\0" not in keys:
+            # The same paste, its text in the line (load-buffer cannot read a control client's
+            # stdin: that is where its commands come from).
+            buf = f"ttgen-{uuid.uuid4().hex[:12]}"
+            cmd += ["set-buffer", "-b", buf, "--", _protect_separator(keys), ";"]
+            cmd += ["paste-buffer", "-d", "-r", "-b", buf, "-t", target]
         else:
             # Over tmux's command size: a paste buffer read from stdin, pasted without bracketed
             # paste markers and without turning LF into CR (-r), so the pane gets the very bytes
@@ -637,7 +827,7 @@ class TmuxSession:
             if cmd and cmd[-1] != ";":
                 cmd.append(";")
             cmd += ["set-option", "-g", self._opt_sent, str(seq)]
-        return cmd, stdin, prefix
+        return cmd, stdin, note
 
     def _note_prefix(self, note: str) -> list[str]:
         """The start of an exec whose ``sh`` writes `note` to the sequence number file, then
@@ -658,11 +848,13 @@ class TmuxSession:
         send: Sequence[str] = (),
         stdin: bytes | None = None,
         prefix: Sequence[str] = (),
+        note: str | None = None,
         capture: bool = False,
     ) -> str:
         """Wait until a prompt has come back after the keys numbered `seq`, or `deadline`.
-        `send` (a tmux command list, with its `stdin`) is run first, in the same tmux call, and
-        `prefix` (an ``sh`` that writes files, then ``exec``s the rest) before that client.
+        `send` (a tmux command list, with its `stdin`) is run first, in the same tmux call;
+        `note` is written to the sequence number file before it (`_call`), and `prefix` (an
+        ``sh`` that writes files, then ``exec``s the rest: the set-up's) starts an exec call.
 
         Each try is one tmux client call: [the keys, then] ``wait-for -L`` on the
         session's gate, which returns when a prompt hook opens it (woken by an earlier
@@ -728,21 +920,27 @@ class TmuxSession:
             when_idle,
             if_cancelled,
         ]
-        first, timed = bool(send), not self._server_deadline
+        # Through a control client, the deadline is kept here and the other client ends the wait
+        # (tmux's timer would run its commands behind this wait, in the same client's queue).
+        via_control = self._via_control and not prefix and stdin is None
+        first, timed = bool(send), not self._server_deadline or via_control
         while True:
             remaining = max(deadline - time.monotonic(), 0.0)
-            cmd = [*prefix, *self._tmux, *send, ";"] if first else [*self._tmux]
+            cmd = [*send, ";"] if first else []
             if not timed:
                 cmd += timer
                 timed = True
             cmd += check
-            waiter = asyncio.ensure_future(self._run(
-                cmd, stdin=stdin if first else None, timeout=remaining + 30,
-                max_output_bytes=self.max_capture_bytes,
-            ))  # fmt: skip
+            if first and prefix:
+                call = self._run([*prefix, *self._tmux, *cmd], stdin=stdin, timeout=remaining + 30,
+                                 max_output_bytes=self.max_capture_bytes)  # fmt: skip
+            else:
+                call = self._call(cmd, stdin=stdin if first else None, note=note if first else None,
+                                  timeout=remaining + 30, max_output_bytes=self.max_capture_bytes)  # fmt: skip
+            waiter = asyncio.ensure_future(call)
             self._waiter = (waiter, token)
             try:
-                grace = WAIT_END_GRACE_SEC if self._server_deadline else 0.0
+                grace = WAIT_END_GRACE_SEC if self._server_deadline and not via_control else 0.0
                 res = await asyncio.wait_for(asyncio.shield(waiter), remaining + grace)
             except TimeoutError:
                 await self._cancel_wait(waiter, token, capture_mark=mark if capture else None)
@@ -757,6 +955,12 @@ class TmuxSession:
                     self._waiter = None
             if res.timed_out:
                 await self._repair_gate()
+            if res.exit_code != 0 and _CONTROL_LOST in res.stderr:
+                # Its keys were sent (a command of the line ran); the wait goes on through
+                # execs, the dead client's place at the gate given up first.
+                await self._repair_gate()
+                first = False
+                continue
             if res.exit_code != 0:
                 if not await self.is_alive():
                     return "gone"
@@ -788,16 +992,15 @@ class TmuxSession:
         again every PROMPT_DRAW_POLL_SEC, for at most PROMPT_DRAW_MAX_SEC (an empty PS1 draws
         nothing) or until the deadline; then the wait is over either way."""
         until = min(deadline, time.monotonic() + PROMPT_DRAW_MAX_SEC)
-        again = [*self._tmux, "run-shell", "-d", f"{PROMPT_DRAW_POLL_SEC:.3f}", ";"]
-        again += finish_if_drawn
+        again = ["run-shell", "-d", f"{PROMPT_DRAW_POLL_SEC:.3f}", ";", *finish_if_drawn]
         while time.monotonic() < until:
-            res = await self._run(again, max_output_bytes=self.max_capture_bytes)
+            res = await self._call(again, max_output_bytes=self.max_capture_bytes)
             if not res.ok:
                 return "prompt" if await self.is_alive() else "gone"
             if self._finished(res, done, mark, capture):
                 return "prompt"
         if clear_history:
-            await self._run([*self._tmux, "clear-history", "-t", self.session_name])
+            await self._call(["clear-history", "-t", self.session_name])
         return "prompt"
 
     def _finished(self, res: ExecResult, done: str, mark: str, capture: bool) -> bool:
@@ -818,7 +1021,6 @@ class TmuxSession:
         killed = False
         if not waiter.done():
             cmd = [
-                *self._tmux,
                 *("set-option", "-g", self._opt_waiting, "-", ";"),  # the server's timer is off
                 *("set-option", "-g", self._opt_cancel, token, ";"),
                 *("wait-for", "-U", self._channel),
@@ -826,7 +1028,7 @@ class TmuxSession:
             if capture_mark is not None:
                 cmd += [";", *shlex.split(self._capture_commands(capture_mark))]
             with contextlib.suppress(Exception):
-                res = await self._run(cmd, timeout=10, max_output_bytes=self.max_capture_bytes)
+                res = await self._call(cmd, timeout=10, max_output_bytes=self.max_capture_bytes)
                 if capture_mark is not None and res.ok and f"{capture_mark}\n" in res.stdout:
                     self._warn_if_cut(res)
                     self._prefetched = (res.stdout, capture_mark)
@@ -850,7 +1052,7 @@ class TmuxSession:
         would hand it the next release; two releases leave the gate open whatever its state."""
         with contextlib.suppress(Exception):
             for _ in range(2):
-                await self._run([*self._tmux, "wait-for", "-U", self._channel], timeout=10)
+                await self._call(["wait-for", "-U", self._channel], timeout=10)
 
     # -- output ---------------------------------------------------------------------------------
 
@@ -859,10 +1061,10 @@ class TmuxSession:
         plus the visible pane (every row, blank ones included; trailing spaces trimmed by tmux).
         """
         self._require_started()
-        cmd = [*self._tmux, "capture-pane", "-p"]
+        cmd = ["capture-pane", "-p"]
         if full_history:
             cmd += ["-S", "-"]
-        res = await self._run(
+        res = await self._call(
             [*cmd, "-t", self.session_name], max_output_bytes=self.max_capture_bytes
         )
         self._warn_if_cut(res)
@@ -903,8 +1105,8 @@ class TmuxSession:
             (raw, mark), self._prefetched = self._prefetched, None
         else:
             mark = f"ttgen-capture-{uuid.uuid4().hex}"
-            cmd = [*self._tmux, *shlex.split(self._capture_commands(mark))]
-            res = await self._run(cmd, max_output_bytes=self.max_capture_bytes)
+            cmd = shlex.split(self._capture_commands(mark))
+            res = await self._call(cmd, max_output_bytes=self.max_capture_bytes)
             self._warn_if_cut(res)
             raw, ok = res.stdout, res.ok
         current, sep, visible = raw.partition(mark + "\n")
@@ -935,6 +1137,142 @@ class TmuxSession:
                 self.session_name,
                 self.max_capture_bytes,
                 res.stdout_omitted_bytes,
+            )
+
+    async def _call(
+        self,
+        args: Sequence[str],
+        *,
+        stdin: bytes | None = None,
+        note: str | None = None,
+        timeout: float | None = None,
+        max_output_bytes: int | None = None,
+    ) -> ExecResult:
+        """One call of the tmux command list `args`: a line to the control client when one is
+        open and free, else an exec of a tmux client (after an ``sh`` that writes `note` to the
+        sequence number file, when given; the helper writes it before the line otherwise)."""
+        ctl = self._free_control() if stdin is None else None
+        if ctl is not None:
+            try:
+                line = _tmux_line(args)
+            except ValueError:  # a NUL: only a client's arguments can carry it
+                line = None
+            if line is not None:
+                res = await self._run_control(ctl, line, note, timeout, max_output_bytes)
+                if res is not None:
+                    return res
+        prefix = [] if note is None else self._note_prefix(note)
+        return await self._run([*prefix, *self._tmux, *args], stdin=stdin, timeout=timeout,
+                               max_output_bytes=max_output_bytes)  # fmt: skip
+
+    async def _run_control(
+        self,
+        ctl: _Control,
+        line: str,
+        note: str | None,
+        timeout: float | None,
+        max_output_bytes: int | None,
+    ) -> ExecResult | None:
+        """`line` through the control client; None when it could not be sent (nothing ran)."""
+        async with ctl.lock:
+            t0 = time.monotonic()
+            sentinel = f"ttgen-ctl-{uuid.uuid4().hex}"
+            req = _ControlRequest(sentinel.encode(), max_output_bytes or self.max_capture_bytes)
+            write = None
+            if note is not None and self._seq_file is not None:
+                write = (self._seq_file, f"{note}\n".encode())
+            ctl.requests.append(req)
+            try:
+                await ctl.proc.send(f"{line}\ndisplay-message -p {sentinel}\n".encode(),
+                                    write_file=write)  # fmt: skip
+            except ConnectionError:
+                self._drop_control("it has exited")
+                return None
+
+            def result(code: int | None, stderr: str = "", timed_out: bool = False) -> ExecResult:
+                return ExecResult(
+                    exit_code=code,
+                    stdout=req.out.decode("utf-8", errors="replace"),
+                    stderr=req.err.decode("utf-8", errors="replace") + stderr,
+                    timed_out=timed_out,
+                    duration_sec=time.monotonic() - t0,
+                    stdout_omitted_bytes=req.omitted,
+                )
+
+            wait = self.command_timeout_sec if timeout is None else timeout
+            try:
+                await asyncio.wait_for(asyncio.shield(req.future), wait)
+            except TimeoutError:
+                self._drop_control(f"no answer within {wait:g} s")
+                return result(None, timed_out=True)
+            except asyncio.CancelledError:
+                self._drop_control("a call was cancelled")
+                raise
+            except ConnectionError:
+                self._drop_control("it ended")
+                if not req.answered:
+                    return None  # nothing of the line ran: it can go through an exec
+                return result(1, _CONTROL_LOST + "\n")
+            return result(1 if req.failed else 0)
+
+    async def _open_control(self) -> None:
+        """Attach a control-mode client to the session and keep it (see `_Control`); where that
+        cannot be done, every call stays an exec."""
+        opener = getattr(self.sandbox, "open_process", None)
+        if not self.control or not self._server_deadline or opener is None or self._ctl_tried:
+            return  # refresh-client -f (no pane output for it) came with tmux 3.2
+        argv = [*self._tmux, "-C", "attach-session", "-t", self.session_name]
+        for _ in range(2):
+            ctl = _Control()
+            try:
+                proc = await opener(argv, ctl.feed, user=self.user)
+            except Exception as exc:
+                log.debug("no tmux control client: %r", exc)
+                proc = None
+            if proc is None:  # no exec helper (yet): a later send looks again
+                self._drop_control("cannot start it")
+                return
+            self._ctl_tried = True
+            ctl.proc = proc
+            proc.done.add_done_callback(lambda _, ctl=ctl: ctl.fail_all())
+            # attached, no pane output for it (it reads none), and a call answered
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ctl.attached.wait(), self.command_timeout_sec)
+            res = None
+            if ctl.attached.is_set():
+                res = await self._run_control(ctl, "refresh-client -f no-output", None, 10, None)
+            if res is None or not res.ok:
+                why = "it did not attach" if res is None else res.output.strip()[:200]
+                self._ctls.append(ctl)
+                self._drop_control(f"its set-up failed: {why}")
+                return
+            self._ctls.append(ctl)
+
+    def _free_control(self) -> _Control | None:
+        """An open control client with no call in progress (the waiting one is busy)."""
+        if len(self._ctls) < 2:
+            return None
+        for ctl in self._ctls:
+            if not ctl.lock.locked():
+                return ctl
+        return None
+
+    @property
+    def _via_control(self) -> bool:
+        """Whether a call made now goes to a control client."""
+        return self._free_control() is not None
+
+    def _drop_control(self, why: str) -> None:
+        """Stop using the control clients (calls are execs from now on) and end them."""
+        ctls, self._ctls = self._ctls, []
+        if ctls:
+            log.debug("tmux session %s: control clients dropped: %s", self.session_name, why)
+        for ctl in ctls:
+            ctl.fail_all()
+        procs = [ctl.proc for ctl in ctls if ctl.proc is not None]
+        if procs and self._ctl_closing is None:
+            self._ctl_closing = asyncio.ensure_future(
+                asyncio.gather(*(proc.close(timeout=0.5) for proc in procs))
             )
 
     async def _run(
