@@ -15,7 +15,7 @@ import pytest
 
 from conftest import BASE_IMAGE
 from ttgen.agents.terminus2.observation import find_new_content, limit_output_length
-from ttgen.agents.terminus2.tmux import TmuxSession, _tmux_line
+from ttgen.agents.terminus2.tmux import TmuxSession, _ControlRequest, _tmux_line
 from ttgen.errors import AgentError
 from ttgen.task import Task
 
@@ -491,3 +491,21 @@ async def test_a_control_client_that_goes_away_leaves_the_terminal_working(sandb
         assert await term.is_alive()
     finally:
         await term.stop()
+
+
+async def test_a_control_client_answer_is_read_like_an_exec_output():
+    """A line's answer: each command's output in order, a failed command's message kept apart
+    (the call fails, as a tmux client exits 1), the sentinel's block ending it; over the size
+    cap the middle is cut with a marker, as an exec's output (the capture's mark and screen at
+    the end survive)."""
+    req = _ControlRequest(b"ttgen-ctl-x", 40)
+    assert not req.block([b"line one", b"line two"], False)
+    assert not req.block([b"can't find session: nope"], True)
+    assert not req.block([], False)
+    assert req.block([b"ttgen-ctl-x"], False) and req.future.done()
+    assert req.out == b"line one\nline two\n" and req.failed and req.answered == 3
+    assert req.err == b"can't find session: nope\n"
+    big = _ControlRequest(b"s", 20)
+    big.block([b"aaaa", b"bbbb", b"cccc", b"dddd", b"mark", b"eeee"], False)
+    assert big.omitted == 10
+    assert big.out == b"aaaa\nbbbb\n\n[... 10 bytes omitted by ttgen ...]\nmark\neeee\n"

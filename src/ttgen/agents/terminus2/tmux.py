@@ -277,13 +277,22 @@ class _ControlRequest:
 
     def __init__(self, sentinel: bytes, max_bytes: int) -> None:
         self.sentinel = sentinel
-        self.out = bytearray()
+        # the output's first and last max_bytes/2 (as an exec's), and what was cut between
+        self.head = bytearray()
+        self.tail = bytearray()
         self.err = bytearray()
         self.failed = False
         self.answered = 0  # commands of the line that have run (so it was read)
         self.omitted = 0
         self.max_bytes = max_bytes
         self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @property
+    def out(self) -> bytes:
+        if not self.omitted:
+            return bytes(self.head + self.tail)
+        marker = f"\n[... {self.omitted} bytes omitted by ttgen ...]\n".encode()
+        return bytes(self.head) + marker + bytes(self.tail)
 
     def block(self, lines: list[bytes], error: bool) -> bool:
         """One command's output; True when it was the sentinel's (the line is done)."""
@@ -296,11 +305,19 @@ class _ControlRequest:
             self.failed = True
             self.err += b"".join(line + b"\n" for line in lines)
             return False
+        half = self.max_bytes // 2
         for line in lines:
-            if len(self.out) + len(line) + 1 > self.max_bytes:
-                self.omitted += len(line) + 1
-                continue
-            self.out += line + b"\n"
+            data = line + b"\n"
+            room = half - len(self.head)
+            if room > 0:
+                self.head += data[:room]
+                data = data[room:]
+            if data:
+                self.tail += data
+                cut = len(self.tail) - (self.max_bytes - half)
+                if cut > 0:
+                    del self.tail[:cut]
+                    self.omitted += cut
         return False
 
 
