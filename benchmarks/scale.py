@@ -1,7 +1,7 @@
 """N concurrent Terminus 2 trials on one host, against the engine's floor measured in the same run.
 
     python benchmarks/scale.py [--runs 64@1,256@10,1000@30] [--turns 16] [--breakdown]
-                               [--floors K] [--kill 1000@30]
+                               [--floors K] [--kill 1000@30] [--exec-calls]
 
 Each run N@L: N trials of a small task at once (a job with concurrency N, retries 0), each
 driven by the scripted teacher in a process of its own (real sockets, answering after L s),
@@ -39,6 +39,9 @@ start path, the terminal set-up, and the first trials' turns competing for the s
 the set-up bound: each trial's container and terminal must be ready `ideal` seconds before the
 job can end, so no schedule on this host ends before N x (set-up CPU-s per container) / cores +
 ideal; printed over (floor + ideal), with ttgen's set-up and with the engine floor's alone.
+
+`--exec-calls`: Terminus 2 without its tmux control-mode clients (`--ak tmux_control=false`:
+an exec of a tmux client per call), to compare on the same host.
 
 `--kill N@L`: the same job through the CLI (`ttgen rollout`, a process of its own), killed with
 SIGKILL once all N trials have their container and none has finished, then the same command
@@ -81,6 +84,9 @@ from ttgen.sandbox.docker import LABEL_JOB, DockerBackend
 TARGETS = {(64, 1.0): 1.15, (1000, 30.0): 1.05}
 MEMORY_TARGET_GB = {1000: 20.0}
 TICK = os.sysconf("SC_CLK_TCK")
+
+
+CONTROL = True  # Terminus 2's tmux control-mode clients (off with --exec-calls)
 
 
 def parse_runs(text: str) -> list[tuple[int, float]]:
@@ -377,7 +383,7 @@ async def start_stage(backend: DockerBackend, task, n: int, setup: bool) -> tupl
         sb = await backend.start(task, job="bench-scale-stage", image=image, exec_channel="eager")
         await sb.exec(LOGS_SETUP_CMD, user="root", timeout=60)  # as a trial does
         if setup:
-            tmux = TmuxSession(sb, pane_log=PANE_LOG, recording=RECORDING)
+            tmux = TmuxSession(sb, pane_log=PANE_LOG, recording=RECORDING, control=CONTROL)
             await tmux.start()
             await tmux.get_incremental_output()
         return sb
@@ -432,8 +438,10 @@ async def one_run(n: int, latency: float, args, tmp: Path) -> None:
                   for _ in range(args.floors if args.floors else (3 if n <= 256 else 1))]  # fmt: skip
         floor = statistics.median(floors)
         stages = await breakdown(backend, task, n, network, ideal) if args.breakdown else ""
-        specs = rollout_specs([task], AgentSpec(name="terminus-2", kwargs={
-            "model": "bench", "base_url": "", "api_key": "x"}), n)  # fmt: skip
+        kwargs = {"model": "bench", "base_url": "", "api_key": "x"}
+        if args.exec_calls:
+            kwargs["tmux_control"] = False
+        specs = rollout_specs([task], AgentSpec(name="terminus-2", kwargs=kwargs), n)
         with server_process(args.turns, 0.1, latency) as (base_url, server_stats):
             for s in specs:
                 s.agent.kwargs["base_url"] = base_url
@@ -574,7 +582,12 @@ async def main() -> None:
                     help="engine floor readings per run, median taken (default 3 up to 256 "
                     "containers, else 1)")  # fmt: skip
     ap.add_argument("--kill", default="", help="N@latency: kill -9 the CLI mid-job, then resume")
+    ap.add_argument("--exec-calls", action="store_true",
+                    help="Terminus 2 without its tmux control clients (an exec per tmux call), "
+                    "for comparison")  # fmt: skip
     args = ap.parse_args()
+    global CONTROL
+    CONTROL = not args.exec_calls
     tmp = Path(tempfile.mkdtemp(prefix="ttgen-bench-scale-"))
     print(
         f"host: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"

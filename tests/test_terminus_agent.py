@@ -6,6 +6,8 @@ import json
 import threading
 import time
 
+import pytest
+
 from conftest import BASE_IMAGE, job_containers
 from ttgen.agents.terminus2.prompts import template_text
 from ttgen.formats.trial import AgentSpec, Outcome
@@ -36,8 +38,9 @@ def hello_task(make_task):
     ))  # fmt: skip
 
 
+@pytest.mark.parametrize("tmux_control", [True, False], ids=["control-clients", "exec-calls"])
 async def test_scripted_teacher_solves_a_task_through_terminus_2(
-    backend, job_name, make_task, tmp_path
+    backend, job_name, make_task, tmp_path, tmux_control
 ):
     script = [
         Reply(
@@ -55,7 +58,8 @@ async def test_scripted_teacher_solves_a_task_through_terminus_2(
             trial_name="hello__0",
             agent=AgentSpec(
                 name="terminus-2",
-                kwargs={"model": "teacher", "base_url": server.base_url, "api_key": "k"},
+                kwargs={"model": "teacher", "base_url": server.base_url, "api_key": "k",
+                        "tmux_control": tmux_control},
             ),
         )
         result = await Trial(spec, backend, tmp_path / "t", job_id=job_name).run()

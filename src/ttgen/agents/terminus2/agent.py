@@ -141,6 +141,7 @@ class Terminus2Agent:
         context_window: int | None = None,
         record_terminal_session: bool = True,
         collect_rollout_details: bool = False,
+        tmux_control: bool = True,
     ) -> None:
         if template not in TEMPLATES:
             raise ConfigError(
@@ -177,6 +178,9 @@ class Terminus2Agent:
         self.context_window = context_window or DEFAULT_CONTEXT_WINDOW
         self.record_terminal_session = record_terminal_session
         self.collect_rollout_details = collect_rollout_details
+        # tmux control-mode clients for the terminal's calls (False: an exec of a tmux client
+        # per call, as before; what the model sees is the same either way)
+        self.tmux_control = tmux_control
         self.tmux: TmuxSession | None = None
         self.markers: list[tuple[float, str]] = []  # (time.time(), label) per turn
 
@@ -195,6 +199,7 @@ class Terminus2Agent:
             pane_log=PANE_LOG,
             recording=RECORDING if self.record_terminal_session else None,
             early_completion=not self.strict_timing,
+            control=self.tmux_control,
         )
         await self.tmux.start()
 
