@@ -146,6 +146,40 @@ async def test_start_and_first_observation_take_two_execs(sandbox, control):
     finally:
         await term.stop()
 
+@pytest.mark.parametrize("control", [True, False], ids=["control", "exec"])
+async def test_a_turn_at_the_prompt_starts_no_process_but_the_shells(sandbox, control):
+    """With the control clients, a turn of a shell builtin starts no process in the container
+    at all: the keys and the wait go to a control client, and the prompt tells the tmux server
+    its number as its last bytes (the terminal's title), not through a tmux client. Seen in the
+    container's next process id; without the control clients each turn's call is an exec.
+    A PS1 the model sets keeps its look and the early end of its turns."""
+    term = TmuxSession(sandbox, control=control)
+    await term.start()
+    try:
+
+        async def pid_of_a_new_process() -> int:
+            r = await term.send_keys("sh -c 'echo pid-$$'\n", wait_sec=10, capture=True)
+            assert r.ended_early, r
+            out = await term.get_incremental_output()
+            return int(re.findall(r"^pid-(\d+)$", out, re.MULTILINE)[-1])
+
+        first = await pid_of_a_new_process()
+        for _ in range(5):
+            r = await term.send_keys(":\n", wait_sec=10)
+            assert r.ended_early and r.waited_sec < 1, r
+        gap = await pid_of_a_new_process() - first
+        assert gap == 1 if control else gap >= 7, gap
+        r = await term.send_keys("PS1='my> '\n", wait_sec=10)
+        assert r.ended_early and r.waited_sec < 1, r
+        for i in range(3):
+            r = await term.send_keys(f"echo hi-{i}\n", wait_sec=10, capture=True)
+            assert r.ended_early and r.waited_sec < 1, r
+            rows = screen_lines(await term.get_incremental_output())
+            assert rows[-2:] == [f"hi-{i}", "my>"], rows
+    finally:
+        await term.stop()
+
+
 async def test_start_shows_a_clean_prompt_and_first_then_new_output(term, sandbox):
     first = await term.get_incremental_output()
     assert first.startswith("Current Terminal Screen:\n")
@@ -270,7 +304,15 @@ async def test_an_early_capture_waits_for_the_prompt_to_be_drawn(term, sandbox):
             assert again.rstrip("\n") == f"New Terminal Output:\n\n{rows[-1]}", again
     finally:
         await sandbox.exec(["sh", "-c", "kill -9 $(pgrep -f 'while :') 2>/dev/null; true"])
-    # the hook records the cursor as "x|y|history size" (not the format's text)
+    # Those turns' prompts sent their numbers as their last bytes (the title): drawn already.
+    pos = await sandbox.exec(["tmux", "show-options", "-gv", term._opt_pos])
+    assert pos.stdout.strip() == "title", pos.stdout
+    # A prompt after a wait that ran out asks the server and records the cursor before bash
+    # draws the prompt, as "x|y|history size" (not the format's text).
+    r = await term.send_keys("sleep 1\n", wait_sec=0.2)
+    assert not r.ended_early, r
+    r = await term.send_keys("echo after\n", wait_sec=10, capture=True)
+    assert r.ended_early and "after" in await term.get_incremental_output(), r
     pos = await sandbox.exec(["tmux", "show-options", "-gv", term._opt_pos])
     assert re.fullmatch(r"\d+\|\d+\|\d+", pos.stdout.strip()), pos.stdout
 
@@ -356,6 +398,11 @@ async def test_runs_as_the_given_user(sandbox):
         cast = (await sandbox.read_file("/logs/agent/recording.cast")).decode().splitlines()
         assert json.loads(cast[0])["version"] == 2
         output = "".join(e[2] for e in map(json.loads, cast[1:]) if e[1] == "o")
+        # The set-up's prompt and the turn's end with their numbers as the terminal's title
+        # (nothing on the screen), right after the prompt's text.
+        title = r"\x1b\]2;" + term._title + r"(\d+)\x07"
+        assert re.findall(r"\$ " + title, output) == ["1", "2"], output
+        output = re.sub(title, "", output)
         assert "$ id -un\r\n" in output and "\rnobody\r\n" in output
     finally:
         await term.stop()

@@ -21,8 +21,8 @@ How early completion works
 At start a small function is added to the shell's ``PROMPT_COMMAND`` (typed into the pane, then
 the screen and scrollback are cleared and the line is removed from bash's history, so neither the
 screen, the scrollback nor ``history`` shows any setup). Bash runs it before drawing each primary
-prompt; it prints nothing and leaves ``$?``, ``$_`` and ``PIPESTATUS`` as they were. It works
-with three tmux user options of this session (global options with a per-session name):
+prompt; it prints nothing (the title it may add to PS1 is drawn with the prompt: see below) and
+leaves ``$?``, ``$_`` and ``PIPESTATUS`` as they were. It works with three tmux user options of this session (global options with a per-session name):
 
 * ``sent``: set by ``send_keys`` to a new sequence number in the *same* tmux command list that
   delivers the keys, so the server records it at the moment the keys are queued to the pane.
@@ -68,10 +68,18 @@ Terminus 2's usual 0.1 s durations, most turns). A wait woken by the prompt of a
 Only a call that has not come back WAIT_END_GRACE_SEC after the deadline (or any call, before
 tmux 3.2) is ended by a tmux call of ttgen's, which then takes the capture.
 
-The hook costs the shell two tmux client calls per prompt (~2 ms of CPU each), or one: with
+The hook costs the shell two tmux client calls per prompt (~2 ms of CPU each), or none: with
 tmux 3.2 and later, a send made while the shell sits idle at its prompt (the previous wait ended
 there) first writes its number to a file in tmux's socket folder, so the prompt after the keys
-finds ``sent`` there, and the first call is skipped. The write is made by ``sh`` in the same exec,
+finds ``sent`` there, and the first call is skipped. The second is replaced by the prompt itself:
+the hook appends to PS1 an OSC 2 sequence (the terminal's title, nothing on the screen) that
+carries the number, ``ttgen-<session tag>-<n>``, and a ``pane-title-changed`` hook of the tmux
+server sets ``idle`` to n (only upwards) and opens the gate. The title is the prompt's last bytes
+and tmux runs hooks after the bytes it has read, so the prompt is drawn by then and the cursor
+check below is skipped (``pos`` is set to ``title``). The next prompt's hook takes the sequence
+off PS1 again before anything else (a PS1 the model set is kept, and gets the sequence at its
+end); with PS1 unset the hook calls tmux as before. The sequences are in the raw pane log and
+the recording (a player sets its window title from them), never in a capture. The write is made by ``sh`` in the same exec,
 before it ``exec``s the tmux client that sends the keys, so it is on disk before the server can
 queue them. (tmux's own ``save-buffer`` is not enough: the server hands the data to the client and
 goes on to the keys at once, and on a loaded host the shell's prompt came before the client had
@@ -92,8 +100,8 @@ Each call above is an exec of a tmux client in the container (a process: ~3-7 ms
 stdin open (`open_process`: the exec helper) and tmux is 3.2 or later, the session keeps two
 control-mode clients (``tmux -C attach-session``, with ``refresh-client -f no-output``) and sends
 each call's command list to one of them as a line; the helper writes the sequence number file
-before it passes the line on. A turn then starts no process but what the shell runs (and the
-prompt hook's client). Two, because a wait blocks its client's command queue: tmux's deadline
+before it passes the line on. A turn then starts no process but what the shell runs (the
+prompt's title carries its signal). Two, because a wait blocks its client's command queue: tmux's deadline
 timer would run its commands in that same queue (they go to the attached client), so the
 deadline is kept by ttgen and the other client ends the wait, with the capture of that moment.
 The only trace in the container: `tmux ls` shows the session as attached, and `tmux
@@ -464,6 +472,7 @@ class TmuxSession:
         self._opt_cancel = f"@ttgen_{tag}_cancel"
         self._opt_waiting = f"@ttgen_{tag}_waiting"
         self._channel = f"ttgen-{tag}"
+        self._title = f"ttgen-{tag}-"  # + n: the prompt's title after the keys numbered n
         self._server_deadline = False  # tmux keeps a wait's deadline itself (3.2 and later)
         # Where each send also writes its sequence number for the prompt hook (tmux 3.2 and
         # later, next to the server's socket); None: the hook asks the server every time.
@@ -620,6 +629,8 @@ class TmuxSession:
         ]
         send = ["send-keys", "-t", self.session_name, "-l", "--", f" . {path}\n", ";"]
         send += ["set-option", "-g", self._opt_sent, "1"]
+        if self._seq_file is not None:  # the prompt's title signal (see the module docstring)
+            send += [";", "set-hook", "-ag", "pane-title-changed", self._title_hook()]
         try:
             outcome = await self._wait_prompt(
                 1, time.monotonic() + self.setup_timeout_sec, clear_history=True, send=send,
@@ -671,7 +682,19 @@ class TmuxSession:
                 f"        *) {{ : > {seq_file}; }} 2>/dev/null || : ;;",
                 "    esac",
             ]
+            # The number goes out at the end of the prompt itself, as its terminal title
+            # (no process; the server's hook takes it, `_title_hook`); a tmux client when
+            # PS1 is unset. The previous prompt's title is taken off PS1 first.
+            title = f"$'\\\\[\\e]2;{self._title}'\"$__ttgen_s\"$'\\a\\\\]'"
+            lines += [
+                '    if [ -n "${__ttgen_t-}" ]; then',
+                '        [ -z "${PS1+x}" ] || PS1=${PS1%"$__ttgen_t"}; __ttgen_t=',
+                "    fi",
+            ]
             fast = [
+                '    elif [ -n "$__ttgen_s" ] && [ -n "${PS1+x}" ]; then',
+                f"        __ttgen_t={title}",
+                '        PS1=$PS1$__ttgen_t',
                 '    elif [ -n "$__ttgen_s" ]; then',
                 f'        {tmux} set-option -g {self._opt_idle} "$__ttgen_s" \\; {signal}',
             ]
@@ -704,6 +727,22 @@ class TmuxSession:
             "",
         ]
         return "\n".join(lines)
+
+    def _title_hook(self) -> str:
+        """The server's side of the prompt's title signal: a title ``<_title><n>`` with n above
+        ``idle`` (the end of the prompt drawn after the keys numbered n) sets ``idle`` to n and
+        opens the gate. The prompt is drawn by then (the title is its last bytes, and tmux runs
+        hooks after the bytes it read), so ``pos`` is set to what no cursor is."""
+        num = f"#{{s/^{self._title}//:pane_title}}"
+        cond = (
+            f"#{{&&:#{{m/r:^{self._title}[0-9]+$,#{{pane_title}}}},"
+            f"#{{e|>:{num},#{{{self._opt_idle}}}}}}}"
+        )
+        then = (
+            f"set-option -gF {self._opt_idle} '{num}' ; set-option -g {self._opt_pos} title ; "
+            f"wait-for -U {self._channel}"
+        )
+        return f"if-shell -F '{cond}' \"{then}\""
 
     async def stop(self) -> None:
         """End the session (its shell and everything running in it). Safe to call twice."""
