@@ -176,6 +176,14 @@ async def test_a_turn_at_the_prompt_starts_no_process_but_the_shells(sandbox, co
             assert r.ended_early and r.waited_sec < 1, r
             rows = screen_lines(await term.get_incremental_output())
             assert rows[-2:] == [f"hi-{i}", "my>"], rows
+        # What the shell tells about the last command is the command's, not the hook's.
+        for keys in ("false | true\n", "false last-arg\n"):
+            assert (await term.send_keys(keys, wait_sec=10)).ended_early
+        r = await term.send_keys('echo "st=$? last=$_"\n', wait_sec=10, capture=True)
+        assert "\nst=1 last=last-arg\n" in await term.get_incremental_output()
+        await term.send_keys("false | true\n", wait_sec=10)
+        await term.send_keys('echo "pipe=${PIPESTATUS[*]}"\n', wait_sec=10, capture=True)
+        assert "\npipe=1 0\n" in await term.get_incremental_output()
     finally:
         await term.stop()
 
