@@ -79,7 +79,10 @@ and tmux runs hooks after the bytes it has read, so the prompt is drawn by then 
 check below is skipped (``pos`` is set to ``title``). The next prompt's hook takes the sequence
 off PS1 again before anything else (a PS1 the model set is kept, and gets the sequence at its
 end); with PS1 unset the hook calls tmux as before. The sequences are in the raw pane log and
-the recording (a player sets its window title from them), never in a capture. The write is made by ``sh`` in the same exec,
+the recording (a player sets its window title from them), never in a capture; a command that
+prints ``$PS1`` shows it at the end (as ``echo $PROMPT_COMMAND`` shows the hook), and a
+``PROMPT_COMMAND`` entry the model adds after the hook that sets PS1 anew leaves its turns
+without the signal (they wait their full time, as without early completion). The write is made by ``sh`` in the same exec,
 before it ``exec``s the tmux client that sends the keys, so it is on disk before the server can
 queue them. (tmux's own ``save-buffer`` is not enough: the server hands the data to the client and
 goes on to the keys at once, and on a loaded host the shell's prompt came before the client had
