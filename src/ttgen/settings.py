@@ -27,8 +27,8 @@ A config file looks like::
     default_cpus = 1       # for tasks that set no cpus
     default_memory_mb = 2048
     start_concurrency = 8  # container starts (and removals) the engine is asked for at once;
-                           # default 4 per CPU, at most 32: the engine does them one after
-                           # another anyway, and a flooded engine hangs calls
+                           # default 16 per CPU, at most 32: enough to keep the engine busy
+                           # (a start waits on more than CPU), few enough that no call hangs
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class Settings:
     pids_limit: int = 4096
     default_cpus: float = 1.0
     default_memory_mb: int = 2048
-    start_concurrency: int | None = None  # None: 4 per CPU, at most 32 (see the docstring)
+    start_concurrency: int | None = None  # None: 16 per CPU, at most 32 (see the docstring)
     domain_base: str | None = None  # base image of the domain images (None: the Dockerfile's)
     backend: str = DEFAULT_BACKEND  # the sandbox backend (ttgen.sandbox.open_backend's name)
     sources: list[str] = field(default_factory=list)
@@ -80,7 +80,7 @@ class Settings:
         """How many container starts (and, separately, removals) run at once."""
         if self.start_concurrency is not None:
             return self.start_concurrency
-        return max(1, min(32, 4 * (os.cpu_count() or 1)))
+        return max(1, min(32, 16 * (os.cpu_count() or 1)))
 
     def resolve_image(self, ref: str) -> str:
         """Map an image reference through the aliases (first match wins); unchanged if none."""
