@@ -22,7 +22,8 @@ At start a small function is added to the shell's ``PROMPT_COMMAND`` (typed into
 the screen and scrollback are cleared and the line is removed from bash's history, so neither the
 screen, the scrollback nor ``history`` shows any setup). Bash runs it before drawing each primary
 prompt; it prints nothing (the title it may add to PS1 is drawn with the prompt: see below) and
-leaves ``$?``, ``$_`` and ``PIPESTATUS`` as they were. It works with three tmux user options of this session (global options with a per-session name):
+leaves ``$?``, ``$_`` and ``PIPESTATUS`` as they were. It works with three tmux user options of
+this session (global options with a per-session name):
 
 * ``sent``: set by ``send_keys`` to a new sequence number in the *same* tmux command list that
   delivers the keys, so the server records it at the moment the keys are queued to the pane.
@@ -68,21 +69,10 @@ Terminus 2's usual 0.1 s durations, most turns). A wait woken by the prompt of a
 Only a call that has not come back WAIT_END_GRACE_SEC after the deadline (or any call, before
 tmux 3.2) is ended by a tmux call of ttgen's, which then takes the capture.
 
-The hook costs the shell two tmux client calls per prompt (~2 ms of CPU each), or none: with
+The hook costs the shell two tmux client calls per prompt (~2 ms of CPU each), or fewer: with
 tmux 3.2 and later, a send made while the shell sits idle at its prompt (the previous wait ended
 there) first writes its number to a file in tmux's socket folder, so the prompt after the keys
-finds ``sent`` there, and the first call is skipped. The second is replaced by the prompt itself:
-the hook appends to PS1 an OSC 2 sequence (the terminal's title, nothing on the screen) that
-carries the number, ``ttgen-<session tag>-<n>``, and a ``pane-title-changed`` hook of the tmux
-server sets ``idle`` to n (only upwards) and opens the gate. The title is the prompt's last bytes
-and tmux runs hooks after the bytes it has read, so the prompt is drawn by then and the cursor
-check below is skipped (``pos`` is set to ``title``). The next prompt's hook takes the sequence
-off PS1 again before anything else (a PS1 the model set is kept, and gets the sequence at its
-end); with PS1 unset the hook calls tmux as before. The sequences are in the raw pane log and
-the recording (a player sets its window title from them), never in a capture; a command that
-prints ``$PS1`` shows it at the end (as ``echo $PROMPT_COMMAND`` shows the hook), and a
-``PROMPT_COMMAND`` entry the model adds after the hook that sets PS1 anew leaves its turns
-without the signal (they wait their full time, as without early completion). The write is made by ``sh`` in the same exec,
+finds ``sent`` there, and the first call is skipped. The write is made by ``sh`` in the same exec,
 before it ``exec``s the tmux client that sends the keys, so it is on disk before the server can
 queue them. (tmux's own ``save-buffer`` is not enough: the server hands the data to the client and
 goes on to the keys at once, and on a loaded host the shell's prompt came before the client had
@@ -96,6 +86,20 @@ error of the turn. The file is removed with the session. With ``early_completion
 removes itself (restoring ``PROMPT_COMMAND``) after the one prompt that tells setup the shell is
 ready.
 
+At such a prompt (a number found in the file) the second call is not made either: the prompt
+itself carries the signal. The hook appends to PS1 an OSC 2 sequence (the terminal's title,
+nothing on the screen) with the number, ``ttgen-<session tag>-<n>``, and a ``pane-title-changed``
+hook of the tmux server sets ``idle`` to n (only upwards) and opens the gate. The title is the
+prompt's last bytes and tmux runs hooks after the bytes it has read, so the prompt is drawn by
+then and the cursor check above is skipped (``pos`` is set to ``title``). The next prompt's hook
+takes the sequence off PS1 again before anything else (a PS1 the model set is kept, and gets the
+sequence at its end); with PS1 unset the hook calls tmux as before. The sequences are in the raw
+pane log and the recording (a player sets its window title from them), never in a capture; a
+command that prints ``$PS1`` shows it at the end (as ``echo $PROMPT_COMMAND`` shows the hook),
+and a ``PROMPT_COMMAND`` entry the model adds after the hook that sets PS1 anew leaves its turns
+without the signal (they wait their full time, as without early completion). A turn at an idle
+prompt thus costs the shell no process at all.
+
 Control-mode clients
 --------------------
 Each call above is an exec of a tmux client in the container (a process: ~3-7 ms of CPU, and an
@@ -104,9 +108,10 @@ stdin open (`open_process`: the exec helper) and tmux is 3.2 or later, the sessi
 control-mode clients (``tmux -C attach-session``, with ``refresh-client -f no-output``) and sends
 each call's command list to one of them as a line; the helper writes the sequence number file
 before it passes the line on. A turn then starts no process but what the shell runs (the
-prompt's title carries its signal). Two, because a wait blocks its client's command queue: tmux's deadline
-timer would run its commands in that same queue (they go to the attached client), so the
-deadline is kept by ttgen and the other client ends the wait, with the capture of that moment.
+prompt's title carries its signal). Two, because a wait blocks its client's command queue:
+tmux's deadline timer would run its commands in that same queue (they go to the attached
+client), so the deadline is kept by ttgen and the other client ends the wait, with the capture
+of that moment.
 The only trace in the container: `tmux ls` shows the session as attached, and `tmux
 list-clients` the two clients. Keys containing NUL go through an exec (a line cannot carry
 it). Should the clients end (the model detaches them, or kills them), the call in progress
