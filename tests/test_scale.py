@@ -6,6 +6,7 @@ benchmarks/scale.py runs the same at 64, 256 and 1,000 trials."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -129,6 +130,22 @@ def test_start_slots_setting_and_its_errors(tmp_path, monkeypatch):
         load_settings(tmp_path, {"TTGEN_START_CONCURRENCY": "many"})
     (tmp_path / "ttgen.toml").write_text("[sandbox]\nstart_concurrency = 0\n")
     with pytest.raises(ConfigError, match=r"ttgen.toml: \[sandbox\] start_concurrency must be"):
+        load_settings(tmp_path, {})
+
+
+def test_engine_call_timeout_setting_and_its_errors(tmp_path):
+    from ttgen.errors import ConfigError
+
+    assert load_settings(tmp_path, {}).engine_call_timeout == 300
+    assert load_settings(tmp_path, {"TTGEN_ENGINE_CALL_TIMEOUT": "2.5"}).engine_call_timeout == 2.5
+    (tmp_path / "ttgen.toml").write_text("[sandbox]\nengine_call_timeout = 60\n")
+    assert load_settings(tmp_path, {}).engine_call_timeout == 60
+    with pytest.raises(ConfigError, match="TTGEN_ENGINE_CALL_TIMEOUT='soon' is not a number"):
+        load_settings(tmp_path, {"TTGEN_ENGINE_CALL_TIMEOUT": "soon"})
+    with pytest.raises(ConfigError, match="TTGEN_ENGINE_CALL_TIMEOUT='0': must be more than 0"):
+        load_settings(tmp_path, {"TTGEN_ENGINE_CALL_TIMEOUT": "0"})
+    (tmp_path / "ttgen.toml").write_text("[sandbox]\nengine_call_timeout = -1\n")
+    with pytest.raises(ConfigError, match=r"ttgen.toml: \[sandbox\] engine_call_timeout must be"):
         load_settings(tmp_path, {})
 
 
@@ -276,3 +293,148 @@ async def test_kill_9_with_every_terminus_trial_in_flight_then_resume(
     result = json.loads((out / "result.json").read_text())
     assert len(result["removed_containers"]) == N_TRIALS and result["cleanup_sec"] > 0
     assert f"removed {N_TRIALS} container(s) left by an earlier run in " in stdout
+
+
+# -- an engine that stops answering (the libnetwork deadlock of Docker 20.10 < 20.10.27) ---------
+
+
+class _WedgingProxy:
+    """The engine's socket seen through a proxy that, from the first container removal on,
+    never answers a container create, start or removal or a network call -- what Docker 20.10
+    before 20.10.27 does once its network controller deadlocks (moby/moby#46661: seen here at
+    1,000 containers) -- while listing containers and execs still answer. Runs its own event
+    loop in a thread, so a CLI in another process can use it (DOCKER_HOST)."""
+
+    def __init__(self, path: str, upstream: str = "/var/run/docker.sock") -> None:
+        import threading
+
+        self.path, self.upstream = path, upstream
+        self.wedged = False
+        self.held: list[str] = []  # the requests it never answered
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _stalls(self, method: str, path: str) -> bool:
+        path = path.split("?", 1)[0]
+        if method == "DELETE" and "/containers/" in path:
+            self.wedged = True
+        if not self.wedged:
+            return False
+        return (
+            (method == "DELETE" and "/containers/" in path)
+            or path.endswith("/containers/create")
+            or (method == "POST" and path.endswith("/start") and "/containers/" in path)
+            or "/networks" in path
+        )
+
+    async def _client(self, reader, writer) -> None:
+        up_r, up_w = await asyncio.open_unix_connection(self.upstream)
+
+        async def pump(src, dst) -> None:
+            with contextlib.suppress(Exception):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            with contextlib.suppress(Exception):
+                dst.close()
+
+        back = asyncio.ensure_future(pump(up_r, writer))
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                method, path, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
+                headers = {
+                    k.strip().lower(): v.strip()
+                    for k, _, v in (h.decode().partition(":") for h in head.split(b"\r\n")[1:])
+                }
+                if self._stalls(method, path):
+                    self.held.append(f"{method} {path}")
+                    await asyncio.Event().wait()  # never answered
+                body = await reader.readexactly(int(headers.get("content-length") or 0))
+                up_w.write(head + body)
+                await up_w.drain()
+                if "upgrade" in headers:  # an attach or an exec's stream: bytes from now on
+                    await pump(reader, up_w)
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            back.cancel()
+            up_w.close()
+            writer.close()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._server = self._loop.run_until_complete(
+            asyncio.start_unix_server(self._client, path=self.path)
+        )
+        self._ready.set()
+        self._loop.run_forever()
+
+    def __enter__(self) -> _WedgingProxy:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    async def _shutdown(self) -> None:
+        self._server.close()
+        mine = asyncio.current_task()
+        rest = [t for t in asyncio.all_tasks() if t is not mine]
+        for t in rest:
+            t.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+def test_a_stuck_engine_stops_the_job_saying_what_to_do_and_the_rerun_finishes_it(
+    docker_ready, make_task, tmp_path
+):
+    """The engine stops answering removals, starts and network calls after the first trial:
+    that trial's removal gives up after the limit (its result stands, with a warning), the job
+    starts nothing more, stops with exit 2 and a message naming the engine, the call and what to
+    do, and records the trial it could not start as cancelled. Run again on a working engine
+    (restarted), the job removes what was left and runs the rest: every trial passes, none
+    twice, no container left. Without the limit the first run would hang for good."""
+    task = make_task("t", dockerfile=None, solve_sh="#!/bin/bash\necho done\n",
+                     toml=f'[environment]\ndocker_image = "{BASE_IMAGE}"\n')  # fmt: skip
+    out = tmp_path / "job"
+    cmd = [sys.executable, "-m", "ttgen.cli", "rollout", str(task), "-a", "oracle", "-k", "3",
+           "-n", "1", "--out", str(out)]  # fmt: skip
+    sock = str(tmp_path / "engine.sock")
+    env = {**os.environ, "COLUMNS": "250", "TTGEN_ENGINE_CALL_TIMEOUT": "3"}
+    with _WedgingProxy(sock) as proxy:
+        t0 = time.monotonic()
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                              env={**env, "DOCKER_HOST": f"unix://{sock}"})  # fmt: skip
+        took = time.monotonic() - t0
+    assert done.returncode == 2, done.stdout + done.stderr
+    err = " ".join(done.stderr.split())
+    assert f"the docker engine at unix://{sock} did not finish removing container" in err
+    assert "in 3 s" in err and "moby/moby#46661" in err
+    assert "restart the engine" in err and "run the same command again" in err
+    assert proxy.held and proxy.held[0].startswith("DELETE ")
+    assert took < 60
+    results = {p.parent.name: json.loads(p.read_text()) for p in out.glob("*/result.json")}
+    first, second = (results[f"t__{i}"] for i in (0, 1))
+    assert first["outcome"] == "passed"
+    assert any("did not finish removing container" in w for w in first["warnings"])
+    assert second["outcome"] == "cancelled"
+    assert second["exception_info"]["exception_type"] == "EngineStuckError"
+    assert "t__2" not in results  # never started
+    assert json.loads((out / "result.json").read_text())["status"] == "failed"
+    assert "stopping: the docker engine" in (out / "job.log").read_text()
+
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    job = json.loads((out / "result.json").read_text())
+    assert job["stats"]["outcomes"] == {"passed": 3}
+    assert len(job["removed_containers"]) == 1  # the first trial's, left by the stuck engine
+    lines = (out / "trials.jsonl").read_text().splitlines()
+    assert sorted(json.loads(x)["trial_name"] for x in lines) == ["t__0", "t__1", "t__2"]
+    assert asyncio.run(job_containers(job["id"])) == []

@@ -40,6 +40,13 @@ class EngineUnavailableError(DockerUnavailableError, ConfigError):
     service to start, said with the backend's name, its address and what to do."""
 
 
+class EngineStuckError(SandboxError):
+    """The engine took a container or network call and did not finish it in time (Docker 20.10
+    before 20.10.27 can deadlock in its network code when many containers start and stop:
+    moby/moby#46661). Every later such call is refused at once; a job stops and resumes once the
+    engine is restarted. The message names the call, the deadline and what to do."""
+
+
 class ImageBuildError(SandboxError):
     """An environment image failed to build; carries the tail of the build log.
 

@@ -8,7 +8,8 @@ Sources, later ones win:
 4. the file named by ``TTGEN_CONFIG``;
 5. environment variables: ``TTGEN_IMAGE_ALIASES`` (``PATTERN=IMAGE,PATTERN=IMAGE``),
    ``TTGEN_EXTRA_CA_CERT`` (a PEM file), ``TTGEN_PIDS_LIMIT``, ``TTGEN_DOMAIN_BASE``,
-   ``TTGEN_BACKEND`` (the sandbox backend: ``docker`` or ``podman``), ``TTGEN_START_CONCURRENCY``.
+   ``TTGEN_BACKEND`` (the sandbox backend: ``docker`` or ``podman``), ``TTGEN_START_CONCURRENCY``,
+   ``TTGEN_ENGINE_CALL_TIMEOUT``.
 
 Alias lists are merged: entries from a later source are tried before earlier ones.
 A config file looks like::
@@ -29,6 +30,9 @@ A config file looks like::
     start_concurrency = 8  # container starts (and removals) the engine is asked for at once;
                            # default 16 per CPU, at most 32: enough to keep the engine busy
                            # (a start waits on more than CPU), few enough that no call hangs
+    engine_call_timeout = 300  # seconds a container create/start/removal or a network call may
+                               # take before the engine counts as stuck (a job then stops; run
+                               # it again, once the engine is restarted, to resume)
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ ENV_PIDS = "TTGEN_PIDS_LIMIT"
 ENV_DOMAIN_BASE = "TTGEN_DOMAIN_BASE"
 ENV_BACKEND = "TTGEN_BACKEND"
 ENV_START = "TTGEN_START_CONCURRENCY"
+ENV_CALL_TIMEOUT = "TTGEN_ENGINE_CALL_TIMEOUT"
 DEFAULT_BACKEND = "docker"
 _BACKEND_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 
@@ -71,6 +76,7 @@ class Settings:
     default_cpus: float = 1.0
     default_memory_mb: int = 2048
     start_concurrency: int | None = None  # None: 16 per CPU, at most 32 (see the docstring)
+    engine_call_timeout: float = 300.0  # s; past it the engine counts as stuck (docstring)
     domain_base: str | None = None  # base image of the domain images (None: the Dockerfile's)
     backend: str = DEFAULT_BACKEND  # the sandbox backend (ttgen.sandbox.open_backend's name)
     sources: list[str] = field(default_factory=list)
@@ -155,6 +161,7 @@ def _apply_file(settings: Settings, path: Path) -> None:
         ("default_cpus", float),
         ("default_memory_mb", int),
         ("start_concurrency", int),
+        ("engine_call_timeout", float),
     ):
         if key in sandbox:
             try:
@@ -163,6 +170,8 @@ def _apply_file(settings: Settings, path: Path) -> None:
                 raise ConfigError(f"{path}: [sandbox] {key} must be a number") from None
     if settings.start_concurrency is not None and settings.start_concurrency < 1:
         raise ConfigError(f"{path}: [sandbox] start_concurrency must be at least 1")
+    if settings.engine_call_timeout <= 0:
+        raise ConfigError(f"{path}: [sandbox] engine_call_timeout must be more than 0 seconds")
     settings.sources.append(src)
 
 
@@ -245,6 +254,15 @@ def load_settings(cwd: Path | None = None, environ: dict[str, str] | None = None
             raise ConfigError(f"{ENV_START}={env[ENV_START]!r} is not an integer") from None
         if settings.start_concurrency < 1:
             raise ConfigError(f"{ENV_START}={env[ENV_START]!r}: must be at least 1")
+    if env.get(ENV_CALL_TIMEOUT):
+        try:
+            settings.engine_call_timeout = float(env[ENV_CALL_TIMEOUT])
+        except ValueError:
+            raise ConfigError(
+                f"{ENV_CALL_TIMEOUT}={env[ENV_CALL_TIMEOUT]!r} is not a number of seconds"
+            ) from None
+        if settings.engine_call_timeout <= 0:
+            raise ConfigError(f"{ENV_CALL_TIMEOUT}={env[ENV_CALL_TIMEOUT]!r}: must be more than 0")
     if env.get(ENV_DOMAIN_BASE):
         settings.domain_base = _image_setting(env[ENV_DOMAIN_BASE], ENV_DOMAIN_BASE)
         settings.sources.append(ENV_DOMAIN_BASE)

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ttgen import __version__
-from ttgen.errors import BuildInfraError, ConfigError, TaskError
+from ttgen.errors import BuildInfraError, ConfigError, EngineStuckError, TaskError
 from ttgen.formats.trial import (
     INFRA_OUTCOMES,
     RETRYABLE_OUTCOMES,
@@ -578,6 +578,16 @@ class Job:
             async with asyncio.TaskGroup() as tg:
                 for _ in range(max(1, min(n_workers, len(pending)))):
                     tg.create_task(worker())
+        except BaseExceptionGroup as group:
+            # A stuck engine stops the job (the other trials are cancelled, so a later run
+            # runs them): said as itself, not as a group.
+            stuck = group.subgroup(EngineStuckError)
+            if stuck is None:
+                raise
+            first = stuck.exceptions[0]
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            raise first from None
         finally:
             if sigterm_installed:
                 loop.remove_signal_handler(signal.SIGTERM)
@@ -627,6 +637,8 @@ class Job:
                 self._build_failures.setdefault(key, result.exception_info.exception_message)
         finally:
             self.running -= 1
+        info = result.exception_info
+        stuck = info is not None and info.exception_type == EngineStuckError.__name__
         summary = TrialSummary.of(result)
         self.summaries[spec.trial_name] = summary
         self._dirty = True
@@ -635,6 +647,10 @@ class Job:
             f"({summary.duration_sec or 0:.1f}s)"
         )
         self.events.trial_finished(result, summary)
+        if stuck:
+            assert info is not None
+            self._log(f"stopping: {info.exception_message}")
+            raise EngineStuckError(info.exception_message)
 
     # -- outputs ------------------------------------------------------------------------------
 

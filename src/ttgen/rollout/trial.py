@@ -36,6 +36,7 @@ from ttgen.errors import (
     AgentSetupTimeoutError,
     AgentTimeoutError,
     ContainerDiedError,
+    EngineStuckError,
     ImageBuildError,
     ImageNotFoundError,
     LLMError,
@@ -183,6 +184,10 @@ def raise_if_cancel_requested() -> None:
 
 
 def _classify(exc: BaseException, phase: str) -> Outcome:
+    if isinstance(exc, EngineStuckError):
+        # Not the trial's fault, and the job stops on it: a run after the engine's restart
+        # runs it again (as an interrupted trial).
+        return Outcome.CANCELLED
     if isinstance(exc, ImageBuildError | ImageNotFoundError):
         return Outcome.BUILD_ERROR
     if isinstance(exc, TaskError) and phase == "environment_setup":

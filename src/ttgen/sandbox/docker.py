@@ -25,14 +25,14 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import aiodocker
 import aiohttp
 
-from ttgen.errors import EngineUnavailableError, SandboxError
+from ttgen.errors import EngineStuckError, EngineUnavailableError, SandboxError
 from ttgen.sandbox.base import (
     LABEL_CA,
     LABEL_JOB,
@@ -65,6 +65,7 @@ from ttgen.task import Task
 
 _SLUG = re.compile(r"[^a-z0-9_.-]+")  # what an image repository name may hold
 NETWORK_NAME = "ttgen-isolated"
+_T = TypeVar("_T")
 DEFAULT_DOCKER_SOCKETS = ("/run/docker.sock", "/var/run/docker.sock")
 
 
@@ -121,6 +122,9 @@ class DockerBackend(DockerImages):
         # and the first trials start working while the others still wait.
         self.start_slots = asyncio.Semaphore(self.settings.engine_slots)
         self.remove_slots = asyncio.Semaphore(self.settings.engine_slots)
+        # Set when a container or network call ran past settings.engine_call_timeout: what
+        # happened, said to every later such call (refused at once, see `bounded`).
+        self.stuck: str | None = None
 
     # -- client ---------------------------------------------------------------------------
 
@@ -171,6 +175,42 @@ class DockerBackend(DockerImages):
                 f"no {self.name} engine answers at {where} ({exc}). {self.UNAVAILABLE_HINT}"
             ) from exc
 
+    async def bounded(self, what: str, call: Awaitable[_T]) -> _T:
+        """`call` (an engine call about containers or networks), given at most
+        settings.engine_call_timeout seconds; past that the engine counts as stuck: this and
+        every later bounded call raise EngineStuckError at once, saying what to do.
+
+        Docker 20.10 before 20.10.27 (Debian bookworm's docker.io is 20.10.24) can deadlock in
+        its network controller when containers start and stop at a high rate (moby/moby#46661):
+        from then on every removal, and every start or network call, waits forever while
+        `docker ps` and execs still answer. Without a bound a job would hang with it. `call`
+        must stop at once when cancelled (a shielded future does: it goes on alone)."""
+        if self.stuck is not None:
+            raise EngineStuckError(self.stuck)
+        limit = self.settings.engine_call_timeout
+        try:
+            async with asyncio.timeout(limit) as deadline:
+                return await call
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # the call's own timeout, not ours
+            where = f" at {self.engine_url}" if self.engine_url else ""
+            known = (
+                " Docker 20.10 before 20.10.27 (Debian's docker.io 20.10.24) can deadlock when "
+                "many containers start and stop (moby/moby#46661)."
+                if self.name == "docker"
+                else ""
+            )
+            self.stuck = (
+                f"the {self.name} engine{where} did not finish {what} in {limit:g} s, so it is "
+                f"taken as stuck and nothing more is started on it.{known} If removing a ttgen "
+                "container by hand hangs too, restart the engine (e.g. `systemctl restart "
+                f"{self.name}`) and run the same command again: finished trials are kept, the "
+                "rest run then. (The limit: [sandbox] engine_call_timeout or "
+                "TTGEN_ENGINE_CALL_TIMEOUT.)"
+            )
+            raise EngineStuckError(self.stuck) from None
+
     async def close(self) -> None:
         if self._docker is not None:
             docker, self._docker = self._docker, None
@@ -194,7 +234,10 @@ class DockerBackend(DockerImages):
 
     async def remove_container(self, ref: str) -> None:
         try:
-            await force_remove(self.docker.containers.container(ref))
+            await self.bounded(
+                f"removing container {ref}",
+                asyncio.shield(force_remove(self.docker.containers.container(ref))),
+            )
         except aiodocker.DockerError as exc:
             raise SandboxError(f"cannot remove container {ref}: {exc.message}") from exc
 
@@ -221,32 +264,36 @@ class DockerBackend(DockerImages):
         async with self._network_lock:
             if self._network_ready:
                 return self._network_ready
+            return await self.bounded(f"setting up network {NETWORK_NAME}", self._make_network())
+
+    async def _make_network(self) -> str:
+        """Find or create the isolated network (see _isolated_network); its id."""
+        nets = await self._networks_named(NETWORK_NAME)
+        if not nets:
+            try:
+                await self.docker.networks.create(
+                    {
+                        "Name": NETWORK_NAME,
+                        "Driver": "bridge",
+                        "CheckDuplicate": True,
+                        "Labels": {LABEL_MANAGED: "true"},
+                        "Options": {"com.docker.network.bridge.enable_icc": "false"},
+                    }
+                )
+            except aiodocker.DockerError as exc:
+                if exc.status != 409:  # created meanwhile by another process
+                    raise SandboxError(
+                        f"cannot create network {NETWORK_NAME}: {exc.message}"
+                    ) from exc
             nets = await self._networks_named(NETWORK_NAME)
             if not nets:
-                try:
-                    await self.docker.networks.create(
-                        {
-                            "Name": NETWORK_NAME,
-                            "Driver": "bridge",
-                            "CheckDuplicate": True,
-                            "Labels": {LABEL_MANAGED: "true"},
-                            "Options": {"com.docker.network.bridge.enable_icc": "false"},
-                        }
-                    )
-                except aiodocker.DockerError as exc:
-                    if exc.status != 409:  # created meanwhile by another process
-                        raise SandboxError(
-                            f"cannot create network {NETWORK_NAME}: {exc.message}"
-                        ) from exc
-                nets = await self._networks_named(NETWORK_NAME)
-                if not nets:
-                    raise SandboxError(f"network {NETWORK_NAME} vanished right after creation")
-            keep, *extra = sorted(nets, key=lambda n: (str(n.get("Created", "")), n["Id"]))
-            for dup in extra:
-                with contextlib.suppress(aiodocker.DockerError):
-                    await (await self.docker.networks.get(dup["Id"])).delete()
-            self._network_ready = keep["Id"]
-            return keep["Id"]
+                raise SandboxError(f"network {NETWORK_NAME} vanished right after creation")
+        keep, *extra = sorted(nets, key=lambda n: (str(n.get("Created", "")), n["Id"]))
+        for dup in extra:
+            with contextlib.suppress(aiodocker.DockerError):
+                await (await self.docker.networks.get(dup["Id"])).delete()
+        self._network_ready = keep["Id"]
+        return keep["Id"]
 
     async def _networks_named(self, name: str) -> list[dict[str, Any]]:
         try:
@@ -355,7 +402,7 @@ class DockerBackend(DockerImages):
         # the create finish, then remove what it made.
         create = asyncio.ensure_future(self.docker.containers.create(config, name=name))
         try:
-            container = await asyncio.shield(create)
+            container = await self.bounded(f"creating container {name}", asyncio.shield(create))
         except aiodocker.DockerError as exc:
             if _network_gone(exc) and network != "none":
                 raise _NetworkGoneError(str(exc.message)) from exc
@@ -380,9 +427,11 @@ class DockerBackend(DockerImages):
                 # The helper is the container's own command: attach to its stdin and stdout
                 # before it starts (nothing it writes is missed), then wait for its hello.
                 sandbox._channel_mode = "eager"
-                await sandbox._attach_main_channel(container.start)
+                await sandbox._attach_main_channel(
+                    lambda: self.bounded(f"starting container {name}", container.start())
+                )
             else:
-                await container.start()
+                await self.bounded(f"starting container {name}", container.start())
                 sandbox._channel_mode = mode
                 if mode == "eager":
                     await sandbox._start_channel()
@@ -452,7 +501,7 @@ class DockerBackend(DockerImages):
         name = f"{source.name}-{role}"[:200]
         create = asyncio.ensure_future(self.docker.containers.create(config, name=name))
         try:
-            container = await asyncio.shield(create)
+            container = await self.bounded(f"creating container {name}", asyncio.shield(create))
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 if isinstance(exc, asyncio.CancelledError):
@@ -469,7 +518,7 @@ class DockerBackend(DockerImages):
         sandbox._default_user = source._default_user
         sandbox._owned_image = image
         try:
-            await container.start()
+            await self.bounded(f"starting container {name}", container.start())
         except BaseException as exc:
             await asyncio.shield(sandbox.stop())
             if isinstance(exc, aiodocker.DockerError):
@@ -498,7 +547,10 @@ class DockerBackend(DockerImages):
         async def remove(c: Any) -> None:
             try:
                 async with self.remove_slots:
-                    gone = await force_remove(c)  # False: someone else removes it already
+                    # False: someone else removes it already
+                    gone = await self.bounded(
+                        f"removing container {c.id[:12]}", asyncio.shield(force_remove(c))
+                    )
                 if gone:
                     names = c._container.get("Names") or [c.id]
                     removed.append(names[0].lstrip("/"))
@@ -524,7 +576,7 @@ class DockerBackend(DockerImages):
                 net = await self.docker.networks.get(found["Id"])
                 info = await net.show()
                 if not info.get("Containers"):
-                    await net.delete()
+                    await self.bounded(f"removing network {NETWORK_NAME}", net.delete())
                     networks.append(NETWORK_NAME)
                     self._network_ready = None
         except (aiodocker.DockerError, SandboxError):

@@ -773,7 +773,9 @@ class DockerSandbox:
             self._channel_task.cancel()
         try:
             async with self.backend.remove_slots:  # admission control (see DockerBackend)
-                await asyncio.shield(force_remove(self.container))
+                await self.backend.bounded(
+                    f"removing container {self.name}", asyncio.shield(force_remove(self.container))
+                )
         except aiodocker.DockerError as exc:
             raise SandboxError(f"cannot remove container {self.name}: {exc.message}") from exc
         finally:
