@@ -438,3 +438,46 @@ def test_a_stuck_engine_stops_the_job_saying_what_to_do_and_the_rerun_finishes_i
     lines = (out / "trials.jsonl").read_text().splitlines()
     assert sorted(json.loads(x)["trial_name"] for x in lines) == ["t__0", "t__1", "t__2"]
     assert asyncio.run(job_containers(job["id"])) == []
+
+
+async def test_a_docker_version_with_the_known_deadlock_is_noted_in_the_job_log(
+    docker_ready, make_task, tmp_path
+):
+    """Docker before 20.10.27 (Debian bookworm's 20.10.24) can deadlock when many containers
+    start and stop: a job on such an engine says so in job.log, right after it starts, with
+    what will happen (the job stops after the engine call limit); a fixed engine, another
+    version line or another engine gets no such note. The engine's version is the one thing
+    not asked of the real engine here (it is whatever this host runs)."""
+    from ttgen.formats.trial import AgentSpec
+    from ttgen.rollout.job import Job, JobOptions, rollout_specs
+    from ttgen.sandbox.docker import DockerBackend
+
+    class Versioned(DockerBackend):
+        version = ""
+
+        async def ping(self) -> dict:
+            return {**await super().ping(), "Version": self.version}
+
+    backend = Versioned(Settings(pull=False, engine_call_timeout=120))
+    assert backend.engine_caveat({"Version": "20.10.27"}) is None
+    assert backend.engine_caveat({"Version": "24.0.7"}) is None
+    assert backend.engine_caveat({"Version": "dev"}) is None
+    assert backend.engine_caveat({"Version": "19.03.13"}) is not None
+    task = _task(make_task)
+    try:
+        for version, noted in (("20.10.24+dfsg1", True), ("26.1.5+dfsg1", False)):
+            backend.version = version
+            out = tmp_path / version
+            specs = rollout_specs([task], AgentSpec(name="nop"), 1)
+            result = await Job(out, specs, JobOptions(retries=0), backend=backend).run()
+            assert result["stats"]["outcomes"] == {"passed": 1}  # the task's test always passes
+            lines = (out / "job.log").read_text().splitlines()
+            notes = [x for x in lines if " note: " in x]
+            if noted:
+                assert " run started " in lines[0] and lines[1] == notes[0]
+                assert f"the engine is Docker {version}: versions before 20.10.27 can " in notes[0]
+                assert "moby/moby#46661" in notes[0] and "stops after 120 s" in notes[0]
+            else:
+                assert notes == []
+    finally:
+        await backend.close()

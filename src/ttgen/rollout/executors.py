@@ -170,13 +170,17 @@ class LocalExecutor:
 
     def __init__(self, backend: SandboxBackend | None = None, *, name: str | None = None) -> None:
         self._given = backend
+        self.engine_note: str | None = None
         self.backend: SandboxBackend | None = backend
         self.backend_name = name
 
     async def start(self, job_id: str, log: Log, *, fresh: bool = False) -> list[str]:
         if self.backend is None:
             self.backend = open_backend(self.backend_name)
-        await self.backend.ping()
+        version = await self.backend.ping()
+        # a known problem of this engine's version, for the job's log once the run has started
+        caveat = getattr(self.backend, "engine_caveat", None)
+        self.engine_note = caveat(version) if caveat and isinstance(version, dict) else None
         if fresh:
             return []
         gone = await self.backend.gc(job=job_id, keep_network=True)

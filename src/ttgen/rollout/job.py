@@ -361,6 +361,8 @@ class Job:
             self._write_config(config)
             started = True
             self._log(f"run started (pid {os.getpid()}, {len(self.specs)} trials planned)")
+            if note := getattr(executor, "engine_note", None):
+                self._log(f"note: {note}")
             if self.removed_containers:
                 self._log(
                     f"removed {len(self.removed_containers)} container(s) left by an earlier run "

@@ -175,6 +175,21 @@ class DockerBackend(DockerImages):
                 f"no {self.name} engine answers at {where} ({exc}). {self.UNAVAILABLE_HINT}"
             ) from exc
 
+    def engine_caveat(self, version: Mapping[str, Any]) -> str | None:
+        """A known problem of this engine's version (`version`: what ping() answered) that a
+        large job can run into, said in one line; None when there is none known."""
+        if self.name != "docker":
+            return None
+        found = re.match(r"(\d+)\.(\d+)\.(\d+)", str(version.get("Version", "")))
+        if found is None or tuple(int(x) for x in found.groups()) >= (20, 10, 27):
+            return None
+        return (
+            f"the engine is Docker {version.get('Version')}: versions before 20.10.27 can "
+            "deadlock when many containers start and stop (moby/moby#46661); if it happens, "
+            f"the job stops after {self.settings.engine_call_timeout:g} s saying so (restart "
+            "the engine, then run the same command again)"
+        )
+
     async def bounded(self, what: str, call: Awaitable[_T]) -> _T:
         """`call` (an engine call about containers or networks), given at most
         settings.engine_call_timeout seconds; past that the engine counts as stuck: this and
