@@ -586,10 +586,7 @@ class Job:
             stuck = group.subgroup(EngineStuckError)
             if stuck is None:
                 raise
-            first = stuck.exceptions[0]
-            while isinstance(first, BaseExceptionGroup):
-                first = first.exceptions[0]
-            raise first from None
+            raise stuck.exceptions[0] from None
         finally:
             if sigterm_installed:
                 loop.remove_signal_handler(signal.SIGTERM)
@@ -639,8 +636,6 @@ class Job:
                 self._build_failures.setdefault(key, result.exception_info.exception_message)
         finally:
             self.running -= 1
-        info = result.exception_info
-        stuck = info is not None and info.exception_type == EngineStuckError.__name__
         summary = TrialSummary.of(result)
         self.summaries[spec.trial_name] = summary
         self._dirty = True
@@ -649,8 +644,8 @@ class Job:
             f"({summary.duration_sec or 0:.1f}s)"
         )
         self.events.trial_finished(result, summary)
-        if stuck:
-            assert info is not None
+        info = result.exception_info
+        if info is not None and info.exception_type == EngineStuckError.__name__:
             self._log(f"stopping: {info.exception_message}")
             raise EngineStuckError(info.exception_message)
 
