@@ -14,6 +14,8 @@ duration 0.1 s, Terminus 2's early completion). Printed per run:
     containers, all printed; `--floors K`); the ideal is turns x L. Targets: 64@1 <= 1.15,
     1000@30 <= 1.05;
   * phases: each trial phase's duration (p50, max) and when the last trial finished it;
+  * agent pacing (ttgen.rollout.pacing; off with TTGEN_AGENT_PACING=0): how many agents waited
+    while other trials' containers started, and how long (p50, max);
   * each trial's agent phase over the ideal (p50, max), and each turn's time besides the
     model's latency (p50, p90; waits for the command included);
   * host memory: peak of (MemTotal - MemAvailable) during the job over the level before it, in
@@ -342,6 +344,22 @@ def isolation_stats(job_dir: Path, results: list) -> str:
     )
 
 
+def held_stats(job_dir: Path, names: list[str], backend: DockerBackend) -> str:
+    """How many agents the pacer held back during the start burst, and for how long."""
+    if not backend.settings.agent_pacing:
+        return "off (agent_pacing = false)"
+    held = []
+    for name in names:
+        with contextlib.suppress(OSError):
+            for line in (job_dir / name / "trial.log").read_text().splitlines():
+                if " agent held " in line:
+                    held.append(float(line.split(" agent held ")[1].split("s ")[0]))
+    if not held:
+        return f"on; no agent held (of {len(names)})"
+    return (f"on; {len(held)} of {len(names)} agents held, p50 {statistics.median(held):.1f} s, "
+            f"max {max(held):.1f} s")  # fmt: skip
+
+
 def phase_stats(results: list) -> str:
     """Where the trials' time went: each phase's duration (p50/max) and when, counted from the
     first trial's start, the last trial reached each point."""
@@ -460,6 +478,7 @@ async def one_run(n: int, latency: float, args, tmp: Path) -> None:
     results = [r for r in (read_trial_result(job_dir / nm) for nm in names) if r is not None]
     agent = sorted((r.agent_execution.seconds or 0.0) / ideal for r in results if r.agent_execution)
     per_turn = turn_stats(job_dir, names)
+    held = held_stats(job_dir, names, backend)
     phases = phase_stats(results)
     target = TARGETS.get((n, latency))
     ratio = job_sec / (floor + ideal)
@@ -473,6 +492,7 @@ async def one_run(n: int, latency: float, args, tmp: Path) -> None:
               f"max {agent[-1]:.3f}")  # fmt: skip
     if phases:
         print("    phases (s): " + phases)
+    print(f"    agent pacing during the start burst: {held}")
     if stages:
         print(stages)
     if per_turn:

@@ -149,6 +149,27 @@ def test_engine_call_timeout_setting_and_its_errors(tmp_path):
         load_settings(tmp_path, {})
 
 
+def test_agent_pacing_setting_and_its_errors(tmp_path):
+    from ttgen.errors import ConfigError
+    from ttgen.rollout.ray_node import settings_from_dict, settings_to_dict
+
+    assert load_settings(tmp_path, {}).agent_pacing is True
+    assert load_settings(tmp_path, {"TTGEN_AGENT_PACING": "off"}).agent_pacing is False
+    (tmp_path / "ttgen.toml").write_text("[sandbox]\nagent_pacing = false\n")
+    off = load_settings(tmp_path, {})
+    assert off.agent_pacing is False
+    assert load_settings(tmp_path, {"TTGEN_AGENT_PACING": "1"}).agent_pacing is True
+    # a Ray node gets the driver's choice (and its engine call limit)
+    off.engine_call_timeout = 42.0
+    node = settings_from_dict(settings_to_dict(off))
+    assert node.agent_pacing is False and node.engine_call_timeout == 42.0
+    with pytest.raises(ConfigError, match="TTGEN_AGENT_PACING='maybe': use 1 or 0"):
+        load_settings(tmp_path, {"TTGEN_AGENT_PACING": "maybe"})
+    (tmp_path / "ttgen.toml").write_text('[sandbox]\nagent_pacing = "no"\n')
+    with pytest.raises(ConfigError, match=r"ttgen.toml: \[sandbox\] agent_pacing must be true or"):
+        load_settings(tmp_path, {})
+
+
 async def test_more_long_lived_exec_streams_than_a_default_pool_holds(docker_ready, job_name):
     """Every trial keeps an exec stream open for its whole life (its exec helper). aiohttp's
     pools hold 100 connections by default: with 120 streams open, the next engine call would
@@ -481,3 +502,61 @@ async def test_a_docker_version_with_the_known_deadlock_is_noted_in_the_job_log(
                 assert notes == []
     finally:
         await backend.close()
+
+
+# -- the agents of a start burst (ttgen.rollout.pacing) ------------------------------------------
+
+
+async def test_in_a_start_burst_early_agents_wait_for_the_last_starts(
+    docker_ready, make_task, tmp_path
+):
+    """8 Terminus 2 trials at once with 2 start slots: the first trial's agent begins as soon as
+    it is set up; the others' wait (trial.log says how long) and begin in the last part of the
+    start phase, none after the last container is up; every trial passes. With
+    `agent_pacing = false` none waits."""
+    from datetime import datetime
+
+    from ttgen.formats.trial import AgentSpec
+    from ttgen.rollout.job import Job, JobOptions, rollout_specs
+    from ttgen.rollout.pacing import SPREAD
+    from ttgen.sandbox.docker import DockerBackend
+
+    def at(stamp) -> float:
+        return datetime.fromisoformat(str(stamp)).timestamp()
+
+    task = _task(make_task)
+    n = 8
+    async with ScriptedLLMServer([], default=_teacher, latency_sec=0.3) as server:
+        for pacing in (True, False):
+            backend = DockerBackend(Settings(pull=False, start_concurrency=2, agent_pacing=pacing))
+            kwargs = {"model": "m", "base_url": server.base_url, "api_key": "k"}
+            specs = rollout_specs([task], AgentSpec(name="terminus-2", kwargs=kwargs), n)
+            out = tmp_path / f"pacing-{pacing}"
+            try:
+                result = await Job(
+                    out, specs, JobOptions(n_concurrent=n, retries=0), backend=backend
+                ).run()
+            finally:
+                await backend.close()
+            assert result["stats"]["outcomes"] == {"passed": n}
+            trials = [json.loads((out / s.trial_name / "result.json").read_text()) for s in specs]
+            began = min(at(t["environment_setup"]["started_at"]) for t in trials)
+            ready = {t["trial_name"]: at(t["agent_setup"]["finished_at"]) for t in trials}
+            go = {t["trial_name"]: at(t["agent_execution"]["started_at"]) for t in trials}
+            held = {
+                s.trial_name
+                for s in specs
+                if "while other trials' containers started"
+                in (out / s.trial_name / "trial.log").read_text()
+            }
+            if not pacing:
+                assert held == set()
+                assert all(go[k] - ready[k] < 0.5 for k in ready)
+                continue
+            first = min(ready, key=ready.get)
+            last_up = max(ready.values())
+            assert first not in held and go[first] - ready[first] < 0.5
+            assert len(held) >= n // 2, held
+            window = max(1.0, SPREAD * (last_up - began))
+            for name in held:
+                assert last_up - window - 0.5 <= go[name] <= last_up + 0.5, (name, go, ready)

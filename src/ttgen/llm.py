@@ -381,6 +381,26 @@ def endpoint_semaphore(base_url: str, limit: int) -> asyncio.Semaphore:
     return entry[0]
 
 
+# -- the model's typical latency, for the agent pacer -------------------------------------------
+
+_LATENCY: dict[asyncio.AbstractEventLoop, dict[str, float]] = {}
+LATENCY_WEIGHT = 0.2  # of each new call in the running average
+
+
+def note_latency(seconds: float) -> None:
+    """Add one answered call's time (waits for the endpoint's slot and retries included) to the
+    running loop's average."""
+    per_loop = _for_running_loop(_LATENCY)
+    old = per_loop.get("")
+    per_loop[""] = seconds if old is None else old + LATENCY_WEIGHT * (seconds - old)
+
+
+def typical_latency() -> float | None:
+    """The running average of the model calls answered in the running event loop (any
+    endpoint), in seconds; None before the first (see ttgen.rollout.pacing)."""
+    return _for_running_loop(_LATENCY).get("")
+
+
 # -- the per-endpoint connection pool ----------------------------------------------------------
 
 
@@ -578,6 +598,7 @@ class LLMClient:
             self.usage.failed_calls += 1
             raise
         self.usage.add(response)
+        note_latency(response.latency_sec)
         return response
 
     async def _chat(self, body: dict[str, Any]) -> LLMResponse:

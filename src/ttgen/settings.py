@@ -33,6 +33,9 @@ A config file looks like::
     engine_call_timeout = 300  # seconds a container create/start/removal or a network call may
                                # take before the engine counts as stuck (a job then stops; run
                                # it again, once the engine is restarted, to resume)
+    agent_pacing = true    # while more containers are starting than the slots above, the
+                           # agents of trials already up wait, then go spread over the model's
+                           # latency just before the last start (ttgen.rollout.pacing)
 """
 
 from __future__ import annotations
@@ -56,7 +59,10 @@ ENV_DOMAIN_BASE = "TTGEN_DOMAIN_BASE"
 ENV_BACKEND = "TTGEN_BACKEND"
 ENV_START = "TTGEN_START_CONCURRENCY"
 ENV_CALL_TIMEOUT = "TTGEN_ENGINE_CALL_TIMEOUT"
+ENV_PACING = "TTGEN_AGENT_PACING"
 DEFAULT_BACKEND = "docker"
+_FLAGS = {"1": True, "true": True, "on": True, "yes": True,
+          "0": False, "false": False, "off": False, "no": False}  # fmt: skip
 _BACKEND_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 
@@ -77,6 +83,7 @@ class Settings:
     default_memory_mb: int = 2048
     start_concurrency: int | None = None  # None: 16 per CPU, at most 32 (see the docstring)
     engine_call_timeout: float = 300.0  # s; past it the engine counts as stuck (docstring)
+    agent_pacing: bool = True  # hold early agents back during a start burst (docstring)
     domain_base: str | None = None  # base image of the domain images (None: the Dockerfile's)
     backend: str = DEFAULT_BACKEND  # the sandbox backend (ttgen.sandbox.open_backend's name)
     sources: list[str] = field(default_factory=list)
@@ -170,6 +177,10 @@ def _apply_file(settings: Settings, path: Path) -> None:
                 raise ConfigError(f"{path}: [sandbox] {key} must be a number") from None
     if settings.start_concurrency is not None and settings.start_concurrency < 1:
         raise ConfigError(f"{path}: [sandbox] start_concurrency must be at least 1")
+    if "agent_pacing" in sandbox:
+        if not isinstance(sandbox["agent_pacing"], bool):
+            raise ConfigError(f"{path}: [sandbox] agent_pacing must be true or false")
+        settings.agent_pacing = sandbox["agent_pacing"]
     if settings.engine_call_timeout <= 0:
         raise ConfigError(f"{path}: [sandbox] engine_call_timeout must be more than 0 seconds")
     settings.sources.append(src)
@@ -263,6 +274,11 @@ def load_settings(cwd: Path | None = None, environ: dict[str, str] | None = None
             ) from None
         if settings.engine_call_timeout <= 0:
             raise ConfigError(f"{ENV_CALL_TIMEOUT}={env[ENV_CALL_TIMEOUT]!r}: must be more than 0")
+    if env.get(ENV_PACING):
+        flag = env[ENV_PACING].strip().lower()
+        if flag not in _FLAGS:
+            raise ConfigError(f"{ENV_PACING}={env[ENV_PACING]!r}: use 1 or 0 (true/false, on/off)")
+        settings.agent_pacing = _FLAGS[flag]
     if env.get(ENV_DOMAIN_BASE):
         settings.domain_base = _image_setting(env[ENV_DOMAIN_BASE], ENV_DOMAIN_BASE)
         settings.sources.append(ENV_DOMAIN_BASE)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ttgen.errors import ConfigError
 from ttgen.formats.trial import RetryRecord, TrialResult
+from ttgen.rollout.pacing import AgentPacer
 from ttgen.rollout.trial import Trial, TrialSpec
 from ttgen.sandbox import SandboxBackend, open_backend
 
@@ -173,6 +174,7 @@ class LocalExecutor:
         self.engine_note: str | None = None
         self.backend: SandboxBackend | None = backend
         self.backend_name = name
+        self.pacer: AgentPacer | None = None
 
     async def start(self, job_id: str, log: Log, *, fresh: bool = False) -> list[str]:
         if self.backend is None:
@@ -181,6 +183,8 @@ class LocalExecutor:
         # a known problem of this engine's version, for the job's log once the run has started
         caveat = getattr(self.backend, "engine_caveat", None)
         self.engine_note = caveat(version) if caveat and isinstance(version, dict) else None
+        settings = self.backend.settings
+        self.pacer = AgentPacer(settings.engine_slots) if settings.agent_pacing else None
         if fresh:
             return []
         gone = await self.backend.gc(job=job_id, keep_network=True)
@@ -212,6 +216,7 @@ class LocalExecutor:
             verifier_isolation=options.verifier_isolation,
             history=history,
             known_build_error=known_build_error,
+            pacer=self.pacer,
         )
         return await trial.run()
 
@@ -220,6 +225,8 @@ class LocalExecutor:
             await self.backend.gc(job=job_id, keep_network=True)
 
     async def close(self) -> None:
+        if self.pacer is not None:
+            await self.pacer.close()
         if self._given is None and self.backend is not None:
             await self.backend.close()
             self.backend = None

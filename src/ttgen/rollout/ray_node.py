@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ttgen.formats.trial import AgentSpec, RetryRecord
+from ttgen.rollout.pacing import AgentPacer
 from ttgen.rollout.trial import TimeoutPolicy, Trial, TrialSpec
 from ttgen.rollout.trial_archive import pack_trial
 from ttgen.sandbox import open_backend
@@ -42,6 +43,8 @@ def settings_to_dict(settings: Settings) -> dict[str, Any]:
         "default_cpus": settings.default_cpus,
         "default_memory_mb": settings.default_memory_mb,
         "start_concurrency": settings.start_concurrency,  # None: each node's own CPUs decide
+        "engine_call_timeout": settings.engine_call_timeout,
+        "agent_pacing": settings.agent_pacing,
         "domain_base": settings.domain_base,
         "backend": settings.backend,
         "sources": list(settings.sources),
@@ -56,6 +59,8 @@ def settings_from_dict(d: dict[str, Any]) -> Settings:
         default_cpus=d.get("default_cpus", 1.0),
         default_memory_mb=d.get("default_memory_mb", 2048),
         start_concurrency=d.get("start_concurrency"),
+        engine_call_timeout=d.get("engine_call_timeout", 300.0),
+        agent_pacing=d.get("agent_pacing", True),
         domain_base=d.get("domain_base"),
         backend=d.get("backend") or DEFAULT_BACKEND,
         sources=[*d.get("sources", []), "ray driver"],
@@ -98,6 +103,8 @@ class NodeRunner:
         # The driver's backend, by name (a node has its own engine of that kind); checked by
         # start(), whose error reaches the driver's log.
         self.backend = open_backend(st.backend, st, check=False)
+        # this node's start bursts hold its early agents back (pacing.py), as a local job does
+        self.pacer = AgentPacer(st.engine_slots) if st.agent_pacing else None
         # Unpacked tasks, oldest use first; beyond MAX_NODE_TASKS the oldest not in use are
         # removed (a synthesis run ships a new folder per draft). The driver re-sends an evicted
         # task when the node answers need_task.
@@ -209,6 +216,7 @@ class NodeRunner:
                     verifier_isolation=payload.get("verifier_isolation", "snapshot"),
                     history=[RetryRecord.model_validate(h) for h in payload["history"]],
                     known_build_error=payload["known_build_error"],
+                    pacer=self.pacer,
                 )
                 await trial.run()
                 data, omitted = await asyncio.to_thread(

@@ -67,6 +67,7 @@ from ttgen.formats.trial import (
     write_json_atomic,
 )
 from ttgen.rollout import tamper
+from ttgen.rollout.pacing import AgentPacer
 from ttgen.sandbox.base import ContainerSandbox, SandboxBackend, container_name, resolve_env
 from ttgen.sandbox.diagnose import TLS_HINT, tls_intercepted
 from ttgen.task import Task
@@ -274,6 +275,7 @@ class Trial:
         verifier_isolation: str = "snapshot",
         history: list[RetryRecord] | None = None,
         known_build_error: str | None = None,
+        pacer: AgentPacer | None = None,
     ) -> None:
         self.spec = spec
         self.backend = backend
@@ -292,6 +294,8 @@ class Trial:
         self.history = history or []
         # Set when this job already failed to build the task's image: fail fast, same error.
         self.known_build_error = known_build_error
+        # the host's agent pacer: during a start burst the agent waits for its turn (pacing.py)
+        self.pacer = pacer
 
     async def run(self) -> TrialResult:
         spec, task = self.spec, self.spec.task
@@ -331,6 +335,9 @@ class Trial:
         tlog(f"trial {spec.trial_name}: task {task.name}, agent {spec.agent.name}")
         phase = "environment_setup"
         cancelled: asyncio.CancelledError | None = None
+        pacer = self.pacer
+        if pacer is not None:
+            pacer.begin()
         try:
             phase = "environment_setup"
             await self._environment_setup(result, timeouts, tlog)
@@ -338,6 +345,12 @@ class Trial:
             phase = "agent_setup"
             agent, ctx = await self._agent_setup(result, timeouts, tlog)
             raise_if_cancel_requested()
+            if pacer is not None:
+                paced, pacer = pacer, None  # ready() counts this trial as started, come what may
+                held = await paced.ready(agent.model_info() is not None)
+                if held >= 0.05:
+                    tlog(f"agent held {held:.1f}s while other trials' containers started")
+                raise_if_cancel_requested()
             phase = "agent_execution"
             timed_out = await self._agent_execution(agent, ctx, result, timeouts, tlog)
             raise_if_cancel_requested()
@@ -382,6 +395,8 @@ class Trial:
             result.outcome = _classify(exc, phase)
             result.exception_info = _exception_info(exc)
         finally:
+            if pacer is not None:  # began, never became ready
+                pacer.abandon()
             await self._cleanup(result, tlog)
             self._close_phases(result)
             result.finished_at = now()
