@@ -31,7 +31,7 @@ async def _burst(pacer: AgentPacer, n: int, every: float, paced=lambda i: True):
 
 
 async def test_early_agents_wait_and_go_spread_over_the_last_starts():
-    """12 trials, 2 start slots, one ready every 0.1 s, the model answering in 0.4 s: the first
+    """12 trials, 2 start slots (a burst: more than 4 x 2 starting), one ready every 0.1 s, the model answering in 0.4 s: the first
     agent goes at once (its call measures the model), the next ones wait until about 0.4 s
     before the last container is up, then go one by one in the order they were ready, spread
     over that time (not all at once), the last one as soon as it is ready."""
@@ -56,13 +56,13 @@ async def test_early_agents_wait_and_go_spread_over_the_last_starts():
 async def test_agents_that_wait_on_no_model_and_small_jobs_are_never_held():
     """The oracle's trials (no model) go at once even in a burst; so does every trial of a
     job that starts no more containers than the engine's slots."""
-    pacer = AgentPacer(2, latency=lambda: 5.0)
+    pacer = AgentPacer(1, latency=lambda: 5.0)
     ready, went = await _burst(pacer, 6, 0.05, paced=lambda i: False)
     assert all(w - r < 0.05 for r, w in zip(ready, went, strict=True)), (ready, went)
     assert pacer.held_total == 0
 
-    pacer = AgentPacer(8, latency=lambda: 5.0)
-    ready, went = await _burst(pacer, 6, 0.05)
+    pacer = AgentPacer(2, latency=lambda: 5.0)  # 8 starting: not more than 4 x 2
+    ready, went = await _burst(pacer, 8, 0.05)
     assert all(w - r < 0.05 for r, w in zip(ready, went, strict=True)), (ready, went)
     assert pacer.held_total == 0
 
@@ -70,7 +70,7 @@ async def test_agents_that_wait_on_no_model_and_small_jobs_are_never_held():
 async def test_with_the_models_latency_unknown_agents_wait_for_the_last_start_at_most():
     """Before any model call has answered, the held agents wait until the burst is over, and
     then all go: never longer."""
-    pacer = AgentPacer(2, latency=lambda: None)
+    pacer = AgentPacer(1, latency=lambda: None)
     ready, went = await _burst(pacer, 6, 0.1)
     assert went[0] - ready[0] < 0.05
     assert all(abs(went[i] - ready[-1]) < 0.05 for i in range(1, 6)), (ready, went)
@@ -80,7 +80,7 @@ async def test_a_held_trial_cancelled_or_a_trial_that_never_starts_does_not_stal
     """A held trial that is cancelled leaves the queue; a trial whose start fails (abandon)
     counts as no longer starting: the burst ends when the others are ready."""
     pacer = AgentPacer(1, latency=lambda: None)
-    for _ in range(4):
+    for _ in range(6):
         pacer.begin()
     assert await pacer.ready(True) == 0.0  # the first goes
     second = asyncio.ensure_future(pacer.ready(True))
@@ -90,7 +90,8 @@ async def test_a_held_trial_cancelled_or_a_trial_that_never_starts_does_not_stal
     second.cancel()
     await asyncio.sleep(0.05)
     assert not third.done()
-    pacer.abandon()  # the fourth trial's start failed: no trial is starting any more
+    for _ in range(3):  # the other trials' starts failed: no trial is starting any more
+        pacer.abandon()
     held = await asyncio.wait_for(third, 2)
     assert held >= 0.1
     assert not pacer.burst

@@ -510,7 +510,7 @@ async def test_a_docker_version_with_the_known_deadlock_is_noted_in_the_job_log(
 async def test_in_a_start_burst_early_agents_wait_for_the_last_starts(
     docker_ready, make_task, tmp_path
 ):
-    """8 Terminus 2 trials at once with 2 start slots: the first trial's agent begins as soon as
+    """8 Terminus 2 trials at once with 1 start slot (a burst: more than 4 x 1): the first trial's agent begins as soon as
     it is set up; the others' wait (trial.log says how long) and begin in the last part of the
     start phase, none after the last container is up; every trial passes. With
     `agent_pacing = false` none waits."""
@@ -528,7 +528,7 @@ async def test_in_a_start_burst_early_agents_wait_for_the_last_starts(
     n = 8
     async with ScriptedLLMServer([], default=_teacher, latency_sec=0.3) as server:
         for pacing in (True, False):
-            backend = DockerBackend(Settings(pull=False, start_concurrency=2, agent_pacing=pacing))
+            backend = DockerBackend(Settings(pull=False, start_concurrency=1, agent_pacing=pacing))
             kwargs = {"model": "m", "base_url": server.base_url, "api_key": "k"}
             specs = rollout_specs([task], AgentSpec(name="terminus-2", kwargs=kwargs), n)
             out = tmp_path / f"pacing-{pacing}"

@@ -33,7 +33,7 @@ A config file looks like::
     engine_call_timeout = 300  # seconds a container create/start/removal or a network call may
                                # take before the engine counts as stuck (a job then stops; run
                                # it again, once the engine is restarted, to resume)
-    agent_pacing = true    # while more containers are starting than the slots above, the
+    agent_pacing = true    # while more containers are starting than 4 x the slots above, the
                            # agents of trials already up wait, then go spread over the model's
                            # latency just before the last start (ttgen.rollout.pacing)
 """
