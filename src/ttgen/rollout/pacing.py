@@ -53,8 +53,8 @@ BURST_FACTOR = 4
 
 class AgentPacer:
     """See the module docstring. `slots`: the engine's start slots (a burst is more trials
-    starting than BURST_FACTOR times that); `latency`: the model's typical latency in seconds, None while unknown;
-    `clock`: seconds, monotonic."""
+    starting than BURST_FACTOR times that); `latency`: the model's typical latency in seconds,
+    None while unknown; `clock`: seconds, monotonic."""
 
     def __init__(
         self,
@@ -167,22 +167,19 @@ class AgentPacer:
     async def _run(self) -> None:
         assert self._changed is not None
         last_release = self._clock()
+        # a burst's end (_end_burst) empties the queue, so the loop ends with it
         while self._held:
-            while self._held and self._held[0].done():  # cancelled while held
+            if self._held[0].done():  # cancelled while held
                 self._held.popleft()
-            if not self._held:
-                break
+                continue
             wait = 1.0
             latency = self._latency()
             left = self.left()
-            if not self.burst:
-                while self._held:
-                    self._release()
-                break
-            window = None
-            if latency is not None and left is not None:
-                window = max(latency, self.spread * (self._clock() - self._burst_began + left))
-            if window is not None and left is not None and left < window:
+            if (
+                latency is not None
+                and left is not None
+                and left < max(latency, self.spread * (self._clock() - self._burst_began + left))
+            ):
                 # let the held trials go evenly over the time left (the trials still starting
                 # join the queue when they are ready, so they count in the spacing)
                 gap = left / (len(self._held) + self.starting)
