@@ -5,7 +5,7 @@
 One small Harbor task (solution/solve.sh writes /app/answer.txt, tests/test.sh checks it), its
 image built once up front, so neither side pays for the build. Each round runs N trials at
 concurrency n twice, floor first, then ttgen (rounds alternate to spread noise):
-  * floor: raw Engine API calls (aiodocker), the minimum a trial needs: create (Init, 1 CPU,
+  * floor: raw Engine API calls (ttgen's bare Engine API client, no ttgen logic), the minimum a trial needs: create (Init, 1 CPU,
     2 GiB, `sleep infinity`), start, put_archive solution/, exec solve.sh, put_archive tests/,
     exec test.sh, read reward.txt, delete;
   * ttgen: the same trials through `ttgen.rollout.job.Job` (oracle agent, retries 0), with the
@@ -36,7 +36,6 @@ import argparse
 import asyncio
 import contextlib
 import io
-import json
 import os
 import shutil
 import statistics
@@ -47,11 +46,10 @@ import time
 import uuid
 from pathlib import Path
 
-import aiodocker
-
 from ttgen.formats.trial import AgentSpec, Outcome, read_trial_result
 from ttgen.rollout.job import Job, JobOptions, rollout_specs
 from ttgen.sandbox.docker import LABEL_JOB, DockerBackend
+from ttgen.sandbox.engine_client import Container, DockerError, EngineClient
 from ttgen.task import Task
 
 PHASES = ["environment_setup", "agent_setup", "agent_execution", "verifier", "remainder"]
@@ -104,16 +102,16 @@ def tar_dir(src: Path, arcname: str) -> bytes:
 # -- floor: raw Engine API ------------------------------------------------------------------------
 
 
-async def run_exec(container: aiodocker.docker.DockerContainer, cmd: list[str]) -> int:
+async def run_exec(container: Container, cmd: list[str]) -> int:
     ex = await container.exec(cmd)
-    async with ex.start(detach=False) as stream:
+    async with ex.attach() as stream:
         while await stream.read_out() is not None:
             pass
     return (await ex.inspect())["ExitCode"]
 
 
 async def floor_trial(
-    docker: aiodocker.Docker, tag: str, tars: dict[str, bytes], run_id: str
+    docker: EngineClient, tag: str, tars: dict[str, bytes], run_id: str
 ) -> tuple[float, dict[str, float]]:
     t0 = time.perf_counter()
     marks = [t0]
@@ -134,12 +132,13 @@ async def floor_trial(
         marks.append(time.perf_counter())
         await container.put_archive("/", tars["tests"])
         await run_exec(container, ["sh", "-c", "mkdir -p /logs/verifier && /tests/test.sh"])
-        tar = await container.get_archive("/logs/verifier/reward.txt")
-        f = tar.extractfile(tar.getmembers()[0])
-        reward = f.read().strip() if f is not None else b""
+        resp = await container.get_archive("/logs/verifier/reward.txt")
+        with tarfile.open(fileobj=io.BytesIO(await resp.read())) as tar:
+            f = tar.extractfile(tar.getmembers()[0])
+            reward = f.read().strip() if f is not None else b""
         marks.append(time.perf_counter())
     finally:
-        with contextlib.suppress(aiodocker.DockerError):  # the final sweep catches leftovers
+        with contextlib.suppress(DockerError):  # the final sweep catches leftovers
             await container.delete(force=True)
     if reward != b"1":
         raise ValueError(f"reward {reward!r}")
@@ -151,13 +150,13 @@ async def floor_trial(
 
 async def floor_round(tag: str, tars: dict[str, bytes], trials: int, n: int, run_id: str):
     sem = asyncio.Semaphore(n)
-    async with aiodocker.Docker() as docker:
+    async with EngineClient() as docker:
 
         async def one() -> tuple[float, dict[str, float]] | str:
             async with sem:
                 try:
                     return await floor_trial(docker, tag, tars, run_id)
-                except (aiodocker.DockerError, ValueError) as exc:
+                except (DockerError, ValueError) as exc:
                     return f"{type(exc).__name__}: {exc}"
 
         t0 = time.perf_counter()
@@ -184,7 +183,7 @@ async def ttgen_round(
                 job_ids.append(job.job_id)
         wall = time.perf_counter() - t0
         left = await backend.docker.containers.list(
-            all=True, filters=json.dumps({"label": [f"{LABEL_JOB}={job.job_id}"]})
+            all=True, filters={"label": [f"{LABEL_JOB}={job.job_id}"]}
         )
     rows, failed = [], []
     for spec in specs:
@@ -200,10 +199,10 @@ async def ttgen_round(
 
 
 async def remove_labelled(labels: list[str]) -> None:
-    async with aiodocker.Docker() as docker:
+    async with EngineClient() as docker:
         for label in labels:
-            for c in await docker.containers.list(all=True, filters=json.dumps({"label": [label]})):
-                with contextlib.suppress(aiodocker.DockerError):
+            for c in await docker.containers.list(all=True, filters={"label": [label]}):
+                with contextlib.suppress(DockerError):
                     await c.delete(force=True)
 
 

@@ -73,7 +73,6 @@ import threading
 import time
 from pathlib import Path
 
-import aiodocker
 from terminus import floor_start, make_task, pct, server_process, turn_times
 
 from ttgen.agents.terminus2.agent import PANE_LOG, RECORDING
@@ -82,6 +81,7 @@ from ttgen.formats.trial import INFRA_OUTCOMES, AgentSpec, read_trial_result
 from ttgen.rollout.job import Job, JobOptions, rollout_specs
 from ttgen.rollout.trial import LOGS_SETUP_CMD
 from ttgen.sandbox.docker import LABEL_JOB, DockerBackend
+from ttgen.sandbox.engine_client import EngineClient
 
 TARGETS = {(64, 1.0): 1.15, (1000, 30.0): 1.05}
 MEMORY_TARGET_GB = {1000: 20.0}
@@ -297,7 +297,7 @@ class CpuMeter:
 
 
 async def job_containers(job_id: str) -> int:
-    async with aiodocker.Docker() as docker:
+    async with EngineClient() as docker:
         found = await docker.containers.list(all=True, filters={"label": [f"{LABEL_JOB}={job_id}"]})
         return len(found)
 

@@ -35,12 +35,11 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
-import aiodocker
-
 from ttgen.formats.trial import AgentSpec, Outcome, read_trial_result
 from ttgen.rollout.job import Job, JobOptions, rollout_specs
 from ttgen.rollout.trial import Trial, TrialSpec
 from ttgen.sandbox.docker import DockerBackend
+from ttgen.sandbox.engine_client import DockerError, EngineClient
 from ttgen.task import Task
 from ttgen.testing import ScriptedLLMServer
 
@@ -161,18 +160,18 @@ async def floor_start(n: int, host_config: dict, on_ready=None) -> float:
     label = f"ttgen.bench.floor={uuid.uuid4().hex[:8]}"
     key, value = label.split("=")
 
-    async def one(docker: aiodocker.Docker) -> None:
+    async def one(docker: EngineClient) -> None:
         container = await docker.containers.create({
             "Image": BASE, "Cmd": ["sleep", "infinity"], "Labels": {key: value},
             "HostConfig": {**host_config, "Init": True},
         })  # fmt: skip
         await container.start()
         ex = await container.exec(["true"])
-        async with ex.start(detach=False) as stream:
+        async with ex.attach() as stream:
             while await stream.read_out() is not None:
                 pass
 
-    async with aiodocker.Docker() as docker:
+    async with EngineClient() as docker:
         t0 = time.monotonic()
         try:
             await asyncio.gather(*(one(docker) for _ in range(n)))
@@ -182,7 +181,7 @@ async def floor_start(n: int, host_config: dict, on_ready=None) -> float:
             return sec
         finally:
             for c in await docker.containers.list(all=True, filters={"label": [label]}):
-                with contextlib.suppress(aiodocker.DockerError):
+                with contextlib.suppress(DockerError):
                     await c.delete(force=True)
 
 

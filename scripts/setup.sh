@@ -151,12 +151,13 @@ fi
 # 3. Base image -------------------------------------------------------------------------------
 if [ "${TTGEN_SKIP_BASE_IMAGE:-0}" != 1 ]; then
   if ! "$VENV/bin/python" - "$BASE_IMAGE" <<'PY'
-import asyncio, sys, aiodocker
+import asyncio, sys
+from ttgen.sandbox.engine_client import DockerError, EngineClient
 async def main():
-    async with aiodocker.Docker() as d:
+    async with EngineClient() as d:
         try:
             await d.images.inspect(sys.argv[1])
-        except aiodocker.DockerError:
+        except DockerError:
             sys.exit(1)
 asyncio.run(main())
 PY

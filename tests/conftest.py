@@ -16,13 +16,13 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-import aiodocker
 import pytest
 
 from harbor_support import harbor  # noqa: F401  (the `harbor` fixture: Harbor's own code)
 from ttgen.sandbox import open_backend
 from ttgen.sandbox.backends import probe
 from ttgen.sandbox.base import LABEL_JOB
+from ttgen.sandbox.engine_client import EngineClient
 from ttgen.sandbox.podman import default_podman_url
 from ttgen.settings import ImageAlias, Settings, host_ca_bundle
 
@@ -127,7 +127,7 @@ async def backend(engine_ready: None, backend_name: str, settings: Settings, job
 
 
 def _engine_urls() -> list[str | None]:
-    """Docker's (aiodocker's default) and, when its service answers, Podman's."""
+    """Docker's (the client's default address) and, when its service answers, Podman's."""
     urls: list[str | None] = [None]
     podman = default_podman_url()
     if probe(podman, timeout=1) is None:
@@ -140,7 +140,7 @@ async def job_containers(job: str) -> list[str]:
     unique per test, so this is the job's containers whichever backend ran them)."""
     found: list[str] = []
     for url in _engine_urls():
-        async with aiodocker.Docker(url=url) as d:
+        async with EngineClient(url) as d:
             got = await d.containers.list(all=True, filters={"label": [f"{LABEL_JOB}={job}"]})
             found += [c.id for c in got]
     return found
@@ -150,7 +150,7 @@ async def managed_images(label: str) -> list[str]:
     """Tags of images carrying `label` on every engine under test."""
     found: list[str] = []
     for url in _engine_urls():
-        async with aiodocker.Docker(url=url) as d:
+        async with EngineClient(url) as d:
             for img in await d.images.list(filters={"label": [label]}):
                 found += img.get("RepoTags") or [img["Id"]]
     return found

@@ -9,7 +9,6 @@ import threading
 import time
 from pathlib import Path
 
-import aiodocker
 import pytest
 import typer.main
 from typer.testing import CliRunner
@@ -19,6 +18,7 @@ from conftest import BASE_IMAGE, job_containers
 from ttgen.cli import app
 from ttgen.llm import PREFLIGHT_PROMPT
 from ttgen.sandbox.base import LABEL_JOB, LABEL_OWNER, owner_id
+from ttgen.sandbox.engine_client import EngineClient
 from ttgen.task import Task
 from ttgen.testing import Error, Reply, ScriptedLLMServer
 
@@ -56,7 +56,7 @@ def my_containers(job: str) -> list[str]:
     """Containers of `job` started by this process (other sessions may share the engine)."""
 
     async def go() -> list[str]:
-        async with aiodocker.Docker() as d:
+        async with EngineClient() as d:
             found = await d.containers.list(
                 all=True, filters={"label": [f"{LABEL_JOB}={job}", f"{LABEL_OWNER}={owner_id()}"]}
             )

@@ -10,7 +10,6 @@ import time
 import uuid
 from pathlib import Path
 
-import aiodocker
 import pytest
 from typer.testing import CliRunner
 
@@ -30,6 +29,7 @@ from ttgen.sandbox.domains import (
     image_ref,
     parse_domain_list,
 )
+from ttgen.sandbox.engine_client import DockerError, EngineClient
 from ttgen.settings import Settings, load_settings
 from ttgen.task import Task
 
@@ -252,10 +252,10 @@ async def test_unknown_domain_errors_clearly(backend):
 
 
 async def _untag(ref: str) -> None:
-    async with aiodocker.Docker() as d:
+    async with EngineClient() as d:
         try:
             await d.images.delete(ref)
-        except aiodocker.DockerError as exc:
+        except DockerError as exc:
             assert exc.status == 404, exc
 
 

@@ -10,15 +10,14 @@ import time
 import uuid
 from pathlib import Path
 
-import aiodocker
-
 from conftest import BASE_IMAGE
+from ttgen.sandbox.engine_client import EngineClient
 
 
 async def _names(job: str) -> list[str]:
-    async with aiodocker.Docker() as d:
+    async with EngineClient() as d:
         found = await d.containers.list(all=True, filters={"label": [f"ttgen.job={job}"]})
-        return [c._container["Names"][0].lstrip("/") for c in found]
+        return [c.data["Names"][0].lstrip("/") for c in found]
 
 
 def _pane(session: str) -> str:

@@ -257,8 +257,7 @@ async def test_the_fast_diff_matches_the_engines(backend, job_name, make_task):
                           user="root")  # fmt: skip
         assert r.ok, r.output
         fast = await sb.changes()
-        async with backend.docker._query(f"containers/{sb.id}/changes") as resp:
-            engine = await resp.json()
+        engine = await backend.docker.call("GET", f"containers/{sb.id}/changes")
         key = lambda cs: sorted((c["Path"], c["Kind"]) for c in cs)  # noqa: E731
         assert key(fast) == key(engine)
         assert ("/etc/debian_version", 2) in key(fast) and ("/root/new", 1) in key(fast)

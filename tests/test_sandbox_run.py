@@ -13,7 +13,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import aiodocker
 import pytest
 
 from conftest import BACKENDS_UNDER_TEST, BASE_IMAGE, job_containers, unique_dockerfile
@@ -21,6 +20,7 @@ from ttgen.errors import SandboxError
 from ttgen.sandbox import open_backend
 from ttgen.sandbox.base import LABEL_JOB, LABEL_MANAGED, LABEL_OWNER
 from ttgen.sandbox.docker import NETWORK_NAME
+from ttgen.sandbox.engine_client import DockerError, EngineClient
 from ttgen.task import Task
 
 DOCKER_ONLY = pytest.mark.parametrize("backend_name", ["docker"])
@@ -126,7 +126,7 @@ async def test_internet_tasks_get_the_isolated_bridge(backend, make_task, job_na
         info = await sb.container.show()
         ifaces = await sb.exec("cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '")
         assert "eth0" in ifaces.stdout.split()
-    async with aiodocker.Docker() as d:
+    async with EngineClient() as d:
         net = await (await d.networks.get(NETWORK_NAME)).show()
     # by id: a name that two processes created at once would be ambiguous to the engine
     assert info["HostConfig"]["NetworkMode"] == net["Id"]
@@ -435,7 +435,7 @@ async def test_a_network_removed_by_another_process_is_made_again(backend, make_
     first = await backend.start(task, job=job_name)
     await first.stop()
     # Another ttgen process's gc removes the shared network while it is unused ...
-    async with aiodocker.Docker() as d:
+    async with EngineClient() as d:
         net = await d.networks.get(NETWORK_NAME)
         if not (await net.show()).get("Containers"):
             await net.delete()
@@ -451,7 +451,7 @@ async def test_a_network_removed_by_another_process_is_made_again(backend, make_
 async def test_a_network_created_twice_at_once_is_settled_on_one(backend, make_task, job_name):
     """Two processes starting together can both create the shared network (the engine allows
     two of one name, then calls the name ambiguous): the oldest is used, the others removed."""
-    async with aiodocker.Docker() as d:
+    async with EngineClient() as d:
         for n in await d.networks.list(filters={"name": [NETWORK_NAME]}):
             if n["Name"] == NETWORK_NAME and not (await (await d.networks.get(n["Id"])).show())[
                 "Containers"
@@ -472,7 +472,7 @@ async def test_a_network_created_twice_at_once_is_settled_on_one(backend, make_t
             assert info["HostConfig"]["NetworkMode"] == names[0]["Id"]
         finally:
             for net in (first, second):
-                with contextlib.suppress(aiodocker.DockerError):
+                with contextlib.suppress(DockerError):
                     if not (await net.show())["Containers"]:
                         await net.delete()
             backend._network_ready = None

@@ -51,15 +51,15 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import aiohttp
-from aiohttp.helpers import basicauth_from_netrc, get_env_proxy_for_url, netrc_from_env
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from yarl import URL
 
 from ttgen import __version__
 from ttgen.errors import LLMError
+
+if TYPE_CHECKING:  # aiohttp is imported when a client first talks to a model (a tenth of a
+    import aiohttp  # second: not paid by commands that run no model)
 
 log = logging.getLogger(__name__)
 
@@ -420,6 +420,9 @@ def _from_environment(base_url: str) -> tuple[dict[str, Any], dict[str, str]]:
     with its credentials (from its URL or ~/.netrc), and the endpoint's own credentials in
     ~/.netrc. Returns (keyword arguments of each request, headers added to each request; an
     ``Authorization`` among them is sent only by clients without a key of their own)."""
+    from aiohttp.helpers import basicauth_from_netrc, get_env_proxy_for_url, netrc_from_env
+    from yarl import URL
+
     url = URL(base_url)
     kwargs: dict[str, Any] = {}
     headers: dict[str, str] = {}
@@ -448,6 +451,8 @@ def _acquire_session(base_url: str) -> _PooledSession:
     key = base_url.rstrip("/")
     entry = per_loop.get(key)
     if entry is None or entry.session.closed:
+        import aiohttp
+
         # No limit of its own, total or per host: a semaphore bounds the requests in flight
         # where the config asks for it. Keep-alive is on (aiohttp's default).
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
@@ -606,6 +611,8 @@ class LLMClient:
         session = self._ensure_session()
         semaphore = self._semaphore
         payload = json.dumps(body).encode()
+        import aiohttp
+
         timeout = aiohttp.ClientTimeout(total=cfg.timeout_sec)
         started = time.monotonic()
         attempts = 0
@@ -647,6 +654,8 @@ class LLMClient:
     async def _attempt(
         self, session: aiohttp.ClientSession, payload: bytes, timeout: aiohttp.ClientTimeout
     ) -> dict[str, Any]:
+        import aiohttp
+
         endpoint = self.config.endpoint
         try:
             async with session.post(

@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import shutil
+import sys
 import time
 import traceback
 import uuid
@@ -26,9 +27,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import aiodocker
-import aiohttp
 
 from ttgen import __version__
 from ttgen.agents import AgentContext, create_agent
@@ -70,6 +68,7 @@ from ttgen.rollout import tamper
 from ttgen.rollout.pacing import AgentPacer
 from ttgen.sandbox.base import ContainerSandbox, SandboxBackend, container_name, resolve_env
 from ttgen.sandbox.diagnose import TLS_HINT, tls_intercepted
+from ttgen.sandbox.engine_client import DockerError
 from ttgen.task import Task
 
 log = logging.getLogger(__name__)
@@ -195,11 +194,17 @@ def _classify(exc: BaseException, phase: str) -> Outcome:
         return Outcome.BUILD_ERROR
     if isinstance(exc, LLMError):
         return Outcome.LLM_ERROR
-    if isinstance(exc, SandboxError | aiodocker.DockerError | aiohttp.ClientError):
+    if isinstance(exc, SandboxError | DockerError | ConnectionError) or _http_client_error(exc):
         return Outcome.ENVIRONMENT_ERROR
     if phase in ("agent_setup", "agent_execution"):
         return Outcome.AGENT_ERROR
     return Outcome.ENVIRONMENT_ERROR
+
+
+def _http_client_error(exc: BaseException) -> bool:
+    """An HTTP client's failure (aiohttp's, loaded only where an agent talks to a model)."""
+    aiohttp = sys.modules.get("aiohttp")
+    return aiohttp is not None and isinstance(exc, aiohttp.ClientError)
 
 
 def _changed_files(before: str, after: str) -> list[str]:

@@ -18,10 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiodocker
-
 from ttgen.errors import SandboxError, TtgenError
 from ttgen.sandbox.base import ImageStore
+from ttgen.sandbox.engine_client import EngineClient
 from ttgen.settings import Settings
 
 DEFAULT_TAG = "ttgen/base:bookworm"
@@ -62,7 +61,7 @@ class BootstrapResult:
 
 
 async def bootstrap_base_image(
-    engine: ImageStore | aiodocker.Docker,
+    engine: ImageStore | EngineClient,
     *,
     tag: str = DEFAULT_TAG,
     suite: str = DEFAULT_SUITE,
@@ -135,9 +134,9 @@ async def _run(argv: list[str], on_line: Callable[[str], None] | None, what: str
         raise TtgenError(f"{what} failed with exit code {rc}:\n" + "\n".join(tail))
 
 
-async def _import_rootfs(engine: ImageStore | aiodocker.Docker, rootfs: Path, tag: str) -> str:
+async def _import_rootfs(engine: ImageStore | EngineClient, rootfs: Path, tag: str) -> str:
     """Stream `tar -C rootfs -c .` into the engine's image import (POST /images/create?fromSrc=-)."""
-    if isinstance(engine, aiodocker.Docker):  # a bare client (callers of 0.x): Docker's API
+    if isinstance(engine, EngineClient):  # a bare client (callers of 0.x): Docker's API
         from ttgen.sandbox.docker import DockerBackend
 
         store: ImageStore = DockerBackend(Settings(pull=False))

@@ -1,4 +1,4 @@
-"""The Docker backend: the Docker Engine API through aiodocker (no CLI on the hot path).
+"""The Docker backend: the Docker Engine API through engine_client.py (no CLI on the hot path).
 
 `DockerBackend` owns one API client per process and does the once-per-process work: images
 (docker_images.py: one build per distinct content, concurrent requests share it), the isolated
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import re
 import socket
@@ -28,9 +27,6 @@ import uuid
 from collections.abc import Awaitable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
-
-import aiodocker
-import aiohttp
 
 from ttgen.errors import EngineStuckError, EngineUnavailableError, SandboxError
 from ttgen.sandbox.base import (
@@ -59,6 +55,7 @@ from ttgen.sandbox.docker_sandbox import (
     DockerSandbox,
     force_remove,
 )
+from ttgen.sandbox.engine_client import DEFAULT_SOCKETS, DockerError, EngineClient
 from ttgen.sandbox.host import EXEC_MARKER, owner_alive, pid_alive
 from ttgen.settings import Settings, load_settings
 from ttgen.task import Task
@@ -66,14 +63,14 @@ from ttgen.task import Task
 _SLUG = re.compile(r"[^a-z0-9_.-]+")  # what an image repository name may hold
 NETWORK_NAME = "ttgen-isolated"
 _T = TypeVar("_T")
-DEFAULT_DOCKER_SOCKETS = ("/run/docker.sock", "/var/run/docker.sock")
+DEFAULT_DOCKER_SOCKETS = DEFAULT_SOCKETS
 
 
 class _NetworkGoneError(SandboxError):
     """The container's network was removed by another process before the container started."""
 
 
-def _network_gone(exc: aiodocker.DockerError) -> bool:
+def _network_gone(exc: DockerError) -> bool:
     message = str(exc.message).lower()
     return "network" in message and "not found" in message
 
@@ -103,7 +100,7 @@ class DockerBackend(DockerImages):
         # "eager" starts it with the container, False never.
         self.exec_channel = exec_channel
         self._url = url or docker_url or self.default_url()
-        self._docker: aiodocker.Docker | None = None
+        self._docker: EngineClient | None = None
         self._build_locks: dict[str, asyncio.Lock] = {}
         self._network_lock = asyncio.Lock()
         self._network_ready: str | None = None
@@ -130,8 +127,8 @@ class DockerBackend(DockerImages):
 
     @classmethod
     def default_url(cls) -> str | None:
-        """The engine's address when none is given; None: aiodocker's own search (DOCKER_HOST,
-        the Docker context, the usual sockets)."""
+        """The engine's address when none is given; None: the client's own search
+        (DOCKER_HOST, the Docker context, the usual sockets)."""
         return None
 
     @property
@@ -147,29 +144,27 @@ class DockerBackend(DockerImages):
         return None
 
     @property
-    def docker(self) -> aiodocker.Docker:
-        """The aiodocker client (made on first use; one connection pool per backend)."""
+    def docker(self) -> EngineClient:
+        """The Engine API client (made on first use; one connection pool per backend, with
+        no upper bound: an exec's attached stream keeps a connection for as long as the exec
+        runs, a trial's exec helper the whole trial, so a bounded pool would make the trial
+        after the last free connection wait for one only a finished trial frees, and every
+        call behind it with it. What the engine is asked at once is bounded by admission
+        control: start_slots, remove_slots)."""
         if self._docker is None:
             try:
-                self._docker = aiodocker.Docker(url=self._url)
-            except Exception as exc:
+                self._docker = EngineClient(self._url)
+            except ValueError as exc:
                 raise EngineUnavailableError(
                     f"the {self.name} backend cannot create an API client"
                     f"{f' for {self._url}' if self._url else ''}: {exc}. {self.UNAVAILABLE_HINT}"
                 ) from exc
-            # aiohttp's pools hold 100 connections by default, and an exec's attached stream
-            # keeps one for as long as the exec runs: a trial's exec helper, the whole trial.
-            # The 101st concurrent trial would wait for a connection only a finished trial
-            # frees, and every call behind it with it. What the engine is asked at once is
-            # bounded by admission control (start_slots, remove_slots), not by the pool.
-            # (aiohttp offers no setter; tests check that the pool is unbounded.)
-            self._docker.connector._limit = 0
         return self._docker
 
     async def ping(self) -> dict[str, Any]:
         try:
             return await self.docker.version()
-        except (aiohttp.ClientError, OSError, aiodocker.DockerError) as exc:
+        except (OSError, DockerError) as exc:
             where = self.engine_url or "the default socket"
             raise EngineUnavailableError(
                 f"no {self.name} engine answers at {where} ({exc}). {self.UNAVAILABLE_HINT}"
@@ -253,7 +248,7 @@ class DockerBackend(DockerImages):
                 f"removing container {ref}",
                 asyncio.shield(force_remove(self.docker.containers.container(ref))),
             )
-        except aiodocker.DockerError as exc:
+        except DockerError as exc:
             raise SandboxError(f"cannot remove container {ref}: {exc.message}") from exc
 
     async def containers(self, *, job: str | None = None) -> list[str]:
@@ -261,10 +256,10 @@ class DockerBackend(DockerImages):
         if job is not None:
             filters["label"].append(f"{LABEL_JOB}={job}")
         try:
-            found = await self.docker.containers.list(all=True, filters=json.dumps(filters))
-        except aiodocker.DockerError as exc:
+            found = await self.docker.containers.list(all=True, filters=filters)
+        except DockerError as exc:
             raise SandboxError(f"cannot list containers: {exc.message}") from exc
-        return [(c._container.get("Names") or [c.id])[0].lstrip("/") for c in found]
+        return [(c.data.get("Names") or [c.id])[0].lstrip("/") for c in found]
 
     # -- containers -----------------------------------------------------------------------
 
@@ -295,7 +290,7 @@ class DockerBackend(DockerImages):
                         "Options": {"com.docker.network.bridge.enable_icc": "false"},
                     }
                 )
-            except aiodocker.DockerError as exc:
+            except DockerError as exc:
                 if exc.status != 409:  # created meanwhile by another process
                     raise SandboxError(
                         f"cannot create network {NETWORK_NAME}: {exc.message}"
@@ -305,7 +300,7 @@ class DockerBackend(DockerImages):
                 raise SandboxError(f"network {NETWORK_NAME} vanished right after creation")
         keep, *extra = sorted(nets, key=lambda n: (str(n.get("Created", "")), n["Id"]))
         for dup in extra:
-            with contextlib.suppress(aiodocker.DockerError):
+            with contextlib.suppress(DockerError):
                 await (await self.docker.networks.get(dup["Id"])).delete()
         self._network_ready = keep["Id"]
         return keep["Id"]
@@ -313,7 +308,7 @@ class DockerBackend(DockerImages):
     async def _networks_named(self, name: str) -> list[dict[str, Any]]:
         try:
             nets = await self.docker.networks.list(filters={"name": [name]})
-        except aiodocker.DockerError as exc:
+        except DockerError as exc:
             raise SandboxError(f"cannot list networks: {exc.message}") from exc
         return [n for n in nets if n.get("Name") == name]  # the filter matches substrings
 
@@ -418,7 +413,7 @@ class DockerBackend(DockerImages):
         create = asyncio.ensure_future(self.docker.containers.create(config, name=name))
         try:
             container = await self.bounded(f"creating container {name}", asyncio.shield(create))
-        except aiodocker.DockerError as exc:
+        except DockerError as exc:
             if _network_gone(exc) and network != "none":
                 raise _NetworkGoneError(str(exc.message)) from exc
             raise SandboxError(
@@ -452,7 +447,7 @@ class DockerBackend(DockerImages):
                     await sandbox._start_channel()
         except BaseException as exc:
             await sandbox.stop()
-            if isinstance(exc, aiodocker.DockerError):
+            if isinstance(exc, DockerError):
                 if _network_gone(exc) and network != "none":
                     # Another process removed the shared network between our check and the
                     # start (its gc saw it unused): make it again, once.
@@ -502,7 +497,7 @@ class DockerBackend(DockerImages):
                     f"LABEL {LABEL_OWNER}={owner_id()}",
                 ],
             )
-        except aiodocker.DockerError as exc:
+        except DockerError as exc:
             raise SandboxError(
                 f"{source.name}: cannot snapshot the container: {exc.message}"
             ) from exc
@@ -523,7 +518,7 @@ class DockerBackend(DockerImages):
                     made = await create
                     await asyncio.shield(force_remove(made))
                 await asyncio.shield(self.docker.images.delete(image, force=True))
-            if isinstance(exc, aiodocker.DockerError):
+            if isinstance(exc, DockerError):
                 raise SandboxError(
                     f"{source.name}: cannot create the {role} container: {exc.message}"
                 ) from exc
@@ -536,7 +531,7 @@ class DockerBackend(DockerImages):
             await self.bounded(f"starting container {name}", container.start())
         except BaseException as exc:
             await asyncio.shield(sandbox.stop())
-            if isinstance(exc, aiodocker.DockerError):
+            if isinstance(exc, DockerError):
                 raise SandboxError(
                     f"{source.name}: cannot start the {role} container: {exc.message}"
                 ) from exc
@@ -555,7 +550,7 @@ class DockerBackend(DockerImages):
         filters: dict[str, list[str]] = {"label": [f"{LABEL_MANAGED}=true"]}
         if job is not None:
             filters["label"].append(f"{LABEL_JOB}={job}")
-        containers = await self.docker.containers.list(all=True, filters=json.dumps(filters))
+        containers = await self.docker.containers.list(all=True, filters=filters)
         removed: list[str] = []
         host = socket.gethostname()
 
@@ -567,9 +562,9 @@ class DockerBackend(DockerImages):
                         f"removing container {c.id[:12]}", asyncio.shield(force_remove(c))
                     )
                 if gone:
-                    names = c._container.get("Names") or [c.id]
+                    names = c.data.get("Names") or [c.id]
                     removed.append(names[0].lstrip("/"))
-            except aiodocker.DockerError as exc:
+            except DockerError as exc:
                 raise SandboxError(f"cannot remove container {c.id[:12]}: {exc.message}") from exc
 
         doomed = [
@@ -578,7 +573,7 @@ class DockerBackend(DockerImages):
             # unless its process runs, or it is another machine's on a shared engine
             if everything
             or job is not None
-            or not owner_alive(c._container.get("Labels") or {}, host)
+            or not owner_alive(c.data.get("Labels") or {}, host)
         ]
         # as many at once as admission control allows (a crashed 1,000-trial job leaves 1,000)
         await asyncio.gather(*(remove(c) for c in doomed))
@@ -594,7 +589,7 @@ class DockerBackend(DockerImages):
                     await self.bounded(f"removing network {NETWORK_NAME}", net.delete())
                     networks.append(NETWORK_NAME)
                     self._network_ready = None
-        except (aiodocker.DockerError, SandboxError):
+        except (DockerError, SandboxError):
             pass
         return {"containers": removed, "networks": networks}
 
@@ -604,14 +599,14 @@ class DockerBackend(DockerImages):
         label = LABEL_SNAPSHOT if job is None else f"{LABEL_SNAPSHOT}={job}"
         try:
             images = await self.docker.images.list(filters={"label": [label]})
-        except aiodocker.DockerError:
+        except DockerError:
             return
         for img in images:
             labels = img.get("Labels") or {}
             if not everything and job is None and owner_alive(labels, host):
                 continue
             for ref in img.get("RepoTags") or [img["Id"]]:
-                with contextlib.suppress(aiodocker.DockerError):
+                with contextlib.suppress(DockerError):
                     await self.docker.images.delete(ref, force=False)
 
 

@@ -1,7 +1,7 @@
 """The image half of the Docker-API backends: task images built once per content, pulls, imports.
 
 `DockerImages` is mixed into `DockerBackend` (and so `PodmanBackend`): it needs `self.docker`
-(an aiodocker client), `self.settings`, the build locks and slots the backend sets up.
+(an engine_client.EngineClient), `self.settings`, the build locks and slots the backend sets up.
 
 The tag `ttgen/env:<hash>` hashes the exact context sent (files after .dockerignore, modes, the
 rewritten Dockerfile, the CA bundle) plus the base image ids, so an unchanged task is never
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import json
 import logging
 import os
@@ -22,8 +21,6 @@ from collections.abc import AsyncIterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
-
-import aiodocker
 
 from ttgen.errors import (
     BuildInfraError,
@@ -40,6 +37,7 @@ from ttgen.sandbox.context import (
     make_build_context,
 )
 from ttgen.sandbox.diagnose import TLS_HINT, infrastructure_sign, tls_intercepted
+from ttgen.sandbox.engine_client import DockerError, EngineClient
 from ttgen.settings import Settings
 from ttgen.task import Task
 
@@ -84,7 +82,7 @@ class DockerImages:
     _workdirs: dict[str, tuple[str, str | None]]
     _contexts: dict[Path, tuple[tuple, BuildContext]]
     _ca_bytes: bytes | None  # the extra CA bundle's bytes, read once
-    docker: aiodocker.Docker  # the backend's client (a property there)
+    docker: EngineClient  # the backend's client (a property there)
 
     def _ca(self) -> bytes | None:
         """The extra CA bundle (the host's trust store plus the extra file), or None."""
@@ -99,7 +97,7 @@ class DockerImages:
         containers made from it (one engine call fewer per trial)."""
         try:
             info = await self.docker.images.inspect(ref)
-        except aiodocker.DockerError as exc:
+        except DockerError as exc:
             if exc.status == 404:
                 return None
             raise SandboxError(f"cannot inspect image {ref}: {exc.message}") from exc
@@ -114,7 +112,7 @@ class DockerImages:
         try:
             await self.docker.images.pull(ref)
             return True
-        except aiodocker.DockerError as exc:
+        except DockerError as exc:
             log.debug("pull of %s failed: %s", ref, exc)
             return False
 
@@ -290,16 +288,7 @@ class DockerImages:
             labels[LABEL_CA] = "true"
 
         async def consume() -> None:
-            stream = self.docker.images.build(
-                fileobj=io.BytesIO(ctx.tar),
-                encoding="identity",
-                tag=tag,
-                rm=True,
-                forcerm=True,
-                nocache=nocache,
-                labels=labels,
-                stream=True,
-            )
+            stream = self.docker.images.build(ctx.tar, tag=tag, nocache=nocache, labels=labels)
             async for chunk in stream:
                 if "stream" in chunk:
                     lines.extend(chunk["stream"].splitlines())
@@ -328,7 +317,7 @@ class DockerImages:
                 "\n".join(lines),
                 timed_out=True,
             ) from None
-        except aiodocker.DockerError as exc:
+        except DockerError as exc:
             raise build_failure(
                 name,
                 "image build failed",
@@ -354,20 +343,22 @@ class DockerImages:
         repo, _, version = (
             ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "latest")
         )
-        # `changes` repeats, which aiodocker's dict params cannot express: build the query here.
+        # `changes` repeats, which a dict of parameters cannot express: build the query here.
         query = urlencode(
             [("fromSrc", "-"), ("repo", repo), ("tag", version)] + [("changes", c) for c in changes]
         )
         try:
-            async with self.docker._query(
+            resp = await self.docker.request(
+                "POST",
                 f"images/create?{query}",
-                method="POST",
                 data=chunks,
                 headers={"Content-Type": "application/x-tar"},
-                timeout=None,
-            ) as resp:
+            )
+            try:
                 text = await resp.text()
-        except aiodocker.DockerError as exc:
+            finally:
+                resp.release()
+        except DockerError as exc:
             raise SandboxError(f"image import failed: {exc.message}") from exc
         if '"error"' in text:
             raise SandboxError(f"image import failed: {text[-500:]}")
@@ -378,7 +369,7 @@ class DockerImages:
                 raise SandboxError(f"image import gave no image {tag}: {text[-500:]}")
             try:
                 await self.docker.images.tag(imported, repo, tag=version)
-            except aiodocker.DockerError as exc:
+            except DockerError as exc:
                 raise SandboxError(
                     f"cannot tag the imported image as {tag}: {exc.message}"
                 ) from exc

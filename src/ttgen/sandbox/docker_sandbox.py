@@ -25,12 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
-import aiodocker
-import aiodocker.stream
-from yarl import URL
-
 from ttgen.errors import SandboxError, TooLargeError
 from ttgen.sandbox.base import DEFAULT_MAX_OUTPUT_BYTES, ExecResult
+from ttgen.sandbox.engine_client import Container, DockerError
 from ttgen.sandbox.execd import HELPER, HELPER_BYTES, MAIN_CMD, ExecChannel, UserSwitchError
 from ttgen.sandbox.host import (
     EXEC_MARKER,
@@ -88,7 +85,7 @@ async def force_remove(container: Any) -> bool:
         try:
             await container.delete(force=True, v=True)
             return True
-        except aiodocker.DockerError as exc:
+        except DockerError as exc:
             if exc.status in (404, 409):
                 return False
             if delay is None or not 500 <= exc.status < 600:
@@ -231,7 +228,7 @@ class DockerSandbox:
     def __init__(
         self,
         backend: DockerBackend,
-        container: aiodocker.docker.DockerContainer,
+        container: Container,
         name: str,
         image: str,
         task: str,
@@ -326,16 +323,16 @@ class DockerSandbox:
                 environment=req.env,
                 workdir=req.cwd,
             )
-        except aiodocker.DockerError as exc:
+        except DockerError as exc:
             raise SandboxError(f"{self.name}: exec failed to start: {exc.message}") from exc
         timed_out = False
-        stream = execution.start(detach=False)
+        stream = execution.attach()
 
         async def pump() -> None:
             async with stream:
                 if req.stdin is not None:
                     await stream.write_in(req.stdin)
-                    await _close_stdin(stream)
+                    stream.write_eof()  # the command reads EOF after it
                 while True:
                     msg = await stream.read_out()
                     if msg is None:
@@ -356,7 +353,7 @@ class DockerSandbox:
             pump_task.cancel()
             await asyncio.shield(self._kill_tree(req.marker))
             raise
-        except aiodocker.DockerError as exc:
+        except DockerError as exc:
             raise SandboxError(f"{self.name}: exec failed: {exc.message}") from exc
         if pump_task.done() and not pump_task.cancelled() and pump_task.exception() is not None:
             exc = pump_task.exception()
@@ -365,7 +362,7 @@ class DockerSandbox:
             return None, True
         try:
             info = await execution.inspect()
-        except aiodocker.DockerError as exc:
+        except DockerError as exc:
             raise SandboxError(f"{self.name}: cannot read exec result: {exc.message}") from exc
         return info.get("ExitCode"), False
 
@@ -448,7 +445,7 @@ class DockerSandbox:
                 ["python3", "-I", "-c", HELPER], stdin=True, user="root"
             )
             self._channel_exec = ex
-            stream = ex.start(detach=False)
+            stream = ex.attach()
             await stream.__aenter__()
             channel = ExecChannel(stream)
             if await asyncio.wait_for(asyncio.shield(channel.ready), 15):
@@ -464,13 +461,7 @@ class DockerSandbox:
         for the helper's hello; without one, commands use `docker exec`."""
         self._keepalive_cmd = MAIN_CMD
 
-        async def setup() -> tuple[URL, None, bool]:
-            url = URL(f"containers/{self.id}/attach").with_query(
-                {"stream": 1, "stdin": 1, "stdout": 1, "stderr": 1, "logs": 0, "detachKeys": ""}
-            )
-            return url, None, False  # no tty: the engine frames stdout and stderr
-
-        stream = aiodocker.stream.Stream(self.backend.docker, setup, None)
+        stream = self.container.attach()  # no tty: the engine frames stdout and stderr
         try:
             await stream.__aenter__()
             await stream.write_in(HELPER_BYTES)  # the code python3 reads first
@@ -513,13 +504,13 @@ class DockerSandbox:
             ex = await self.container.exec(
                 ["sh", "-c", _KILL_TREE, "ttgen-kill", marker], user="root"
             )
-            await ex.start(detach=True)
+            await ex.start_detached()
             for _ in range(100):
                 info = await ex.inspect()
                 if not info.get("Running"):
                     break
                 await asyncio.sleep(0.05)
-        except aiodocker.DockerError as exc:
+        except DockerError as exc:
             log.warning("%s: could not kill exec %s: %s", self.name, marker, exc)
 
     async def _engine_is_local(self) -> bool:
@@ -535,7 +526,7 @@ class DockerSandbox:
                         and self.id in f.read()
                         and os.access(f"/proc/{pid}/environ", os.R_OK)
                     )
-            except (OSError, KeyError, aiodocker.DockerError):
+            except (OSError, KeyError, DockerError):
                 self._local = False
         return self._local
 
@@ -569,7 +560,7 @@ class DockerSandbox:
         try:
             await self.container.put_archive(dest_dir, data)
             return
-        except aiodocker.DockerError as exc:
+        except DockerError as exc:
             if exc.status != 404:
                 raise SandboxError(
                     f"{self.name}: upload to {dest_dir} failed: {exc.message}"
@@ -580,7 +571,7 @@ class DockerSandbox:
             raise SandboxError(f"{self.name}: cannot create {dest_dir}: {res.stderr.strip()}")
         try:
             await self.container.put_archive(dest_dir, data)
-        except aiodocker.DockerError as exc:
+        except DockerError as exc:
             raise SandboxError(f"{self.name}: upload to {dest_dir} failed: {exc.message}") from exc
 
     async def write_file(self, remote: str, content: bytes | str, mode: int = 0o644) -> None:
@@ -621,18 +612,19 @@ class DockerSandbox:
         """
         buf = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115 - returned open, inside the tar
         try:
-            async with self.backend.docker._query(
-                f"containers/{self.id}/archive", method="GET", params={"path": self._abs(remote)}
-            ) as response:
+            response = await self.container.get_archive(self._abs(remote))
+            try:
                 total = 0
-                async for chunk in response.content.iter_chunked(256 * 1024):
+                async for chunk in response.chunks(256 * 1024):
                     total += len(chunk)
                     if max_bytes is not None and total > max_bytes:
                         raise TooLargeError(
                             f"{self.name}:{remote} is larger than {max_bytes} bytes; not copied"
                         )
                     buf.write(chunk)
-        except aiodocker.DockerError as exc:
+            finally:
+                response.release()
+        except DockerError as exc:
             buf.close()
             if exc.status == 404:
                 raise FileNotFoundError(
@@ -730,7 +722,7 @@ class DockerSandbox:
         """The container's State from the engine (Running, ExitCode, OOMKilled, ...)."""
         try:
             info = await self.container.show()
-        except aiodocker.DockerError as exc:
+        except DockerError as exc:
             if exc.status == 404:
                 return {"Running": False, "Status": "removed"}
             raise SandboxError(f"cannot inspect container {self.name}: {exc.message}") from exc
@@ -776,13 +768,13 @@ class DockerSandbox:
                 await self.backend.bounded(
                     f"removing container {self.name}", asyncio.shield(force_remove(self.container))
                 )
-        except aiodocker.DockerError as exc:
+        except DockerError as exc:
             raise SandboxError(f"cannot remove container {self.name}: {exc.message}") from exc
         finally:
             if self._channel is not None:
                 await self._channel.close()
             if self._owned_image is not None:
-                with contextlib.suppress(aiodocker.DockerError):
+                with contextlib.suppress(DockerError):
                     await asyncio.shield(self.backend.docker.images.delete(self._owned_image))
 
     async def trusted_exec_channel(self) -> None:
@@ -817,7 +809,7 @@ class DockerSandbox:
         and the exec helper."""
         ours = {self._init_pid}
         if self._channel_exec is not None:
-            with contextlib.suppress(aiodocker.DockerError, KeyError, TypeError, ValueError):
+            with contextlib.suppress(DockerError, KeyError, TypeError, ValueError):
                 ours.add(int((await self._channel_exec.inspect())["Pid"]))
         return ours
 
@@ -849,20 +841,10 @@ class DockerSandbox:
             ):
                 lowers = [d for d in str(data.get("LowerDir") or "").split(":") if d]
                 return await asyncio.to_thread(overlay_changes, upper, lowers)
-        except (OSError, aiodocker.DockerError):
+        except (OSError, DockerError):
             pass
         try:
-            async with self.backend.docker._query(f"containers/{self.id}/changes") as resp:
-                data = await resp.json()
-        except aiodocker.DockerError as exc:
+            return await self.container.changes()
+        except DockerError as exc:
             raise SandboxError(f"{self.name}: cannot list its changes: {exc.message}") from exc
-        return list(data or [])
 
-
-async def _close_stdin(stream: Any) -> None:
-    """Half-close the exec's stdin so the command sees EOF."""
-    resp = getattr(stream, "_resp", None)
-    conn = getattr(resp, "connection", None) if resp is not None else None
-    transport = getattr(conn, "transport", None) if conn is not None else None
-    if transport is not None and transport.can_write_eof():
-        transport.write_eof()

@@ -6,7 +6,7 @@ Start the API service once (scripts/setup.sh does, as root):
     podman system service --time=0 unix:///run/podman/podman.sock &          # rootful
     podman system service --time=0 unix://$XDG_RUNTIME_DIR/podman/podman.sock &   # rootless
 
-The Docker backend drives it through the same aiodocker client; only what Podman does
+The Docker backend drives it through the same Engine API client (engine_client.py); only what Podman does
 differently is overridden here (docs/ARCHITECTURE.md, "Sandbox backends"):
 
 - **Address.** `url=`, else ``CONTAINER_HOST`` (podman-remote's variable), else the rootful
@@ -38,11 +38,10 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import aiodocker
-
 from ttgen.errors import SandboxError
 from ttgen.sandbox.docker import DockerBackend
 from ttgen.sandbox.docker_sandbox import DockerSandbox
+from ttgen.sandbox.engine_client import DockerError
 
 ROOTFUL_SOCKET = "/run/podman/podman.sock"
 # What Podman itself writes into a container's upper layer at start (Docker bind-mounts its
@@ -137,20 +136,22 @@ class PodmanBackend(DockerBackend):
         streamed into Podman's `images/load`, no file in between. Returns the image id here."""
 
         async def chunks() -> AsyncIterator[bytes]:
-            async with source.docker._query(f"images/{ref}/get", timeout=None) as resp:
-                async for chunk in resp.content.iter_chunked(1 << 20):
+            resp = await source.docker.images.export(ref)
+            try:
+                async for chunk in resp.chunks(1 << 20):
                     yield chunk
+            finally:
+                resp.release()
 
         try:
-            async with self.docker._query(
-                "images/load",
-                method="POST",
-                data=chunks(),
-                headers={"Content-Type": "application/x-tar"},
-                timeout=None,
-            ) as resp:
+            resp = await self.docker.request(
+                "POST", "images/load", data=chunks(), headers={"Content-Type": "application/x-tar"}
+            )
+            try:
                 text = await resp.text()
-        except aiodocker.DockerError as exc:
+            finally:
+                resp.release()
+        except DockerError as exc:
             raise SandboxError(f"cannot copy {ref} into Podman: {exc.message}") from exc
         info = await self.image_exists(ref)
         if info is None:

@@ -29,10 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiodocker
-
 from ttgen.errors import TtgenError
 from ttgen.sandbox.docker_sandbox import force_remove
+from ttgen.sandbox.engine_client import EngineClient
 from ttgen.settings import Settings, host_ca_bundle, load_settings
 
 HARBOR_VERSION = "0.24.0"
@@ -204,7 +203,7 @@ async def run_probe(
         "Labels": {"ttgen.role": "harbor-probe"},
     }
     name = f"ttgen-harbor-probe-{uuid.uuid4().hex[:10]}"
-    async with aiodocker.Docker() as docker:
+    async with EngineClient() as docker:
         container = await docker.containers.create(config, name=name)
         try:
             await container.start()
@@ -212,8 +211,8 @@ async def run_probe(
                 status = await asyncio.wait_for(container.wait(), timeout)
             except TimeoutError:
                 raise ProbeError(f"harbor_probe {args[0]} ran over {timeout:g}s") from None
-            stdout = "".join(await container.log(stdout=True, stderr=False))
-            stderr = "".join(await container.log(stdout=False, stderr=True))
+            stdout = await container.log(stdout=True, stderr=False)
+            stderr = await container.log(stdout=False, stderr=True)
         finally:
             await force_remove(container)
     code = status.get("StatusCode")
