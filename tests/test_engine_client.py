@@ -161,10 +161,16 @@ async def test_a_cancelled_call_leaves_no_half_read_connection_in_the_pool(sock)
 
 
 async def test_progress_streams_yield_objects_split_across_chunks(sock):
-    parts = [b'{"stream": "Step 1/2"}\r\n{"str', b'eam": "Step 2/2"}\r\n', b'{"error": "boom"}']
+    accent = "Step 2/2: \u00e9t\u00e9".encode()  # two-byte characters, one split below
+    parts = [b'{"stream": "Step 1/2"}\r\n{"str', b'eam": "' + accent[:11], accent[11:] + b'"}\r\n']
+    parts.append(b'{"error": "boom"}')
     async with FakeEngine(sock, [_chunked_reply(parts)]), EngineClient(f"unix://{sock}") as c:
         seen = [obj async for obj in c.images.build(b"tar", tag="t:1", labels={"a": "b"})]
-    assert seen == [{"stream": "Step 1/2"}, {"stream": "Step 2/2"}, {"error": "boom"}]
+    assert seen == [
+        {"stream": "Step 1/2"},
+        {"stream": "Step 2/2: \u00e9t\u00e9"},
+        {"error": "boom"},
+    ]
 
 
 # -- where the engine is ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ and `ssl` only for an engine reached over TLS.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import hashlib
 import json
@@ -238,9 +239,10 @@ class Response:
     async def json_stream(self) -> AsyncIterator[Any]:
         """The JSON objects of a progress stream (build, pull, import), one at a time."""
         decoder = json.JSONDecoder()
+        text = codecs.getincrementaldecoder("utf-8")("replace")  # a character may span chunks
         buf = ""
         async for data in self.chunks(64 * 1024):
-            buf += data.decode("utf-8", "replace")
+            buf += text.decode(data)
             while True:
                 buf = buf.lstrip()
                 if not buf:
