@@ -575,6 +575,11 @@ async def kill_run(n: int, latency: float, args, tmp: Path) -> None:
         t1 = time.monotonic()
         done = subprocess.run(cmd, capture_output=True, text=True)
         resume_sec = time.monotonic() - t1
+    if not (out / "result.json").exists():
+        left = await job_containers(job_id)
+        print(f"    the resume wrote no result.json (exit {done.returncode}, {resume_sec:.0f} s, "
+              f"{left} containers left)   FAILED\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        return
     result = json.loads((out / "result.json").read_text())
     n_results, dup, infra = ledger(out)
     left = await job_containers(job_id)
