@@ -55,7 +55,7 @@ from ttgen.sandbox.docker_sandbox import (
     DockerSandbox,
     force_remove,
 )
-from ttgen.sandbox.engine_client import DEFAULT_SOCKETS, DockerError, EngineClient
+from ttgen.sandbox.engine_client import DockerError, EngineClient, resolve_url
 from ttgen.sandbox.host import EXEC_MARKER, owner_alive, pid_alive
 from ttgen.settings import Settings, load_settings
 from ttgen.task import Task
@@ -63,7 +63,6 @@ from ttgen.task import Task
 _SLUG = re.compile(r"[^a-z0-9_.-]+")  # what an image repository name may hold
 NETWORK_NAME = "ttgen-isolated"
 _T = TypeVar("_T")
-DEFAULT_DOCKER_SOCKETS = DEFAULT_SOCKETS
 
 
 class _NetworkGoneError(SandboxError):
@@ -134,14 +133,10 @@ class DockerBackend(DockerImages):
     @property
     def engine_url(self) -> str | None:
         """Where the engine is expected (None: not known before connecting)."""
-        if self._url:
-            return self._url
-        if os.environ.get("DOCKER_HOST"):
-            return os.environ["DOCKER_HOST"]
-        for path in DEFAULT_DOCKER_SOCKETS:
-            if Path(path).is_socket():
-                return f"unix://{path}"
-        return None
+        try:
+            return resolve_url(self._url)  # the address the client will use
+        except ValueError:
+            return None
 
     @property
     def docker(self) -> EngineClient:

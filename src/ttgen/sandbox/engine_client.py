@@ -418,9 +418,9 @@ class EngineClient:
         try:
             head = await conn.reader.readuntil(b"\r\n\r\n")
         except asyncio.IncompleteReadError as exc:
-            raise ConnectionResetError(
-                "the engine closed the connection" + (" mid-answer" if exc.partial else "")
-            ) from None
+            if exc.partial:  # not a ConnectionResetError: part of an answer came, no retry
+                raise ConnectionError("the engine closed the connection mid-answer") from None
+            raise ConnectionResetError("the engine closed the connection") from None
         except asyncio.LimitOverrunError:
             raise ConnectionError("the engine's answer has oversized headers") from None
         lines = head.decode("latin-1").split("\r\n")
@@ -447,11 +447,11 @@ class EngineClient:
                 await self._send(conn, method, path, headers, body)
                 status, got = await self._answer(conn)
                 return conn, status, got
-            except (ConnectionResetError, BrokenPipeError) as exc:
+            except (ConnectionResetError, BrokenPipeError):
                 conn.close()
                 # A kept-alive connection the engine had closed: nothing was done; ask again
                 # on a new one.
-                if conn.reused and replayable and "mid-answer" not in str(exc):
+                if conn.reused and replayable:
                     continue
                 raise
             except BaseException:
@@ -550,7 +550,7 @@ class Exec:
         resp = await self._client.request(
             "POST", f"exec/{self.id}/start", json_body={"Detach": True, "Tty": False}
         )
-        await resp.read()
+        await resp.read()  # not parsed: engines differ in what they answer here
         resp.release()
 
     async def inspect(self) -> dict[str, Any]:
