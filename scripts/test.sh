@@ -16,4 +16,4 @@ fi
 if ! command -v ip >/dev/null; then
   if is_root && command -v apt-get >/dev/null; then apt_install iproute2; else say "warning: no ip; tests/test_ray_two_engines.py will fail"; fi
 fi
-exec python -m pytest "$@"
+exec python -X faulthandler -m pytest "$@"

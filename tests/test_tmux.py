@@ -392,6 +392,53 @@ async def test_strict_mode_always_waits_and_leaves_no_hook(sandbox):
     assert not (await sandbox.exec("tmux has-session -t terminus-2")).ok
 
 
+@pytest.mark.parametrize("helper", [True, False], ids=["helper", "no-helper"])
+async def test_recording_is_a_thread_of_the_exec_helper_where_there_is_one(
+    backend, make_task, job_name, helper
+):
+    """With the exec helper (a trial's container), the pane's logger is `cat` into a pipe that
+    the helper records in a thread: no interpreter per terminal. Without one, a python3
+    recorder of its own. Either way the same pane log and asciinema recording (text split
+    across chunks, non-ASCII), and nothing of it left in /tmp."""
+    task = Task.load(make_task(dockerfile=None, toml=PREBUILT))
+    sb = await backend.start(task, job=job_name, exec_channel="eager" if helper else False)
+    term = TmuxSession(sb, recording="/logs/agent/recording.cast")
+    try:
+        await term.start()
+        r = await term.send_keys("printf 'h\\303\\251llo-%s\\n' 1 2; seq 3000 | tail -n 1\n",
+                                 wait_sec=10, capture=True)  # fmt: skip
+        assert r.ended_early, r
+        assert "héllo-2" in await term.get_incremental_output()
+        assert term.recording_active and term.pane_logging
+        procs = await sh(sb, "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done")
+        interpreters = [line for line in procs.splitlines() if line.startswith("python3")]
+        if helper:
+            assert term.harness == ["cat"]
+            assert len(interpreters) == 1, procs  # the helper alone
+            assert re.search(r"^cat\s*$", procs, re.MULTILINE), procs
+        else:
+            assert term.harness[0].startswith("/usr/bin/python3 -I -S -c"), term.harness
+            assert len(interpreters) == 0 and "/usr/bin/python3 -I -S" in procs, procs
+        assert (await sh(sb, "ls -a /tmp")).split() == [".", "..", "tmux-0"]
+        deadline = time.monotonic() + 10
+        while True:  # the recorder writes as the bytes come; the last ones may be on their way
+            cast = (await sb.read_file("/logs/agent/recording.cast")).decode().splitlines()
+            output = "".join(e[2] for e in map(json.loads, cast[1:]) if e[1] == "o")
+            if "\r\n3000\r\n" in output or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        head = json.loads(cast[0])
+        assert (head["version"], head["width"], head["height"]) == (2, 160, 40)
+        assert "héllo-1\r\nhéllo-2\r\n" in output and "\r\n3000\r\n" in output, output
+        times = [e[0] for e in map(json.loads, cast[1:])]
+        assert times == sorted(times) and len(times) >= 2
+        raw = (await sb.read_file("/logs/agent/terminus_2.pane")).decode()
+        assert "héllo-2\r\n" in raw and "\r\n3000\r\n" in raw
+    finally:
+        await term.stop()
+        await sb.stop()
+
+
 async def test_runs_as_the_given_user(sandbox):
     term = TmuxSession(sandbox, user="nobody", recording="/logs/agent/recording.cast")
     await term.start()

@@ -428,6 +428,35 @@ class DockerSandbox:
             return None
         return ChannelProcess(self, channel, rid, done, marker, err)
 
+    async def record_pipe(
+        self,
+        fifo: str,
+        *,
+        pane: str | None,
+        cast: str,
+        width: int,
+        height: int,
+        cap: int,
+        user: str | None = None,
+    ) -> bool:
+        """Have the exec helper make the named pipe `fifo` (writable by `user`) and record what
+        is written to it: raw to `pane`, asciinema v2 to `cast` (`execd.CAST_COPY`). The pipe
+        exists before any command started after this call runs, as long as the command goes
+        through the helper too; False (nothing asked) where there is no helper, or commands as
+        `user` go through `docker exec`."""
+        channel = self._channel if self._channel is not None and self._channel.alive else None
+        if channel is None or ((user or self._default_user) and not self._channel_can_switch_user):
+            return False
+        try:
+            await channel.record(fifo, pane=pane, cast=cast, width=width, height=height,
+                                 cap=cap, user=user or self._default_user)  # fmt: skip
+        except ConnectionError:
+            return False
+        except Exception as exc:  # the stream broke
+            log.debug("%s: cannot ask the exec helper to record: %r", self.name, exc)
+            return False
+        return True
+
     def _start_channel_soon(self) -> None:
         # From the second exec on: a container used for one command never pays for the helper.
         self._docker_execs += 1

@@ -14,7 +14,9 @@ at all). The host sends one JSON request per line; the helper answers with binar
 A request with ``"keep": 1`` leaves the command's stdin open; ``{"input": id, "data": ...}``
 requests then write to it, in the order sent, each after writing the file it names (``"file":
 [path, content]``, an error there is ignored), and ``"close": 1`` closes it (a tmux control-mode
-client is driven this way: `DockerSandbox.open_process`).
+client is driven this way: `DockerSandbox.open_process`). A ``{"record": ...}`` request makes a
+named pipe and records what a terminal's logger writes to it in a thread (`CAST_COPY`:
+`DockerSandbox.record_pipe`), so a terminal recording needs no interpreter of its own.
 
 It runs each command in its own session, with the container's environment plus the request's,
 as the requested user, in the requested directory; it streams output as it comes and reports the
@@ -43,10 +45,63 @@ log = logging.getLogger(__name__)
 FRAME = struct.Struct(">IBI")
 STDOUT, STDERR, EXIT, HELLO, NO_USER, NO_HELPER = 1, 2, 3, 4, 5, 6
 
+# A terminal recorder (Python >= 3.6, standard library only): copies what it reads from file
+# descriptor `fd` to the raw log `pane` (as `cat` would; none when empty or it cannot be opened)
+# and writes an asciinema v2 recording of the same bytes with their times to `cast` (header,
+# then one `[seconds, "o", text]` line per chunk). Each file stops growing at `cap` bytes. Not
+# even `json` (importing it, and `re` with it, doubles a bare interpreter's start: ~6 ms of CPU
+# per trial): JSON strings are escaped by a table (control characters, quote, backslash; other
+# text is written as UTF-8). The helper below runs it in a thread (`record` requests); Terminus
+# 2 also runs it as its own process where there is no helper (ttgen.agents.terminus2.tmux). So
+# that tmux can pass it on a command line: no "python" or "ttgen" in its text, no escaped
+# backslash (tmux would unescape it) and no "%" (tmux passes the command through strftime).
+CAST_COPY = r"""
+def cast_copy(fd, pane, cast, width, height, cap):
+    import os, time
+    from codecs import getincrementaldecoder
+    b = chr(92)
+    esc = {i: b + "u" + format(i, "04x") for i in range(32)}
+    esc.update({8: b + "b", 9: b + "t", 10: b + "n", 12: b + "f", 13: b + "r", 34: b + '"', 92: b + b})
+    t0 = int(time.time())
+    raw = None
+    if pane:
+        try:
+            raw = open(pane, "ab", buffering=0)
+        except OSError:
+            pass
+    rec = open(cast, "w", encoding="utf-8")
+    rec.write('{"version": 2, "width": ' + str(width) + ', "height": ' + str(height) + ', "timestamp": '
+              + str(t0) + ', "env": {"SHELL": "/bin/bash", "TERM": "xterm-256color"}}' + chr(10))
+    rec.flush()
+    dec = getincrementaldecoder("utf-8")("replace")
+    n_raw = n_rec = 0
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except InterruptedError:
+            continue
+        if not data:
+            break
+        if raw is not None and n_raw < cap:
+            raw.write(data[:cap - n_raw])
+            n_raw += len(data)
+        if n_rec < cap:
+            text = dec.decode(data)
+            if text:
+                line = "[" + repr(round(time.time() - t0, 6)) + ', "o", "' + text.translate(esc) + '"]' + chr(10)
+                rec.write(line)
+                rec.flush()
+                n_rec += len(line)
+    rec.close()
+    if raw is not None:
+        raw.close()
+"""
+
 # Runs inside the container (Python >= 3.6, standard library only). Kept free of the words
 # "python" and "ttgen" so that `pkill -f python` in a task does not hit it by accident.
 HELPER = r"""
 import json, os, pwd, grp, queue, select, signal, struct, subprocess, sys, threading, time
+""" + CAST_COPY + r"""
 FR = struct.Struct(">IBI")
 out = sys.stdout.buffer
 def send(rid, kind, data=b""):
@@ -86,6 +141,30 @@ def kill(marker):
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
+def record(req):
+    # A named pipe for a terminal's logger to write to (`cat > fifo`, started by tmux), its bytes
+    # recorded by a thread of this process (`cast_copy`): no interpreter of its own per terminal.
+    # The pipe is made before the next request runs, and unlinked once both ends are open.
+    fifo = req["fifo"]
+    os.mkfifo(fifo, 0o600)
+    if req.get("user"):
+        uid, gid, _, _ = resolve(req["user"])
+        os.chown(fifo, uid, gid)
+    def run():
+        try:
+            fd = os.open(fifo, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.unlink(fifo)
+        except OSError:
+            pass
+        try:
+            cast_copy(fd, req.get("pane") or "", req["cast"], req["width"], req["height"], req["cap"])
+        except Exception:
+            pass
+        os.close(fd)
+    threading.Thread(target=run, daemon=True).start()
 base_env = dict(os.environ)
 jobs = {}
 inputs = {}
@@ -205,6 +284,12 @@ def main():
                     req = json.loads(line)
                     if "kill" in req:
                         kill(req["kill"])
+                        continue
+                    if "record" in req:
+                        try:
+                            record(req["record"])
+                        except Exception:
+                            pass  # no pipe: the logger's shell sees none and records otherwise
                         continue
                     if "input" in req:
                         q = inputs.get(req["input"])
@@ -415,6 +500,25 @@ class ExecChannel:
         if close:
             req["close"] = 1
         await self._send(req)
+
+    async def record(
+        self,
+        fifo: str,
+        *,
+        pane: str | None,
+        cast: str,
+        width: int,
+        height: int,
+        cap: int,
+        user: str | None,
+    ) -> None:
+        """Make the named pipe `fifo` (owned by `user`, if given) and record what is written to
+        it, in a thread of the helper: the raw bytes appended to `pane`, an asciinema v2
+        recording to `cast` (`CAST_COPY`). Done before any request sent after this one; nothing
+        is answered (no pipe at `fifo` afterwards means it could not be made)."""
+        req = {"fifo": fifo, "pane": pane or "", "cast": cast, "width": width,
+               "height": height, "cap": cap, "user": user}  # fmt: skip
+        await self._send({"record": req})
 
     async def kill(self, marker: str) -> None:
         await self._send({"kill": marker})

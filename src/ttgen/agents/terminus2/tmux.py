@@ -142,6 +142,7 @@ from typing import Any
 from ttgen.agents.terminus2.observation import find_new_content
 from ttgen.errors import AgentError
 from ttgen.sandbox.base import ExecResult, Sandbox
+from ttgen.sandbox.execd import CAST_COPY
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +160,12 @@ _EXEC_MARKER_VARS = ("TTGEN_EXEC_ID",)
 _KEY_NAME = re.compile(r"(?:[CMS]-)*(?:[A-Za-z][A-Za-z0-9]*|[!-~])|\^[!-~]")
 
 # The session's start, one exec: find tmux and bash, make the log files, choose the pane's
-# logger (the recorder when python3 is there and the recording can be written, else `cat` into
-# the pane log, else none), then exec the tmux client that starts the server and the session.
+# logger (where the recording can be written: `cat` into the exec helper's recorder pipe when
+# there is one, else the recorder when python3 is there; else `cat` into the pane log, else
+# none), then exec the tmux client that starts the server and the session.
 # $1 pane log, $2 recording, $3/$4 the recorder's arguments after the interpreter with/without
-# the pane log, $5 the `cat` logger, $6 the session; the rest is the tmux command list.
+# the pane log, $5 the `cat` logger, $6 the session, $7 the helper's recorder pipe (or empty);
+# the rest is the tmux command list.
 _START_SCRIPT = r"""
 t=$(command -v tmux 2>/dev/null)
 [ -n "$t" ] || { echo TTGEN_NO_TMUX; exit 0; }
@@ -174,60 +177,31 @@ if [ -n "$1" ]; then
     [ -z "$d" ] || [ -d "$d" ] || mkdir -p "$d" 2>/dev/null
     if : >> "$1" 2>/dev/null; then log=1; echo TTGEN_LOG_OK; fi
 fi
-if [ -n "$2" ] && : > "$2" 2>/dev/null && p=$(command -v python3 2>/dev/null); then
-    case $p in
-        *[!A-Za-z0-9/._+-]*) ;;
-        *) echo "TTGEN_PY=$p"; if [ -n "$log" ]; then pipe="exec $p $3"; else pipe="exec $p $4"; fi ;;
-    esac
+if [ -n "$2" ] && : > "$2" 2>/dev/null; then
+    if [ -n "$7" ] && [ -p "$7" ]; then
+        echo TTGEN_REC_PIPE; pipe="exec cat > $7"
+    elif p=$(command -v python3 2>/dev/null); then
+        case $p in
+            *[!A-Za-z0-9/._+-]*) ;;
+            *) echo "TTGEN_PY=$p"; if [ -n "$log" ]; then pipe="exec $p $3"; else pipe="exec $p $4"; fi ;;
+        esac
+    fi
 fi
+if [ -n "$7" ] && [ "$pipe" != "exec cat > $7" ]; then rm -f "$7"; fi
 [ -z "$pipe" ] && [ -n "$log" ] && pipe=$5
 s=$6
-shift 6
+shift 7
 [ -z "$pipe" ] && exec "$t" "$@"
 exec "$t" "$@" \; pipe-pane -o -t "$s" "$pipe"
 """
 
-# The pane's recorder (the `pipe-pane` command when the image has python3): appends the raw
-# bytes to the pane log, as `cat` would, and writes an asciinema v2 recording of the same bytes
-# with their times (header, then one `[seconds, "o", text]` line per chunk). Each file stops
-# growing at `cap` bytes. Standard library only, and not even `json` (importing it, and `re` with
-# it, doubles the interpreter's start: ~6 ms of CPU per trial): JSON strings are escaped by a
-# table (control characters, quote, backslash; other text is written as UTF-8). Run with -I -S.
-# No "python" or "ttgen" in its text, no escaped backslash (tmux would unescape it) and no "%"
-# (tmux passes the command through strftime).
-_RECORDER = r"""
-import os, sys, time
-from codecs import getincrementaldecoder
-pane, cast, width, height, cap = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-b = chr(92)
-esc = {i: b + "u" + format(i, "04x") for i in range(32)}
-esc.update({8: b + "b", 9: b + "t", 10: b + "n", 12: b + "f", 13: b + "r", 34: b + '"', 92: b + b})
-t0 = int(time.time())
-raw = open(pane, "ab", buffering=0) if pane else None
-rec = open(cast, "w", encoding="utf-8")
-rec.write('{"version": 2, "width": ' + str(width) + ', "height": ' + str(height) + ', "timestamp": '
-          + str(t0) + ', "env": {"SHELL": "/bin/bash", "TERM": "xterm-256color"}}\n')
-rec.flush()
-dec = getincrementaldecoder("utf-8")("replace")
-n_raw = n_rec = 0
-while True:
-    try:
-        data = os.read(0, 65536)
-    except InterruptedError:
-        continue
-    if not data:
-        break
-    if raw is not None and n_raw < cap:
-        raw.write(data[:cap - n_raw])
-        n_raw += len(data)
-    if n_rec < cap:
-        text = dec.decode(data)
-        if text:
-            line = "[" + repr(round(time.time() - t0, 6)) + ', "o", "' + text.translate(esc) + '"]\n'
-            rec.write(line)
-            rec.flush()
-            n_rec += len(line)
-"""
+# The pane's recorder as a process of its own (the `pipe-pane` command where the sandbox has no
+# exec helper to record in, and the image has python3): `CAST_COPY` on its stdin. Run with -I -S.
+_RECORDER = (
+    CAST_COPY
+    + "import sys\n"
+    + "cast_copy(0, sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))\n"
+)
 
 RECORDING_CAP_BYTES = 16 * 1024 * 1024
 
@@ -527,6 +501,15 @@ class TmuxSession:
         tmux_cmd += ["-d", "-s", name, "bash --login", ";"]
         tmux_cmd += ["display-message", "-p", "-t", name, "ttgen-tmux-version #{version}", ";"]
         tmux_cmd += ["display-message", "-p", "-t", name, "#{socket_path}"]
+        # Where the sandbox's exec helper can record (a thread of its own), the pane's logger is
+        # `cat` into its pipe: no interpreter per terminal (~8 ms of CPU and ~5 MB each).
+        pipe = ""
+        record = getattr(self.sandbox, "record_pipe", None)
+        if self.recording and record is not None:
+            path = f"/tmp/.ttgen-rec-{self._tag}"
+            if await record(path, pane=self.pane_log, cast=self.recording, width=self.width,
+                            height=self.height, cap=RECORDING_CAP_BYTES, user=self.user):  # fmt: skip
+                pipe = path
         res = await self._run(
             [
                 *("sh", "-c", _START_SCRIPT, "ttgen-tmux-start"),
@@ -536,6 +519,7 @@ class TmuxSession:
                 " ".join(shlex.quote(a) for a in without_log),
                 f"exec cat >> {shlex.quote(self.pane_log)}" if self.pane_log else "",
                 name,
+                pipe,
                 *tmux_cmd,
             ],
             env={"TERM": "xterm-256color", "SHELL": "/bin/bash"},
@@ -574,7 +558,10 @@ class TmuxSession:
         socket = after[0].strip()
         self.pane_logging = self.pane_log is not None and "TTGEN_LOG_OK" in res.stdout
         python = re.search(r"^TTGEN_PY=(.+)$", res.stdout, re.MULTILINE)
-        if python is not None:
+        if "TTGEN_REC_PIPE" in res.stdout:
+            self.recording_active = True
+            self.harness = ["cat"]  # into the helper's pipe
+        elif python is not None:
             self.recording_active = True
             # the interpreter, its options and the code
             self.harness = [" ".join([python.group(1).strip(), *recorder[:4]])]
