@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING, Any, Literal
 from ttgen.errors import SandboxError, TooLargeError
 from ttgen.sandbox.base import DEFAULT_MAX_OUTPUT_BYTES, ExecResult
 from ttgen.sandbox.engine_client import Container, DockerError
-from ttgen.sandbox.execd import HELPER, HELPER_BYTES, MAIN_CMD, ExecChannel, UserSwitchError
+from ttgen.sandbox.execd import (
+    HELPER,
+    HELPER_BYTES,
+    MAIN_CMD,
+    ExecChannel,
+    PaneRecording,
+    UserSwitchError,
+)
 from ttgen.sandbox.host import (
     EXEC_MARKER,
     foreign_pids,
@@ -428,28 +435,17 @@ class DockerSandbox:
             return None
         return ChannelProcess(self, channel, rid, done, marker, err)
 
-    async def record_pipe(
-        self,
-        fifo: str,
-        *,
-        pane: str | None,
-        cast: str,
-        width: int,
-        height: int,
-        cap: int,
-        user: str | None = None,
-    ) -> bool:
-        """Have the exec helper make the named pipe `fifo` (writable by `user`) and record what
-        is written to it: raw to `pane`, asciinema v2 to `cast` (`execd.CAST_COPY`). The pipe
-        exists before any command started after this call runs, as long as the command goes
-        through the helper too; False (nothing asked) where there is no helper, or commands as
-        `user` go through `docker exec`."""
+    async def record_pipe(self, rec: PaneRecording, user: str | None = None) -> bool:
+        """Have the exec helper make the named pipe `rec.fifo` (writable by `user`) and record
+        what is written to it: raw to `rec.pane`, asciinema v2 to `rec.cast` (`PaneRecording`).
+        The pipe exists before any command started after this call runs, as long as the command
+        goes through the helper too; False (nothing asked) where there is no helper, or commands
+        as `user` go through `docker exec`."""
         channel = self._channel if self._channel is not None and self._channel.alive else None
         if channel is None or ((user or self._default_user) and not self._channel_can_switch_user):
             return False
         try:
-            await channel.record(fifo, pane=pane, cast=cast, width=width, height=height,
-                                 cap=cap, user=user or self._default_user)  # fmt: skip
+            await channel.record(rec, user or self._default_user)
         except ConnectionError:
             return False
         except Exception as exc:  # the stream broke

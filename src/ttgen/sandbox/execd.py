@@ -352,6 +352,20 @@ MAIN_SCRIPT = (
 MAIN_CMD = ["sh", "-c", MAIN_SCRIPT]
 
 
+@dataclass(frozen=True)
+class PaneRecording:
+    """What the helper records from a named pipe (`CAST_COPY`): the raw bytes appended to
+    `pane` (none when empty), an asciinema v2 recording of `width` x `height` to `cast`, each
+    file up to `cap` bytes."""
+
+    fifo: str
+    pane: str | None
+    cast: str
+    width: int
+    height: int
+    cap: int
+
+
 class UserSwitchError(Exception):
     """The helper cannot run a command as the requested user (nothing was started)."""
 
@@ -501,23 +515,13 @@ class ExecChannel:
             req["close"] = 1
         await self._send(req)
 
-    async def record(
-        self,
-        fifo: str,
-        *,
-        pane: str | None,
-        cast: str,
-        width: int,
-        height: int,
-        cap: int,
-        user: str | None,
-    ) -> None:
-        """Make the named pipe `fifo` (owned by `user`, if given) and record what is written to
-        it, in a thread of the helper: the raw bytes appended to `pane`, an asciinema v2
-        recording to `cast` (`CAST_COPY`). Done before any request sent after this one; nothing
-        is answered (no pipe at `fifo` afterwards means it could not be made)."""
-        req = {"fifo": fifo, "pane": pane or "", "cast": cast, "width": width,
-               "height": height, "cap": cap, "user": user}  # fmt: skip
+    async def record(self, rec: PaneRecording, user: str | None) -> None:
+        """Make the named pipe `rec.fifo` (owned by `user`, if given) and record what is written
+        to it, in a thread of the helper (`PaneRecording`). Done before any request sent after
+        this one; nothing is answered (no pipe at `fifo` afterwards means it could not be
+        made)."""
+        req = {"fifo": rec.fifo, "pane": rec.pane or "", "cast": rec.cast, "width": rec.width,
+               "height": rec.height, "cap": rec.cap, "user": user}  # fmt: skip
         await self._send({"record": req})
 
     async def kill(self, marker: str) -> None:

@@ -142,7 +142,7 @@ from typing import Any
 from ttgen.agents.terminus2.observation import find_new_content
 from ttgen.errors import AgentError
 from ttgen.sandbox.base import ExecResult, Sandbox
-from ttgen.sandbox.execd import CAST_COPY
+from ttgen.sandbox.execd import CAST_COPY, PaneRecording
 
 log = logging.getLogger(__name__)
 
@@ -506,10 +506,10 @@ class TmuxSession:
         pipe = ""
         record = getattr(self.sandbox, "record_pipe", None)
         if self.recording and record is not None:
-            path = f"/tmp/.ttgen-rec-{self._tag}"
-            if await record(path, pane=self.pane_log, cast=self.recording, width=self.width,
-                            height=self.height, cap=RECORDING_CAP_BYTES, user=self.user):  # fmt: skip
-                pipe = path
+            rec = PaneRecording(f"/tmp/.ttgen-rec-{self._tag}", self.pane_log, self.recording,
+                                self.width, self.height, RECORDING_CAP_BYTES)  # fmt: skip
+            if await record(rec, self.user):
+                pipe = rec.fifo
         res = await self._run(
             [
                 *("sh", "-c", _START_SCRIPT, "ttgen-tmux-start"),
