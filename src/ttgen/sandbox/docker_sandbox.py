@@ -295,13 +295,7 @@ class DockerSandbox:
         )
         out, err = req.out, req.err
         t0 = time.monotonic()
-        channel = self._channel if self._channel is not None and self._channel.alive else None
-        if (
-            channel is not None
-            and (user or self._default_user)
-            and not self._channel_can_switch_user
-        ):
-            channel = None
+        channel = self._channel_for(user)
         if channel is None:
             self._start_channel_soon()
             exit_code, timed_out = await self._exec_docker(req)
@@ -418,8 +412,8 @@ class DockerSandbox:
         """Start `argv` with its stdin kept open (`ChannelProcess.send`), its stdout handed to
         `on_output` as it comes; through the exec helper only (None where there is none, or it
         cannot run commands as `user`: the caller keeps to `exec`)."""
-        channel = self._channel if self._channel is not None and self._channel.alive else None
-        if channel is None or ((user or self._default_user) and not self._channel_can_switch_user):
+        channel = self._channel_for(user)
+        if channel is None:
             return None
         marker = uuid.uuid4().hex
         err = _OutputBuffer(64 * 1024)
@@ -441,17 +435,22 @@ class DockerSandbox:
         The pipe exists before any command started after this call runs, as long as the command
         goes through the helper too; False (nothing asked) where there is no helper, or commands
         as `user` go through `docker exec`."""
-        channel = self._channel if self._channel is not None and self._channel.alive else None
-        if channel is None or ((user or self._default_user) and not self._channel_can_switch_user):
+        channel = self._channel_for(user)
+        if channel is None:
             return False
         try:
             await channel.record(rec, user or self._default_user)
         except ConnectionError:
             return False
-        except Exception as exc:  # the stream broke
-            log.debug("%s: cannot ask the exec helper to record: %r", self.name, exc)
-            return False
         return True
+
+    def _channel_for(self, user: str | None) -> ExecChannel | None:
+        """The exec helper, if it runs and can run commands as `user` (or the default user);
+        else None (commands go through `docker exec`)."""
+        channel = self._channel if self._channel is not None and self._channel.alive else None
+        if channel is None or ((user or self._default_user) and not self._channel_can_switch_user):
+            return None
+        return channel
 
     def _start_channel_soon(self) -> None:
         # From the second exec on: a container used for one command never pays for the helper.

@@ -37,7 +37,7 @@ import contextlib
 import json
 import logging
 import struct
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -520,9 +520,10 @@ class ExecChannel:
         to it, in a thread of the helper (`PaneRecording`). Done before any request sent after
         this one; nothing is answered (no pipe at `fifo` afterwards means it could not be
         made)."""
-        req = {"fifo": rec.fifo, "pane": rec.pane or "", "cast": rec.cast, "width": rec.width,
-               "height": rec.height, "cap": rec.cap, "user": user}  # fmt: skip
-        await self._send({"record": req})
+        try:
+            await self._send({"record": {**asdict(rec), "user": user}})
+        except Exception as exc:
+            raise ConnectionError(f"cannot reach the exec helper: {exc}") from exc
 
     async def kill(self, marker: str) -> None:
         await self._send({"kill": marker})

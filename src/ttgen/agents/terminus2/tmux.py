@@ -177,9 +177,10 @@ if [ -n "$1" ]; then
     [ -z "$d" ] || [ -d "$d" ] || mkdir -p "$d" 2>/dev/null
     if : >> "$1" 2>/dev/null; then log=1; echo TTGEN_LOG_OK; fi
 fi
+fifo=
 if [ -n "$2" ] && : > "$2" 2>/dev/null; then
     if [ -n "$7" ] && [ -p "$7" ]; then
-        echo TTGEN_REC_PIPE; pipe="exec cat > $7"
+        echo TTGEN_REC_PIPE; pipe="exec cat > $7"; fifo=1
     elif p=$(command -v python3 2>/dev/null); then
         case $p in
             *[!A-Za-z0-9/._+-]*) ;;
@@ -187,7 +188,7 @@ if [ -n "$2" ] && : > "$2" 2>/dev/null; then
         esac
     fi
 fi
-if [ -n "$7" ] && [ "$pipe" != "exec cat > $7" ]; then rm -f "$7"; fi
+[ -n "$fifo" ] || [ -z "$7" ] || rm -f "$7"
 [ -z "$pipe" ] && [ -n "$log" ] && pipe=$5
 s=$6
 shift 7
@@ -502,7 +503,7 @@ class TmuxSession:
         tmux_cmd += ["display-message", "-p", "-t", name, "ttgen-tmux-version #{version}", ";"]
         tmux_cmd += ["display-message", "-p", "-t", name, "#{socket_path}"]
         # Where the sandbox's exec helper can record (a thread of its own), the pane's logger is
-        # `cat` into its pipe: no interpreter per terminal (~8 ms of CPU and ~5 MB each).
+        # `cat` into its pipe: no interpreter per terminal (~10 ms of CPU and ~2.5 MB each).
         pipe = ""
         record = getattr(self.sandbox, "record_pipe", None)
         if self.recording and record is not None:
