@@ -384,6 +384,16 @@ def phase_stats(results: list) -> str:
             f"last trial done at {max(ends):.1f}"
             + (f" (tear-down p50 {statistics.median(tail):.2f})" if tail else "")
         )
+        # The job's critical path: where the trial that finished last spent its time.
+        last = max((r for r in results if r.finished_at), key=lambda r: r.finished_at)
+        marks = [("started", last.started_at)]
+        for label, attr in (("environment", "environment_setup"), ("agent setup", "agent_setup"),
+                            ("agent", "agent_execution"), ("verifier", "verifier")):  # fmt: skip
+            timing = getattr(last, attr)
+            marks.append((label, timing.finished_at if timing else None))
+        marks.append(("removed", last.finished_at))
+        parts.append("the last trial: " + ", ".join(
+            f"{label} {(at - t0).total_seconds():.1f}" for label, at in marks if at))  # fmt: skip
     return "; ".join(parts)
 
 

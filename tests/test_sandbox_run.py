@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import subprocess
 import time
@@ -18,7 +19,7 @@ import pytest
 from conftest import BACKENDS_UNDER_TEST, BASE_IMAGE, job_containers, unique_dockerfile
 from ttgen.errors import SandboxError
 from ttgen.sandbox import open_backend
-from ttgen.sandbox.base import LABEL_JOB, LABEL_MANAGED, LABEL_OWNER
+from ttgen.sandbox.base import LABEL_JOB, LABEL_MANAGED, LABEL_OWNER, TREE_DIGEST_CMD
 from ttgen.sandbox.docker import NETWORK_NAME
 from ttgen.sandbox.engine_client import DockerError, EngineClient
 from ttgen.task import Task
@@ -274,6 +275,54 @@ async def test_upload_and_download_files_and_folders(backend, make_task, job_nam
         ).read_text() == "alpha\n"
         with pytest.raises(FileNotFoundError):
             await sb.read_file("/does/not/exist")
+
+
+async def test_folder_copies_and_test_digests_need_no_program_in_the_container(
+    backend, make_task, job_name, tmp_path
+):
+    """What the verifier does after every trial (copy /logs out, list /tests by sha256) gives
+    what `tar` and `find | sha256sum | sort` give; through the exec helper it needs none of
+    those programs (nor the engine's archive API): the helper does it in-process."""
+    task = Task.load(make_task(dockerfile=None, toml=PREBUILT))
+    async with await backend.start(task, job=job_name) as sb:
+        made = await sb.exec(
+            "mkdir -p /d/sub/__pycache__ /d/.pytest_cache /d/empty && cd /d && printf a > a && "
+            "printf 'b\\n' > 'sp ace' && printf c > \"$(printf 'new\\nline')\" && "
+            "printf d > 'back\\slash' && ln -s a link && ln -s sub sublink && mkfifo fifo && "
+            "printf x > sub/__pycache__/x.pyc && printf y > .pytest_cache/y && printf z > sub/z && "
+            "head -c 300000 /dev/urandom > big && chmod 600 big",
+            user="root",
+        )
+        assert made.ok, made.output
+        shell = (await sb.exec(f"cd /d && {TREE_DIGEST_CMD}", user="root")).stdout
+        helper = sb._channel is not None
+        if helper:  # from here on only the helper itself can do it
+            hide = "for p in tar find sha256sum sort base64; do mv $(command -v $p) /root/; done"
+            assert (await sb.exec(hide, user="root")).ok
+
+            async def no_api(*a, **k):
+                raise AssertionError("the archive API was used")
+
+            sb.container.get_archive = no_api
+        rows = shell.splitlines()
+        assert len(rows) == 6 and all(len(r.split()[0].lstrip("\\")) == 64 for r in rows), shell
+        assert [r.split("  ", 1)[1] for r in rows] == [
+            "./a", "./back\\\\slash", "./big", "./new\\nline", "./sp ace", "./sub/z"
+        ]  # fmt: skip
+        assert await sb.tree_digest("/d") == shell
+        assert await sb.tree_digest("/d/") == shell
+        assert await sb.tree_digest("/not/there") == ""
+        back = await sb.download_dir("/d", tmp_path / "back")
+        big = hashlib.sha256((back / "big").read_bytes()).hexdigest()
+        assert f"{big}  ./big" in rows and (back / "big").stat().st_size == 300000
+        assert (back / "new\nline").read_text() == "c" and (back / "back\\slash").read_text() == "d"
+        assert (back / "sub" / "__pycache__" / "x.pyc").read_text() == "x"
+        assert (back / "link").is_symlink() and os.readlink(back / "link") == "a"
+        assert (back / "empty").is_dir() and not (back / "fifo").exists()
+        with pytest.raises(FileNotFoundError):
+            await sb.download_dir("/not/there", tmp_path / "none")
+        if helper:
+            assert sb._channel.alive  # nothing fell back to a command
 
 
 async def test_stop_removes_the_container_and_is_idempotent(backend, make_task, job_name):

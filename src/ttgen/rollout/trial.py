@@ -82,12 +82,6 @@ LOGS_SETUP_CMD = (
     f"chmod 777 {AGENT_LOGS} {VERIFIER_LOGS} {ARTIFACT_LOGS}"
 )
 TESTS_DIR = "/tests"
-# A listing of the uploaded tests (sha256 per file; caches that running them writes left out),
-# taken before and after test.sh: a file of the tests that changed while they ran is evidence.
-_TESTS_DIGEST = (
-    f"cd {TESTS_DIR} && find . -type f ! -path '*/__pycache__/*' ! -path '*/.pytest_cache/*' "
-    "-exec sha256sum {} + | sort -k 2"
-)
 AGENT_SETUP_TIMEOUT_SEC = 360.0  # Harbor's
 # Folders copied back from the container are capped: an agent could fill them with gigabytes.
 MAX_LOG_DIR_BYTES = 64 * 1024 * 1024
@@ -661,11 +655,12 @@ class Trial:
         if prep.exit_code is None or not prep.ok:
             raise SandboxError(f"cannot prepare the verifier: {prep.output.strip()[:500]}")
         await sb.upload_dir(task.path / "tests", TESTS_DIR)
-        before = await sb.exec(
-            f"chmod -R a+rX {TESTS_DIR} && chmod a+x {TESTS_DIR}/test.sh && {_TESTS_DIGEST}",
-            user="root",
-            timeout=60,
+        await sb.exec(
+            f"chmod -R a+rX {TESTS_DIR} && chmod a+x {TESTS_DIR}/test.sh", user="root", timeout=60
         )
+        # A listing of the uploaded tests (sha256 per file, caches that running them writes
+        # left out), taken before and after test.sh: a file that changed while it ran is evidence.
+        before = await sb.tree_digest(TESTS_DIR)
         env = {**resolve_env(task.config.verifier.env), **self.verifier_env}
         run = await sb.exec(
             f"exec 2>&1; {TESTS_DIR}/test.sh",
@@ -681,8 +676,7 @@ class Trial:
         (verifier_dir / "test-stdout.txt").write_text(out, encoding="utf-8")
         result.verifier.finished_at = now()
         if not run.timed_out:
-            after = await sb.exec(_TESTS_DIGEST, user="root", timeout=60)
-            changed = _changed_files(before.stdout, after.stdout)
+            changed = _changed_files(before, await sb.tree_digest(TESTS_DIR))
             if changed:
                 result.tamper_evidence.append(tamper.Finding(
                     TESTS_DIR, "modified", "the tests changed while they ran: "

@@ -33,6 +33,12 @@ if TYPE_CHECKING:
 
 # Per stream; more is cut in the middle (head and tail kept) and counted.
 DEFAULT_MAX_OUTPUT_BYTES = 4 * 1024 * 1024
+# The listing `ContainerSandbox.tree_digest` gives, as a command run in the folder (where a
+# sandbox has no faster way): what test.sh may not change while it runs.
+TREE_DIGEST_CMD = (
+    "find . -type f ! -path '*/__pycache__/*' ! -path '*/.pytest_cache/*' "
+    "-exec sha256sum {} + | sort -k 2"
+)
 
 # Labels on every container (and snapshot image) ttgen makes, whatever the backend.
 LABEL_MANAGED = "ttgen.managed"
@@ -227,6 +233,12 @@ class ContainerSandbox(Sandbox, Protocol):
     async def changes(self) -> list[dict[str, Any]]:
         """The container's file changes against its image: [{"Path", "Kind": 0 modified |
         1 added | 2 deleted}] (`docker diff`)."""
+        ...
+
+    async def tree_digest(self, remote: str) -> str:
+        """A sha256 per regular file under folder `remote` (`TREE_DIGEST_CMD`'s listing:
+        "<hex>  ./<path>" lines sorted by path, caches of Python and pytest left out); empty
+        when the folder is not there."""
         ...
 
 

@@ -10,7 +10,6 @@ stream, head and tail kept. Files travel as tar archives.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import io
 import logging
@@ -26,7 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
 from ttgen.errors import SandboxError, TooLargeError
-from ttgen.sandbox.base import DEFAULT_MAX_OUTPUT_BYTES, ExecResult
+from ttgen.sandbox.base import DEFAULT_MAX_OUTPUT_BYTES, TREE_DIGEST_CMD, ExecResult
 from ttgen.sandbox.engine_client import Container, DockerError
 from ttgen.sandbox.execd import (
     HELPER,
@@ -665,30 +664,52 @@ class DockerSandbox:
             buf.close()
             raise SandboxError(f"{self.name}: download of {remote} failed: {exc}") from exc
 
+    async def _channel_op(
+        self, name: str, args: dict[str, Any], timeout: float
+    ) -> tuple[int, bytes, str] | None:
+        """One of the exec helper's own file operations (execd `OPS`), as root: (exit status,
+        output, error text); None where there is no helper that runs root's commands, or it
+        did not answer in time (the caller then takes the classic path)."""
+        channel = self._channel_for("root")
+        if channel is None:
+            return None
+        out, err = bytearray(), _OutputBuffer(64 * 1024)
+        try:
+            done = await channel.op(name, args, out=_Feed(out.extend), err=err)
+            code = await asyncio.wait_for(asyncio.shield(done), timeout)
+        except (ConnectionError, TimeoutError) as exc:
+            log.debug("%s: exec helper %s of %s: %r", self.name, name, args.get("path"), exc)
+            return None
+        return code, bytes(out), err.text()
+
     async def _tar_through_channel(
         self, remote: str, max_bytes: int | None
     ) -> tarfile.TarFile | None:
-        """`remote` as a tar made by the helper (base64 on stdout); None: use the API."""
-        if not self._channel_alive():
-            return None
-        q = shlex.quote(self._abs(remote))
+        """`remote` as a tar made by the exec helper itself (no process in the container);
+        None: use the API (no helper, an error on the way, or more than the fast path takes)."""
         limit = FAST_COPY_MAX_BYTES if max_bytes is None else min(max_bytes, FAST_COPY_MAX_BYTES)
-        res = await self.exec(
-            f"cd {q} 2>/dev/null || exit 3; {{ tar -cf - . || echo TTGEN_TAR_FAILED >&2; }} "
-            "| base64",
-            user="root",
-            timeout=300,
-            max_output_bytes=limit * 4 // 3 + 8192,
-        )
-        if res.exit_code == 3:
-            raise FileNotFoundError(f"{self.name}:{remote}: no such file or directory")
-        if not res.ok or "TTGEN_TAR_FAILED" in res.stderr or res.stdout_omitted_bytes:
-            return None  # no tar/base64 in the image, or too big for this path: the API decides
-        try:
-            data = base64.b64decode(res.stdout)
-            return tarfile.open(fileobj=io.BytesIO(data), mode="r")
-        except (ValueError, tarfile.TarError):
+        res = await self._channel_op("tar", {"path": self._abs(remote), "max": limit}, 300)
+        if res is None:
             return None
+        code, data, err = res
+        if code == 3:
+            raise FileNotFoundError(f"{self.name}:{remote}: no such file or directory")
+        if code != 0:
+            log.debug("%s: exec helper tar of %s: exit %s %s", self.name, remote, code, err)
+            return None  # past the limit (4) or a file that changed on the way: the API decides
+        try:
+            return tarfile.open(fileobj=io.BytesIO(data), mode="r")
+        except tarfile.TarError:
+            return None
+
+    async def tree_digest(self, remote: str) -> str:
+        res = await self._channel_op("digest", {"path": self._abs(remote)}, 60)
+        if res is not None and res[0] == 0:
+            return res[1].decode("utf-8", "surrogateescape")
+        run = await self.exec(
+            f"cd {shlex.quote(self._abs(remote))} && {TREE_DIGEST_CMD}", user="root", timeout=60
+        )
+        return run.stdout
 
     async def read_file(self, remote: str, max_bytes: int | None = None) -> bytes:
         tar = await self._get_archive(remote, max_bytes)
