@@ -16,7 +16,10 @@ requests then write to it, in the order sent, each after writing the file it nam
 [path, content]``, an error there is ignored), and ``"close": 1`` closes it (a tmux control-mode
 client is driven this way: `DockerSandbox.open_process`). A ``{"record": ...}`` request makes a
 named pipe and records what a terminal's logger writes to it in a thread (`CAST_COPY`:
-`DockerSandbox.record_pipe`), so a terminal recording needs no interpreter of its own.
+`DockerSandbox.record_pipe`), so a terminal recording needs no interpreter of its own. An
+``{"id": n, "op": name, ...}`` request runs one of the helper's own file operations (`OPS`: a tar
+of a folder, a sha256 listing of a folder's files) in a thread, answered like a command: the
+verifier's copies and listings after every trial start no process in the container.
 
 It runs each command in its own session, with the container's environment plus the request's,
 as the requested user, in the requested directory; it streams output as it comes and reports the
