@@ -360,6 +360,11 @@ def held_stats(job_dir: Path, names: list[str], backend: DockerBackend) -> str:
             f"max {max(held):.1f} s")  # fmt: skip
 
 
+# A trial's phases as the report names them, and their fields in result.json.
+PHASES = (("environment", "environment_setup"), ("agent setup", "agent_setup"),
+          ("agent", "agent_execution"), ("verifier", "verifier"))  # fmt: skip
+
+
 def phase_stats(results: list) -> str:
     """Where the trials' time went: each phase's duration (p50/max) and when, counted from the
     first trial's start, the last trial reached each point."""
@@ -368,8 +373,7 @@ def phase_stats(results: list) -> str:
         return ""
     t0 = min(starts)
     parts = []
-    for label, attr in (("environment", "environment_setup"), ("agent setup", "agent_setup"),
-                        ("agent", "agent_execution"), ("verifier", "verifier")):  # fmt: skip
+    for label, attr in PHASES:
         timings = [getattr(r, attr) for r in results if getattr(r, attr)]
         secs = sorted(t.seconds for t in timings if t.seconds is not None)
         ends = [(t.finished_at - t0).total_seconds() for t in timings if t.finished_at]
@@ -387,8 +391,7 @@ def phase_stats(results: list) -> str:
         # The job's critical path: where the trial that finished last spent its time.
         last = max((r for r in results if r.finished_at), key=lambda r: r.finished_at)
         marks = [("started", last.started_at)]
-        for label, attr in (("environment", "environment_setup"), ("agent setup", "agent_setup"),
-                            ("agent", "agent_execution"), ("verifier", "verifier")):  # fmt: skip
+        for label, attr in PHASES:
             timing = getattr(last, attr)
             marks.append((label, timing.finished_at if timing else None))
         marks.append(("removed", last.finished_at))

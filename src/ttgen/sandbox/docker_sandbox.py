@@ -704,7 +704,7 @@ class DockerSandbox:
 
     async def tree_digest(self, remote: str) -> str:
         res = await self._channel_op("digest", {"path": self._abs(remote)}, 60)
-        if res is not None and res[0] == 0:
+        if res is not None and res[0] in (0, 3):  # 3: no such folder, an empty listing
             return res[1].decode("utf-8", "surrogateescape")
         run = await self.exec(
             f"cd {shlex.quote(self._abs(remote))} && {TREE_DIGEST_CMD}", user="root", timeout=60

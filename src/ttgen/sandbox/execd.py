@@ -201,7 +201,8 @@ def op_tar(rid, req):
     return 0
 def op_digest(rid, req):
     # What `cd PATH && find . -type f ! -path '*/__pycache__/*' ! -path '*/.pytest_cache/*'
-    # -exec sha256sum {} + | sort -k 2` prints (C locale), names escaped as sha256sum does.
+    # -exec sha256sum {} + | sort -k 2` prints (C locale), names escaped as sha256sum does; 3
+    # when PATH is not a folder.
     try:
         from _sha256 import sha256
     except ImportError:
@@ -212,13 +213,12 @@ def op_digest(rid, req):
     import stat
     root = req["path"]
     if not os.path.isdir(root):
-        send(rid, 2, ("cannot enter %s\n" % root).encode())
-        return 2
+        return 3
     rows = []
     base = os.fsencode(root).rstrip(b"/") or b"/"
     for top, dirs, files in os.walk(base):
         rel = b"." if top == base else b"./" + os.path.relpath(top, base)
-        for name in files:  # a link (to a file or a folder) is not -type f: lstat below
+        for name in files:  # links to files are here too (not -type f: lstat below)
             full = os.path.join(top, name)
             path = rel + b"/" + name
             if b"/__pycache__/" in path or b"/.pytest_cache/" in path:
@@ -561,36 +561,34 @@ class ExecChannel:
         err: Any,
     ) -> asyncio.Future[int]:
         """Start a command; returns a future of its exit status (output goes to out/err)."""
+        req: dict[str, Any] = {"argv": argv, "env": env, "cwd": cwd, "user": user}
+        if stdin is not None:
+            req["stdin"] = stdin.decode("latin-1")
+        return (await self._request(req, out, err))[1]
+
+    async def _request(
+        self, req: dict[str, Any], out: Any, err: Any
+    ) -> tuple[int, asyncio.Future[int]]:
+        """Send `req` under a new request id whose frames go to out/err: (the id, a future of
+        its exit status). ConnectionError when the helper cannot be reached (nothing sent)."""
         rid = self._next
         self._next += 1
         pending = _Pending(out, err)
         self._pending[rid] = pending
-        req: dict[str, Any] = {"id": rid, "argv": argv, "env": env, "cwd": cwd, "user": user}
-        if stdin is not None:
-            req["stdin"] = stdin.decode("latin-1")
         try:
-            await self._send(req)
+            await self._send({"id": rid, **req})
         except Exception as exc:
             self._pending.pop(rid, None)
             raise ConnectionError(f"cannot reach the exec helper: {exc}") from exc
-        return pending.done
+        return rid, pending.done
 
     async def open(
         self, argv: list[str], *, env: dict[str, str], user: str | None, out: Any, err: Any
     ) -> tuple[int, asyncio.Future[int]]:
         """Start a command whose stdin stays open for `send_input`; returns its request id and
         a future of its exit status (output goes to out/err as it comes)."""
-        rid = self._next
-        self._next += 1
-        pending = _Pending(out, err)
-        self._pending[rid] = pending
-        req = {"id": rid, "argv": argv, "env": env, "cwd": None, "user": user, "keep": 1}
-        try:
-            await self._send(req)
-        except Exception as exc:
-            self._pending.pop(rid, None)
-            raise ConnectionError(f"cannot reach the exec helper: {exc}") from exc
-        return rid, pending.done
+        req = {"argv": argv, "env": env, "cwd": None, "user": user, "keep": 1}
+        return await self._request(req, out, err)
 
     async def send_input(
         self, rid: int, data: bytes, *, file: tuple[str, bytes] | None = None, close: bool = False
@@ -619,16 +617,7 @@ class ExecChannel:
         """Start one of the helper's own file operations (`OPS` in `HELPER`: "tar" of a folder,
         "digest" of a folder's files), run in a thread of the helper as root; answered like a
         command: output to out/err, a future of its exit status."""
-        rid = self._next
-        self._next += 1
-        pending = _Pending(out, err)
-        self._pending[rid] = pending
-        try:
-            await self._send({"id": rid, "op": name, **args})
-        except Exception as exc:
-            self._pending.pop(rid, None)
-            raise ConnectionError(f"cannot reach the exec helper: {exc}") from exc
-        return pending.done
+        return (await self._request({"op": name, **args}, out, err))[1]
 
     async def kill(self, marker: str) -> None:
         await self._send({"kill": marker})
